@@ -1,0 +1,428 @@
+"""Abby's configuration: read once, at the entry point, from the environment and ``.env``.
+
+Variable names are flat and fixed (``STORAGE_ROOT``, ``MAX_USER_DAILY_GENS``, ...);
+the code sees them grouped in sections::
+
+    settings = load_settings()
+    settings.storage.max_user_daily_gens
+    settings.s3.bucket
+    settings.api.stability_api_key      # SecretStr | None
+    settings.discord.token              # SecretStr | None
+
+Library code never reads the environment: entry points call :func:`load_settings`
+and hand each component its own section. Bad values fail here, at start-up, with one
+:class:`~abby_core.errors.ConfigError` that names every bad variable and what it allows.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from abby_core.errors import ConfigError
+
+__all__ = [
+    "ApiSettings",
+    "DiscordSettings",
+    "QuotaTier",
+    "S3Settings",
+    "Settings",
+    "StorageSettings",
+    "describe_settings",
+    "load_settings",
+]
+
+MB = 1_000_000
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class StorageSettings(_Section):
+    """Where images live and how much of it each user may use."""
+
+    backend: Literal["filesystem", "s3"]
+    root: Path
+    max_global_storage_mb: float
+    max_user_storage_mb: float
+    max_user_daily_gens: int
+    cleanup_days: int
+    image_gen_size_mb: float
+    reservation_ttl_seconds: int
+
+    @property
+    def max_global_bytes(self) -> int:
+        return int(self.max_global_storage_mb * MB)
+
+    @property
+    def max_user_bytes(self) -> int:
+        return int(self.max_user_storage_mb * MB)
+
+    @property
+    def image_gen_bytes(self) -> int:
+        return int(self.image_gen_size_mb * MB)
+
+
+class S3Settings(_Section):
+    """The S3-compatible bucket (MinIO, AWS S3, SeaweedFS)."""
+
+    endpoint_url: str | None
+    public_endpoint_url: str | None
+    bucket: str
+    access_key_id: str | None
+    secret_access_key: SecretStr | None
+    region: str
+    presigned_url_ttl_seconds: int
+    timeout_seconds: float
+    max_attempts: int
+
+
+class ApiSettings(_Section):
+    """The image provider and how results are stored."""
+
+    provider: Literal["stability", "offline"]
+    stability_api_key: SecretStr | None
+    stability_api_host: str
+    stability_model: str
+    timeout_seconds: float
+    max_retries: int
+    store_format: Literal["png", "webp"]
+    store_quality: int
+    store_lossless: bool
+
+
+class QuotaTier(_Section):
+    """Limits for members holding a Discord role (``QUOTA_TIERS``)."""
+
+    role_id: int
+    daily_gens: int
+    storage_mb: float
+
+
+class DiscordSettings(_Section):
+    """The bot's Discord side."""
+
+    token: SecretStr | None
+    guild_id: int | None
+    admin_role_ids: tuple[int, ...]
+    quota_tiers: tuple[QuotaTier, ...]
+    delivery: Literal["attach", "link", "both"]
+    max_concurrent_generations: int
+    log_level: str
+
+
+def _csv_ints(value: Any) -> Any:
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.replace(";", ",").split(",")]
+        return [p for p in parts if p]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every variable Abby reads. Build it with :func:`load_settings`, not directly."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        populate_by_name=True,
+        frozen=True,
+    )
+
+    # -- storage -----------------------------------------------------------------
+    storage_backend: Literal["filesystem", "s3"] = Field(
+        "filesystem", alias="STORAGE_BACKEND", description="'filesystem' or 's3'"
+    )
+    storage_root: Path = Field(Path("shared"), alias="STORAGE_ROOT", description="a folder path")
+    max_global_storage_mb: float = Field(
+        5000, alias="MAX_GLOBAL_STORAGE_MB", gt=0, le=100_000_000,
+        description="a number of megabytes above 0 and at most 100000000",
+    )
+    max_user_storage_mb: float = Field(
+        500, alias="MAX_USER_STORAGE_MB", gt=0, le=100_000_000,
+        description="a number of megabytes above 0 and at most 100000000",
+    )
+    max_user_daily_gens: int = Field(
+        5, alias="MAX_USER_DAILY_GENS", ge=1, le=100_000,
+        description="a whole number from 1 to 100000 (to stop generation, block users instead)",
+    )
+    storage_cleanup_days: int = Field(
+        7, alias="STORAGE_CLEANUP_DAYS", ge=1, le=3650, description="a whole number of days from 1 to 3650"
+    )
+    image_gen_size_mb: float = Field(
+        1.5, alias="IMAGE_GEN_SIZE_MB", gt=0, le=100,
+        description="a number of megabytes above 0 and at most 100",
+    )
+    reservation_ttl_seconds: int = Field(
+        900, alias="RESERVATION_TTL_SECONDS", ge=30, le=86_400,
+        description="a whole number of seconds from 30 to 86400",
+    )
+
+    # -- S3 ----------------------------------------------------------------------
+    s3_endpoint_url: str | None = Field(
+        None, alias="S3_ENDPOINT_URL", description="an http(s) URL, or empty for AWS"
+    )
+    s3_public_endpoint_url: str | None = Field(
+        None, alias="S3_PUBLIC_ENDPOINT_URL", description="an http(s) URL that users' browsers reach, or empty"
+    )
+    s3_bucket: str = Field(
+        "abby-images", alias="S3_BUCKET", min_length=3, max_length=63,
+        pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        description="a bucket name: 3-63 lowercase letters, digits, dots and hyphens",
+    )
+    s3_access_key_id: str | None = Field(None, alias="S3_ACCESS_KEY_ID", description="an access key id")
+    s3_secret_access_key: SecretStr | None = Field(
+        None, alias="S3_SECRET_ACCESS_KEY", description="a secret access key"
+    )
+    s3_region: str = Field("us-east-1", alias="S3_REGION", min_length=1, description="a region name")
+    presigned_url_ttl_seconds: int = Field(
+        3600, alias="PRESIGNED_URL_TTL_SECONDS", ge=1, le=604_800,
+        description="a whole number of seconds from 1 to 604800 (7 days, the SigV4 maximum)",
+    )
+    s3_timeout_seconds: float = Field(
+        10, alias="S3_TIMEOUT_SECONDS", gt=0, le=300, description="seconds above 0 and at most 300"
+    )
+    s3_max_attempts: int = Field(
+        3, alias="S3_MAX_ATTEMPTS", ge=1, le=10, description="a whole number from 1 to 10"
+    )
+
+    # -- image provider ----------------------------------------------------------
+    image_provider: Literal["stability", "offline"] = Field(
+        "stability", alias="IMAGE_PROVIDER", description="'stability' or 'offline'"
+    )
+    stability_api_key: SecretStr | None = Field(
+        None, alias="STABILITY_API_KEY", description="a Stability AI API key"
+    )
+    stability_api_host: str = Field(
+        "https://api.stability.ai", alias="STABILITY_API_HOST", description="an http(s) URL"
+    )
+    stability_model: str = Field(
+        "core", alias="STABILITY_MODEL",
+        pattern=r"^(core|ultra|sd3\.5-large|sd3\.5-large-turbo|sd3\.5-medium)$",
+        description="one of core, ultra, sd3.5-large, sd3.5-large-turbo, sd3.5-medium",
+    )
+    stability_timeout_seconds: float = Field(
+        60, alias="STABILITY_TIMEOUT_SECONDS", gt=0, le=600, description="seconds above 0 and at most 600"
+    )
+    stability_max_retries: int = Field(
+        3, alias="STABILITY_MAX_RETRIES", ge=0, le=10, description="a whole number from 0 to 10"
+    )
+    image_store_format: Literal["png", "webp"] = Field(
+        "png", alias="IMAGE_STORE_FORMAT", description="'png' or 'webp'"
+    )
+    image_store_quality: int = Field(
+        90, alias="IMAGE_STORE_QUALITY", ge=1, le=100, description="a whole number from 1 to 100"
+    )
+    image_store_lossless: bool = Field(
+        False, alias="IMAGE_STORE_LOSSLESS", description="true or false"
+    )
+
+    # -- Discord -----------------------------------------------------------------
+    discord_token: SecretStr | None = Field(None, alias="DISCORD_TOKEN", description="a bot token")
+    discord_guild_id: int | None = Field(
+        None, alias="DISCORD_GUILD_ID", ge=1, description="a server (guild) id, digits only"
+    )
+    admin_role_ids: Annotated[tuple[int, ...], NoDecode] = Field(
+        (), alias="ADMIN_ROLE_IDS", description="role ids separated by commas"
+    )
+    quota_tiers: Annotated[tuple[QuotaTier, ...], NoDecode] = Field(
+        (), alias="QUOTA_TIERS",
+        description="entries ROLE_ID:DAILY_GENS:STORAGE_MB separated by commas, e.g. 123:20:2000",
+    )
+    image_delivery: Literal["attach", "link", "both"] = Field(
+        "both", alias="IMAGE_DELIVERY", description="'attach', 'link' or 'both'"
+    )
+    max_concurrent_generations: int = Field(
+        4, alias="MAX_CONCURRENT_GENERATIONS", ge=1, le=256, description="a whole number from 1 to 256"
+    )
+    log_level: str = Field(
+        "INFO", alias="LOG_LEVEL", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$",
+        description="DEBUG, INFO, WARNING, ERROR or CRITICAL",
+    )
+
+    @field_validator(
+        "s3_endpoint_url", "s3_public_endpoint_url", "s3_access_key_id", "s3_secret_access_key",
+        "stability_api_key", "discord_token", "discord_guild_id",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("s3_endpoint_url", "s3_public_endpoint_url", "stability_api_host")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")) or len(value) < len("http://x"):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("admin_role_ids", mode="before")
+    @classmethod
+    def _parse_role_ids(cls, value: Any) -> Any:
+        return _csv_ints(value)
+
+    @field_validator("quota_tiers", mode="before")
+    @classmethod
+    def _parse_tiers(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        tiers = []
+        for entry in _csv_ints(value):
+            parts = entry.split(":")
+            if len(parts) != 3:
+                raise ValueError(f"entry {entry!r} is not ROLE_ID:DAILY_GENS:STORAGE_MB")
+            role, daily, storage = parts
+            try:
+                tiers.append({"role_id": int(role), "daily_gens": int(daily), "storage_mb": float(storage)})
+            except ValueError:
+                raise ValueError(f"entry {entry!r} has a part that is not a number") from None
+            if int(role) < 1 or int(daily) < 1 or float(storage) <= 0:
+                raise ValueError(f"entry {entry!r} must have a role id, daily gens and storage above 0")
+        return tiers
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        smallest = min(self.max_user_storage_mb, self.max_global_storage_mb)
+        if self.image_gen_size_mb > smallest:
+            raise ValueError(
+                f"IMAGE_GEN_SIZE_MB ({self.image_gen_size_mb}) must not be larger than "
+                f"MAX_USER_STORAGE_MB or MAX_GLOBAL_STORAGE_MB ({smallest})"
+            )
+        return self
+
+    # -- sections ----------------------------------------------------------------
+    @cached_property
+    def storage(self) -> StorageSettings:
+        return StorageSettings(
+            backend=self.storage_backend,
+            root=self.storage_root,
+            max_global_storage_mb=self.max_global_storage_mb,
+            max_user_storage_mb=self.max_user_storage_mb,
+            max_user_daily_gens=self.max_user_daily_gens,
+            cleanup_days=self.storage_cleanup_days,
+            image_gen_size_mb=self.image_gen_size_mb,
+            reservation_ttl_seconds=self.reservation_ttl_seconds,
+        )
+
+    @cached_property
+    def s3(self) -> S3Settings:
+        return S3Settings(
+            endpoint_url=self.s3_endpoint_url,
+            public_endpoint_url=self.s3_public_endpoint_url,
+            bucket=self.s3_bucket,
+            access_key_id=self.s3_access_key_id,
+            secret_access_key=self.s3_secret_access_key,
+            region=self.s3_region,
+            presigned_url_ttl_seconds=self.presigned_url_ttl_seconds,
+            timeout_seconds=self.s3_timeout_seconds,
+            max_attempts=self.s3_max_attempts,
+        )
+
+    @cached_property
+    def api(self) -> ApiSettings:
+        return ApiSettings(
+            provider=self.image_provider,
+            stability_api_key=self.stability_api_key,
+            stability_api_host=self.stability_api_host,
+            stability_model=self.stability_model,
+            timeout_seconds=self.stability_timeout_seconds,
+            max_retries=self.stability_max_retries,
+            store_format=self.image_store_format,
+            store_quality=self.image_store_quality,
+            store_lossless=self.image_store_lossless,
+        )
+
+    @cached_property
+    def discord(self) -> DiscordSettings:
+        return DiscordSettings(
+            token=self.discord_token,
+            guild_id=self.discord_guild_id,
+            admin_role_ids=self.admin_role_ids,
+            quota_tiers=self.quota_tiers,
+            delivery=self.image_delivery,
+            max_concurrent_generations=self.max_concurrent_generations,
+            log_level=self.log_level,
+        )
+
+
+def _alias(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    return info.alias if info is not None and info.alias else field.upper()
+
+
+_BY_ALIAS = {(info.alias or name).upper(): name for name, info in Settings.model_fields.items()}
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = error.get("loc") or ()
+    field = _BY_ALIAS.get(str(loc[0]).upper(), str(loc[0])) if loc else ""
+    info = Settings.model_fields.get(field)
+    if info is None:
+        # A whole-model check (model_validator): its message already names the variables.
+        return str(error.get("msg", "invalid configuration")).removeprefix("Value error, ")
+    name = _alias(field)
+    allowed = info.description or "a valid value"
+    value = error.get("input")
+    secret = info.annotation is not None and "SecretStr" in str(info.annotation)
+    shown = "" if secret or isinstance(value, dict) else f" (got {str(value)[:60]!r})"
+    message = f"{name}{shown}: must be {allowed}"
+    if error.get("type") == "value_error":  # our own validators explain the exact fault
+        message += "; " + str(error.get("msg", "")).removeprefix("Value error, ")
+    return message
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """Read the environment (and ``env_file`` when it exists) into :class:`Settings`.
+
+    ``overrides`` take field names or variable names (``max_user_daily_gens=3`` or
+    ``MAX_USER_DAILY_GENS=3``) and win over the environment; tests use them.
+    Raises :class:`ConfigError` naming every bad variable.
+    """
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = [_describe(e) for e in exc.errors(include_url=False)]  # type: ignore[arg-type]
+        raise ConfigError(
+            "Invalid configuration:\n  - " + "\n  - ".join(problems), problems=problems
+        ) from None
+
+
+def describe_settings(settings: Settings) -> dict[str, Any]:
+    """The settings as ``{VARIABLE: value}``, secrets shown as set/unset, for ``abby doctor``."""
+    shown: dict[str, Any] = {}
+    for field, info in Settings.model_fields.items():
+        value = getattr(settings, field)
+        if isinstance(value, SecretStr):
+            value = "********"
+        elif isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = json.loads(json.dumps([v.model_dump() if isinstance(v, BaseModel) else v for v in value]))
+        shown[info.alias or field] = value
+    return shown
+

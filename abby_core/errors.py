@@ -1,0 +1,316 @@
+"""Every error Abby's core raises, in one place.
+
+The tree::
+
+    AbbyError                                   .code (stable, used by the CLI's --json)
+    ├── ConfigError                             config_error
+    ├── NotConfigured                           not_configured
+    ├── UserBlocked                             blocked
+    ├── QuotaExceeded                           .limit_name .used .limit .resets_at
+    │   ├── DailyLimitExceeded                  daily_limit
+    │   ├── UserStorageFull                     user_storage_full
+    │   └── GlobalStorageFull                   global_storage_full
+    ├── StorageError                            storage_error
+    │   ├── StorageUnavailable                  storage_unavailable
+    │   ├── LedgerCorrupt                       ledger_corrupt
+    │   ├── ImageNotFound                       image_not_found
+    │   └── ReservationInvalid                  reservation_invalid
+    ├── InvalidInput                            invalid_input
+    │   ├── InvalidPrompt                       invalid_prompt
+    │   ├── InvalidImage                        invalid_image
+    │   ├── InvalidUser                         invalid_user
+    │   └── InvalidKey                          invalid_key
+    └── GenerationError                         generation_error
+        ├── GenerationUnavailable               generation_unavailable  (retried; never charged)
+        │   ├── GenerationTimeout               generation_timeout
+        │   └── RateLimited                     rate_limited
+        └── ProviderRejected                    .status .request_id
+            ├── PromptRejected                  invalid_prompt          (the user's to fix)
+            ├── ContentFiltered                 content_filtered        (the user's to fix)
+            ├── RequestTooLarge                 invalid_image
+            ├── ProviderAuthError               generation_auth         (the operator's to fix)
+            └── ProviderOutOfCredits            generation_auth         (the operator's to fix)
+
+Every message is safe to show to a Discord member or an operator: it never
+contains a secret, a key, a credential or a foreign exception's text that could
+hold one. Foreign exceptions (botocore, httpx, OSError) are translated at the
+edge of core with ``raise ... from exc`` and never leave it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar
+
+__all__ = [
+    "AbbyError",
+    "ConfigError",
+    "ContentFiltered",
+    "DailyLimitExceeded",
+    "GenerationError",
+    "GenerationTimeout",
+    "GenerationUnavailable",
+    "GlobalStorageFull",
+    "ImageNotFound",
+    "InvalidImage",
+    "InvalidInput",
+    "InvalidKey",
+    "InvalidPrompt",
+    "InvalidUser",
+    "LedgerCorrupt",
+    "NotConfigured",
+    "PromptRejected",
+    "ProviderAuthError",
+    "ProviderOutOfCredits",
+    "ProviderRejected",
+    "QuotaExceeded",
+    "RateLimited",
+    "RequestTooLarge",
+    "ReservationInvalid",
+    "StorageError",
+    "StorageUnavailable",
+    "UserBlocked",
+    "UserStorageFull",
+]
+
+
+class AbbyError(Exception):
+    """Base of every error Abby raises on purpose."""
+
+    code: ClassVar[str] = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(AbbyError):
+    """The configuration is invalid; the message names each variable and what it allows."""
+
+    code = "config_error"
+
+    def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+class NotConfigured(AbbyError):
+    """A feature was used that the operator has not configured (e.g. no Stability key)."""
+
+    code = "not_configured"
+
+
+class UserBlocked(AbbyError):
+    """An admin has blocked this user from generating images."""
+
+    code = "blocked"
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__("You have been blocked from generating images on this server.")
+        self.user_id = user_id
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1_000_000:.1f} MB"
+
+
+class QuotaExceeded(AbbyError):
+    """A quota would be exceeded; nothing was reserved or charged."""
+
+    code = "quota_exceeded"
+    limit_name: ClassVar[str] = "quota"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        used: int,
+        limit: int,
+        resets_at: datetime | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.used = used
+        self.limit = limit
+        self.resets_at = resets_at
+
+
+class DailyLimitExceeded(QuotaExceeded):
+    """The user has used every generation allowed today (UTC)."""
+
+    code = "daily_limit"
+    limit_name = "daily"
+
+    def __init__(self, *, used: int, limit: int, resets_at: datetime) -> None:
+        super().__init__(
+            f"You have used all {limit} of your image generations for today. "
+            f"Your quota resets at {resets_at:%H:%M} UTC.",
+            used=used,
+            limit=limit,
+            resets_at=resets_at,
+        )
+
+
+class UserStorageFull(QuotaExceeded):
+    """The user's own storage allowance cannot hold another image."""
+
+    code = "user_storage_full"
+    limit_name = "user_storage"
+
+    def __init__(self, *, used: int, limit: int) -> None:
+        super().__init__(
+            f"Your image storage is full ({_mb(used)} of {_mb(limit)}). "
+            "Delete some images with /gallery, or wait for old ones to expire.",
+            used=used,
+            limit=limit,
+        )
+
+
+class GlobalStorageFull(QuotaExceeded):
+    """The server-wide storage allowance cannot hold another image."""
+
+    code = "global_storage_full"
+    limit_name = "global_storage"
+
+    def __init__(self, *, used: int, limit: int) -> None:
+        super().__init__(
+            f"This server's image storage is full ({_mb(used)} of {_mb(limit)}). "
+            "Please try again after old images expire, or ask an admin to run a cleanup.",
+            used=used,
+            limit=limit,
+        )
+
+
+class StorageError(AbbyError):
+    """Something went wrong reading or writing storage."""
+
+    code = "storage_error"
+
+
+class StorageUnavailable(StorageError):
+    """Storage could not be reached or refused the operation; nothing was charged."""
+
+    code = "storage_unavailable"
+
+
+class LedgerCorrupt(StorageError):
+    """A quota ledger document is unreadable; it must be rebuilt (``reconcile``)."""
+
+    code = "ledger_corrupt"
+
+
+class ImageNotFound(StorageError):
+    """No image with that key belongs to this user."""
+
+    code = "image_not_found"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"No image {key!r} was found in your gallery.")
+        self.key = key
+
+
+class ReservationInvalid(StorageError):
+    """A reservation was used twice, or by the wrong manager."""
+
+    code = "reservation_invalid"
+
+
+class InvalidInput(AbbyError):
+    """Input was refused before anything was spent."""
+
+    code = "invalid_input"
+
+
+class InvalidPrompt(InvalidInput):
+    """The prompt is empty, too long or contains characters that are not allowed."""
+
+    code = "invalid_prompt"
+
+
+class InvalidImage(InvalidInput):
+    """An uploaded image is not one Abby can use."""
+
+    code = "invalid_image"
+
+
+class InvalidUser(InvalidInput):
+    """A user id is not a Discord snowflake (digits only)."""
+
+    code = "invalid_user"
+
+
+class InvalidKey(InvalidInput):
+    """An image key is malformed or does not belong to the user."""
+
+    code = "invalid_key"
+
+
+class GenerationError(AbbyError):
+    """The image provider did not produce an image."""
+
+    code = "generation_error"
+
+
+class GenerationUnavailable(GenerationError):
+    """The provider did not answer usefully after retries; never charged."""
+
+    code = "generation_unavailable"
+
+
+class GenerationTimeout(GenerationUnavailable):
+    """The provider took longer than the configured timeout."""
+
+    code = "generation_timeout"
+
+
+class RateLimited(GenerationUnavailable):
+    """The provider kept rate-limiting us after retries."""
+
+    code = "generation_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ProviderRejected(GenerationError):
+    """The provider answered with an error about this request."""
+
+    code = "generation_error"
+
+    def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.request_id = request_id
+
+
+class PromptRejected(ProviderRejected):
+    """The provider refused the prompt or a parameter (HTTP 400/422)."""
+
+    code = "invalid_prompt"
+
+
+class ContentFiltered(ProviderRejected):
+    """The provider's content filter refused the prompt or the result."""
+
+    code = "content_filtered"
+
+
+class RequestTooLarge(ProviderRejected):
+    """The request was over the provider's size limit (HTTP 413)."""
+
+    code = "invalid_image"
+
+
+class ProviderAuthError(ProviderRejected):
+    """The provider refused the API key (HTTP 401): the operator must fix it."""
+
+    code = "generation_auth"
+
+
+class ProviderOutOfCredits(ProviderRejected):
+    """The provider account has no credits left (HTTP 402): the operator must top it up."""
+
+    code = "generation_auth"
