@@ -1,0 +1,53 @@
+"""Turn prompts and images into image bytes.
+
+``ImageGenerator`` is the entry point; providers (one module each) implement
+:class:`~abby_core.generation.base.Provider`: ``stability`` (the REST API) and
+``offline`` (a local renderer). Validators run before any network call so callers
+can check a request before reserving quota::
+
+    request = validate_text_to_image("a red fox", aspect_ratio="16:9")
+    # reserve quota ...
+    image = await generator.generate(request)
+"""
+
+from abby_core.generation.base import (
+    GeneratedImage,
+    GenerationRequest,
+    ImageToImageRequest,
+    Provider,
+    TextToImageRequest,
+    UpscaleRequest,
+)
+from abby_core.generation.generator import ImageGenerator
+from abby_core.generation.offline import OfflineProvider
+from abby_core.generation.params import (
+    ASPECT_RATIOS,
+    MAX_SEED,
+    OUTPUT_FORMATS,
+    STYLE_PRESETS,
+    UPSCALE_MODES,
+    validate_image_to_image,
+    validate_text_to_image,
+    validate_upscale,
+)
+from abby_core.generation.stability import StabilityProvider
+
+__all__ = [
+    "ASPECT_RATIOS",
+    "MAX_SEED",
+    "OUTPUT_FORMATS",
+    "STYLE_PRESETS",
+    "UPSCALE_MODES",
+    "GeneratedImage",
+    "GenerationRequest",
+    "ImageGenerator",
+    "ImageToImageRequest",
+    "OfflineProvider",
+    "Provider",
+    "StabilityProvider",
+    "TextToImageRequest",
+    "UpscaleRequest",
+    "validate_image_to_image",
+    "validate_text_to_image",
+    "validate_upscale",
+]

@@ -1,0 +1,115 @@
+"""The provider interface and the values that cross it.
+
+A provider turns an already validated request into a :class:`GeneratedImage`. It
+never validates user input (``params`` did) and never lets a foreign exception out:
+every failure is an :class:`~abby_core.errors.AbbyError`. Adding a backend
+(AUTOMATIC1111, Forge, ...) means adding one module that subclasses :class:`Provider`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+__all__ = [
+    "GeneratedImage",
+    "GenerationRequest",
+    "ImageToImageRequest",
+    "OutputFormat",
+    "Provider",
+    "TextToImageRequest",
+    "UpscaleMode",
+    "UpscaleRequest",
+]
+
+OutputFormat = Literal["png", "jpeg", "webp"]
+UpscaleMode = Literal["fast", "conservative", "creative"]
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """One image a provider made, with what is needed to show and store it."""
+
+    data: bytes = field(repr=False)
+    content_type: str
+    seed: int
+    width: int
+    height: int
+    provider: str
+    finish_reason: str
+    label: str
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class TextToImageRequest:
+    """A checked text-to-image request (build it with ``validate_text_to_image``)."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    aspect_ratio: str = "1:1"
+    seed: int = 0
+    style_preset: str | None = None
+    output_format: OutputFormat = "png"
+
+
+@dataclass(frozen=True)
+class ImageToImageRequest:
+    """A checked image-to-image request; ``image`` is already a clean PNG within limits."""
+
+    image: bytes = field(repr=False)
+    prompt: str
+    strength: float = 0.6
+    negative_prompt: str | None = None
+    seed: int = 0
+    output_format: OutputFormat = "png"
+
+
+@dataclass(frozen=True)
+class UpscaleRequest:
+    """A checked upscale request; ``image`` fits the chosen mode's limits."""
+
+    image: bytes = field(repr=False)
+    mode: UpscaleMode = "fast"
+    prompt: str | None = None
+    output_format: OutputFormat = "png"
+
+
+GenerationRequest = TextToImageRequest | ImageToImageRequest | UpscaleRequest
+
+
+class Provider(abc.ABC):
+    """A backend that makes images. Subclasses set :attr:`name`.
+
+    Edge cases every provider honours:
+
+    * methods are only called when :attr:`configured` is true (the generator checks);
+    * failures raise :mod:`abby_core.errors` classes, never foreign exceptions;
+    * ``get_balance`` returns ``None`` when the backend has no notion of credits;
+    * ``aclose`` may be called more than once.
+    """
+
+    name: ClassVar[str]
+
+    @property
+    def configured(self) -> bool:
+        """Whether the provider has what it needs (e.g. an API key) to be called."""
+        return True
+
+    @abc.abstractmethod
+    async def text_to_image(self, request: TextToImageRequest) -> GeneratedImage: ...
+
+    @abc.abstractmethod
+    async def image_to_image(self, request: ImageToImageRequest) -> GeneratedImage: ...
+
+    @abc.abstractmethod
+    async def upscale(self, request: UpscaleRequest) -> GeneratedImage: ...
+
+    async def get_balance(self) -> float | None:
+        """Credits left on the account, or ``None`` when not applicable."""
+        return None
+
+    async def aclose(self) -> None:
+        """Release connections; safe to call twice."""
+        return None

@@ -1,0 +1,140 @@
+"""A local renderer that needs no network and no key: for development and demos.
+
+Images are deterministic (same request, same bytes): a gradient and shapes seeded
+by a hash of the prompt and seed, the prompt written on top and a visible
+"Local preview — not AI-generated" label, so nobody mistakes them for the real thing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import textwrap
+
+from PIL import Image, ImageDraw, ImageFont
+
+from abby_core.generation.base import (
+    GeneratedImage,
+    ImageToImageRequest,
+    OutputFormat,
+    Provider,
+    TextToImageRequest,
+    UpscaleRequest,
+)
+
+__all__ = ["LABEL", "OfflineProvider", "derive_seed"]
+
+LABEL = "Local preview — not AI-generated"
+LONG_SIDE = 1024
+UPSCALE_FACTOR = 4
+UPSCALE_MAX_SIDE = 4096
+_MAX_SEED = 4_294_967_294
+
+
+def derive_seed(prompt: str) -> int:
+    """The seed used when the request asks for seed 0: stable for a given prompt, never 0."""
+    digest = hashlib.sha256(prompt.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % _MAX_SEED + 1
+
+
+def _size(aspect_ratio: str) -> tuple[int, int]:
+    w, h = (int(part) for part in aspect_ratio.split(":"))
+    if w >= h:
+        return LONG_SIDE, round(LONG_SIDE * h / w / 8) * 8
+    return round(LONG_SIDE * w / h / 8) * 8, LONG_SIDE
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def _render(prompt: str, seed: int, size: tuple[int, int]) -> Image.Image:
+    rng = random.Random(f"{seed}:{prompt}")
+    # A 3x3 grid of colours blown up with bicubic resampling is a cheap, smooth gradient.
+    grid = Image.new("RGB", (3, 3))
+    grid.putdata([(rng.randrange(256), rng.randrange(256), rng.randrange(256)) for _ in range(9)])
+    img = grid.resize(size, Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(img, "RGBA")
+    width, height = size
+    for _ in range(rng.randint(4, 9)):
+        x, y = rng.randrange(width), rng.randrange(height)
+        r = rng.randint(min(size) // 16, min(size) // 4)
+        colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256), rng.randint(60, 160))
+        box = (x - r, y - r, x + r, y + r)
+        if rng.random() < 0.5:
+            draw.ellipse(box, fill=colour)
+        else:
+            draw.rectangle(box, fill=colour)
+    _caption(draw, prompt, size)
+    return img
+
+
+def _caption(draw: ImageDraw.ImageDraw, prompt: str, size: tuple[int, int]) -> None:
+    width, height = size
+    text = "\n".join(textwrap.wrap(prompt[:300], width=max(20, width // 22))[:5])
+    body = _font(max(14, width // 40))
+    draw.multiline_text((24, 24), text, font=body, fill=(255, 255, 255, 255), stroke_width=2,
+                        stroke_fill=(0, 0, 0, 255))
+    label_font = _font(max(14, width // 32))
+    label = LABEL.replace("—", "-")  # the built-in font has no em dash
+    box = draw.textbbox((0, 0), label, font=label_font)
+    pad = 12
+    x, y = 24, height - (box[3] - box[1]) - 3 * pad
+    draw.rectangle((x - pad, y - pad, x + box[2] + pad, y + box[3] + pad), fill=(0, 0, 0, 190))
+    draw.text((x, y), label, font=label_font, fill=(255, 214, 0, 255))
+
+
+def _encode(img: Image.Image, output_format: OutputFormat) -> bytes:
+    buf = io.BytesIO()
+    if output_format == "png":
+        img.save(buf, format="PNG", compress_level=1)
+    elif output_format == "jpeg":
+        img.convert("RGB").save(buf, format="JPEG", quality=90)
+    else:
+        img.save(buf, format="WEBP", quality=90, method=0)
+    return buf.getvalue()
+
+
+class OfflineProvider(Provider):
+    """Renders placeholder images locally; always configured, never billed."""
+
+    name = "offline"
+
+    def _result(self, img: Image.Image, seed: int, output_format: OutputFormat) -> GeneratedImage:
+        return GeneratedImage(
+            data=_encode(img, output_format),
+            content_type=f"image/{output_format}",
+            seed=seed,
+            width=img.width,
+            height=img.height,
+            provider=self.name,
+            finish_reason="SUCCESS",
+            label=LABEL,
+        )
+
+    async def text_to_image(self, request: TextToImageRequest) -> GeneratedImage:
+        seed = request.seed or derive_seed(request.prompt)
+        img = _render(request.prompt, seed, _size(request.aspect_ratio))
+        return self._result(img, seed, request.output_format)
+
+    async def image_to_image(self, request: ImageToImageRequest) -> GeneratedImage:
+        seed = request.seed or derive_seed(request.prompt)
+        with Image.open(io.BytesIO(request.image)) as opened:
+            source = opened.convert("RGB")
+        scale = LONG_SIDE / max(source.size)
+        size = (max(1, round(source.width * scale)), max(1, round(source.height * scale)))
+        source = source.resize(size, Image.Resampling.LANCZOS)
+        art = _render(request.prompt, seed, size)
+        # strength 0 keeps the input, 1 replaces it, as with the real endpoint.
+        img = Image.blend(source, art, request.strength)
+        _caption(ImageDraw.Draw(img, "RGBA"), request.prompt, size)
+        return self._result(img, seed, request.output_format)
+
+    async def upscale(self, request: UpscaleRequest) -> GeneratedImage:
+        with Image.open(io.BytesIO(request.image)) as opened:
+            source = opened.convert("RGBA" if "A" in opened.getbands() else "RGB")
+        scale = min(UPSCALE_FACTOR, UPSCALE_MAX_SIDE / max(source.size))
+        size = (max(1, round(source.width * scale)), max(1, round(source.height * scale)))
+        img = source.resize(size, Image.Resampling.LANCZOS)
+        return self._result(img, 0, request.output_format)

@@ -1,0 +1,152 @@
+"""Validators for generation requests: run them before reserving quota.
+
+Each ``validate_*`` returns a frozen request a provider can run as is, or raises an
+:class:`~abby_core.errors.InvalidInput` subclass whose message a member can act on.
+Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import get_args
+
+from abby_core.errors import InvalidInput, InvalidPrompt
+from abby_core.generation.base import (
+    ImageToImageRequest,
+    OutputFormat,
+    TextToImageRequest,
+    UpscaleMode,
+    UpscaleRequest,
+)
+from abby_core.images import (
+    CONSERVATIVE_UPSCALE,
+    CREATIVE_UPSCALE,
+    FAST_UPSCALE,
+    IMAGE_TO_IMAGE,
+    ImageLimits,
+    clean_prompt,
+    prepare_image,
+)
+
+__all__ = [
+    "ASPECT_RATIOS",
+    "MAX_SEED",
+    "OUTPUT_FORMATS",
+    "STYLE_PRESETS",
+    "UPSCALE_LIMITS",
+    "UPSCALE_MODES",
+    "validate_image_to_image",
+    "validate_text_to_image",
+    "validate_upscale",
+]
+
+ASPECT_RATIOS: tuple[str, ...] = ("21:9", "16:9", "3:2", "5:4", "1:1", "4:5", "2:3", "9:16", "9:21")
+OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
+UPSCALE_MODES: tuple[str, ...] = get_args(UpscaleMode)
+STYLE_PRESETS: tuple[str, ...] = (
+    "3d-model", "analog-film", "anime", "cinematic", "comic-book", "digital-art", "enhance",
+    "fantasy-art", "isometric", "line-art", "low-poly", "modeling-compound", "neon-punk",
+    "origami", "photographic", "pixel-art", "tile-texture",
+)
+MAX_SEED = 4_294_967_294
+UPSCALE_LIMITS: dict[str, ImageLimits] = {
+    "fast": FAST_UPSCALE,
+    "conservative": CONSERVATIVE_UPSCALE,
+    "creative": CREATIVE_UPSCALE,
+}
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise InvalidInput(f"{name} must be one of {', '.join(allowed)} (got {str(value)[:30]!r}).")
+    return value
+
+
+def _seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise InvalidInput(f"seed must be a whole number from 0 to {MAX_SEED} (0 picks one at random).")
+    return seed
+
+
+def _negative(negative_prompt: str | None) -> str | None:
+    if negative_prompt is None or not negative_prompt.strip():
+        return None
+    return clean_prompt(negative_prompt, field="negative prompt")
+
+
+def _format(output_format: str) -> OutputFormat:
+    _choice("output_format", output_format, OUTPUT_FORMATS)
+    return output_format  # type: ignore[return-value]  # checked just above
+
+
+def validate_text_to_image(
+    prompt: str,
+    *,
+    negative_prompt: str | None = None,
+    aspect_ratio: str = "1:1",
+    seed: int = 0,
+    style_preset: str | None = None,
+    output_format: str = "png",
+) -> TextToImageRequest:
+    """Check a text-to-image request; an empty negative prompt or style counts as none."""
+    return TextToImageRequest(
+        prompt=clean_prompt(prompt),
+        negative_prompt=_negative(negative_prompt),
+        aspect_ratio=_choice("aspect_ratio", aspect_ratio, ASPECT_RATIOS),
+        seed=_seed(seed),
+        style_preset=_choice("style_preset", style_preset, STYLE_PRESETS) if style_preset else None,
+        output_format=_format(output_format),
+    )
+
+
+def validate_image_to_image(
+    image: bytes,
+    prompt: str,
+    *,
+    strength: float = 0.6,
+    negative_prompt: str | None = None,
+    seed: int = 0,
+    output_format: str = "png",
+) -> ImageToImageRequest:
+    """Check an image-to-image request; the image is cleaned and resized (sides >= 64 px).
+
+    ``strength`` is how much the result may depart from the image: 0 keeps it,
+    1 ignores it.
+    """
+    text = clean_prompt(prompt)
+    if (
+        isinstance(strength, bool)
+        or not isinstance(strength, int | float)
+        or not math.isfinite(strength)
+        or not 0 <= strength <= 1
+    ):
+        raise InvalidInput("strength must be a number from 0 to 1.")
+    negative = _negative(negative_prompt)
+    checked_seed = _seed(seed)
+    fmt = _format(output_format)
+    prepared = prepare_image(image, IMAGE_TO_IMAGE)
+    return ImageToImageRequest(prepared.data, text, float(strength), negative, checked_seed, fmt)
+
+
+def validate_upscale(
+    image: bytes,
+    *,
+    prompt: str | None = None,
+    mode: str = "fast",
+    output_format: str = "png",
+) -> UpscaleRequest:
+    """Check an upscale request; ``conservative`` and ``creative`` need a prompt.
+
+    The image is resized into the mode's limits (fast: 32..1536 px a side and
+    1,024..1,048,576 px in total) rather than sent to be refused.
+    """
+    _choice("mode", mode, UPSCALE_MODES)
+    if mode == "fast":
+        text = clean_prompt(prompt) if prompt and prompt.strip() else None
+    elif prompt is None or not prompt.strip():
+        raise InvalidPrompt(f"A prompt describing the image is needed for {mode} upscaling.")
+    else:
+        text = clean_prompt(prompt)
+    fmt = _format(output_format)
+    prepared = prepare_image(image, UPSCALE_LIMITS[mode])
+    return UpscaleRequest(prepared.data, mode, text, fmt)  # type: ignore[arg-type]  # checked
