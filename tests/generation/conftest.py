@@ -1,0 +1,1 @@
+from tests.fixtures.fake_stability import fake_stability  # noqa: F401
