@@ -1,0 +1,120 @@
+"""The offline renderer, the validators, and the core's import boundary."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+from abby_core.errors import InvalidImage, InvalidInput, InvalidPrompt
+from abby_core.generation import (
+    ImageGenerator,
+    OfflineProvider,
+    validate_text_to_image,
+    validate_upscale,
+)
+from abby_core.generation.offline import LABEL, derive_seed
+from tests.generation.helpers import png
+
+
+@pytest.fixture
+def offline() -> ImageGenerator:
+    return ImageGenerator(provider=OfflineProvider())
+
+
+async def test_offline_is_deterministic_and_labelled(offline: ImageGenerator) -> None:
+    a = await offline.text_to_image("a lighthouse at dusk", aspect_ratio="9:16", seed=5)
+    b = await offline.text_to_image("a lighthouse at dusk", aspect_ratio="9:16", seed=5)
+    c = await offline.text_to_image("a lighthouse at dusk", aspect_ratio="9:16", seed=6)
+    assert a.data == b.data and a.data != c.data
+    assert (a.width, a.height) == (576, 1024)
+    assert Image.open(io.BytesIO(a.data)).format == "PNG"
+    assert (a.provider, a.label, a.finish_reason, a.content_type) == ("offline", LABEL, "SUCCESS", "image/png")
+    assert "not AI" in a.label
+
+
+async def test_offline_seed_zero_derives_a_reported_seed(offline: ImageGenerator) -> None:
+    a = await offline.text_to_image("🦊🌲")
+    b = await offline.text_to_image("🦊🌲")
+    assert a.seed == b.seed == derive_seed("🦊🌲") != 0
+    assert a.data == b.data
+    explicit = await offline.text_to_image("🦊🌲", seed=a.seed)
+    assert explicit.data == a.data
+
+
+async def test_offline_image_to_image_and_upscale(offline: ImageGenerator) -> None:
+    source = png((300, 200))
+    weak = await offline.image_to_image(source, "blue sky", strength=0.1, seed=3)
+    strong = await offline.image_to_image(source, "blue sky", strength=0.9, seed=3)
+    assert weak.data != strong.data
+    assert (weak.width, weak.height) == (1024, 683)
+    red = Image.open(io.BytesIO(weak.data)).convert("RGB").getpixel((600, 300))
+    assert isinstance(red, tuple) and red[0] > 150  # mostly the red input at low strength
+    up = await offline.upscale_image(png((100, 50)))
+    assert (up.width, up.height) == (400, 200)
+    again = await offline.upscale_image(png((100, 50)))
+    assert up.data == again.data
+    big = await offline.upscale_image(png((1200, 800)))
+    assert max(big.width, big.height) == 4096
+
+
+async def test_offline_is_fast(offline: ImageGenerator) -> None:
+    for call in (
+        offline.text_to_image("a long prompt " * 50, aspect_ratio="21:9"),
+        offline.image_to_image(png((1024, 1024)), "x"),
+        offline.upscale_image(png((512, 512))),
+    ):
+        started = time.perf_counter()
+        await call
+        assert time.perf_counter() - started < 0.5
+
+
+def test_validate_text_to_image() -> None:
+    req = validate_text_to_image(" hi ", negative_prompt="  ", style_preset="", seed=4_294_967_294)
+    assert (req.prompt, req.negative_prompt, req.style_preset) == ("hi", None, None)
+    for bad in (
+        {"aspect_ratio": "4:3"},
+        {"seed": -1},
+        {"seed": 4_294_967_295},
+        {"seed": True},
+        {"style_preset": "watercolour"},
+        {"output_format": "gif"},
+    ):
+        with pytest.raises(InvalidInput):
+            validate_text_to_image("hi", **bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidPrompt, match="negative prompt"):
+        validate_text_to_image("hi", negative_prompt="a\x00b")
+
+
+@pytest.mark.parametrize("strength", [-0.1, 1.01, float("nan"), "0.5"])
+async def test_bad_strength_is_refused_before_anything(offline: ImageGenerator, strength: object) -> None:
+    with pytest.raises(InvalidInput, match="strength"):
+        await offline.image_to_image(png(), "x", strength=strength)  # type: ignore[arg-type]
+
+
+def test_validate_upscale() -> None:
+    with pytest.raises(InvalidPrompt, match="creative"):
+        validate_upscale(png(), mode="creative")
+    with pytest.raises(InvalidInput, match="mode"):
+        validate_upscale(png(), mode="magic")
+    with pytest.raises(InvalidImage):
+        validate_upscale(b"GIF89a....", mode="fast")
+    with pytest.raises(InvalidImage, match="long and thin"):
+        validate_upscale(png((10, 2000)), mode="fast")
+    req = validate_upscale(png((20, 900)), mode="fast")
+    size = Image.open(io.BytesIO(req.image)).size
+    assert min(size) >= 32 and max(size) <= 1536 and 1_024 <= size[0] * size[1] <= 1_048_576
+
+
+def test_core_never_imports_discord_typer_or_rich() -> None:
+    code = (
+        "import sys, abby_core.generation, abby_core.images;"
+        "bad = [m for m in ('discord', 'typer', 'rich') if m in sys.modules];"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
