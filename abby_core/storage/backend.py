@@ -1,0 +1,100 @@
+"""The small interface every storage backend implements, and nothing else.
+
+Backends are synchronous and thread-safe; :class:`~abby_core.storage.manager.StorageManager`
+runs them in its own worker threads so the event loop never blocks on storage I/O.
+Each backend translates its foreign errors (botocore, ``OSError``) into
+:mod:`abby_core.errors` at its own edge.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+
+from abby_core.storage.models import ObjectInfo, ReadyReport
+
+__all__ = ["ConditionFailed", "StorageBackend"]
+
+
+class ConditionFailed(Exception):
+    """A conditional document write lost a race (HTTP 412/409). Internal to storage."""
+
+
+class StorageBackend(ABC):
+    """Objects (images) plus small documents written with compare-and-swap (the ledger)."""
+
+    name: str = "backend"
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the data lives, for humans (a folder, or ``s3://bucket at endpoint``)."""
+
+    @abstractmethod
+    def put_object(self, key: str, data: bytes, content_type: str) -> None:
+        """Store ``data`` at ``key`` whole or not at all (never a partial object)."""
+
+    @abstractmethod
+    def get_object(self, key: str) -> bytes:
+        """Return the bytes at ``key``; raise :class:`~abby_core.errors.ImageNotFound` if missing."""
+
+    @abstractmethod
+    def head_object(self, key: str) -> ObjectInfo | None:
+        """Size and age of ``key``, or ``None`` when it does not exist."""
+
+    @abstractmethod
+    def delete_objects(self, keys: Sequence[str]) -> None:
+        """Delete every key; a key that does not exist is not an error."""
+
+    @abstractmethod
+    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, in no promised order."""
+
+    @abstractmethod
+    def read_doc(self, key: str) -> tuple[bytes, str] | None:
+        """A document's bytes and its version tag (ETag), or ``None`` when missing."""
+
+    @abstractmethod
+    def write_doc(self, key: str, body: bytes, *, etag: str | None) -> str:
+        """Write a document only if it is still at version ``etag`` (``None``: only if missing).
+
+        Returns the new version tag. Raises :class:`ConditionFailed` when another writer
+        got there first; the caller re-reads and tries again.
+        """
+
+    @abstractmethod
+    def delete_doc(self, key: str) -> None:
+        """Delete a document; missing is a no-op."""
+
+    @abstractmethod
+    def link(self, key: str, *, content_type: str, ttl: int) -> tuple[str | None, str | None]:
+        """``(url, path)`` for a stored image: a presigned URL, or a local file path."""
+
+    @abstractmethod
+    def ensure_ready(self, *, cleanup_days: int, create: bool = True) -> ReadyReport:
+        """Make the storage usable (folders; bucket, privacy, lifecycle) and say what was done."""
+
+    def check_conditional_writes(self) -> bool:
+        """Whether the server refuses a write whose precondition fails (needed for exact quotas)."""
+        import uuid
+
+        key = f"ledger/probe-{uuid.uuid4().hex}.json"
+        try:
+            tag = self.write_doc(key, b'{"probe": 1}', etag=None)
+            try:
+                self.write_doc(key, b'{"probe": 2}', etag=None)
+                return False
+            except ConditionFailed:
+                pass
+            try:
+                self.write_doc(key, b'{"probe": 3}', etag=tag + "x")
+                return False
+            except ConditionFailed:
+                pass
+            self.write_doc(key, b'{"probe": 4}', etag=tag)
+            return True
+        finally:
+            self.delete_doc(key)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; the backend may not be used afterwards."""

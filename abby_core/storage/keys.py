@@ -1,0 +1,116 @@
+"""Key layout and the one place that decides whether a user id or a key is safe.
+
+Layout (the same on the filesystem, under ``STORAGE_ROOT``, and in a bucket)::
+
+    images/users/{user_id}/{YYYYmmddTHHMMSSZ}-{reservation_id}.{ext}   the images
+    ledger/users/{user_id}.json                                      a user's quota ledger
+    ledger/global.json                                               server-wide usage
+    temp/  logs/                                                     scratch and logs
+
+The ledger sits outside ``images/`` so the lifecycle rule that expires images never
+touches it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from abby_core.errors import InvalidKey, InvalidUser
+
+__all__ = [
+    "GLOBAL_LEDGER_KEY",
+    "IMAGES_PREFIX",
+    "LEDGER_PREFIX",
+    "LOGS_PREFIX",
+    "TEMP_PREFIX",
+    "USERS_LEDGER_PREFIX",
+    "USERS_PREFIX",
+    "check_user_id",
+    "image_key",
+    "user_from_key",
+    "user_ledger_key",
+    "user_prefix",
+]
+
+IMAGES_PREFIX = "images/"
+USERS_PREFIX = "images/users/"
+LEDGER_PREFIX = "ledger/"
+USERS_LEDGER_PREFIX = "ledger/users/"
+GLOBAL_LEDGER_KEY = "ledger/global.json"
+TEMP_PREFIX = "temp/"
+LOGS_PREFIX = "logs/"
+
+# Discord snowflakes are 64-bit integers: at most 20 ASCII digits. ``str.isdigit`` would
+# accept other scripts' digits ("١٢٣"), so the pattern spells out ASCII.
+_SNOWFLAKE = re.compile(r"[1-9][0-9]{0,19}")
+_NAME = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8,32}\.(png|jpg|jpeg|webp)")
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+def check_user_id(user_id: object) -> str:
+    """Return ``user_id`` as a string of ASCII digits, or raise :class:`InvalidUser`.
+
+    This is also the path-traversal guard: a user id becomes a path segment and a key
+    prefix, so anything but 1-20 ASCII digits (``../1``, ``-1``, ``1e9``, unicode digits,
+    30 digits) is refused.
+    """
+    if isinstance(user_id, bool):
+        raise InvalidUser(f"{user_id!r} is not a user id: it must be a Discord user id (digits only).")
+    text = str(user_id) if isinstance(user_id, int) else user_id
+    if not isinstance(text, str) or not _SNOWFLAKE.fullmatch(text) or int(text) > 2**64 - 1:
+        shown = repr(text)[:40] if isinstance(text, str) else type(user_id).__name__
+        raise InvalidUser(f"{shown} is not a user id: it must be a Discord user id (up to 20 digits, no leading zero).")
+    return text
+
+
+def user_prefix(user_id: str) -> str:
+    return f"{USERS_PREFIX}{check_user_id(user_id)}/"
+
+
+def user_ledger_key(user_id: str) -> str:
+    return f"{USERS_LEDGER_PREFIX}{check_user_id(user_id)}.json"
+
+
+def extension_for(content_type: str) -> str:
+    try:
+        return _EXTENSIONS[content_type]
+    except KeyError:
+        raise InvalidKey(f"Images must be PNG, JPEG or WebP, not {content_type!r}.") from None
+
+
+def key_stem(user_id: str, created: datetime, reservation_id: str) -> str:
+    """The key of an image without its extension (fixed when quota is reserved)."""
+    return f"{user_prefix(user_id)}{created:%Y%m%dT%H%M%SZ}-{reservation_id}"
+
+
+def image_key(stem: str, content_type: str) -> str:
+    return f"{stem}.{extension_for(content_type)}"
+
+
+def user_from_key(key: str) -> str | None:
+    """The owner of an image key, or ``None`` when the key is not an image key."""
+    if not key.startswith(USERS_PREFIX):
+        return None
+    rest = key[len(USERS_PREFIX):].split("/")
+    if len(rest) != 2 or not _SNOWFLAKE.fullmatch(rest[0]) or not _NAME.fullmatch(rest[1]):
+        return None
+    return rest[0]
+
+
+def check_image_key(user_id: str, key: object) -> str:
+    """Return ``key`` when it names one of ``user_id``'s images, else raise :class:`InvalidKey`.
+
+    Accepts the full key or just the file name (``20261125T101010Z-ab12cd34.png``).
+    Traversal (``..``), absolute paths, backslashes and other users' keys are refused.
+    """
+    uid = check_user_id(user_id)
+    if not isinstance(key, str) or not key or len(key) > 200:
+        raise InvalidKey("That is not an image key from your gallery.")
+    full = key if "/" in key else f"{USERS_PREFIX}{uid}/{key}"
+    owner = user_from_key(full)
+    if owner is None:
+        raise InvalidKey(f"{key[:80]!r} is not an image key from your gallery.")
+    if owner != uid:
+        raise InvalidKey("You can only manage your own images.")
+    return full

@@ -1,0 +1,618 @@
+"""StorageManager: where images go, and who may make another one.
+
+The flow reads like the story::
+
+    reservation = await storage.reserve(user_id)            # before any paid API call
+    try:
+        image = await generator.text_to_image(prompt)
+    except Exception:
+        await storage.release(reservation)                 # a failure costs nothing
+        raise
+    stored = await storage.save_image(reservation, image.data, content_type=image.content_type)
+
+or, equivalently, ``async with storage.reservation(user_id) as r: ...``.
+
+Every method is a coroutine; the blocking work (boto3, file I/O, the ledger's
+compare-and-swap) runs on the manager's own worker threads, so the event loop never
+waits on storage. Errors are :mod:`abby_core.errors` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from abby_core.config import MB, QuotaTier, Settings
+from abby_core.errors import (
+    ImageNotFound,
+    InvalidImage,
+    InvalidUser,
+    LedgerCorrupt,
+    ReservationInvalid,
+    StorageError,
+)
+from abby_core.storage import keys, quota
+from abby_core.storage.backend import ConditionFailed, StorageBackend
+from abby_core.storage.filesystem import FilesystemBackend
+from abby_core.storage.ledger import Ledger, NoChange
+from abby_core.storage.models import (
+    CleanupReport,
+    GlobalStats,
+    ObjectInfo,
+    QuotaStatus,
+    ReadyReport,
+    ReconcileReport,
+    Reservation,
+    StoredImage,
+    UserLimits,
+)
+
+__all__ = ["StorageManager"]
+
+log = logging.getLogger("abby.storage")
+_T = TypeVar("_T")
+Doc = dict[str, Any]
+_CONTENT_TYPES = ("image/png", "image/jpeg", "image/webp")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _rebuilt_version() -> int:
+    # Larger than any counter a live document reached, so the global document accepts
+    # the totals of a rebuilt user document (it keeps only newer versions).
+    return int(time.time() * 1000)
+
+
+class StorageManager:
+    """Images per user, with exact daily, per-user and global quotas.
+
+    Build it with :meth:`from_settings`, or with the seed's keyword names for a folder::
+
+        StorageManager(storage_root="shared", max_global_storage_mb=5000,
+                       max_user_storage_mb=500, max_user_daily_gens=5)
+    """
+
+    def __init__(
+        self,
+        backend: StorageBackend | None = None,
+        *,
+        storage_root: str | Path | None = None,
+        max_global_storage_mb: float = 5000,
+        max_user_storage_mb: float = 500,
+        max_user_daily_gens: int = 5,
+        cleanup_days: int = 7,
+        image_gen_size_mb: float = 1.5,
+        reservation_ttl_seconds: int = 900,
+        presigned_url_ttl_seconds: int = 3600,
+        quota_tiers: Sequence[QuotaTier] = (),
+        clock: Callable[[], datetime] | None = None,
+        max_workers: int = 8,
+    ) -> None:
+        if backend is None:
+            backend = FilesystemBackend(storage_root if storage_root is not None else "shared")
+        self.backend = backend
+        self.ledger = Ledger(backend)
+        self.global_limit_bytes = int(max_global_storage_mb * MB)
+        self.default_limits = UserLimits(max_user_daily_gens, int(max_user_storage_mb * MB))
+        self.cleanup_days = cleanup_days
+        self.estimate_bytes = int(image_gen_size_mb * MB)
+        self.reservation_ttl = reservation_ttl_seconds
+        self.link_ttl = presigned_url_ttl_seconds
+        self.quota_tiers = tuple(quota_tiers)
+        self.clock = clock or _utcnow
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="abby-storage")
+        self._closed = False
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        backend: StorageBackend | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> StorageManager:
+        """The manager the settings describe (``STORAGE_BACKEND`` picks the backend)."""
+        s = settings.storage
+        if backend is None:
+            if s.backend == "s3":
+                from abby_core.storage.s3 import S3Backend
+
+                backend = S3Backend(settings.s3)
+            else:
+                backend = FilesystemBackend(s.root)
+        return cls(
+            backend,
+            max_global_storage_mb=s.max_global_storage_mb,
+            max_user_storage_mb=s.max_user_storage_mb,
+            max_user_daily_gens=s.max_user_daily_gens,
+            cleanup_days=s.cleanup_days,
+            image_gen_size_mb=s.image_gen_size_mb,
+            reservation_ttl_seconds=s.reservation_ttl_seconds,
+            presigned_url_ttl_seconds=settings.s3.presigned_url_ttl_seconds,
+            quota_tiers=settings.discord.quota_tiers,
+        )
+
+    # -- plumbing ------------------------------------------------------------------------
+    async def _run(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        if self._closed:
+            raise StorageError("The storage manager is closed.")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
+
+    async def aclose(self) -> None:
+        """Stop the workers and close connections. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+        self.backend.close()
+
+    async def __aenter__(self) -> StorageManager:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def limits_for(self, role_ids: Iterable[int] = ()) -> UserLimits:
+        """The most generous of the defaults and every tier whose role the member holds."""
+        roles = set(role_ids)
+        limits = self.default_limits
+        for tier in self.quota_tiers:
+            if tier.role_id in roles:
+                limits = UserLimits(
+                    max(limits.daily_gens, tier.daily_gens),
+                    max(limits.storage_bytes, int(tier.storage_mb * MB)),
+                )
+        return limits
+
+    # -- ledger documents, with repair -------------------------------------------------------
+    def _rebuild_user_doc(self, uid: str) -> Doc:
+        """A user document from the objects themselves (first use, or lost/corrupt ledger)."""
+        now = self.clock()
+        doc = quota.new_user_doc(uid, now)
+        today = now.strftime("%Y%m%d")
+        for obj in self.backend.list_objects(keys.user_prefix(uid)):
+            if keys.user_from_key(obj.key) == uid:
+                doc["objects"][obj.key] = [obj.size, obj.last_modified.astimezone(UTC).isoformat()]
+                if obj.key.rsplit("/", 1)[-1].startswith(today):
+                    doc["count"] += 1
+        if doc["objects"]:
+            log.warning(
+                "Quota ledger for user %s was missing: rebuilt from %d stored image(s).", uid, len(doc["objects"])
+            )
+        doc["version"] = _rebuilt_version()
+        return doc
+
+    def _rebuild_global_doc(self) -> Doc:
+        """The global document from the objects (totals) and the user ledgers (holds)."""
+        doc = quota.new_global_doc()
+        now = self.clock()
+        totals: dict[str, int] = defaultdict(int)
+        for obj in self.backend.list_objects(keys.USERS_PREFIX):
+            owner = keys.user_from_key(obj.key)
+            if owner is not None:
+                totals[owner] += obj.size
+        for uid, total in totals.items():
+            doc["users"][uid] = [total, 0]  # any later user-ledger version replaces it
+        for obj in self.backend.list_objects(keys.USERS_LEDGER_PREFIX):
+            try:
+                uid = keys.check_user_id(obj.key[len(keys.USERS_LEDGER_PREFIX) :].removesuffix(".json"))
+                user = self._read_user(uid)
+            except (LedgerCorrupt, InvalidUser):
+                continue  # a corrupt user ledger is repaired on its owner's next request
+            if user is None:
+                continue
+            for rid, r in user["reservations"].items():
+                if datetime.fromisoformat(r["expires"]) > now:
+                    doc["reservations"][rid] = {"user": uid, "bytes": r["bytes"], "expires": r["expires"]}
+        if totals:
+            log.warning("Global quota ledger was missing: rebuilt from %d user(s)' stored images.", len(totals))
+        doc["version"] = _rebuilt_version()
+        return doc
+
+    def _repair(self, key: str, build: Callable[[], Doc]) -> None:
+        """Replace an unreadable document with one rebuilt from the objects."""
+        log.error("Quota ledger document %s is corrupt: rebuilding it from the stored objects.", key)
+        raw = self.backend.read_doc(key)
+        doc = build()
+        doc["schema"] = 1
+        body = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+        with contextlib.suppress(ConditionFailed):  # someone else repaired it first
+            self.backend.write_doc(key, body, etag=raw[1] if raw else None)
+        self.ledger.forget(key)
+
+    def _update(self, key: str, mutate: Callable[[Doc], _T], build: Callable[[], Doc]) -> tuple[_T, Doc]:
+        try:
+            return self.ledger.update(key, mutate, create=build)
+        except LedgerCorrupt:
+            self._repair(key, build)
+            return self.ledger.update(key, mutate, create=build)
+
+    def _update_user(self, uid: str, mutate: Callable[[Doc], _T]) -> tuple[_T, Doc]:
+        return self._update(keys.user_ledger_key(uid), mutate, partial(self._rebuild_user_doc, uid))
+
+    def _update_global(self, mutate: Callable[[Doc], _T]) -> tuple[_T, Doc]:
+        return self._update(keys.GLOBAL_LEDGER_KEY, mutate, self._rebuild_global_doc)
+
+    def _read_user(self, uid: str) -> Doc | None:
+        found = self.ledger.read(keys.user_ledger_key(uid))
+        return found[0] if found else None
+
+    def _read_or_repair(self, key: str, build: Callable[[], Doc]) -> Doc:
+        try:
+            found = self.ledger.read(key)
+        except LedgerCorrupt:
+            self._repair(key, build)
+            found = self.ledger.read(key)
+        return found[0] if found else build()
+
+    def _sync_global(self, uid: str, user_doc: Doc, rid: str | None = None) -> None:
+        total = quota.user_bytes(user_doc, include_reserved=False)
+        with contextlib.suppress(NoChange):
+            self._update_global(
+                partial(quota.global_set_user, user_id=uid, total=total, version=int(user_doc["version"]), rid=rid)
+            )
+
+    # -- reserve / save / release ----------------------------------------------------------
+    def _hold(self, uid: str, rid: str, stem: str, size: int, limits: UserLimits) -> datetime:
+        now = self.clock()
+        entry, _doc = self._update_user(
+            uid,
+            partial(quota.user_hold, rid=rid, size=size, stem=stem, limits=limits, now=now, ttl=self.reservation_ttl),
+        )
+        try:
+            self._update_global(
+                partial(
+                    quota.global_hold,
+                    rid=rid,
+                    user_id=uid,
+                    size=int(entry["bytes"]),
+                    limit=self.global_limit_bytes,
+                    now=now,
+                    ttl=self.reservation_ttl,
+                )
+            )
+        except BaseException:
+            with contextlib.suppress(NoChange, StorageError):
+                self._update_user(uid, partial(quota.user_release, rid=rid))
+            raise
+        return datetime.fromisoformat(str(entry["expires"]))
+
+    def _reserve(self, user_id: object, role_ids: Iterable[int], size: int | None) -> Reservation:
+        uid = keys.check_user_id(user_id)
+        limits = self.limits_for(role_ids)
+        rid = uuid.uuid4().hex[:16]
+        now = self.clock()
+        stem = keys.key_stem(uid, now, rid)
+        nbytes = self.estimate_bytes if size is None else int(size)
+        expires = self._hold(uid, rid, stem, nbytes, limits)
+        return Reservation(rid, uid, nbytes, stem, quota.day_of(now), expires, limits)
+
+    async def reserve(
+        self, user_id: object, *, role_ids: Iterable[int] = (), size_bytes: int | None = None
+    ) -> Reservation:
+        """Hold one generation and ``IMAGE_GEN_SIZE_MB`` for ``user_id``, atomically.
+
+        Checks, in order, the daily generation count (resets at midnight UTC), the user's
+        bytes and the global bytes; raises :class:`~abby_core.errors.DailyLimitExceeded`,
+        :class:`~abby_core.errors.UserStorageFull` or
+        :class:`~abby_core.errors.GlobalStorageFull` (nothing held), or
+        :class:`~abby_core.errors.UserBlocked`. Exact across threads and processes that
+        share the backend. The hold expires after ``RESERVATION_TTL_SECONDS`` if it is
+        neither saved nor released. ``role_ids`` select a quota tier.
+        """
+        return await self._run(self._reserve, user_id, tuple(role_ids), size_bytes)
+
+    def _save(self, res: Reservation, data: bytes, content_type: str) -> StoredImage:
+        if not isinstance(data, bytes | bytearray) or not data:
+            raise InvalidImage("There is no image to save (the image data is empty).")
+        if content_type not in _CONTENT_TYPES:
+            raise InvalidImage(f"Images must be PNG, JPEG or WebP, not {content_type!r}.")
+        size = len(data)
+        # Re-hold with the real size: grows the hold if the image is larger than the
+        # estimate (checking the limits again), renews its expiry, or re-creates it if it
+        # expired meanwhile. Nothing is written unless this succeeds.
+        try:
+            self._hold(res.user_id, res.id, res.key_stem, size, res.limits)
+        except BaseException:
+            with contextlib.suppress(StorageError):
+                self._release(res)
+            raise
+        key = keys.image_key(res.key_stem, content_type)
+        try:
+            self.backend.put_object(key, bytes(data), content_type)
+        except BaseException:
+            self._release(res)
+            raise
+        try:
+            now = self.clock()
+            _, user_doc = self._update_user(
+                res.user_id, partial(quota.user_commit, rid=res.id, key=key, size=size, now=now)
+            )
+            self._sync_global(res.user_id, user_doc, rid=res.id)
+        except BaseException:
+            # Leave nothing half-done: no object without its ledger entry.
+            with contextlib.suppress(StorageError):
+                self.backend.delete_objects([key])
+            with contextlib.suppress(StorageError):
+                self._release(res)
+            raise
+        url, path = self.backend.link(key, content_type=content_type, ttl=self.link_ttl)
+        return StoredImage(key, res.user_id, size, now, content_type, url, path)
+
+    async def save_image(
+        self, reservation: Reservation, data: bytes, *, content_type: str = "image/png"
+    ) -> StoredImage:
+        """Store the image for ``reservation`` and commit the quota with its real size.
+
+        Written whole or not at all; on any failure the hold is released and nothing is
+        charged. An image larger than the estimate is accepted only if the larger size
+        still fits the limits. Returns the record with its link (presigned URL or path).
+        """
+        if not isinstance(reservation, Reservation):
+            raise ReservationInvalid("save_image needs the Reservation returned by reserve().")
+        return await self._run(self._save, reservation, data, content_type)
+
+    def _release(self, res: Reservation) -> None:
+        with contextlib.suppress(NoChange):
+            self._update_user(res.user_id, partial(quota.user_release, rid=res.id))
+        with contextlib.suppress(NoChange):
+            self._update_global(partial(quota.global_release, rid=res.id))
+
+    async def release(self, reservation: Reservation) -> None:
+        """Give back a reservation whose generation failed. Releasing twice is a no-op."""
+        await self._run(self._release, reservation)
+
+    @contextlib.asynccontextmanager
+    async def reservation(self, user_id: object, *, role_ids: Iterable[int] = ()) -> AsyncIterator[Reservation]:
+        """``reserve`` on entry; ``release`` if the block raises before ``save_image`` succeeded."""
+        res = await self.reserve(user_id, role_ids=role_ids)
+        try:
+            yield res
+        except BaseException:
+            with contextlib.suppress(StorageError):
+                await asyncio.shield(self.release(res))
+            raise
+
+    # -- reading -----------------------------------------------------------------------------
+    def _status(self, user_id: object, role_ids: Iterable[int]) -> QuotaStatus:
+        uid = keys.check_user_id(user_id)
+        limits = self.limits_for(role_ids)
+        now = self.clock()
+        user = self._read_or_repair(keys.user_ledger_key(uid), partial(self._rebuild_user_doc, uid))
+        glob = self._read_or_repair(keys.GLOBAL_LEDGER_KEY, self._rebuild_global_doc)
+        quota.purge_expired(user, now)
+        quota.purge_expired(glob, now)
+        quota.user_roll_day(user, now)
+        return QuotaStatus(
+            user_id=uid,
+            daily_used=quota.daily_used(user, now),
+            daily_limit=limits.daily_gens + int(user.get("bonus", 0)),
+            resets_at=quota.next_midnight(now),
+            user_bytes=quota.user_bytes(user),
+            user_limit_bytes=limits.storage_bytes,
+            global_bytes=quota.global_usage(glob),
+            global_limit_bytes=self.global_limit_bytes,
+            in_flight=len(user["reservations"]),
+            blocked=bool(user.get("blocked")),
+        )
+
+    async def get_quota_status(self, user_id: object, *, role_ids: Iterable[int] = ()) -> QuotaStatus:
+        """Where ``user_id`` stands today; ``daily_used`` counts generations in flight too."""
+        return await self._run(self._status, user_id, tuple(role_ids))
+
+    def _stored(self, obj: ObjectInfo) -> StoredImage:
+        ext = obj.key.rsplit(".", 1)[-1]
+        content_type = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp"}[ext]
+        url, path = self.backend.link(obj.key, content_type=content_type, ttl=self.link_ttl)
+        owner = keys.user_from_key(obj.key) or ""
+        return StoredImage(obj.key, owner, obj.size, obj.last_modified, content_type, url, path)
+
+    def _list(self, user_id: object, limit: int | None) -> list[StoredImage]:
+        uid = keys.check_user_id(user_id)
+        found = [o for o in self.backend.list_objects(keys.user_prefix(uid)) if keys.user_from_key(o.key) == uid]
+        found.sort(key=lambda o: (o.last_modified, o.key), reverse=True)
+        return [self._stored(o) for o in found[:limit]]
+
+    async def list_images(self, user_id: object, *, limit: int | None = None) -> list[StoredImage]:
+        """``user_id``'s images, newest first, each with a fresh link. Lists only their prefix."""
+        return await self._run(self._list, user_id, limit)
+
+    def _get(self, user_id: object, key: str) -> bytes:
+        full = keys.check_image_key(keys.check_user_id(user_id), key)
+        return self.backend.get_object(full)
+
+    async def get_image(self, user_id: object, key: str) -> bytes:
+        """The bytes of one of ``user_id``'s own images (:class:`ImageNotFound` otherwise)."""
+        return await self._run(self._get, user_id, key)
+
+    def _delete(self, user_id: object, key: str) -> int:
+        uid = keys.check_user_id(user_id)
+        full = keys.check_image_key(uid, key)
+        info = self.backend.head_object(full)
+        if info is None:
+            raise ImageNotFound(key)
+        # Object first, then the ledger: a reconcile running in between can only
+        # see the object gone, never count it back.
+        self.backend.delete_objects([full])
+
+        def forget(doc: Doc) -> None:
+            if doc["objects"].pop(full, None) is None:
+                raise NoChange()
+
+        with contextlib.suppress(NoChange):
+            _, user_doc = self._update_user(uid, forget)
+            self._sync_global(uid, user_doc)
+        return info.size
+
+    async def delete_image(self, user_id: object, key: str) -> int:
+        """Delete one of ``user_id``'s images and free its quota; returns the bytes freed.
+
+        ``key`` may be the full key or the file name. Other users' keys, traversal and
+        absolute paths raise :class:`~abby_core.errors.InvalidKey`; a missing image
+        raises :class:`~abby_core.errors.ImageNotFound`.
+        """
+        return await self._run(self._delete, user_id, key)
+
+    # -- housekeeping --------------------------------------------------------------------------
+    def _forget_objects(self, by_user: dict[str, list[str]]) -> None:
+        for uid, gone in by_user.items():
+
+            def drop(doc: Doc, gone: list[str] = gone) -> None:
+                removed = [k for k in gone if doc["objects"].pop(k, None) is not None]
+                if not removed:
+                    raise NoChange()
+
+            with contextlib.suppress(NoChange):
+                _, user_doc = self._update_user(uid, drop)
+                self._sync_global(uid, user_doc)
+
+    def _cleanup(self, days: int | None, dry_run: bool) -> CleanupReport:
+        days = self.cleanup_days if days is None else days
+        if days < 0:
+            raise StorageError("The cleanup age must be 0 days or more.")
+        cutoff = self.clock() - timedelta(days=days)
+        old = [o for o in self.backend.list_objects(keys.USERS_PREFIX) if o.last_modified < cutoff]
+        by_user: dict[str, list[str]] = defaultdict(list)
+        for obj in old:
+            owner = keys.user_from_key(obj.key)
+            if owner is not None:
+                by_user[owner].append(obj.key)
+        if not dry_run and old:
+            self.backend.delete_objects([o.key for o in old])  # batches of 1000 on S3
+            self._forget_objects(by_user)
+        if not dry_run:
+            stale_temp = [o.key for o in self.backend.list_objects(keys.TEMP_PREFIX) if o.last_modified < cutoff]
+            self.backend.delete_objects(stale_temp)
+        return CleanupReport(len(old), sum(o.size for o in old), len(by_user), cutoff, dry_run)
+
+    async def cleanup_old_files(self, days: int | None = None, *, dry_run: bool = False) -> CleanupReport:
+        """Delete images older than ``days`` (default ``STORAGE_CLEANUP_DAYS``) and free their quota.
+
+        Age is the object's LastModified in S3, the file's modification time on disk.
+        Lifecycle rules do this server-side, late or (on some servers) never; this sweep
+        does not depend on them. Returns how many objects and bytes were (or would be,
+        with ``dry_run``) removed.
+        """
+        return await self._run(self._cleanup, days, dry_run)
+
+    def _reconcile(self) -> ReconcileReport:
+        now = self.clock()
+        truth: dict[str, dict[str, ObjectInfo]] = defaultdict(dict)
+        for obj in self.backend.list_objects(keys.USERS_PREFIX):
+            owner = keys.user_from_key(obj.key)
+            if owner is not None:
+                truth[owner][obj.key] = obj
+        users = set(truth)
+        for obj in self.backend.list_objects(keys.USERS_LEDGER_PREFIX):
+            uid = obj.key[len(keys.USERS_LEDGER_PREFIX) :].removesuffix(".json")
+            with contextlib.suppress(StorageError):
+                users.add(keys.check_user_id(uid))
+        drift: dict[str, tuple[int, int]] = {}
+        totals: dict[str, tuple[int, int]] = {}
+        for uid in sorted(users):
+            found = truth.get(uid, {})
+
+            def correct(doc: Doc, found: dict[str, ObjectInfo] = found) -> tuple[int, int]:
+                quota.purge_expired(doc, now)
+                # Images still being saved are counted when their save commits.
+                pending = tuple(r["stem"] for r in doc["reservations"].values())
+                before = quota.user_bytes(doc, include_reserved=False)
+                doc["objects"] = {
+                    k: [o.size, o.last_modified.astimezone(UTC).isoformat()]
+                    for k, o in found.items()
+                    if not k.startswith(pending or ("\0",))
+                }
+                after = quota.user_bytes(doc, include_reserved=False)
+                return before, after
+
+            (before, after), doc = self._update_user(uid, correct)
+            totals[uid] = (after, int(doc["version"]))
+            if before != after:
+                drift[uid] = (before, after)
+                log.warning("Reconcile: user %s ledger said %d bytes, storage holds %d.", uid, before, after)
+
+        def rebuild_totals(doc: Doc) -> None:
+            quota.purge_expired(doc, now)
+            for uid, (total, version) in totals.items():
+                current = doc["users"].get(uid)
+                if current is None or int(current[1]) <= version:
+                    doc["users"][uid] = [total, version]
+            for uid in list(doc["users"]):
+                if uid not in totals:
+                    del doc["users"][uid]
+
+        self._update_global(rebuild_totals)
+        objects = sum(len(v) for v in truth.values())
+        size = sum(o.size for v in truth.values() for o in v.values())
+        return ReconcileReport(len(users), objects, size, drift)
+
+    async def reconcile(self) -> ReconcileReport:
+        """Recompute every user's usage from the stored objects; report and fix drift.
+
+        Run on start and daily (lifecycle deletions never tell the app). Safe while
+        generations are running: images in flight are counted when they commit.
+        """
+        return await self._run(self._reconcile)
+
+    def _stats(self, top: int) -> GlobalStats:
+        glob = self._read_or_repair(keys.GLOBAL_LEDGER_KEY, self._rebuild_global_doc)
+        quota.purge_expired(glob, self.clock())
+        ranked = sorted(((u, int(v[0])) for u, v in glob["users"].items() if int(v[0]) > 0), key=lambda t: -t[1])
+        return GlobalStats(
+            global_bytes=quota.global_usage(glob),
+            global_limit_bytes=self.global_limit_bytes,
+            users=len(ranked),
+            in_flight=len(glob["reservations"]),
+            top_users=ranked[:top],
+        )
+
+    async def stats(self, *, top: int = 10) -> GlobalStats:
+        """Server-wide usage and the users using the most storage."""
+        return await self._run(self._stats, top)
+
+    async def ensure_ready(self, *, create: bool = True) -> ReadyReport:
+        """Prepare the storage: folders, or bucket + privacy + lifecycle rule (S3)."""
+        return await self._run(self.backend.ensure_ready, cleanup_days=self.cleanup_days, create=create)
+
+    # -- admin overrides -------------------------------------------------------------------------
+    def _admin(self, user_id: object, change: Callable[[Doc], None]) -> None:
+        uid = keys.check_user_id(user_id)
+        now = self.clock()
+
+        def mutate(doc: Doc) -> None:
+            quota.user_roll_day(doc, now)
+            change(doc)
+
+        self._update_user(uid, mutate)
+
+    async def set_blocked(self, user_id: object, blocked: bool) -> None:
+        """Block (or unblock) a user from generating; their images stay."""
+        await self._run(self._admin, user_id, lambda d: d.__setitem__("blocked", bool(blocked)))
+
+    async def grant(self, user_id: object, extra: int) -> None:
+        """Give ``user_id`` ``extra`` more generations today (until midnight UTC)."""
+        if not isinstance(extra, int) or not 1 <= extra <= 1000:
+            raise StorageError("The number of extra generations must be a whole number from 1 to 1000.")
+        await self._run(self._admin, user_id, lambda d: d.__setitem__("bonus", int(d.get("bonus", 0)) + extra))
+
+    async def reset_daily(self, user_id: object) -> None:
+        """Set ``user_id``'s generations used today back to zero (and drop today's grants)."""
+
+        def reset(doc: Doc) -> None:
+            doc["count"], doc["bonus"] = 0, 0
+
+        await self._run(self._admin, user_id, reset)

@@ -1,0 +1,149 @@
+"""Plain records the storage layer hands out. No behaviour beyond small derived values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+__all__ = [
+    "CleanupReport",
+    "GlobalStats",
+    "ObjectInfo",
+    "QuotaStatus",
+    "ReadyReport",
+    "ReconcileReport",
+    "Reservation",
+    "StoredImage",
+    "UserLimits",
+]
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One stored object as a listing sees it; ``last_modified`` is timezone-aware UTC."""
+
+    key: str
+    size: int
+    last_modified: datetime
+
+
+@dataclass(frozen=True)
+class UserLimits:
+    """The limits that apply to one user (defaults, or a role tier's)."""
+
+    daily_gens: int
+    storage_bytes: int
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Quota held for one generation until it is saved or released (or expires)."""
+
+    id: str
+    user_id: str
+    bytes: int
+    key_stem: str
+    day: str
+    expires_at: datetime
+    limits: UserLimits
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """A saved image. ``url`` is a presigned link (S3); ``path`` a local file (filesystem)."""
+
+    key: str
+    user_id: str
+    size: int
+    created_at: datetime
+    content_type: str
+    url: str | None = None
+    path: str | None = None
+
+    @property
+    def link(self) -> str | None:
+        return self.url or self.path
+
+    @property
+    def name(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class QuotaStatus:
+    """Where a user stands. ``daily_used`` includes generations in flight."""
+
+    user_id: str
+    daily_used: int
+    daily_limit: int
+    resets_at: datetime
+    user_bytes: int
+    user_limit_bytes: int
+    global_bytes: int
+    global_limit_bytes: int
+    in_flight: int = 0
+    blocked: bool = False
+
+    @property
+    def daily_left(self) -> int:
+        return max(0, self.daily_limit - self.daily_used)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "user_id": self.user_id,
+            "daily_used": self.daily_used,
+            "daily_limit": self.daily_limit,
+            "resets_at": self.resets_at.isoformat(),
+            "user_bytes": self.user_bytes,
+            "user_limit_bytes": self.user_limit_bytes,
+            "global_bytes": self.global_bytes,
+            "global_limit_bytes": self.global_limit_bytes,
+            "in_flight": self.in_flight,
+            "blocked": self.blocked,
+        }
+
+
+@dataclass(frozen=True)
+class CleanupReport:
+    objects: int
+    bytes: int
+    users: int
+    cutoff: datetime
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    """What reconcile found: ``drift`` maps user id → (ledger bytes before, bytes found)."""
+
+    users: int
+    objects: int
+    bytes: int
+    drift: dict[str, tuple[int, int]] = field(default_factory=dict)
+    rebuilt: list[str] = field(default_factory=list)
+
+    @property
+    def drift_bytes(self) -> int:
+        return sum(found - before for before, found in self.drift.values())
+
+
+@dataclass(frozen=True)
+class GlobalStats:
+    global_bytes: int
+    global_limit_bytes: int
+    users: int
+    in_flight: int
+    top_users: list[tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class ReadyReport:
+    """What ``ensure_ready`` did or found, one line each, for ``abby storage init``."""
+
+    backend: str
+    location: str
+    created: bool = False
+    private: bool | None = None
+    lifecycle_days: int | None = None
+    conditional_writes: bool | None = None
+    notes: list[str] = field(default_factory=list)

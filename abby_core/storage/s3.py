@@ -1,0 +1,350 @@
+"""Images in an S3-compatible bucket (MinIO, AWS S3, SeaweedFS) through boto3.
+
+The client is built lazily, once, with what S3-compatible servers need: path-style
+addressing, an explicit region, SigV4 (SigV2 presigned links break as soon as they carry
+``response-content-type``), and checksums only ``when_required`` (boto3 1.36+ otherwise
+sends CRC headers that several servers reject). Presigned links are signed by a second
+client configured for ``S3_PUBLIC_ENDPOINT_URL``: SigV4 signs the host, so the host of a
+signed URL must never be rewritten afterwards.
+
+Every botocore error is translated in :func:`_translate`; none leaves this module.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+
+from abby_core.config import S3Settings
+from abby_core.errors import ImageNotFound, StorageError, StorageUnavailable
+from abby_core.storage.backend import ConditionFailed, StorageBackend
+from abby_core.storage.keys import IMAGES_PREFIX
+from abby_core.storage.models import ObjectInfo, ReadyReport
+
+__all__ = ["LIFECYCLE_RULE_ID", "S3Backend"]
+
+LIFECYCLE_RULE_ID = "abby-expire-images"
+_DELETE_BATCH = 1000  # the DeleteObjects maximum
+_T = TypeVar("_T")
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+class S3Backend(StorageBackend):
+    """A bucket; keys are object keys."""
+
+    name = "s3"
+
+    def __init__(self, settings: S3Settings, *, client: Any = None, presign_client: Any = None) -> None:
+        self.settings = settings
+        self.bucket = settings.bucket
+        self._client = client
+        self._presign_client = presign_client
+        self._lock = threading.Lock()
+
+    @property
+    def location(self) -> str:
+        return f"s3://{self.bucket} at {self.settings.endpoint_url or 'AWS S3'}"
+
+    # -- clients, built once on first use ------------------------------------------------
+    def _make_client(self, endpoint: str | None) -> Any:
+        s = self.settings
+        config = Config(
+            signature_version="s3v4",
+            region_name=s.region,
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            connect_timeout=s.timeout_seconds,
+            read_timeout=s.timeout_seconds,
+            retries={"max_attempts": s.max_attempts, "mode": "standard"},
+            max_pool_connections=32,
+        )
+        secret = s.secret_access_key.get_secret_value() if s.secret_access_key else None
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=s.access_key_id,
+            aws_secret_access_key=secret,
+            region_name=s.region,
+            config=config,
+        )
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._make_client(self.settings.endpoint_url)
+        return self._client
+
+    @property
+    def presign_client(self) -> Any:
+        if self._presign_client is None:
+            public = self.settings.public_endpoint_url
+            if not public or public == self.settings.endpoint_url:
+                self._presign_client = self.client
+            else:
+                with self._lock:
+                    if self._presign_client is None:
+                        self._presign_client = self._make_client(public)
+        return self._presign_client
+
+    # -- the one translation boundary ----------------------------------------------------
+    def _translate(self, exc: Exception, what: str) -> StorageError:
+        where = self.settings.endpoint_url or "AWS S3"
+        if isinstance(exc, ClientError):
+            code, status = _code(exc), _status(exc)
+            if code in ("NoSuchBucket",):
+                return StorageUnavailable(
+                    f"Could not {what}: the bucket {self.bucket!r} does not exist. Run 'abby storage init'."
+                )
+            if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden") or status == 403:
+                return StorageUnavailable(
+                    f"Could not {what}: the storage server refused access. "
+                    "Check S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY and the bucket policy."
+                )
+            if status in (500, 502, 503, 504) or code in ("SlowDown", "ServiceUnavailable", "InternalError"):
+                return StorageUnavailable(f"Could not {what}: the storage server at {where} is having trouble.")
+            return StorageUnavailable(f"Could not {what}: the storage server answered {code or status}.")
+        if isinstance(exc, NoCredentialsError):
+            return StorageUnavailable(
+                f"Could not {what}: no S3 credentials. Set S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY."
+            )
+        if isinstance(exc, ReadTimeoutError):
+            return StorageUnavailable(f"Could not {what}: the storage server at {where} did not answer in time.")
+        if isinstance(exc, BotoConnectionError):
+            return StorageUnavailable(f"Could not {what}: the storage server at {where} could not be reached.")
+        return StorageUnavailable(f"Could not {what}: storage error ({type(exc).__name__}).")
+
+    def _call(self, what: str, fn: Callable[[], _T]) -> _T:
+        try:
+            return fn()
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, what) from exc
+
+    # -- objects -------------------------------------------------------------------------
+    def put_object(self, key: str, data: bytes, content_type: str) -> None:
+        self._call(
+            "save the image",
+            lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type),
+        )
+
+    def get_object(self, key: str) -> bytes:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+            return bytes(response["Body"].read())
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404") or _status(exc) == 404:
+                raise ImageNotFound(key) from None
+            raise self._translate(exc, "read the image") from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, "read the image") from exc
+
+    def head_object(self, key: str) -> ObjectInfo | None:
+        try:
+            r = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _status(exc) == 404 or _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._translate(exc, "read the image") from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, "read the image") from exc
+        return ObjectInfo(key, int(r["ContentLength"]), r["LastModified"])
+
+    def delete_objects(self, keys: Sequence[str]) -> None:
+        keys = list(keys)
+        for start in range(0, len(keys), _DELETE_BATCH):
+            batch = [{"Key": k} for k in keys[start : start + _DELETE_BATCH]]
+            response = self._call(
+                "delete images",
+                lambda batch=batch: self.client.delete_objects(  # type: ignore[misc]
+                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                ),
+            )
+            errors = [e for e in response.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+            if errors:
+                raise StorageUnavailable(
+                    f"Could not delete {len(errors)} image(s): the storage server answered {errors[0].get('Code')}."
+                )
+
+    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(item["Key"], int(item["Size"]), item["LastModified"])
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, "list the stored images") from exc
+
+    # -- documents -----------------------------------------------------------------------
+    def read_doc(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+            return bytes(response["Body"].read()), str(response["ETag"])
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404") or _status(exc) == 404:
+                return None
+            raise self._translate(exc, "read the quota ledger") from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, "read the quota ledger") from exc
+
+    def write_doc(self, key: str, body: bytes, *, etag: str | None) -> str:
+        condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
+        try:
+            response = self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=body, ContentType="application/json", **condition
+            )
+        except ClientError as exc:
+            # 412: the document changed (or exists); 409: a concurrent conditional write.
+            if _status(exc) in (409, 412) or _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise ConditionFailed(key) from None
+            if etag is not None and (_status(exc) == 404 or _code(exc) == "NoSuchKey"):
+                raise ConditionFailed(key) from None
+            raise self._translate(exc, "update the quota ledger") from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, "update the quota ledger") from exc
+        return str(response["ETag"])
+
+    def delete_doc(self, key: str) -> None:
+        self._call("delete a ledger document", lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
+
+    # -- links and set-up ----------------------------------------------------------------
+    def link(self, key: str, *, content_type: str, ttl: int) -> tuple[str | None, str | None]:
+        url = self._call(
+            "sign a link",
+            lambda: self.presign_client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": key, "ResponseContentType": content_type},
+                ExpiresIn=ttl,
+            ),
+        )
+        return str(url), None
+
+    def _bucket_exists(self) -> bool:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return True
+        except ClientError as exc:
+            if _status(exc) == 404 or _code(exc) in ("404", "NoSuchBucket", "NotFound"):
+                return False
+            raise self._translate(exc, f"open the bucket {self.bucket!r}") from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, f"open the bucket {self.bucket!r}") from exc
+
+    def ensure_ready(self, *, cleanup_days: int, create: bool = True) -> ReadyReport:
+        """Create the bucket if missing (when allowed), keep it private, install the lifecycle rule."""
+        notes: list[str] = []
+        created = False
+        if not self._bucket_exists():
+            if not create:
+                raise StorageUnavailable(f"The bucket {self.bucket!r} does not exist. Run 'abby storage init'.")
+            params: dict[str, Any] = {"Bucket": self.bucket}
+            if self.settings.region != "us-east-1":
+                params["CreateBucketConfiguration"] = {"LocationConstraint": self.settings.region}
+            self._call(f"create the bucket {self.bucket!r}", lambda: self.client.create_bucket(**params))
+            created = True
+        private = self._make_private(notes)
+        self._install_lifecycle(cleanup_days, notes)
+        return ReadyReport(
+            backend=self.name,
+            location=self.location,
+            created=created,
+            private=private,
+            lifecycle_days=cleanup_days,
+            conditional_writes=self.check_conditional_writes(),
+            notes=notes,
+        )
+
+    def _make_private(self, notes: list[str]) -> bool:
+        try:
+            self.client.put_public_access_block(
+                Bucket=self.bucket,
+                PublicAccessBlockConfiguration={
+                    "BlockPublicAcls": True,
+                    "IgnorePublicAcls": True,
+                    "BlockPublicPolicy": True,
+                    "RestrictPublicBuckets": True,
+                },
+            )
+        except ClientError as exc:
+            if _code(exc) not in ("NotImplemented", "MethodNotAllowed", "XNotImplemented") and _status(exc) != 501:
+                raise self._translate(exc, "block public access to the bucket") from exc
+            notes.append("The server has no public-access block; the bucket ACL was set to private instead.")
+        except BotoCoreError as exc:
+            raise self._translate(exc, "block public access to the bucket") from exc
+        try:
+            self.client.put_bucket_acl(Bucket=self.bucket, ACL="private")
+        except ClientError as exc:
+            # AWS buckets with ACLs disabled (the default since 2023) refuse ACL calls: fine.
+            if _code(exc) not in ("AccessControlListNotSupported", "NotImplemented") and _status(exc) != 501:
+                raise self._translate(exc, "make the bucket private") from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, "make the bucket private") from exc
+        return True
+
+    def _install_lifecycle(self, days: int, notes: list[str]) -> None:
+        rules: list[dict[str, Any]] = []
+        try:
+            rules = self.client.get_bucket_lifecycle_configuration(Bucket=self.bucket).get("Rules", [])
+        except ClientError as exc:
+            if _code(exc) not in ("NoSuchLifecycleConfiguration",) and _status(exc) != 404:
+                raise self._translate(exc, "read the bucket's lifecycle rules") from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, "read the bucket's lifecycle rules") from exc
+        ours = {
+            "ID": LIFECYCLE_RULE_ID,
+            "Status": "Enabled",
+            "Filter": {"Prefix": IMAGES_PREFIX},
+            "Expiration": {"Days": days},
+        }
+        kept = [r for r in rules if r.get("ID") != LIFECYCLE_RULE_ID]
+        self._call(
+            "install the lifecycle rule",
+            lambda: self.client.put_bucket_lifecycle_configuration(
+                Bucket=self.bucket, LifecycleConfiguration={"Rules": [*kept, ours]}
+            ),
+        )
+        notes.append(f"Lifecycle rule {LIFECYCLE_RULE_ID!r}: images expire after {days} days.")
+
+    def lifecycle_days(self) -> int | None:
+        """The expiry days of our lifecycle rule, or ``None`` when it is not installed."""
+        try:
+            rules = self.client.get_bucket_lifecycle_configuration(Bucket=self.bucket).get("Rules", [])
+        except ClientError as exc:
+            if _code(exc) == "NoSuchLifecycleConfiguration" or _status(exc) == 404:
+                return None
+            raise self._translate(exc, "read the bucket's lifecycle rules") from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, "read the bucket's lifecycle rules") from exc
+        for rule in rules:
+            if rule.get("ID") == LIFECYCLE_RULE_ID and rule.get("Status") == "Enabled":
+                days = rule.get("Expiration", {}).get("Days")
+                return int(days) if days is not None else None
+        return None
+
+    def close(self) -> None:
+        for client in {id(c): c for c in (self._client, self._presign_client) if c is not None}.values():
+            close = getattr(client, "close", None)
+            if close is not None:
+                close()
+        self._client = self._presign_client = None

@@ -1,0 +1,26 @@
+"""Fixtures shared by the whole suite.
+
+Settings come only from the test: the autouse fixture removes every variable Abby
+reads from the environment, and tests build settings with ``load_settings(env_file=None, ...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from abby_core.config import Settings
+from tests.fixtures.seaweedfs import seaweedfs  # noqa: F401
+
+_OURS = {(info.alias or name).upper() for name, info in Settings.model_fields.items()}
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    import os
+
+    for name in list(os.environ):
+        if name.upper() in _OURS or name.upper().startswith(("AWS_", "ABBY_")):
+            monkeypatch.delenv(name, raising=False)
+    yield
