@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from abby_core.config import Settings
+from tests.fixtures.fake_stability import fake_stability  # noqa: F401
 from tests.fixtures.seaweedfs import seaweedfs  # noqa: F401
 
 _OURS = {(info.alias or name).upper() for name, info in Settings.model_fields.items()}

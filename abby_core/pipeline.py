@@ -1,0 +1,156 @@
+"""One generation, start to finish: check → reserve → generate → store → commit.
+
+The Discord cogs and the CLI both call :class:`ImageService`, so the story is told once::
+
+    result = await service.imagine(user_id, "a lighthouse at dawn")
+    result.stored.link, result.image.seed, result.status.daily_left
+
+Input is checked before any quota is held; quota is held before any paid call; a
+failure anywhere after that releases the hold, so a failed generation costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from abby_core.config import Settings
+from abby_core.errors import NotConfigured
+from abby_core.generation import (
+    GeneratedImage,
+    GenerationRequest,
+    ImageGenerator,
+    validate_image_to_image,
+    validate_text_to_image,
+    validate_upscale,
+)
+from abby_core.generation.stability import NOT_CONFIGURED
+from abby_core.images import compress_for_storage
+from abby_core.storage import QuotaStatus, StorageManager, StoredImage, check_user_id
+
+__all__ = ["GenerationResult", "ImageService"]
+
+Kind = Literal["imagine", "img2img", "upscale"]
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """What a member gets back: the stored image, how it was made, and their quota now."""
+
+    kind: Kind
+    stored: StoredImage
+    image: GeneratedImage
+    status: QuotaStatus
+    prompt: str | None
+    bytes_before_compression: int
+
+    @property
+    def data(self) -> bytes:
+        return self.image.data
+
+
+class ImageService:
+    """Generation with quotas, over one :class:`StorageManager` and one :class:`ImageGenerator`."""
+
+    def __init__(
+        self,
+        storage: StorageManager,
+        generator: ImageGenerator,
+        *,
+        store_format: Literal["png", "webp"] = "png",
+        store_quality: int = 90,
+        store_lossless: bool = False,
+    ) -> None:
+        self.storage = storage
+        self.generator = generator
+        self.store_format: Literal["png", "webp"] = store_format
+        self.store_quality = store_quality
+        self.store_lossless = store_lossless
+
+    @classmethod
+    def from_settings(cls, settings: Settings, storage: StorageManager, generator: ImageGenerator) -> ImageService:
+        """The service with the storage format settings (``IMAGE_STORE_*``) applied."""
+        api = settings.api
+        return cls(
+            storage,
+            generator,
+            store_format=api.store_format,
+            store_quality=api.store_quality,
+            store_lossless=api.store_lossless,
+        )
+
+    async def imagine(
+        self,
+        user_id: object,
+        prompt: str,
+        *,
+        negative_prompt: str | None = None,
+        aspect_ratio: str = "1:1",
+        seed: int = 0,
+        style_preset: str | None = None,
+        role_ids: Iterable[int] = (),
+    ) -> GenerationResult:
+        """Text to image for ``user_id`` (``/imagine``, ``abby imagine``)."""
+        uid = check_user_id(user_id)
+        request = validate_text_to_image(
+            prompt, negative_prompt=negative_prompt, aspect_ratio=aspect_ratio, seed=seed, style_preset=style_preset
+        )
+        return await self._run("imagine", uid, request, request.prompt, role_ids)
+
+    async def img2img(
+        self,
+        user_id: object,
+        image: bytes,
+        prompt: str,
+        *,
+        strength: float = 0.6,
+        negative_prompt: str | None = None,
+        seed: int = 0,
+        role_ids: Iterable[int] = (),
+    ) -> GenerationResult:
+        """A new image from ``image`` and a prompt (``/imgimg``, variations)."""
+        uid = check_user_id(user_id)
+        request = await asyncio.to_thread(
+            validate_image_to_image, image, prompt, strength=strength, negative_prompt=negative_prompt, seed=seed
+        )
+        return await self._run("img2img", uid, request, request.prompt, role_ids)
+
+    async def upscale(
+        self,
+        user_id: object,
+        image: bytes,
+        *,
+        mode: str = "fast",
+        prompt: str | None = None,
+        role_ids: Iterable[int] = (),
+    ) -> GenerationResult:
+        """A larger copy of ``image`` (``/upscale``)."""
+        uid = check_user_id(user_id)
+        request = await asyncio.to_thread(validate_upscale, image, prompt=prompt, mode=mode)
+        return await self._run("upscale", uid, request, request.prompt, role_ids)
+
+    async def _run(
+        self, kind: Kind, uid: str, request: GenerationRequest, prompt: str | None, role_ids: Iterable[int]
+    ) -> GenerationResult:
+        if not self.generator.configured:
+            raise NotConfigured(NOT_CONFIGURED)
+        roles = tuple(role_ids)
+        reservation = await self.storage.reserve(uid, role_ids=roles)
+        try:
+            image = await self.generator.generate(request)
+            compressed = await asyncio.to_thread(
+                compress_for_storage,
+                image.data,
+                fmt=self.store_format,
+                quality=self.store_quality,
+                lossless=self.store_lossless,
+            )
+            stored = await self.storage.save_image(reservation, compressed.data, content_type=compressed.content_type)
+        except BaseException:
+            # Shielded: a cancelled command (the member left, the bot stops) still refunds.
+            await asyncio.shield(self.storage.release(reservation))
+            raise
+        status = await self.storage.get_quota_status(uid, role_ids=roles)
+        return GenerationResult(kind, stored, image, status, prompt, compressed.bytes_before)

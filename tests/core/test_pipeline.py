@@ -1,0 +1,126 @@
+"""ImageService: the whole flow with the offline provider and with the fake Stability server."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from abby_core.errors import (
+    ContentFiltered,
+    DailyLimitExceeded,
+    GenerationTimeout,
+    GenerationUnavailable,
+    InvalidImage,
+    InvalidPrompt,
+    InvalidUser,
+    NotConfigured,
+)
+from abby_core.generation import ImageGenerator, OfflineProvider
+from abby_core.pipeline import ImageService
+from abby_core.storage import StorageManager
+from tests.fixtures.fake_stability import API_KEY, FakeStability, Reply
+
+USER = "123456789012345678"
+
+
+@pytest.fixture
+async def storage(tmp_path: Path):  # type: ignore[no-untyped-def]
+    manager = StorageManager(storage_root=tmp_path / "shared", max_user_daily_gens=2)
+    yield manager
+    await manager.aclose()
+
+
+@pytest.fixture
+async def offline(storage: StorageManager):  # type: ignore[no-untyped-def]
+    generator = ImageGenerator(provider=OfflineProvider())
+    yield ImageService(storage, generator)
+    await generator.aclose()
+
+
+async def test_imagine_stores_and_reports_quota(offline: ImageService, tmp_path: Path) -> None:
+    result = await offline.imagine(USER, "a lighthouse at dawn", seed=7)
+    assert result.stored.path is not None
+    saved = Path(result.stored.path)
+    assert saved.is_relative_to((tmp_path / "shared" / "images" / "users" / USER).resolve())
+    assert saved.read_bytes() == result.image.data
+    assert result.image.seed == 7 and result.prompt == "a lighthouse at dawn"
+    assert (result.status.daily_used, result.status.daily_left) == (1, 1)
+    assert result.status.user_bytes == result.stored.size
+
+
+async def test_bad_input_is_refused_before_quota(offline: ImageService, storage: StorageManager) -> None:
+    with pytest.raises(InvalidPrompt):
+        await offline.imagine(USER, "   ")
+    with pytest.raises(InvalidUser):
+        await offline.imagine("../1", "a cat")
+    with pytest.raises(InvalidImage):
+        await offline.upscale(USER, b"<svg xmlns='http://www.w3.org/2000/svg'/>")
+    status = await storage.get_quota_status(USER)
+    assert (status.daily_used, status.user_bytes) == (0, 0)
+
+
+async def test_img2img_and_upscale(offline: ImageService) -> None:
+    first = await offline.imagine(USER, "a red fox")
+    variation = await offline.img2img(USER, first.data, "a red fox in snow", strength=0.5)
+    assert variation.kind == "img2img" and variation.stored.key != first.stored.key
+    with pytest.raises(DailyLimitExceeded):
+        await offline.upscale(USER, first.data)
+
+
+async def test_webp_storage_reports_bytes_saved(storage: StorageManager) -> None:
+    service = ImageService(storage, ImageGenerator(provider=OfflineProvider()), store_format="webp", store_quality=80)
+    result = await service.imagine(USER, "a quiet harbour")
+    assert result.stored.content_type == "image/webp" and result.stored.key.endswith(".webp")
+    assert result.stored.size < result.bytes_before_compression
+    assert Image.open(io.BytesIO(Path(result.stored.path or "").read_bytes())).format == "WEBP"
+
+
+async def test_not_configured_holds_nothing(storage: StorageManager) -> None:
+    service = ImageService(storage, ImageGenerator(api_key=None))
+    with pytest.raises(NotConfigured, match="STABILITY_API_KEY"):
+        await service.imagine(USER, "a cat")
+    assert (await storage.get_quota_status(USER)).daily_used == 0
+
+
+@pytest.mark.parametrize(
+    ("replies", "error"),
+    [
+        ([Reply(finish_reason="CONTENT_FILTERED")], ContentFiltered),
+        ([Reply.error(503), Reply.error(503)], GenerationUnavailable),
+        ([Reply(delay=2)], GenerationTimeout),
+    ],
+    ids=["content_filtered", "server_error", "timeout"],
+)
+async def test_provider_failures_cost_nothing(
+    storage: StorageManager, fake_stability: FakeStability, replies: list[Reply], error: type[Exception]
+) -> None:
+    fake_stability.script("core", *replies)
+    generator = ImageGenerator(API_KEY, fake_stability.url, timeout=0.5, max_retries=1, sleep=_no_sleep)
+    service = ImageService(storage, generator)
+    try:
+        with pytest.raises(error):
+            await service.imagine(USER, "a cat")
+    finally:
+        await generator.aclose()
+    assert fake_stability.routes_hit("core") == len(replies)
+    status = await storage.get_quota_status(USER)
+    assert (status.daily_used, status.user_bytes, status.in_flight) == (0, 0, 0)
+    assert list(storage.backend.list_objects("images/")) == []
+
+
+async def test_stability_success_is_stored(storage: StorageManager, fake_stability: FakeStability) -> None:
+    generator = ImageGenerator(API_KEY, fake_stability.url)
+    try:
+        result = await ImageService(storage, generator).imagine(USER, "a cat", seed=99)
+    finally:
+        await generator.aclose()
+    assert result.image.provider == "stability" and result.image.seed == 99
+    assert Path(result.stored.path or "").read_bytes() == result.image.data
+    assert result.status.daily_used == 1
+
+
+async def _no_sleep(_: float) -> None:
+    return None
