@@ -64,6 +64,9 @@ log = logging.getLogger("abby.storage")
 _T = TypeVar("_T")
 Doc = dict[str, Any]
 _CONTENT_TYPES = ("image/png", "image/jpeg", "image/webp")
+# A hold with less time left than this is renewed before the image is written, so it
+# cannot expire during the upload (S3 timeouts x attempts stay well below it).
+_SAVE_MARGIN_SECONDS = 120
 
 
 def _utcnow() -> datetime:
@@ -322,15 +325,16 @@ class StorageManager:
         if content_type not in _CONTENT_TYPES:
             raise InvalidImage(f"Images must be PNG, JPEG or WebP, not {content_type!r}.")
         size = len(data)
-        # Re-hold with the real size: grows the hold if the image is larger than the
-        # estimate (checking the limits again), renews its expiry, or re-creates it if it
-        # expired meanwhile. Nothing is written unless this succeeds.
-        try:
-            self._hold(res.user_id, res.id, res.key_stem, size, res.limits)
-        except BaseException:
-            with contextlib.suppress(StorageError):
-                self._release(res)
-            raise
+        if size > res.bytes or res.expires_at - self.clock() < timedelta(seconds=_SAVE_MARGIN_SECONDS):
+            # Hold again with the real size: grows the hold if the image is larger than
+            # the estimate (checking the limits again), renews its expiry, or re-creates
+            # it if it expired meanwhile. Nothing is written unless this succeeds.
+            try:
+                self._hold(res.user_id, res.id, res.key_stem, size, res.limits)
+            except BaseException:
+                with contextlib.suppress(StorageError):
+                    self._release(res)
+                raise
         key = keys.image_key(res.key_stem, content_type)
         try:
             self.backend.put_object(key, bytes(data), content_type)
