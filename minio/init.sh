@@ -1,0 +1,158 @@
+#!/bin/sh
+# Prepare a MinIO server for Abby. Safe to run again: every step checks first.
+#
+#   1. the bucket (S3_BUCKET), private: no anonymous access
+#   2. one lifecycle rule: objects under images/ expire after STORAGE_CLEANUP_DAYS days
+#      (the quota ledger under ledger/ is never expired)
+#   3. the least-privilege policy from abby-policy.json, for S3_BUCKET only
+#   4. the application user (S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY) with that policy
+#
+# The bot uses the application user; the root credentials stay in this job.
+# Runs in the minio/mc image, which has no sed or grep: only shell built-ins and mc.
+#
+# Environment (docker-compose.yml passes these from .env):
+#   MINIO_URL              http://minio:9000
+#   MINIO_ROOT_USER        root credentials (required)
+#   MINIO_ROOT_PASSWORD
+#   S3_BUCKET              abby-images
+#   STORAGE_CLEANUP_DAYS   7
+#   S3_ACCESS_KEY_ID       the application user's access key (required)
+#   S3_SECRET_ACCESS_KEY   its secret, 8 characters or more (required)
+#   ABBY_POLICY_NAME       abby-app
+#   ABBY_POLICY_FILE       abby-policy.json beside this script
+#   INIT_RETRIES           30 tries to reach MinIO, INIT_RETRY_DELAY seconds apart (2)
+set -eu
+
+case $0 in */*) HERE=${0%/*} ;; *) HERE=. ;; esac
+
+MINIO_URL=${MINIO_URL:-http://minio:9000}
+S3_BUCKET=${S3_BUCKET:-abby-images}
+STORAGE_CLEANUP_DAYS=${STORAGE_CLEANUP_DAYS:-7}
+ABBY_POLICY_NAME=${ABBY_POLICY_NAME:-abby-app}
+ABBY_POLICY_FILE=${ABBY_POLICY_FILE:-$HERE/abby-policy.json}
+INIT_RETRIES=${INIT_RETRIES:-30}
+INIT_RETRY_DELAY=${INIT_RETRY_DELAY:-2}
+ALIAS=abby
+RULE_ID=abby-images-expiry
+TEMPLATE_BUCKET=abby-images
+
+fail() {
+    echo "ERROR: $*" >&2
+    exit 1
+}
+
+# replace_all TEXT OLD NEW: every OLD in TEXT becomes NEW (no sed in the mc image).
+replace_all() {
+    rest=$1
+    out=
+    while :; do
+        case $rest in
+            *"$2"*)
+                out=$out${rest%%"$2"*}$3
+                rest=${rest#*"$2"}
+                ;;
+            *) break ;;
+        esac
+    done
+    printf '%s' "$out$rest"
+}
+
+read_file() {
+    while IFS= read -r line || [ -n "$line" ]; do
+        printf '%s\n' "$line"
+    done <"$1"
+}
+
+# -- check the settings before touching the server ---------------------------------
+[ -n "${MINIO_ROOT_USER:-}" ] || fail "MINIO_ROOT_USER is not set (see .env.example)."
+[ -n "${MINIO_ROOT_PASSWORD:-}" ] || fail "MINIO_ROOT_PASSWORD is not set (see .env.example)."
+[ -n "${S3_ACCESS_KEY_ID:-}" ] || fail "S3_ACCESS_KEY_ID (the application user) is not set."
+[ -n "${S3_SECRET_ACCESS_KEY:-}" ] || fail "S3_SECRET_ACCESS_KEY (the application user's secret) is not set."
+[ "$S3_ACCESS_KEY_ID" != "$MINIO_ROOT_USER" ] ||
+    fail "S3_ACCESS_KEY_ID must not be MINIO_ROOT_USER: the bot gets its own, limited user."
+[ "${#S3_ACCESS_KEY_ID}" -ge 3 ] || fail "S3_ACCESS_KEY_ID must be at least 3 characters."
+[ "${#S3_SECRET_ACCESS_KEY}" -ge 8 ] || fail "S3_SECRET_ACCESS_KEY must be at least 8 characters."
+case $S3_BUCKET in
+    *[!a-z0-9.-]* | [.-]* | *[.-]) fail "S3_BUCKET '$S3_BUCKET' must be lowercase letters, digits, dots and hyphens." ;;
+esac
+[ "${#S3_BUCKET}" -ge 3 ] && [ "${#S3_BUCKET}" -le 63 ] || fail "S3_BUCKET must be 3-63 characters."
+case $STORAGE_CLEANUP_DAYS in
+    '' | *[!0-9]*) fail "STORAGE_CLEANUP_DAYS '$STORAGE_CLEANUP_DAYS' must be a whole number of days." ;;
+esac
+[ "$STORAGE_CLEANUP_DAYS" -ge 1 ] && [ "$STORAGE_CLEANUP_DAYS" -le 3650 ] ||
+    fail "STORAGE_CLEANUP_DAYS must be from 1 to 3650."
+[ -r "$ABBY_POLICY_FILE" ] || fail "policy file $ABBY_POLICY_FILE not found."
+
+TARGET=$ALIAS/$S3_BUCKET
+
+# -- 0. connect ------------------------------------------------------------------------
+echo "==> Connecting to MinIO at $MINIO_URL"
+try=1
+until mc alias set "$ALIAS" "$MINIO_URL" "$MINIO_ROOT_USER" "$MINIO_ROOT_PASSWORD" >/dev/null 2>&1; do
+    [ "$try" -lt "$INIT_RETRIES" ] || fail "MinIO at $MINIO_URL did not answer after $INIT_RETRIES tries (check MINIO_ROOT_USER/MINIO_ROOT_PASSWORD)."
+    try=$((try + 1))
+    sleep "$INIT_RETRY_DELAY"
+done
+
+# -- 1. bucket, private ------------------------------------------------------------
+echo "==> Bucket $S3_BUCKET"
+mc mb --ignore-existing "$TARGET"
+echo "==> Making $S3_BUCKET private (no anonymous access)"
+mc anonymous set none "$TARGET"
+
+# -- 2. lifecycle ------------------------------------------------------------------
+# One rule with a fixed ID. `mc ilm import` replaces the bucket's whole lifecycle
+# configuration, so a re-run never adds a second rule; it only runs when the rule is
+# missing or its number of days changed.
+echo "==> Lifecycle: images/ expire after $STORAGE_CLEANUP_DAYS days"
+rules=$(mc ilm rule ls --json "$TARGET" 2>/dev/null) || rules=""
+days=$STORAGE_CLEANUP_DAYS
+has_rule=no
+case $rules in
+    *"\"$RULE_ID\""*)
+        case $rules in
+            *"\"Days\": $days"[!0-9]* | *"\"Days\":$days"[!0-9]*) has_rule=yes ;;
+        esac
+        ;;
+esac
+if [ "$has_rule" = yes ]; then
+    echo "    already in place (rule $RULE_ID)"
+else
+    printf '{"Rules":[{"ID":"%s","Status":"Enabled","Filter":{"Prefix":"images/"},"Expiration":{"Days":%s}}]}\n' \
+        "$RULE_ID" "$days" | mc ilm import "$TARGET"
+    echo "    set (rule $RULE_ID)"
+fi
+
+# -- 3. policy ---------------------------------------------------------------------
+echo "==> Policy $ABBY_POLICY_NAME (bucket $S3_BUCKET only)"
+policy_file=${TMPDIR:-/tmp}/abby-policy.$$.json
+trap 'rm -f "$policy_file" 2>/dev/null || :' EXIT
+replace_all "$(read_file "$ABBY_POLICY_FILE")" \
+    "arn:aws:s3:::$TEMPLATE_BUCKET" "arn:aws:s3:::$S3_BUCKET" >"$policy_file"
+# `policy create` replaces an existing policy of that name: it always matches the file.
+mc admin policy create "$ALIAS" "$ABBY_POLICY_NAME" "$policy_file" >/dev/null
+
+# -- 4. application user -----------------------------------------------------------
+echo "==> Application user $S3_ACCESS_KEY_ID"
+if mc admin user info "$ALIAS" "$S3_ACCESS_KEY_ID" >/dev/null 2>&1; then
+    echo "    exists; its secret is kept in step with S3_SECRET_ACCESS_KEY"
+else
+    echo "    creating"
+fi
+# `user add` on an existing user sets its secret: a changed S3_SECRET_ACCESS_KEY follows.
+mc admin user add "$ALIAS" "$S3_ACCESS_KEY_ID" "$S3_SECRET_ACCESS_KEY" >/dev/null
+# Look in policyName only ("a,b" when several): the access key may equal the policy name.
+info=$(mc admin user info "$ALIAS" "$S3_ACCESS_KEY_ID" --json)
+P=$ABBY_POLICY_NAME
+case $info in
+    *"\"policyName\": \"$P\""* | *"\"policyName\":\"$P\""* | \
+        *"\"policyName\": \"$P,"* | *"\"policyName\":\"$P,"* | *",$P,"* | *",$P\""*)
+        echo "    policy $P already attached"
+        ;;
+    *)
+        mc admin policy attach "$ALIAS" "$ABBY_POLICY_NAME" --user "$S3_ACCESS_KEY_ID" >/dev/null
+        echo "    policy $ABBY_POLICY_NAME attached"
+        ;;
+esac
+
+echo "==> MinIO is ready for Abby: bucket $S3_BUCKET, user $S3_ACCESS_KEY_ID."
