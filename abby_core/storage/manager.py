@@ -23,8 +23,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -297,7 +297,7 @@ class StorageManager:
     def _reserve(self, user_id: object, role_ids: Iterable[int], size: int | None) -> Reservation:
         uid = keys.check_user_id(user_id)
         limits = self.limits_for(role_ids)
-        rid = uuid.uuid4().hex[:16]
+        rid = secrets.token_hex(8)  # 64 random bits: keys are not guessable
         now = self.clock()
         stem = keys.key_stem(uid, now, rid)
         nbytes = self.estimate_bytes if size is None else int(size)
