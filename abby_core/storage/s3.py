@@ -13,10 +13,12 @@ Every botocore error is translated in :func:`_translate`; none leaves this modul
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import boto3
+from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -36,8 +38,9 @@ from abby_core.storage.models import ObjectInfo, ReadyReport
 
 __all__ = ["LIFECYCLE_RULE_ID", "S3Backend"]
 
-LIFECYCLE_RULE_ID = "abby-expire-images"
+LIFECYCLE_RULE_ID = "abby-images-expiry"  # the same id minio/init.sh uses
 _DELETE_BATCH = 1000  # the DeleteObjects maximum
+_NOT_SUPPORTED = ("NotImplemented", "MethodNotAllowed", "XNotImplemented", "UnsupportedOperation")
 _T = TypeVar("_T")
 
 
@@ -276,31 +279,71 @@ class S3Backend(StorageBackend):
         )
 
     def _make_private(self, notes: list[str]) -> bool:
+        """Block public access where the server and our credentials allow, then verify it.
+
+        The application user of the compose set-up may not change bucket policy or ACLs
+        (least privilege), so refusals here are notes, not errors; what counts is the
+        check at the end: an anonymous GET of a probe object must be refused.
+        """
+        blocked = {
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        }
+        attempts: list[tuple[str, Callable[[], Any]]] = [
+            (
+                "public-access block",
+                lambda: self.client.put_public_access_block(
+                    Bucket=self.bucket, PublicAccessBlockConfiguration=blocked
+                ),
+            ),
+            ("private ACL", lambda: self.client.put_bucket_acl(Bucket=self.bucket, ACL="private")),
+        ]
+        for label, attempt in attempts:
+            try:
+                attempt()
+            except ClientError as exc:
+                code = _code(exc)
+                if code in _NOT_SUPPORTED or _status(exc) == 501:
+                    notes.append(f"The server does not support a bucket {label}.")
+                elif code in ("AccessDenied", "AccessControlListNotSupported") or _status(exc) == 403:
+                    notes.append(f"These credentials may not set a bucket {label} (fine for a least-privilege user).")
+                else:
+                    raise self._translate(exc, f"set the bucket {label}") from exc
+            except BotoCoreError as exc:
+                raise self._translate(exc, f"set the bucket {label}") from exc
+        private = self.anonymous_read_refused()
+        if not private:
+            notes.append("WARNING: anonymous users can read objects in this bucket. Remove any public policy.")
+        return private
+
+    def anonymous_read_refused(self) -> bool:
+        """Write a probe object and check that an unsigned GET of it is refused."""
+        key = f"temp/privacy-probe-{uuid.uuid4().hex}"
+        self.put_object(key, b"probe", "text/plain")
         try:
-            self.client.put_public_access_block(
-                Bucket=self.bucket,
-                PublicAccessBlockConfiguration={
-                    "BlockPublicAcls": True,
-                    "IgnorePublicAcls": True,
-                    "BlockPublicPolicy": True,
-                    "RestrictPublicBuckets": True,
-                },
+            anonymous = boto3.session.Session().client(
+                "s3",
+                endpoint_url=self.settings.endpoint_url,
+                region_name=self.settings.region,
+                config=Config(
+                    signature_version=UNSIGNED,
+                    s3={"addressing_style": "path"},
+                    connect_timeout=self.settings.timeout_seconds,
+                    read_timeout=self.settings.timeout_seconds,
+                    retries={"max_attempts": 1},
+                ),
             )
-        except ClientError as exc:
-            if _code(exc) not in ("NotImplemented", "MethodNotAllowed", "XNotImplemented") and _status(exc) != 501:
-                raise self._translate(exc, "block public access to the bucket") from exc
-            notes.append("The server has no public-access block; the bucket ACL was set to private instead.")
-        except BotoCoreError as exc:
-            raise self._translate(exc, "block public access to the bucket") from exc
-        try:
-            self.client.put_bucket_acl(Bucket=self.bucket, ACL="private")
-        except ClientError as exc:
-            # AWS buckets with ACLs disabled (the default since 2023) refuse ACL calls: fine.
-            if _code(exc) not in ("AccessControlListNotSupported", "NotImplemented") and _status(exc) != 501:
-                raise self._translate(exc, "make the bucket private") from exc
-        except BotoCoreError as exc:
-            raise self._translate(exc, "make the bucket private") from exc
-        return True
+            try:
+                anonymous.get_object(Bucket=self.bucket, Key=key)
+                return False
+            except ClientError:
+                return True
+            except BotoCoreError as exc:
+                raise self._translate(exc, "check that the bucket is private") from exc
+        finally:
+            self.delete_objects([key])
 
     def _install_lifecycle(self, days: int, notes: list[str]) -> None:
         rules: list[dict[str, Any]] = []
