@@ -1,0 +1,182 @@
+"""``abby imagine``, ``abby img2img`` and ``abby upscale``: the whole pipeline for one user.
+
+Quota is held before the provider is called and committed when the image is stored, by
+:class:`~abby_core.pipeline.ImageService`; the CLI only reads files and renders.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from abby_cli.output import OK, Output, escape, human_bytes, quota_line
+from abby_cli.runtime import JsonFlag, open_service, run_command
+from abby_core.config import Settings
+from abby_core.errors import InvalidImage, InvalidInput
+from abby_core.generation import ASPECT_RATIOS
+from abby_core.pipeline import GenerationResult, ImageService
+
+__all__ = ["register"]
+
+
+class Provider(StrEnum):
+    offline = "offline"
+    stability = "stability"
+
+
+class UpscaleMode(StrEnum):
+    fast = "fast"
+    conservative = "conservative"
+    creative = "creative"
+
+
+User = Annotated[str, typer.Option("--user", "-u", help="The Discord user id the image belongs to (digits).")]
+ProviderOpt = Annotated[Provider | None, typer.Option("--provider", help="Override IMAGE_PROVIDER for this command.")]
+Negative = Annotated[str | None, typer.Option("--negative", help="What to keep out of the image.")]
+Seed = Annotated[int, typer.Option("--seed", min=0, help="0 picks one; the seed used is reported.")]
+OutFile = Annotated[Path | None, typer.Option("--out", help="Also write a copy of the image here.")]
+ImageFile = Annotated[Path, typer.Argument(help="An image file: PNG, JPEG or WebP.")]
+
+
+def read_image(path: Path) -> bytes:
+    """The bytes of an input image file, or :class:`InvalidImage` saying why not."""
+    try:
+        return path.read_bytes()
+    except IsADirectoryError:
+        raise InvalidImage(f"{path} is a folder, not an image file.") from None
+    except FileNotFoundError:
+        raise InvalidImage(f"The image file {path} does not exist.") from None
+    except OSError as exc:
+        raise InvalidImage(f"The image file {path} cannot be read ({exc.strerror or 'unreadable'}).") from None
+
+
+def check_out(path: Path | None) -> None:
+    """Refuse an ``--out`` whose folder does not exist before anything is generated or charged."""
+    if path is not None and not path.parent.is_dir():
+        raise InvalidInput(f"Cannot write a copy to {path}: the folder {path.parent} does not exist.")
+
+
+def result_payload(result: GenerationResult) -> dict[str, Any]:
+    stored = result.stored
+    payload: dict[str, Any] = {
+        "kind": result.kind,
+        "user_id": stored.user_id,
+        "key": stored.key,
+        "size": stored.size,
+        "content_type": stored.content_type,
+        "created_at": stored.created_at.isoformat(),
+        "seed": result.image.seed,
+        "provider": result.image.provider,
+        "width": result.image.width,
+        "height": result.image.height,
+    }
+    payload.update({"url": stored.url} if stored.url else {"path": stored.path})
+    payload["quota"] = result.status.as_dict()
+    return payload
+
+
+async def _finish(service: ImageService, out: Output, result: GenerationResult, copy_to: Path | None) -> None:
+    payload = result_payload(result)
+    if copy_to is not None:
+        data = await service.storage.get_image(result.stored.user_id, result.stored.key)
+        try:
+            copy_to.write_bytes(data)
+        except OSError as exc:
+            raise InvalidInput(
+                f"The image was saved as {result.stored.key}, but a copy could not be written to {copy_to} "
+                f"({exc.strerror or 'write failed'})."
+            ) from None
+        payload["out"] = str(copy_to)
+
+    def render(con: Console) -> None:
+        stored = result.stored
+        size = human_bytes(stored.size)
+        con.print(f"{OK} Saved [bold]{escape(stored.name)}[/bold] ({size}, seed {result.image.seed})")
+        con.print(f"  {'url' if stored.url else 'path'}: {escape(stored.link or '')}")
+        if copy_to is not None:
+            con.print(f"  copy: {escape(str(copy_to))}")
+        con.print(f"  quota: {escape(quota_line(result.status))}")
+
+    out.success(payload, render)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def imagine(
+        ctx: typer.Context,
+        prompt: Annotated[str, typer.Argument(help="What to draw.")],
+        user: User,
+        provider: ProviderOpt = None,
+        negative: Negative = None,
+        seed: Seed = 0,
+        aspect_ratio: Annotated[str, typer.Option("--aspect-ratio", help=", ".join(ASPECT_RATIOS))] = "1:1",
+        style: Annotated[str | None, typer.Option("--style", help="A style preset, e.g. photographic.")] = None,
+        out_file: OutFile = None,
+        json_mode: JsonFlag = False,
+    ) -> None:
+        """Make an image from PROMPT for a user (quota reserve → generate → store → commit)."""
+
+        async def body(settings: Settings, out: Output) -> None:
+            check_out(out_file)
+            async with open_service(settings, provider.value if provider else None) as service:
+                with out.progress("Generating…"):
+                    result = await service.imagine(
+                        user, prompt, negative_prompt=negative, aspect_ratio=aspect_ratio, seed=seed,
+                        style_preset=style,
+                    )
+                await _finish(service, out, result, out_file)
+
+        run_command(ctx, json_mode, body)
+
+    @app.command()
+    def img2img(
+        ctx: typer.Context,
+        image: ImageFile,
+        prompt: Annotated[str, typer.Argument(help="What to make of it.")],
+        user: User,
+        strength: Annotated[float, typer.Option("--strength", help="0 keeps the image, 1 ignores it.")] = 0.6,
+        provider: ProviderOpt = None,
+        negative: Negative = None,
+        seed: Seed = 0,
+        out_file: OutFile = None,
+        json_mode: JsonFlag = False,
+    ) -> None:
+        """Make a new image from IMAGE and PROMPT for a user."""
+
+        async def body(settings: Settings, out: Output) -> None:
+            check_out(out_file)
+            data = read_image(image)
+            async with open_service(settings, provider.value if provider else None) as service:
+                with out.progress("Generating…"):
+                    result = await service.img2img(
+                        user, data, prompt, strength=strength, negative_prompt=negative, seed=seed
+                    )
+                await _finish(service, out, result, out_file)
+
+        run_command(ctx, json_mode, body)
+
+    @app.command()
+    def upscale(
+        ctx: typer.Context,
+        image: ImageFile,
+        user: User,
+        mode: Annotated[UpscaleMode, typer.Option("--mode", help="fast (4x) or conservative")] = UpscaleMode.fast,
+        provider: ProviderOpt = None,
+        out_file: OutFile = None,
+        json_mode: JsonFlag = False,
+    ) -> None:
+        """Make a larger copy of IMAGE for a user."""
+
+        async def body(settings: Settings, out: Output) -> None:
+            check_out(out_file)
+            data = read_image(image)
+            async with open_service(settings, provider.value if provider else None) as service:
+                with out.progress("Upscaling…"):
+                    result = await service.upscale(user, data, mode=mode.value)
+                await _finish(service, out, result, out_file)
+
+        run_command(ctx, json_mode, body)

@@ -1,0 +1,102 @@
+"""``abby quota``, ``abby gallery`` and ``abby delete``: one user's standing and images."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from abby_cli.output import OK, Output, escape, human_bytes, quota_line
+from abby_cli.runtime import JsonFlag, open_storage, run_command
+from abby_core.config import Settings
+from abby_core.storage import StoredImage
+
+__all__ = ["image_payload", "register"]
+
+UserArg = Annotated[str, typer.Argument(help="The Discord user id (digits).")]
+
+
+def image_payload(image: StoredImage) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "key": image.key,
+        "name": image.name,
+        "size": image.size,
+        "created_at": image.created_at.isoformat(),
+        "content_type": image.content_type,
+    }
+    payload.update({"url": image.url} if image.url else {"path": image.path})
+    return payload
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def quota(ctx: typer.Context, user: UserArg, json_mode: JsonFlag = False) -> None:
+        """Show where USER stands today: generations, their storage, the server's storage."""
+
+        async def body(settings: Settings, out: Output) -> None:
+            async with open_storage(settings) as storage:
+                status = await storage.get_quota_status(user)
+
+            def render(con: Console) -> None:
+                con.print(f"User {escape(status.user_id)}: {escape(quota_line(status))}")
+                con.print(
+                    f"  server: {human_bytes(status.global_bytes)} of {human_bytes(status.global_limit_bytes)}"
+                    f"{f' · {status.in_flight} in progress' if status.in_flight else ''}"
+                )
+
+            out.success({**status.as_dict(), "daily_left": status.daily_left}, render)
+
+        run_command(ctx, json_mode, body)
+
+    @app.command()
+    def gallery(
+        ctx: typer.Context,
+        user: UserArg,
+        limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="Show at most this many.")] = 20,
+        json_mode: JsonFlag = False,
+    ) -> None:
+        """List USER's images, newest first, with their links (or file paths)."""
+
+        async def body(settings: Settings, out: Output) -> None:
+            async with open_storage(settings) as storage:
+                found = await storage.list_images(user, limit=limit)
+
+            def render(con: Console) -> None:
+                if not found:
+                    con.print(f"User {escape(user)} has no images.")
+                    return
+                con.print(f"Images of {escape(user)}, newest first ({len(found)} shown):")
+                for image in found:
+                    con.print(
+                        f"  [bold]{escape(image.name)}[/bold]  {human_bytes(image.size)}  "
+                        f"{image.created_at:%Y-%m-%d %H:%M} UTC"
+                    )
+                    con.print(f"    {escape(image.link or '')}")
+
+            out.success({"user_id": user, "count": len(found), "images": [image_payload(i) for i in found]}, render)
+
+        run_command(ctx, json_mode, body)
+
+    @app.command()
+    def delete(
+        ctx: typer.Context,
+        user: UserArg,
+        key: Annotated[str, typer.Argument(help="The image key, or its file name (see 'abby gallery').")],
+        json_mode: JsonFlag = False,
+    ) -> None:
+        """Delete one of USER's images and give back its storage."""
+
+        async def body(settings: Settings, out: Output) -> None:
+            async with open_storage(settings) as storage:
+                freed = await storage.delete_image(user, key)
+                status = await storage.get_quota_status(user)
+
+            def render(con: Console) -> None:
+                con.print(f"{OK} Deleted {escape(key)} ({human_bytes(freed)} freed)")
+                con.print(f"  quota: {escape(quota_line(status))}")
+
+            payload = {"user_id": status.user_id, "key": key, "freed_bytes": freed, "quota": status.as_dict()}
+            out.success(payload, render)
+
+        run_command(ctx, json_mode, body)

@@ -1,0 +1,180 @@
+"""``abby cleanup`` and ``abby storage init|stats|reconcile``: the operator's housekeeping."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from abby_cli.output import FAIL, OK, Output, escape, human_bytes
+from abby_cli.runtime import JsonFlag, open_storage, run_command
+from abby_core.config import Settings
+
+__all__ = ["register"]
+
+storage_app = typer.Typer(help="Prepare storage, see its usage, repair the quota ledger.", no_args_is_help=True)
+
+
+def _yes(flag: bool | None, yes: str, no: str, unknown: str = "not applicable") -> str:
+    if flag is None:
+        return f"· {unknown}"
+    return f"{OK} {yes}" if flag else f"{FAIL} {no}"
+
+
+@storage_app.command("init")
+def init(ctx: typer.Context, json_mode: JsonFlag = False) -> None:
+    """Create the folders (or the bucket), keep it private, install the lifecycle rule."""
+
+    async def body(settings: Settings, out: Output) -> None:
+        async with open_storage(settings) as storage:
+            with out.progress("Preparing storage…"):
+                report = await storage.ensure_ready(create=True)
+
+        def render(con: Console) -> None:
+            con.print(f"{OK} {report.backend} storage ready at {escape(report.location)}" + (
+                " (created)" if report.created else ""))
+            con.print(_yes(report.private, "private: public access blocked", "the bucket may be public",
+                           "privacy: files are protected by the folder's permissions"))
+            if report.lifecycle_days is not None:
+                con.print(f"{OK} lifecycle rule: images expire after {report.lifecycle_days} days")
+            con.print(_yes(report.conditional_writes, "conditional writes honoured: quotas are exact",
+                           "the server ignores conditional writes: quotas are NOT exact across processes"))
+            for note in report.notes:
+                con.print(f"  {escape(note)}")
+
+        out.success(
+            {
+                "backend": report.backend,
+                "location": report.location,
+                "created": report.created,
+                "private": report.private,
+                "lifecycle_days": report.lifecycle_days,
+                "conditional_writes": report.conditional_writes,
+                "notes": list(report.notes),
+            },
+            render,
+        )
+
+    run_command(ctx, json_mode, body)
+
+
+@storage_app.command("stats")
+def stats(
+    ctx: typer.Context,
+    top: Annotated[int, typer.Option("--top", min=1, max=1000, help="How many of the biggest users to list.")] = 10,
+    json_mode: JsonFlag = False,
+) -> None:
+    """Show the server's storage usage and the users using the most."""
+
+    async def body(settings: Settings, out: Output) -> None:
+        async with open_storage(settings) as storage:
+            result = await storage.stats(top=top)
+
+        def render(con: Console) -> None:
+            share = result.global_bytes / result.global_limit_bytes * 100 if result.global_limit_bytes else 0
+            con.print(
+                f"Storage: {human_bytes(result.global_bytes)} of {human_bytes(result.global_limit_bytes)} "
+                f"({share:.1f}%) · {result.users} user(s) · {result.in_flight} generation(s) in progress"
+            )
+            if result.top_users:
+                table = Table("User", "Used", title="Top users")
+                for uid, used in result.top_users:
+                    table.add_row(escape(uid), human_bytes(used))
+                con.print(table)
+
+        out.success(
+            {
+                "global_bytes": result.global_bytes,
+                "global_limit_bytes": result.global_limit_bytes,
+                "users": result.users,
+                "in_flight": result.in_flight,
+                "top_users": [{"user_id": uid, "bytes": used} for uid, used in result.top_users],
+            },
+            render,
+        )
+
+    run_command(ctx, json_mode, body)
+
+
+@storage_app.command("reconcile")
+def reconcile(ctx: typer.Context, json_mode: JsonFlag = False) -> None:
+    """Recount every user's usage from the stored images; report and fix any drift."""
+
+    async def body(settings: Settings, out: Output) -> None:
+        async with open_storage(settings) as storage:
+            with out.progress("Reconciling the quota ledger with storage…"):
+                report = await storage.reconcile()
+        drift = [
+            {"user_id": uid, "ledger_bytes": before, "actual_bytes": after, "difference": after - before}
+            for uid, (before, after) in sorted(report.drift.items())
+        ]
+
+        def render(con: Console) -> None:
+            con.print(
+                f"Checked {report.users} user(s), {report.objects} image(s), {human_bytes(report.bytes)}."
+            )
+            if not drift:
+                con.print(f"{OK} No drift: the ledger matches storage.")
+                return
+            table = Table("User", "Ledger said", "Storage holds", "Difference", title="Drift (now fixed)")
+            for uid, (before, after) in sorted(report.drift.items()):
+                sign = "+" if after >= before else "-"
+                change = sign + human_bytes(abs(after - before))
+                table.add_row(escape(uid), human_bytes(before), human_bytes(after), change)
+            con.print(table)
+
+        out.success(
+            {
+                "users": report.users,
+                "objects": report.objects,
+                "bytes": report.bytes,
+                "drift_bytes": report.drift_bytes,
+                "drift": drift,
+                "rebuilt": list(report.rebuilt),
+            },
+            render,
+        )
+
+    run_command(ctx, json_mode, body)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def cleanup(
+        ctx: typer.Context,
+        days: Annotated[int | None, typer.Option("--days", min=0, help="Age in days (STORAGE_CLEANUP_DAYS).")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be deleted.")] = False,
+        json_mode: JsonFlag = False,
+    ) -> None:
+        """Delete images older than --days and give their storage back to their owners."""
+
+        async def body(settings: Settings, out: Output) -> None:
+            async with open_storage(settings) as storage:
+                with out.progress("Looking for old images…" if dry_run else "Deleting old images…"):
+                    report = await storage.cleanup_old_files(days, dry_run=dry_run)
+            age = settings.storage.cleanup_days if days is None else days
+
+            def render(con: Console) -> None:
+                verb = "Would delete" if dry_run else "Deleted"
+                con.print(
+                    f"{OK} {verb} {report.objects} image(s), {human_bytes(report.bytes)}, from {report.users} user(s) "
+                    f"(older than {age} days, before {report.cutoff:%Y-%m-%d %H:%M} UTC)."
+                )
+
+            out.success(
+                {
+                    "dry_run": report.dry_run,
+                    "days": age,
+                    "cutoff": report.cutoff.isoformat(),
+                    "objects": report.objects,
+                    "bytes": report.bytes,
+                    "users": report.users,
+                },
+                render,
+            )
+
+        run_command(ctx, json_mode, body)
+
+    app.add_typer(storage_app, name="storage")

@@ -1,0 +1,84 @@
+"""The one mapping from an exception to what the CLI reports: a code, a message, an exit code.
+
+Exit codes::
+
+    0  success
+    1  the user's request failed: quota, input, generation, image not found, unexpected error
+    2  configuration or usage: bad settings, a feature not configured, bad command-line options
+    3  storage unavailable: the folder or the S3 server cannot be used
+
+Codes are the ``.code`` of the core error (``daily_limit``, ``storage_unavailable``, ...);
+``usage_error`` for bad command lines and ``internal_error`` for anything unexpected,
+whose message is generic so no foreign text (which could hold a secret) is shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import typer
+
+from abby_core.errors import (
+    AbbyError,
+    ConfigError,
+    ImageNotFound,
+    NotConfigured,
+    QuotaExceeded,
+    StorageError,
+)
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_OK",
+    "EXIT_STORAGE",
+    "EXIT_USER",
+    "CliError",
+    "describe_error",
+]
+
+EXIT_OK = 0
+EXIT_USER = 1
+EXIT_CONFIG = 2
+EXIT_STORAGE = 3
+
+
+@dataclass(frozen=True)
+class CliError:
+    """What to show for a failure; ``extra`` goes into the JSON error object."""
+
+    code: str
+    message: str
+    exit_code: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, **self.extra}
+
+
+def _extra(exc: AbbyError) -> dict[str, Any]:
+    if isinstance(exc, ConfigError):
+        return {"problems": list(exc.problems)}
+    if isinstance(exc, QuotaExceeded):
+        resets = exc.resets_at.isoformat() if exc.resets_at else None
+        return {"limit_name": exc.limit_name, "used": exc.used, "limit": exc.limit, "resets_at": resets}
+    return {}
+
+
+def describe_error(exc: BaseException) -> CliError:
+    """Code, message and exit code for ``exc``; the only place this decision is made."""
+    if isinstance(exc, AbbyError):
+        if isinstance(exc, ConfigError | NotConfigured):
+            exit_code = EXIT_CONFIG
+        elif isinstance(exc, StorageError) and not isinstance(exc, ImageNotFound):
+            exit_code = EXIT_STORAGE
+        else:
+            exit_code = EXIT_USER
+        return CliError(exc.code, exc.message, exit_code, _extra(exc))
+    if isinstance(exc, typer.TyperException):  # bad options or arguments (click's UsageError)
+        return CliError("usage_error", exc.format_message(), EXIT_CONFIG)
+    return CliError(
+        "internal_error",
+        f"An unexpected error occurred ({type(exc).__name__}). Run again with 'abby --debug ...' for details.",
+        EXIT_USER,
+    )

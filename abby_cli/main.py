@@ -1,0 +1,71 @@
+"""The ``abby`` app: settings are built once here, in the callback, and handed to every command.
+
+A bad configuration does not stop ``--help``; each command reports it in its own format
+(text, or ``{"ok": false, "error": {"code": "config_error", ...}}`` with ``--json``) and
+exits 2. With ``--json`` anywhere on the command line, even a usage error is one JSON object.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from abby_cli.commands import register
+from abby_cli.errors import describe_error
+from abby_cli.output import Output
+from abby_cli.runtime import State
+from abby_core.config import load_settings
+from abby_core.errors import ConfigError
+
+__all__ = ["app"]
+
+
+class AbbyGroup(TyperGroup):
+    """Turns usage errors into the JSON error object when ``--json`` was asked for."""
+
+    def main(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        standalone = extra.pop("standalone_mode", True)
+        if "--json" not in argv:
+            return super().main(argv, prog_name, standalone_mode=standalone, **extra)
+        try:
+            code = super().main(argv, prog_name, standalone_mode=False, **extra)
+        except typer.TyperException as exc:
+            Output(json_mode=True)._json({"ok": False, "error": describe_error(exc).as_dict()})
+            code = describe_error(exc).exit_code
+        except typer.Abort:
+            code = 1
+        if not standalone:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(
+    cls=AbbyGroup,
+    name="abby",
+    help="Abby: make images for the members of a Discord server, and look after them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # tracebacks with locals could show secrets
+    add_completion=False,
+)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of unexpected errors.")] = False,
+) -> None:
+    """Settings come from .env in the current folder and the environment (environment wins)."""
+    try:
+        ctx.obj = State(load_settings(), debug=debug)
+    except ConfigError as exc:
+        ctx.obj = State(None, config_error=exc, debug=debug)
+
+
+register(app)

@@ -1,0 +1,99 @@
+"""Rendering: one JSON object on stdout with ``--json``, rich text otherwise.
+
+With ``--json`` nothing but that object reaches stdout; progress and notes go to stderr.
+Without it, results go to stdout and errors to stderr. Text from users and storage is
+escaped before rich sees it, and long lines are never wrapped (paths and links stay
+copyable).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from abby_cli.errors import describe_error
+from abby_core.storage import QuotaStatus
+
+__all__ = ["FAIL", "OK", "Output", "escape", "human_bytes", "mb", "quota_line"]
+
+OK = "[green]✔[/green]"
+FAIL = "[red]✘[/red]"
+MB = 1_000_000
+
+
+def human_bytes(n: int) -> str:
+    """``412.3 KB``, ``1.5 MB``: decimal units, as the quota settings are in MB."""
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"  # pragma: no cover - the loop always returns
+
+
+def mb(n: int, *, limit: bool = False) -> str:
+    """Megabytes for the quota line: ``0.4`` used, ``500`` as a limit."""
+    return f"{n / MB:g}" if limit else f"{n / MB:.1f}"
+
+
+def quota_line(status: QuotaStatus) -> str:
+    """``1/5 today · 0.4 of 500 MB · resets 00:00 UTC``."""
+    line = (
+        f"{status.daily_used}/{status.daily_limit} today · {mb(status.user_bytes)} of "
+        f"{mb(status.user_limit_bytes, limit=True)} MB · resets {status.resets_at:%H:%M} UTC"
+    )
+    return line + (" · blocked" if status.blocked else "")
+
+
+class Output:
+    """Where a command's result goes; ``json_mode`` is the command's ``--json``."""
+
+    def __init__(self, json_mode: bool) -> None:
+        self.json_mode = json_mode
+        self.out = Console(soft_wrap=True, highlight=False)
+        self.err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+    def success(self, payload: dict[str, Any], render: Callable[[Console], None]) -> None:
+        """Print ``{"ok": true, **payload}`` (JSON) or call ``render`` with the stdout console."""
+        if self.json_mode:
+            self._json({"ok": True, **payload})
+        else:
+            render(self.out)
+
+    def fail(self, exc: BaseException, *, payload: dict[str, Any] | None = None) -> NoReturn:
+        """Report ``exc`` (JSON on stdout, or a red message on stderr) and exit with its code."""
+        error = describe_error(exc)
+        if self.json_mode:
+            self._json({"ok": False, **(payload or {}), "error": error.as_dict()})
+        else:
+            self.err.print(f"{FAIL} [bold red]{escape(error.code)}[/bold red]: {escape(error.message)}")
+        raise typer.Exit(error.exit_code)
+
+    def note(self, text: str) -> None:
+        """A side remark for humans (stderr; silent with ``--json``)."""
+        if not self.json_mode:
+            self.err.print(text)
+
+    @contextlib.contextmanager
+    def progress(self, label: str) -> Iterator[None]:
+        """A spinner with elapsed time on stderr while a long storage operation runs."""
+        if self.json_mode or not self.err.is_terminal:
+            yield
+            return
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        with Progress(*columns, console=self.err, transient=True) as bar:
+            bar.add_task(escape(label), total=None)
+            yield
+
+    @staticmethod
+    def _json(obj: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+        sys.stdout.flush()

@@ -1,0 +1,122 @@
+"""The one error mapping, configuration errors, usage errors and unexpected errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from abby_cli.errors import EXIT_CONFIG, EXIT_STORAGE, EXIT_USER, describe_error
+from abby_core import errors
+from abby_core.storage import StorageManager
+from tests.cli.conftest import USER, Invoke, one_json
+
+EXPECTED_EXIT = {
+    "config_error": EXIT_CONFIG, "not_configured": EXIT_CONFIG,
+    "storage_unavailable": EXIT_STORAGE, "ledger_corrupt": EXIT_STORAGE, "storage_error": EXIT_STORAGE,
+    "reservation_invalid": EXIT_STORAGE,
+}
+
+
+def _instances() -> list[errors.AbbyError]:
+    made: list[errors.AbbyError] = []
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        if cls is errors.DailyLimitExceeded:
+            made.append(cls(used=5, limit=5, resets_at=datetime(2030, 1, 2, tzinfo=UTC)))
+        elif cls in (errors.UserStorageFull, errors.GlobalStorageFull):
+            made.append(cls(used=2, limit=1))
+        elif cls is errors.QuotaExceeded:
+            made.append(cls("full", used=1, limit=1))
+        elif cls is errors.UserBlocked:
+            made.append(cls(USER))
+        elif cls is errors.ImageNotFound:
+            made.append(cls("x.png"))
+        else:
+            made.append(cls("a message"))
+    return made
+
+
+@pytest.mark.parametrize("exc", _instances(), ids=lambda e: type(e).__name__)
+def test_every_core_error_keeps_its_code(exc: errors.AbbyError) -> None:
+    described = describe_error(exc)
+    assert described.code == exc.code and described.message == exc.message
+    assert described.exit_code == EXPECTED_EXIT.get(exc.code, EXIT_USER)
+
+
+def test_image_not_found_is_the_users_error() -> None:
+    assert describe_error(errors.ImageNotFound("k")).exit_code == EXIT_USER
+
+
+def test_quota_errors_carry_their_numbers() -> None:
+    error = describe_error(errors.UserStorageFull(used=3, limit=2)).as_dict()
+    assert (error["code"], error["used"], error["limit"]) == ("user_storage_full", 3, 2)
+    assert error["limit_name"] == "user_storage"
+
+
+def test_unexpected_exceptions_are_generic() -> None:
+    described = describe_error(RuntimeError("password=hunter2"))
+    assert described.code == "internal_error" and "hunter2" not in described.message
+
+
+def test_bad_config_variable_json(abby: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_USER_DAILY_GENS", "lots")
+    monkeypatch.setenv("STORAGE_BACKEND", "floppy")
+    result = abby("quota", USER, "--json")
+    assert result.exit_code == 2
+    error = one_json(result)["error"]
+    assert error["code"] == "config_error"
+    assert len(error["problems"]) == 2
+    assert any("MAX_USER_DAILY_GENS" in p for p in error["problems"])
+    assert any("STORAGE_BACKEND" in p for p in error["problems"])
+
+
+def test_bad_config_variable_text_one_line_each(abby: Invoke, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("MAX_USER_DAILY_GENS=0\nS3_BUCKET=Bad_Bucket\n")
+    result = abby("imagine", "a cat", "--user", USER, "--provider", "offline")
+    assert result.exit_code == 2 and result.stdout == ""
+    lines = [line for line in result.stderr.splitlines() if line.strip().startswith("- ")]
+    assert len(lines) == 2
+    assert "MAX_USER_DAILY_GENS" in lines[0] or "MAX_USER_DAILY_GENS" in lines[1]
+    assert not (tmp_path / "shared").exists()
+
+
+def test_help_works_with_a_bad_config(abby: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_USER_DAILY_GENS", "lots")
+    result = abby("quota", "--help")
+    assert result.exit_code == 0 and "USER" in result.stdout
+
+
+def test_usage_error_with_json_is_one_object(abby: Invoke) -> None:
+    result = abby("imagine", "a cat", "--json")  # no --user
+    assert result.exit_code == 2
+    error = one_json(result)["error"]
+    assert error["code"] == "usage_error" and "--user" in error["message"]
+    plain = abby("imagine", "a cat")
+    assert plain.exit_code == 2 and plain.stdout == "" and "--user" in plain.stderr
+
+
+def test_unexpected_error_in_a_command(abby: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def boom(self: StorageManager, user_id: object, **kw: object) -> None:
+        raise RuntimeError("secret-token-in-foreign-text")
+
+    monkeypatch.setattr(StorageManager, "get_quota_status", boom)
+    result = abby("quota", USER, "--json")
+    assert result.exit_code == 1
+    error = one_json(result)["error"]
+    assert error["code"] == "internal_error"
+    assert "secret-token" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    text = abby("quota", USER)
+    assert text.exit_code == 1 and "internal_error" in text.stderr and "secret-token" not in text.stderr
+    debug = abby("--debug", "quota", USER)
+    assert isinstance(debug.exception, RuntimeError)
+
+
+def test_storage_unavailable_exit_code(abby: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "blocker").write_text("a file where the storage folder should be")
+    monkeypatch.setenv("STORAGE_ROOT", str(tmp_path / "blocker" / "shared"))
+    result = abby("imagine", "a cat", "--user", USER, "--provider", "offline", "--json")
+    assert result.exit_code == 3
+    assert one_json(result)["error"]["code"] == "storage_unavailable"
