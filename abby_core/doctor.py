@@ -189,7 +189,7 @@ class _Doctor:
             if parent.is_dir() and os.access(parent, os.W_OK):
                 return _ok(
                     "storage",
-                    f"{backend.location} does not exist yet; it is created on first use ('abby storage init' now)",
+                    f"{backend.location} does not exist yet; it is created on first use, or now by 'abby storage init'",
                 )
             return _fail(
                 "storage",
