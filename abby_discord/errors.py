@@ -1,0 +1,194 @@
+"""The one place where an exception becomes what a member reads.
+
+:func:`user_message` turns every core error (and the adapter's own refusals) into a
+short message; :func:`report` sends it ephemerally, whether or not the interaction
+was already answered. Anything unexpected is logged with a short reference id that
+the member sees, so an admin can find it in the logs; its text is never shown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from datetime import datetime
+
+import discord
+from discord import app_commands
+
+from abby_core.errors import (
+    AbbyError,
+    ConfigError,
+    ContentFiltered,
+    DailyLimitExceeded,
+    GenerationError,
+    GenerationTimeout,
+    GenerationUnavailable,
+    GlobalStorageFull,
+    ImageNotFound,
+    InvalidInput,
+    InvalidUser,
+    LedgerCorrupt,
+    NotConfigured,
+    PromptRejected,
+    ProviderAuthError,
+    ProviderOutOfCredits,
+    ProviderRejected,
+    QuotaExceeded,
+    RateLimited,
+    RequestTooLarge,
+    ReservationInvalid,
+    StorageError,
+    StorageUnavailable,
+    UserBlocked,
+    UserStorageFull,
+)
+from abby_discord.limiter import QueueTimeout, UserBusy
+
+__all__ = ["PUBLIC_DEFER", "NotAdmin", "NotOwner", "report", "timestamp", "user_message"]
+
+log = logging.getLogger("abby.discord")
+
+# Set in ``interaction.extras`` by commands that defer publicly: an error then replaces
+# the public "thinking…" message with a private one instead of editing it in public.
+PUBLIC_DEFER = "abby_public_defer"
+
+
+class NotAdmin(app_commands.CheckFailure):
+    """A member without Manage Server or an admin role used an admin command."""
+
+
+class NotOwner(Exception):
+    """Someone other than an image's owner pressed its Delete button."""
+
+
+def timestamp(moment: datetime, style: str = "R") -> str:
+    """A Discord timestamp (``<t:1764028800:R>``): each member sees it in their own time zone."""
+    return f"<t:{int(moment.timestamp())}:{style}>"
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1_000_000:.1f} MB"
+
+
+_NOTHING_CHARGED = "Nothing was charged"
+
+
+def _unwrap(error: BaseException) -> BaseException:
+    for _ in range(5):  # CommandInvokeError / TransformerError wrap the real cause
+        inner = getattr(error, "original", None)
+        if not isinstance(inner, BaseException):
+            break
+        error = inner
+    return error
+
+
+def user_message(error: BaseException) -> str:
+    """What the member is told about ``error``: short, actionable, never a secret or a traceback."""
+    exc = _unwrap(error)
+    match exc:
+        case UserBusy():
+            return "I'm still working on your last image — please wait for it to finish before asking for another."
+        case QueueTimeout():
+            return f"I'm very busy right now and your request waited too long. {_NOTHING_CHARGED} — please try again."
+        case NotOwner():
+            return "Only the member who made this image can delete it."
+        case NotAdmin():
+            return "This command is for server admins (Manage Server permission or an admin role)."
+        case app_commands.NoPrivateMessage():
+            return "This command only works in a server."
+        case app_commands.CheckFailure():
+            return "You can't use this command here."
+        case UserBlocked():
+            return "You have been blocked from generating images on this server. Ask an admin if this is a mistake."
+        case DailyLimitExceeded():
+            resets = exc.resets_at
+            when = f"{timestamp(resets)} ({timestamp(resets, 't')})" if resets else "at midnight UTC"
+            return f"You've used all {exc.limit} of your image generations for today. Your quota resets {when}."
+        case UserStorageFull():
+            return (
+                f"Your image storage is full ({_mb(exc.used)} of {_mb(exc.limit)}). Delete some of your images "
+                "(the Delete button under them) or wait for old ones to expire."
+            )
+        case GlobalStorageFull():
+            return (
+                f"This server's image storage is full ({_mb(exc.used)} of {_mb(exc.limit)}). Please try again "
+                "later — an admin can free space with /abby-admin cleanup."
+            )
+        case QuotaExceeded():
+            return exc.message
+        case ContentFiltered():
+            return "The image service's safety filter blocked this request. Please try a different prompt."
+        case PromptRejected():
+            return exc.message
+        case RequestTooLarge():
+            return "That image is too large for the image service. Please use a smaller image."
+        case ProviderAuthError() | ProviderOutOfCredits():
+            log.error("The image service refused the bot's account (%s): %s", exc.code, exc.message)
+            return (
+                "The bot's image service account has a problem, so I can't make images right now. "
+                "An admin should check the bot's logs."
+            )
+        case ProviderRejected():
+            return f"The image service did not accept this request. {_NOTHING_CHARGED}. Please try something else."
+        case GenerationTimeout():
+            return f"The image service took too long to answer. {_NOTHING_CHARGED} — please try again."
+        case RateLimited():
+            return (
+                f"The image service is busy right now (rate limited). {_NOTHING_CHARGED} — please try again "
+                "in a minute."
+            )
+        case GenerationUnavailable():
+            return f"The image service is unavailable right now. {_NOTHING_CHARGED} — please try again later."
+        case GenerationError():
+            return f"The image could not be made. {_NOTHING_CHARGED} — please try again."
+        case NotConfigured():
+            return "Image generation is not configured on this server yet — an admin needs to set it up."
+        case ConfigError():
+            log.error("Configuration problem: %s", exc.message)
+            return "The bot's configuration has a problem. An admin should check the bot's logs."
+        case StorageUnavailable():
+            log.warning("Storage unavailable: %s", exc.message)
+            return (
+                f"Image storage is unavailable right now. {_NOTHING_CHARGED} — please try again later; "
+                "an admin should check the bot's logs."
+            )
+        case ImageNotFound():
+            return "That image no longer exists — it was deleted or has expired."
+        case LedgerCorrupt():
+            log.error("Quota ledger problem: %s", exc.message)
+            return "Your quota records are being repaired. Please try again in a moment."
+        case ReservationInvalid():
+            log.error("Reservation problem: %s", exc.message)
+            return f"Your image could not be saved. {_NOTHING_CHARGED} — please try again."
+        case StorageError():
+            return exc.message
+        case InvalidUser():
+            return "That is not a valid Discord user."
+        case InvalidInput():
+            return exc.message
+        case AbbyError():
+            return exc.message
+    ref = secrets.token_hex(4)
+    log.error("Unexpected error (ref %s)", ref, exc_info=exc)
+    return (
+        f"Something went wrong on my side (ref {ref}). Please try again later; "
+        "if it keeps happening, give an admin this reference."
+    )
+
+
+async def report(interaction: discord.Interaction, error: BaseException) -> None:
+    """Tell the member about ``error`` in a message only they see."""
+    message = user_message(error)
+    try:
+        if not interaction.response.is_done():
+            await interaction.response.send_message(message, ephemeral=True)
+            return
+        if interaction.extras.get(PUBLIC_DEFER):
+            # A followup would turn the public "thinking…" message into the error; drop it instead.
+            interaction.extras[PUBLIC_DEFER] = False
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.delete_original_response()
+        await interaction.followup.send(message, ephemeral=True)
+    except discord.HTTPException:
+        log.warning("Could not tell member %s about an error: %s", interaction.user.id, message, exc_info=True)
