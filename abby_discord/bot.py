@@ -1,0 +1,186 @@
+"""The bot: resources handed in, cogs loaded in ``setup_hook``, errors to one translator.
+
+::
+
+    storage = StorageManager.from_settings(settings)
+    generator = ImageGenerator.from_settings(settings.api)
+    bot = AbbyBot(settings, storage=storage, generator=generator,
+                  service=ImageService.from_settings(settings, storage, generator))
+
+:func:`run_bot` does exactly that, runs until stopped and closes what it opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from abby_core.config import Settings
+from abby_core.errors import AbbyError, NotConfigured
+from abby_core.generation import ImageGenerator
+from abby_core.pipeline import ImageService
+from abby_core.storage import StorageManager
+from abby_discord.buttons import GalleryButton, ResultButton
+from abby_discord.cogs import EXTENSIONS
+from abby_discord.errors import report
+from abby_discord.limiter import GenerationLimiter
+from abby_discord.logs import setup_logging
+
+__all__ = ["AbbyBot", "AbbyTree", "run_bot"]
+
+log = logging.getLogger("abby.discord")
+
+DAY = 24 * 60 * 60.0
+_STARTUP_CHECK_TIMEOUT = 60.0
+_MAINTENANCE_TIMEOUT = 30 * 60.0
+
+
+class AbbyTree(app_commands.CommandTree["AbbyBot"]):
+    """Every command error goes to the one translator, privately."""
+
+    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError, /) -> None:
+        await report(interaction, error)
+
+
+class AbbyBot(commands.Bot):
+    """Abby in Discord. Owns no resources: storage, generator and service are handed in and closed by the caller.
+
+    ``maintenance_delay`` is how long after start the first cleanup + reconcile runs,
+    ``maintenance_interval`` the time between runs (a day). Maintenance errors are logged
+    and never stop the bot.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        storage: StorageManager,
+        generator: ImageGenerator,
+        service: ImageService,
+        clock: Callable[[], datetime] | None = None,
+        maintenance_delay: float = 60.0,
+        maintenance_interval: float = DAY,
+    ) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=discord.Intents.default(),
+            tree_cls=AbbyTree,
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        self.settings = settings
+        self.storage = storage
+        self.generator = generator
+        self.service = service
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.limiter = GenerationLimiter(settings.discord.max_concurrent_generations)
+        self.maintenance_delay = maintenance_delay
+        self.maintenance_interval = maintenance_interval
+        self.maintenance_runs = 0
+        self._background: list[asyncio.Task[None]] = []
+
+    async def setup_hook(self) -> None:
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        self.add_dynamic_items(ResultButton, GalleryButton)
+        await self._sync_commands()
+        if not self.generator.configured:
+            log.warning("Image generation is not configured (no STABILITY_API_KEY): image commands will say so.")
+        self._background.append(asyncio.create_task(self._check_storage(), name="abby-storage-check"))
+        self._background.append(asyncio.create_task(self._maintenance(), name="abby-maintenance"))
+
+    async def _sync_commands(self) -> None:
+        guild_id = self.settings.discord.guild_id
+        if guild_id is None:
+            synced = await self.tree.sync()
+            log.info("Synced %d application command(s) globally (may take up to an hour to appear).", len(synced))
+            return
+        guild = discord.Object(guild_id)
+        self.tree.copy_global_to(guild=guild)
+        synced = await self.tree.sync(guild=guild)
+        log.info("Synced %d application command(s) to server %s.", len(synced), guild_id)
+
+    async def _check_storage(self) -> None:
+        """Say at start whether storage works; the bot runs either way and commands report it on use."""
+        create = self.settings.storage.backend == "filesystem"
+        try:
+            ready = await asyncio.wait_for(self.storage.ensure_ready(create=create), _STARTUP_CHECK_TIMEOUT)
+        except AbbyError as exc:
+            log.error("Storage is not usable: %s Image commands will fail until this is fixed.", exc.message)
+        except TimeoutError:
+            log.error("Storage did not answer within %.0f s at start.", _STARTUP_CHECK_TIMEOUT)
+        except Exception:
+            log.exception("Unexpected error while checking storage at start.")
+        else:
+            log.info("Storage ready: %s at %s.", ready.backend, ready.location)
+
+    async def run_maintenance(self) -> None:
+        """Cleanup of old images, then reconcile of the quota ledger. Logs, never raises."""
+        try:
+            cleaned = await asyncio.wait_for(self.storage.cleanup_old_files(), _MAINTENANCE_TIMEOUT)
+            log.info("Maintenance cleanup: removed %d image(s), %d bytes.", cleaned.objects, cleaned.bytes)
+            fixed = await asyncio.wait_for(self.storage.reconcile(), _MAINTENANCE_TIMEOUT)
+            log.info(
+                "Maintenance reconcile: %d user(s), %d image(s), drift for %d user(s).",
+                fixed.users, fixed.objects, len(fixed.drift),
+            )
+        except AbbyError as exc:
+            log.error("Maintenance failed: %s", exc.message)
+        except TimeoutError:
+            log.error("Maintenance did not finish within %.0f s.", _MAINTENANCE_TIMEOUT)
+        except Exception:
+            log.exception("Unexpected error during maintenance.")
+        finally:
+            self.maintenance_runs += 1
+
+    async def _maintenance(self) -> None:
+        await asyncio.sleep(self.maintenance_delay)
+        while not self.is_closed():
+            await self.run_maintenance()
+            await asyncio.sleep(self.maintenance_interval)
+
+    async def close(self) -> None:
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 5)
+        self._background.clear()
+        await super().close()
+
+
+def run_bot(settings: Settings) -> None:
+    """Run the bot until it is stopped (Ctrl+C or a service stop). Blocking.
+
+    Raises :class:`~abby_core.errors.NotConfigured` without ``DISCORD_TOKEN``. Starts
+    without a Stability key (image commands then say generation is not configured) and
+    with broken storage (the problem is logged at start and reported on use).
+    """
+    token = settings.discord.token
+    if token is None or not token.get_secret_value().strip():
+        raise NotConfigured(
+            "DISCORD_TOKEN is not set: create a bot in the Discord Developer Portal and put its token "
+            "in .env (see docs/DISCORD.md)."
+        )
+    setup_logging(settings)
+    asyncio.run(_run(settings, token.get_secret_value().strip()))
+
+
+async def _run(settings: Settings, token: str) -> None:
+    storage = StorageManager.from_settings(settings)
+    generator = ImageGenerator.from_settings(settings.api)
+    try:
+        service = ImageService.from_settings(settings, storage, generator)
+        bot = AbbyBot(settings, storage=storage, generator=generator, service=service)
+        async with bot:
+            await bot.start(token)
+    finally:
+        await generator.aclose()
+        await storage.aclose()

@@ -1,0 +1,218 @@
+"""Image commands: cheap checks, defer, one service call, render.
+
+Every generation goes through :meth:`Images._generate`: the member's single slot is
+claimed (a second request is refused before anything is reserved), the reply is
+deferred publicly, the global queue is waited on (the message shows the position),
+then :class:`~abby_core.pipeline.ImageService` checks, reserves, generates and stores.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from abby_core.errors import InvalidImage, InvalidPrompt
+from abby_core.generation import ASPECT_RATIOS, MAX_SEED, STYLE_PRESETS
+from abby_core.pipeline import GenerationResult
+from abby_discord.errors import PUBLIC_DEFER, NotOwner
+from abby_discord.render import PromptInfo, mb, prompt_of, render_result
+
+if TYPE_CHECKING:
+    from abby_discord.bot import AbbyBot
+
+__all__ = ["MAX_UPLOAD_BYTES", "Images", "check_attachment", "role_ids"]
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
+_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+Run = Callable[[tuple[int, ...]], Awaitable[GenerationResult]]
+
+
+def role_ids(user: discord.User | discord.Member) -> tuple[int, ...]:
+    """The member's role ids (for ``QUOTA_TIERS``); none outside a server."""
+    return tuple(r.id for r in user.roles) if isinstance(user, discord.Member) else ()
+
+
+def check_attachment(attachment: discord.Attachment) -> None:
+    """Refuse an upload by its declared type and size, before downloading it."""
+    if attachment.size > MAX_UPLOAD_BYTES:
+        raise InvalidImage(
+            f"`{attachment.filename[:80]}` is {mb(attachment.size)} MB; images must be 10 MB or smaller."
+        )
+    declared = (attachment.content_type or "").split(";")[0].strip().lower()
+    if declared not in IMAGE_TYPES and not (not declared and attachment.filename.lower().endswith(_EXTENSIONS)):
+        raise InvalidImage(f"`{attachment.filename[:80]}` is not an image. Please attach a PNG, JPEG or WebP image.")
+
+
+def _size_limit(interaction: discord.Interaction) -> int:
+    limit = getattr(interaction, "filesize_limit", None)
+    if not limit and interaction.guild is not None:
+        limit = interaction.guild.filesize_limit
+    return int(limit or MAX_UPLOAD_BYTES)
+
+
+class Images(commands.Cog):
+    """Make images from prompts and pictures."""
+
+    def __init__(self, bot: AbbyBot) -> None:
+        self.bot = bot
+
+    # -- the one flow ------------------------------------------------------------------------
+    async def _generate(self, interaction: discord.Interaction, *, title: str, info: PromptInfo, run: Run) -> None:
+        async with self.bot.limiter.claim(interaction.user.id) as ticket:
+            interaction.extras[PUBLIC_DEFER] = True
+            await interaction.response.defer(thinking=True)
+
+            async def show_position(place: int) -> None:
+                await interaction.edit_original_response(
+                    content=f"⏳ Queued — position {place}. I'll start on your image as soon as a slot is free."
+                )
+
+            await ticket.wait_turn(show_position)
+            result = await run(role_ids(interaction.user))
+        rendered = render_result(
+            result,
+            title=title,
+            info=info,
+            delivery=self.bot.settings.discord.delivery,
+            size_limit=_size_limit(interaction),
+            link_ttl=self.bot.settings.s3.presigned_url_ttl_seconds if result.stored.url else None,
+        )
+        await interaction.edit_original_response(
+            content=rendered.content, embed=rendered.embed, attachments=rendered.attachments, view=rendered.view
+        )
+        interaction.extras[PUBLIC_DEFER] = False
+
+    # -- commands ------------------------------------------------------------------------------
+    @app_commands.command(name="imagine")
+    @app_commands.guild_only()
+    @app_commands.describe(
+        prompt="Describe the image you want",
+        negative_prompt="What to keep out of the image",
+        aspect_ratio="The image's shape (default 1:1, square)",
+        seed="The same seed and prompt give a similar image again (0 or empty: random)",
+        style="A style preset",
+    )
+    @app_commands.choices(
+        aspect_ratio=[app_commands.Choice(name=r, value=r) for r in ASPECT_RATIOS],
+        style=[app_commands.Choice(name=s.replace("-", " "), value=s) for s in STYLE_PRESETS[:25]],
+    )
+    async def imagine(
+        self,
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, 2000],
+        negative_prompt: app_commands.Range[str, 1, 1000] | None = None,
+        aspect_ratio: str | None = None,
+        seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+        style: str | None = None,
+    ) -> None:
+        """Make an image from a description."""
+        ratio = aspect_ratio or "1:1"
+        uid = interaction.user.id
+
+        async def run(roles: tuple[int, ...]) -> GenerationResult:
+            return await self.bot.service.imagine(
+                uid, prompt, negative_prompt=negative_prompt, aspect_ratio=ratio, seed=seed or 0,
+                style_preset=style, role_ids=roles,
+            )
+
+        info = PromptInfo(prompt, negative_prompt, ratio, style)
+        await self._generate(interaction, title="🎨 Imagine", info=info, run=run)
+
+    @app_commands.command(name="imgimg")
+    @app_commands.guild_only()
+    @app_commands.describe(
+        image="A PNG, JPEG or WebP picture (up to 10 MB) to start from",
+        prompt="How to change it",
+        strength="0 keeps your picture, 1 ignores it (default 0.6)",
+    )
+    async def imgimg(
+        self,
+        interaction: discord.Interaction,
+        image: discord.Attachment,
+        prompt: app_commands.Range[str, 1, 2000],
+        strength: app_commands.Range[float, 0.0, 1.0] | None = None,
+    ) -> None:
+        """Make a new image from your picture and a description."""
+        check_attachment(image)
+        uid = interaction.user.id
+        amount = 0.6 if strength is None else strength
+
+        async def run(roles: tuple[int, ...]) -> GenerationResult:
+            data = await image.read()
+            return await self.bot.service.img2img(uid, data, prompt, strength=amount, role_ids=roles)
+
+        await self._generate(interaction, title="🖼️ Image to image", info=PromptInfo(prompt), run=run)
+
+    @app_commands.command(name="upscale")
+    @app_commands.guild_only()
+    @app_commands.describe(image="A PNG, JPEG or WebP picture (up to 10 MB) to enlarge")
+    async def upscale(self, interaction: discord.Interaction, image: discord.Attachment) -> None:
+        """Make a larger, sharper copy of your picture."""
+        check_attachment(image)
+        uid = interaction.user.id
+
+        async def run(roles: tuple[int, ...]) -> GenerationResult:
+            return await self.bot.service.upscale(uid, await image.read(), role_ids=roles)
+
+        await self._generate(interaction, title="🔍 Upscale", info=PromptInfo(None), run=run)
+
+    # -- buttons under a result ----------------------------------------------------------------
+    async def on_result_button(self, interaction: discord.Interaction, action: str, owner: str, name: str) -> None:
+        """Run a result button; the image is read from the owner's storage, the work charged to the clicker."""
+        if action == "delete":
+            await self._delete(interaction, owner, name)
+            return
+        info = prompt_of(interaction.message)
+        storage, service, uid = self.bot.storage, self.bot.service, interaction.user.id
+        if action == "upscale":
+
+            async def run(roles: tuple[int, ...]) -> GenerationResult:
+                return await service.upscale(uid, await storage.get_image(owner, name), role_ids=roles)
+
+            await self._generate(interaction, title="🔍 Upscale", info=info, run=run)
+            return
+        if not info.prompt:
+            raise InvalidPrompt("This image has no prompt to reuse. Use /imgimg with a prompt instead.")
+        prompt = info.prompt
+        if action == "vary":
+
+            async def run(roles: tuple[int, ...]) -> GenerationResult:
+                data = await storage.get_image(owner, name)
+                return await service.img2img(
+                    uid, data, prompt, strength=0.6, negative_prompt=info.negative_prompt, role_ids=roles
+                )
+
+            await self._generate(
+                interaction, title="🎨 Variation", info=PromptInfo(prompt, info.negative_prompt), run=run
+            )
+            return
+        seed = secrets.randbelow(MAX_SEED) + 1
+        ratio = info.aspect_ratio if info.aspect_ratio in ASPECT_RATIOS else "1:1"
+        style = info.style if info.style in STYLE_PRESETS else None
+
+        async def reroll(roles: tuple[int, ...]) -> GenerationResult:
+            return await service.imagine(
+                uid, prompt, negative_prompt=info.negative_prompt, aspect_ratio=ratio, seed=seed,
+                style_preset=style, role_ids=roles,
+            )
+
+        await self._generate(
+            interaction, title="🎲 Reroll", info=PromptInfo(prompt, info.negative_prompt, ratio, style), run=reroll
+        )
+
+    async def _delete(self, interaction: discord.Interaction, owner: str, name: str) -> None:
+        if str(interaction.user.id) != owner:
+            raise NotOwner()
+        await interaction.response.defer()
+        freed = await self.bot.storage.delete_image(owner, name)
+        embed = discord.Embed(
+            title="🗑️ Image deleted",
+            description=f"`{name}` was deleted; {mb(freed)} MB of your storage is free again.",
+        )
+        await interaction.edit_original_response(content=None, embed=embed, attachments=[], view=None)
