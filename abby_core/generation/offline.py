@@ -3,10 +3,14 @@
 Images are deterministic (same request, same bytes): a gradient and shapes seeded
 by a hash of the prompt and seed, the prompt written on top and a visible
 "Local preview — not AI-generated" label, so nobody mistakes them for the real thing.
+
+Rendering is CPU work (tens of milliseconds an image), so it runs in a worker thread:
+on the event loop, a burst of generations would stall the bot for seconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import random
@@ -114,11 +118,20 @@ class OfflineProvider(Provider):
         )
 
     async def text_to_image(self, request: TextToImageRequest) -> GeneratedImage:
+        return await asyncio.to_thread(self._text_to_image, request)
+
+    async def image_to_image(self, request: ImageToImageRequest) -> GeneratedImage:
+        return await asyncio.to_thread(self._image_to_image, request)
+
+    async def upscale(self, request: UpscaleRequest) -> GeneratedImage:
+        return await asyncio.to_thread(self._upscale, request)
+
+    def _text_to_image(self, request: TextToImageRequest) -> GeneratedImage:
         seed = request.seed or derive_seed(request.prompt)
         img = _render(request.prompt, seed, _size(request.aspect_ratio))
         return self._result(img, seed, request.output_format)
 
-    async def image_to_image(self, request: ImageToImageRequest) -> GeneratedImage:
+    def _image_to_image(self, request: ImageToImageRequest) -> GeneratedImage:
         seed = request.seed or derive_seed(request.prompt)
         with Image.open(io.BytesIO(request.image)) as opened:
             source = opened.convert("RGB")
@@ -131,7 +144,7 @@ class OfflineProvider(Provider):
         _caption(ImageDraw.Draw(img, "RGBA"), request.prompt, size)
         return self._result(img, seed, request.output_format)
 
-    async def upscale(self, request: UpscaleRequest) -> GeneratedImage:
+    def _upscale(self, request: UpscaleRequest) -> GeneratedImage:
         with Image.open(io.BytesIO(request.image)) as opened:
             source = opened.convert("RGBA" if "A" in opened.getbands() else "RGB")
         scale = min(UPSCALE_FACTOR, UPSCALE_MAX_SIDE / max(source.size))

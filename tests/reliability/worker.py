@@ -1,0 +1,62 @@
+"""Child process for the reliability scenarios: ``python -m tests.reliability.worker CONFIG_JSON``.
+
+Modes:
+
+* ``imagine``: wait for ``start_at``, run ``attempts`` concurrent ``ImageService.imagine``
+  calls with the offline renderer for ``user``; print
+  ``{"granted", "refused", "errors", "stored": [[key, sha256], ...]}``.
+* ``hold``: reserve ``holds`` generations for ``user`` (TTL ``ttl``), print
+  ``{"held": [reservation ids]}``, then sleep until killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sys
+import time
+from typing import Any
+
+from abby_core.errors import QuotaExceeded
+from abby_core.generation import ImageGenerator, OfflineProvider
+from abby_core.pipeline import ImageService
+from abby_core.storage import StorageManager
+from tests.storage.hammer import build_backend
+
+
+async def imagine(config: dict[str, Any]) -> dict[str, Any]:
+    manager = StorageManager(build_backend(config), max_user_daily_gens=config["daily"])
+    service = ImageService(manager, ImageGenerator(provider=OfflineProvider()))
+    delay = config["start_at"] - time.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+    results = await asyncio.gather(
+        *(service.imagine(config["user"], f"a lighthouse, take {i}") for i in range(config["attempts"])),
+        return_exceptions=True,
+    )
+    await manager.aclose()
+    ok = [r for r in results if not isinstance(r, BaseException)]
+    return {
+        "granted": len(ok),
+        "refused": sum(isinstance(r, QuotaExceeded) for r in results),
+        "errors": [repr(r) for r in results if isinstance(r, BaseException) and not isinstance(r, QuotaExceeded)],
+        "stored": [[r.stored.key, hashlib.sha256(r.image.data).hexdigest()] for r in ok],
+    }
+
+
+async def hold(config: dict[str, Any]) -> None:
+    manager = StorageManager(
+        build_backend(config), max_user_daily_gens=config["daily"], reservation_ttl_seconds=config["ttl"]
+    )
+    held = [await manager.reserve(config["user"]) for _ in range(config["holds"])]
+    print(json.dumps({"held": [r.id for r in held]}), flush=True)
+    await asyncio.sleep(120)  # the parent kills us long before
+
+
+if __name__ == "__main__":
+    cfg = json.loads(sys.argv[1])
+    if cfg["mode"] == "hold":
+        asyncio.run(hold(cfg))
+    else:
+        print(json.dumps(asyncio.run(imagine(cfg))))
