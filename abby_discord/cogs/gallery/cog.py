@@ -46,7 +46,10 @@ class Gallery(commands.Cog):
         """List your recent images, newest first, with links to open them."""
         await interaction.response.defer(ephemeral=True, thinking=True)
         embed, view = await self._page(str(interaction.user.id), page or 1)
-        await interaction.followup.send(embed=embed, view=view, ephemeral=True)
+        if view is None:
+            await interaction.followup.send(embed=embed, ephemeral=True)
+        else:
+            await interaction.followup.send(embed=embed, view=view, ephemeral=True)
 
     async def on_page_button(self, interaction: discord.Interaction, owner: str, page: int) -> None:
         """Previous / Next under a gallery page."""
