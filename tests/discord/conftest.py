@@ -137,10 +137,16 @@ def stability_generator(fake_stability: FakeStability) -> Callable[..., ImageGen
 # -- reading what the bot sent ------------------------------------------------------------------
 
 
-async def result_of(handle: harness.InteractionHandle, *, timeout: float = 10.0) -> harness.CapturedRequest:
-    """The edit that put a generation's result in the deferred message (skipping queue updates)."""
-    first = await handle.response()
-    assert first.type == 5, f"expected a deferred response, got {first.type}: {first.content!r}"
+async def result_of(
+    handle: harness.InteractionHandle, *, timeout: float = 10.0, responded: bool = False
+) -> harness.CapturedRequest:
+    """The edit that put a generation's result in the deferred message (skipping queue updates).
+
+    ``responded``: the test already took the deferred response from ``handle``.
+    """
+    if not responded:
+        first = await handle.response()
+        assert first.type == 5, f"expected a deferred response, got {first.type}: {first.content!r}"
     for _ in range(20):
         edit = await handle.edit(timeout=timeout)
         if edit.embeds:

@@ -1,0 +1,58 @@
+"""One generation at a time per member, and a visible queue when the bot is at its global cap."""
+
+from __future__ import annotations
+
+import asyncio
+
+from abby_core.generation import ImageGenerator
+from abby_discord.limiter import UserBusy
+from tests.discord.conftest import Abby, GatedProvider, field, refusal, result_of
+
+
+async def test_a_second_request_while_the_first_runs_is_refused_without_cost(abby: Abby) -> None:
+    provider = GatedProvider()
+    await abby.start(generator=ImageGenerator(provider=provider))
+    member = abby.fake.make_member(name="ann")
+    first = await abby.fake.slash("imagine", user=member, options={"prompt": "slow one"})
+    await asyncio.wait_for(provider.entered.wait(), 5)
+
+    second = await abby.fake.slash("imagine", user=member, options={"prompt": "impatient"}, expect_error=True)
+    error, reply = await refusal(second)
+    assert isinstance(error, UserBusy)
+    assert reply.type == 4, "refused at once, before deferring"
+    assert "still working on your last image" in (reply.content or "")
+    assert (await abby.status(member)).daily_used == 1, "only the first one is held"
+
+    provider.gate.set()
+    result = await result_of(first)
+    assert field(result.embeds[0], "Your quota").startswith("1/5 today")
+    assert provider.calls == 1
+    again = await result_of(await abby.fake.slash("imagine", user=member, options={"prompt": "now it's fine"}))
+    assert field(again.embeds[0], "Your quota").startswith("2/5 today")
+
+
+async def test_queue_position_is_shown_when_the_bot_is_at_its_cap(abby: Abby) -> None:
+    provider = GatedProvider()
+    await abby.start(generator=ImageGenerator(provider=provider), MAX_CONCURRENT_GENERATIONS=1)
+    ann, bob, cat = (abby.fake.make_member(name=n) for n in ("ann", "bob", "cat"))
+    running = await abby.fake.slash("imagine", user=ann, options={"prompt": "first"})
+    await asyncio.wait_for(provider.entered.wait(), 5)
+
+    second = await abby.fake.slash("imagine", user=bob, options={"prompt": "second"})
+    assert (await second.response()).type == 5
+    queued = (await second.edit()).content
+    assert queued == "⏳ Queued — position 1. I'll start on your image as soon as a slot is free."
+    third = await abby.fake.slash("imagine", user=cat, options={"prompt": "third"})
+    await third.response()
+    assert (await third.edit()).content.startswith("⏳ Queued — position 2.")
+    assert provider.calls == 1
+
+    provider.gate.set()
+    await result_of(running)
+    await result_of(second, responded=True)
+    assert second.original is not None and second.original["embeds"], "the result replaced the queue message"
+    assert second.original["content"] == ""
+    await result_of(third, responded=True)
+    positions = [(e.content or "").split(".")[0] for e in third.edits[:2]]
+    assert positions == ["⏳ Queued — position 2", "⏳ Queued — position 1"]
+    assert provider.calls == 3
