@@ -62,9 +62,12 @@ class Abby:
         self.storage: StorageManager | None = None
         self.generator: ImageGenerator | None = None
         self.bot: AbbyBot | None = None
+        self.maintenance_delay = 3600.0
         self._opened: list[Any] = []
 
-    async def start(self, *, generator: ImageGenerator | None = None, **env: Any) -> AbbyBot:
+    async def start(
+        self, *, generator: ImageGenerator | None = None, maintenance_delay: float = 3600, **env: Any
+    ) -> AbbyBot:
         values: dict[str, Any] = {
             "STORAGE_ROOT": str(self.tmp_path / "shared"),
             "IMAGE_PROVIDER": "offline",
@@ -81,6 +84,7 @@ class Abby:
             else ImageGenerator.from_settings(self.settings.api)
         )
         self._opened += [self.generator, self.storage]
+        self.maintenance_delay = maintenance_delay
         return await self.restart(first=True)
 
     async def restart(self, *, first: bool = False) -> AbbyBot:
@@ -95,7 +99,7 @@ class Abby:
             generator=self.generator,
             service=service,
             clock=self.clock,
-            maintenance_delay=3600,
+            maintenance_delay=self.maintenance_delay,
         )
         await self.fake.run_bot(self.bot)
         return self.bot
