@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 
 from abby_core.config import Settings, load_settings
-from abby_core.errors import NotConfigured
+from abby_core.errors import NotConfigured, StorageError
 from abby_core.generation import STYLE_PRESETS
-from abby_discord.bot import run_bot
+from abby_core.storage import StorageManager
+from abby_discord.bot import _run, run_bot
 from abby_discord.logs import setup_logging
 from tests.discord.conftest import Abby, result_of
+from tests.fixtures.fake_discord import FakeDiscord, FakeDiscordError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -117,3 +119,41 @@ def test_an_unwritable_log_folder_means_console_only(
     ours = [h for h in logging.getLogger().handlers if getattr(h, "_abby_handler", False)]
     assert len(ours) == 1 and not isinstance(ours[0], logging.FileHandler)
     assert "logging to the console only" in capsys.readouterr().err
+
+
+async def test_the_entry_point_serves_commands_and_closes_what_it_opened(
+    fake_discord: FakeDiscord, tmp_path: Path
+) -> None:
+    settings = load_settings(
+        env_file=None, STORAGE_ROOT=str(tmp_path / "shared"), IMAGE_PROVIDER="offline", DISCORD_TOKEN=fake_discord.token
+    )
+    member = fake_discord.make_member(name="ann")
+    opened: list[StorageManager] = []
+    original = StorageManager.from_settings
+
+    def spy(*args: object, **kw: object) -> StorageManager:
+        manager = original(*args, **kw)  # type: ignore[arg-type]
+        opened.append(manager)
+        return manager
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(StorageManager, "from_settings", spy)
+        task = asyncio.create_task(_run(settings, fake_discord.token))
+        try:
+            await fake_discord.wait_for("PUT", r"/applications/\d+/commands", timeout=10)
+            handle = None
+            for _ in range(200):  # until the gateway session is up
+                try:
+                    handle = await fake_discord.slash("quota", user=member)
+                    break
+                except FakeDiscordError:
+                    await asyncio.sleep(0.02)
+            assert handle is not None
+            await handle.response()
+            assert "0 of 5 used" in str((await handle.followup()).embeds[0])
+        finally:
+            task.cancel()
+            await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 10)
+    assert len(opened) == 1
+    with pytest.raises(StorageError, match="closed"):
+        await opened[0].get_quota_status(member.id)
