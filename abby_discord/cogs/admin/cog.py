@@ -47,7 +47,7 @@ class Admin(commands.GroupCog, group_name="abby-admin", group_description="Image
         self.bot = bot
         super().__init__()
 
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
         if not is_admin(interaction, self.bot.settings.discord.admin_role_ids):
             log.warning("Member %s tried /abby-admin without admin rights.", interaction.user.id)
             raise NotAdmin("not an admin")
