@@ -25,8 +25,10 @@ import pytest
 import yaml
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from pydantic import SecretStr
 
-from abby_core.config import Settings, load_settings
+from abby_core.config import S3Settings, Settings, load_settings
+from abby_core.storage.s3 import S3Backend
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -577,10 +579,21 @@ def test_seaweedfs_init_twice_against_a_real_server(seaweedfs: Any, tmp_path: Pa
             denied()
         assert info.value.response["Error"]["Code"] == "AccessDenied"
 
-    # The lifecycle rule, written with the application's credentials (`abby storage init`).
-    rule = {"ID": "abby-images-expiry", "Status": "Enabled", "Filter": {"Prefix": "images/"},
-            "Expiration": {"Days": 7}}
-    app.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [rule]})
+    # What `abby storage init` does, with the application's least-privilege credentials:
+    # it may not change bucket policy or ACLs, but installs the lifecycle rule and proves
+    # the bucket private and conditional writes honoured.
+    backend = S3Backend(
+        S3Settings(
+            endpoint_url=seaweedfs.endpoint, public_endpoint_url=None, bucket=bucket,
+            access_key_id=app_key, secret_access_key=SecretStr(app_secret), region="us-east-1",
+            presigned_url_ttl_seconds=3600, timeout_seconds=10, max_attempts=2,
+        )
+    )
+    report = backend.ensure_ready(cleanup_days=7, create=False)
+    assert (report.created, report.private, report.lifecycle_days, report.conditional_writes) == (
+        False, True, 7, True
+    )
+    assert backend.lifecycle_days() == 7
 
     def snapshot() -> dict[str, Any]:
         identities = json.loads(_weed(master, "s3.iam.export"))["identities"]
