@@ -12,12 +12,13 @@ failure anywhere after that releases the hold, so a failed generation costs noth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 from abby_core.config import Settings
-from abby_core.errors import NotConfigured
+from abby_core.errors import NotConfigured, StorageError
 from abby_core.generation import (
     GeneratedImage,
     GenerationRequest,
@@ -150,7 +151,11 @@ class ImageService:
             stored = await self.storage.save_image(reservation, compressed.data, content_type=compressed.content_type)
         except BaseException:
             # Shielded: a cancelled command (the member left, the bot stops) still refunds.
-            await asyncio.shield(self.storage.release(reservation))
+            # If storage is down the manager releases the hold once it is back; the member
+            # sees what actually went wrong, not the failed release.
+            with contextlib.suppress(StorageError):
+                await asyncio.shield(self.storage.release(reservation))
             raise
-        status = await self.storage.get_quota_status(uid, role_ids=roles)
+        # The image is stored and charged: from here nothing may turn it into a failure.
+        status = await self.storage.get_quota_status(uid, role_ids=roles, allow_cached=True)
         return GenerationResult(kind, stored, image, status, prompt, compressed.bytes_before)

@@ -58,11 +58,13 @@ class NoChange(Exception):
 class Ledger:
     """Compare-and-swap updates of JSON documents stored in a backend."""
 
-    def __init__(self, backend: StorageBackend) -> None:
+    def __init__(self, backend: StorageBackend, *, check: Callable[[str, Doc], bool] | None = None) -> None:
         self.backend = backend
+        self._check = check  # whether a parsed document has the shape its readers need
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._cache: dict[str, tuple[Doc, str]] = {}
+        self._seen: dict[str, Doc] = {}  # last version read or written, kept for display only
         self.conflicts = 0  # lost races, for benchmarks and tests
 
     def _lock(self, key: str) -> threading.Lock:
@@ -83,10 +85,16 @@ class Ledger:
             doc = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError):
             doc = None
-        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not isinstance(doc.get("version"), int):
+        if (
+            not isinstance(doc, dict)
+            or doc.get("schema") != SCHEMA
+            or not isinstance(doc.get("version"), int)
+            or (self._check is not None and not self._check(key, doc))
+        ):
             self._cache.pop(key, None)
             raise LedgerCorrupt(f"The quota ledger document {key} is unreadable.")
         self._cache[key] = (doc, tag)
+        self._seen[key] = doc
         return copy.deepcopy(doc), tag
 
     def update(
@@ -137,12 +145,23 @@ class Ledger:
                     time.sleep(random.uniform(0, min(0.2, 0.002 * 2 ** min(attempt, 7))))
                     continue
                 self._cache[key] = (doc, new_tag)
+                self._seen[key] = doc
                 return result, copy.deepcopy(doc)
         raise StorageUnavailable("The quota ledger is too busy right now; please try again in a moment.")
+
+    def last_seen(self, key: str) -> Doc | None:
+        """A copy of the last version of ``key`` this ledger read or wrote, without I/O.
+
+        For showing where a user stands when storage just went away; never for deciding.
+        """
+        found = self._seen.get(key)
+        return copy.deepcopy(found) if found is not None else None
 
     def forget(self, key: str | None = None) -> None:
         """Drop cached copies (all, or one document's)."""
         if key is None:
             self._cache.clear()
+            self._seen.clear()
         else:
             self._cache.pop(key, None)
+            self._seen.pop(key, None)

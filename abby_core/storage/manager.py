@@ -15,6 +15,12 @@ or, equivalently, ``async with storage.reservation(user_id) as r: ...``.
 Every method is a coroutine; the blocking work (boto3, file I/O, the ledger's
 compare-and-swap) runs on the manager's own worker threads, so the event loop never
 waits on storage. Errors are :mod:`abby_core.errors` only.
+
+A failed generation costs nothing: its image, its hold and (if the commit landed
+before the answer was lost) its count are undone. When storage is unreachable the
+undo cannot be written, so the manager remembers it and finishes it before its next
+operation once storage answers again: after an outage, counts are right without a
+restart and without waiting for holds to expire.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import contextlib
 import json
 import logging
 import secrets
+import threading
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -39,8 +46,11 @@ from abby_core.errors import (
     InvalidImage,
     InvalidUser,
     LedgerCorrupt,
+    QuotaExceeded,
     ReservationInvalid,
     StorageError,
+    StorageUnavailable,
+    UserBlocked,
 )
 from abby_core.storage import keys, quota
 from abby_core.storage.backend import ConditionFailed, StorageBackend
@@ -107,7 +117,9 @@ class StorageManager:
         if backend is None:
             backend = FilesystemBackend(storage_root if storage_root is not None else "shared")
         self.backend = backend
-        self.ledger = Ledger(backend)
+        self.ledger = Ledger(
+            backend, check=lambda key, doc: quota.well_formed(doc, is_global=key == keys.GLOBAL_LEDGER_KEY)
+        )
         self.global_limit_bytes = int(max_global_storage_mb * MB)
         self.default_limits = UserLimits(max_user_daily_gens, int(max_user_storage_mb * MB))
         self.cleanup_days = cleanup_days
@@ -118,6 +130,9 @@ class StorageManager:
         self.clock = clock or _utcnow
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="abby-storage")
         self._closed = False
+        # Undos that storage refused (reservation id -> user, image key, day); see _undo.
+        self._owed: dict[str, tuple[str, str | None, str]] = {}
+        self._owed_lock = threading.Lock()
 
     @classmethod
     def from_settings(
@@ -146,6 +161,7 @@ class StorageManager:
             reservation_ttl_seconds=s.reservation_ttl_seconds,
             presigned_url_ttl_seconds=settings.s3.presigned_url_ttl_seconds,
             quota_tiers=settings.discord.quota_tiers,
+            clock=clock,
         )
 
     # -- plumbing ------------------------------------------------------------------------
@@ -153,14 +169,22 @@ class StorageManager:
         if self._closed:
             raise StorageError("The storage manager is closed.")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
+        return await loop.run_in_executor(self._executor, partial(self._call, fn, *args, **kwargs))
+
+    def _call(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        if self._owed:
+            self._settle_owed()
+        return fn(*args, **kwargs)
 
     async def aclose(self) -> None:
         """Stop the workers and close connections. Safe to call twice."""
         if self._closed:
             return
         self._closed = True
-        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+        loop = asyncio.get_running_loop()
+        if self._owed:  # last chance; otherwise the holds expire after RESERVATION_TTL_SECONDS
+            await loop.run_in_executor(self._executor, self._settle_owed)
+        await loop.run_in_executor(None, self._executor.shutdown)
         self.backend.close()
 
     async def __aenter__(self) -> StorageManager:
@@ -269,13 +293,69 @@ class StorageManager:
                 partial(quota.global_set_user, user_id=uid, total=total, version=int(user_doc["version"]), rid=rid)
             )
 
+    # -- undoing a failed generation -------------------------------------------------------
+    def _undo(self, uid: str, rid: str, key: str | None, day: str) -> None:
+        """Make generation ``rid`` cost nothing: delete ``key``, drop its hold and its commit.
+
+        Idempotent, so it is safe after a write whose answer was lost (it may or may not
+        have landed) and safe to repeat until it succeeds.
+        """
+        if key is not None:
+            self.backend.delete_objects([key])  # first: a reconcile in between never counts it back
+
+        def undo(doc: Doc) -> None:
+            held = doc["reservations"].pop(rid, None)
+            committed = doc["objects"].pop(key, None) if key is not None else None
+            if committed is not None and doc.get("day") == day:
+                doc["count"] = max(0, int(doc["count"]) - 1)  # this commit counted it today
+            if held is None and committed is None:
+                raise NoChange()
+
+        _, user_doc = self._update_user(uid, undo)
+        self._sync_global(uid, user_doc, rid=rid)
+
+    def _owe(self, uid: str, rid: str, key: str | None, day: str) -> None:
+        with self._owed_lock:
+            known = self._owed.get(rid)
+            # A later release of the same generation knows no image key: keep the one we had.
+            self._owed[rid] = (uid, key or (known[1] if known else None), day)
+
+    def _undo_or_owe(self, uid: str, rid: str, key: str | None, day: str) -> None:
+        try:
+            self._undo(uid, rid, key, day)
+        except StorageError:
+            self._owe(uid, rid, key, day)
+            log.warning("Storage unavailable: generation %s of user %s will be undone once it answers.", rid, uid)
+
+    def _settle_owed(self) -> None:
+        """Finish the undos storage refused earlier; stop at the first that still fails."""
+        with self._owed_lock:
+            owed = list(self._owed.items())
+        for rid, (uid, key, day) in owed:
+            try:
+                self._undo(uid, rid, key, day)
+            except StorageError:
+                return
+            with self._owed_lock:
+                self._owed.pop(rid, None)
+            log.info("Storage answers again: undid failed generation %s of user %s.", rid, uid)
+
     # -- reserve / save / release ----------------------------------------------------------
     def _hold(self, uid: str, rid: str, stem: str, size: int, limits: UserLimits) -> datetime:
+        """Hold quota for ``rid`` in the user and global ledgers; on failure nothing stays held."""
         now = self.clock()
-        entry, _doc = self._update_user(
-            uid,
-            partial(quota.user_hold, rid=rid, size=size, stem=stem, limits=limits, now=now, ttl=self.reservation_ttl),
-        )
+        try:
+            entry, _doc = self._update_user(
+                uid,
+                partial(
+                    quota.user_hold, rid=rid, size=size, stem=stem, limits=limits, now=now, ttl=self.reservation_ttl
+                ),
+            )
+        except (QuotaExceeded, UserBlocked):
+            raise  # refused before anything was written
+        except BaseException:
+            self._undo_or_owe(uid, rid, None, quota.day_of(now))  # the write may have landed
+            raise
         try:
             self._update_global(
                 partial(
@@ -289,8 +369,7 @@ class StorageManager:
                 )
             )
         except BaseException:
-            with contextlib.suppress(NoChange, StorageError):
-                self._update_user(uid, partial(quota.user_release, rid=rid))
+            self._undo_or_owe(uid, rid, None, quota.day_of(now))
             raise
         return datetime.fromisoformat(str(entry["expires"]))
 
@@ -325,36 +404,25 @@ class StorageManager:
         if content_type not in _CONTENT_TYPES:
             raise InvalidImage(f"Images must be PNG, JPEG or WebP, not {content_type!r}.")
         size = len(data)
-        if size > res.bytes or res.expires_at - self.clock() < timedelta(seconds=_SAVE_MARGIN_SECONDS):
-            # Hold again with the real size: grows the hold if the image is larger than
-            # the estimate (checking the limits again), renews its expiry, or re-creates
-            # it if it expired meanwhile. Nothing is written unless this succeeds.
-            try:
+        key: str | None = None
+        try:
+            if size > res.bytes or res.expires_at - self.clock() < timedelta(seconds=_SAVE_MARGIN_SECONDS):
+                # Hold again with the real size: grows the hold if the image is larger than
+                # the estimate (checking the limits again), renews its expiry, or re-creates
+                # it if it expired meanwhile. Nothing is written unless this succeeds.
                 self._hold(res.user_id, res.id, res.key_stem, size, res.limits)
-            except BaseException:
-                with contextlib.suppress(StorageError):
-                    self._release(res)
-                raise
-        key = keys.image_key(res.key_stem, content_type)
-        try:
+            key = keys.image_key(res.key_stem, content_type)
             self.backend.put_object(key, bytes(data), content_type)
-        except BaseException:
-            self._release(res)
-            raise
-        try:
             now = self.clock()
             _, user_doc = self._update_user(
                 res.user_id, partial(quota.user_commit, rid=res.id, key=key, size=size, now=now)
             )
             self._sync_global(res.user_id, user_doc, rid=res.id)
+            url, path = self.backend.link(key, content_type=content_type, ttl=self.link_ttl)
         except BaseException:
-            # Leave nothing half-done: no object without its ledger entry.
-            with contextlib.suppress(StorageError):
-                self.backend.delete_objects([key])
-            with contextlib.suppress(StorageError):
-                self._release(res)
+            # Leave nothing half-done: no object, no hold and no count for a failed save.
+            self._undo_or_owe(res.user_id, res.id, key, res.day)
             raise
-        url, path = self.backend.link(key, content_type=content_type, ttl=self.link_ttl)
         return StoredImage(key, res.user_id, size, now, content_type, url, path)
 
     async def save_image(
@@ -371,13 +439,18 @@ class StorageManager:
         return await self._run(self._save, reservation, data, content_type)
 
     def _release(self, res: Reservation) -> None:
-        with contextlib.suppress(NoChange):
-            self._update_user(res.user_id, partial(quota.user_release, rid=res.id))
-        with contextlib.suppress(NoChange):
-            self._update_global(partial(quota.global_release, rid=res.id))
+        try:
+            self._undo(res.user_id, res.id, None, res.day)
+        except StorageError:
+            self._owe(res.user_id, res.id, None, res.day)
+            raise
 
     async def release(self, reservation: Reservation) -> None:
-        """Give back a reservation whose generation failed. Releasing twice is a no-op."""
+        """Give back a reservation whose generation failed. Releasing twice is a no-op.
+
+        When storage cannot be reached this raises :class:`~abby_core.errors.StorageError`,
+        and the manager still releases the hold before its next operation once storage answers.
+        """
         await self._run(self._release, reservation)
 
     @contextlib.asynccontextmanager
@@ -392,12 +465,19 @@ class StorageManager:
             raise
 
     # -- reading -----------------------------------------------------------------------------
-    def _status(self, user_id: object, role_ids: Iterable[int]) -> QuotaStatus:
+    def _status(self, user_id: object, role_ids: Iterable[int], allow_cached: bool = False) -> QuotaStatus:
         uid = keys.check_user_id(user_id)
         limits = self.limits_for(role_ids)
         now = self.clock()
-        user = self._read_or_repair(keys.user_ledger_key(uid), partial(self._rebuild_user_doc, uid))
-        glob = self._read_or_repair(keys.GLOBAL_LEDGER_KEY, self._rebuild_global_doc)
+        try:
+            user = self._read_or_repair(keys.user_ledger_key(uid), partial(self._rebuild_user_doc, uid))
+            glob = self._read_or_repair(keys.GLOBAL_LEDGER_KEY, self._rebuild_global_doc)
+        except StorageUnavailable:
+            cached_user = self.ledger.last_seen(keys.user_ledger_key(uid))
+            cached_glob = self.ledger.last_seen(keys.GLOBAL_LEDGER_KEY)
+            if not allow_cached or cached_user is None or cached_glob is None:
+                raise
+            user, glob = cached_user, cached_glob
         quota.purge_expired(user, now)
         quota.purge_expired(glob, now)
         quota.user_roll_day(user, now)
@@ -414,9 +494,17 @@ class StorageManager:
             blocked=bool(user.get("blocked")),
         )
 
-    async def get_quota_status(self, user_id: object, *, role_ids: Iterable[int] = ()) -> QuotaStatus:
-        """Where ``user_id`` stands today; ``daily_used`` counts generations in flight too."""
-        return await self._run(self._status, user_id, tuple(role_ids))
+    async def get_quota_status(
+        self, user_id: object, *, role_ids: Iterable[int] = (), allow_cached: bool = False
+    ) -> QuotaStatus:
+        """Where ``user_id`` stands today; ``daily_used`` counts generations in flight too.
+
+        Raises :class:`~abby_core.errors.StorageUnavailable` when storage cannot be read,
+        unless ``allow_cached`` is true and this manager has just read or written the
+        user's and the global ledger: then it answers from those copies. (Right after a
+        save, so an image that was stored is never reported as a failure.)
+        """
+        return await self._run(self._status, user_id, tuple(role_ids), allow_cached)
 
     def _stored(self, obj: ObjectInfo) -> StoredImage:
         ext = obj.key.rsplit(".", 1)[-1]

@@ -28,6 +28,7 @@ __all__ = [
     "user_hold",
     "user_release",
     "user_roll_day",
+    "well_formed",
 ]
 
 Doc = dict[str, Any]
@@ -182,3 +183,50 @@ def global_set_user(doc: Doc, *, user_id: str, total: int, version: int, rid: st
         changed = True
     if not changed:
         raise NoChange()
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        return datetime.fromisoformat(value).tzinfo is not None
+    except ValueError:
+        return False
+
+
+def _holds(value: object, fields: dict[str, Any]) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(r, dict) and all(check(r.get(name)) for name, check in fields.items()) for r in value.values()
+    )
+
+
+def well_formed(doc: Doc, *, is_global: bool) -> bool:
+    """Whether ``doc`` has every field the rules above read, with the right types.
+
+    A document that parses but fails this (a bad edit, a half-written or foreign file)
+    is treated as corrupt and rebuilt from the objects, never read as zero usage.
+    """
+    if is_global:
+        users = doc.get("users")
+        return (
+            isinstance(users, dict)
+            and all(isinstance(v, list) and len(v) == 2 and all(map(_is_int, v)) for v in users.values())
+            and _holds(doc.get("reservations"), {"user": lambda v: isinstance(v, str), "bytes": _is_int,
+                                                 "expires": _is_time})
+        )
+    objects = doc.get("objects")
+    return (
+        isinstance(doc.get("user_id"), str)
+        and isinstance(doc.get("day"), str)
+        and _is_int(doc.get("count"))
+        and _is_int(doc.get("bonus", 0))
+        and isinstance(doc.get("blocked", False), bool)
+        and isinstance(objects, dict)
+        and all(isinstance(v, list) and len(v) == 2 and _is_int(v[0]) for v in objects.values())
+        and _holds(doc.get("reservations"), {"bytes": _is_int, "expires": _is_time,
+                                             "day": lambda v: isinstance(v, str), "stem": lambda v: isinstance(v, str)})
+    )

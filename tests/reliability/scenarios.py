@@ -378,3 +378,338 @@ def unavailable_ok(exc: BaseException) -> bool:
 
 
 Maker = Callable[..., StorageManager]
+
+
+# -- faults --------------------------------------------------------------------------------------
+
+
+async def storage_outage(server: Any, *, users: int = 8, per_user: int = 4, stop_after: int = 6) -> Outcome:
+    """Stop the S3 server in the middle of a burst, restart it, and keep using the SAME manager.
+
+    ``server`` is a dedicated :class:`tests.fixtures.seaweedfs.SeaweedFS`; it is stopped
+    and started again on the same ports and data directory.
+    """
+    from abby_core.storage.s3 import S3Backend
+    from tests.storage.conftest import s3_settings
+
+    out = Outcome(
+        "S3 server stopped mid-burst, then restarted",
+        "seaweedfs (dedicated)",
+        f"{users * per_user} generations; the server stops after {stop_after} succeed; "
+        "5 more during the outage; restart on the same ports and data",
+    )
+    backend = S3Backend(
+        s3_settings(server.endpoint, server.access_key, server.secret_key, timeout_seconds=1, max_attempts=1)
+    )
+    await asyncio.to_thread(backend.ensure_ready, cleanup_days=7)
+    manager = StorageManager(backend, max_user_daily_gens=per_user + 1, image_gen_size_mb=ESTIMATE_MB)
+    service = service_with(manager, FixedProvider([noise_png(40) for _ in range(64)], delay=0.02))
+    try:
+        tasks = [
+            asyncio.create_task(timed(service.imagine(user(u), f"outage {u}-{i}")))
+            for i in range(per_user)
+            for u in range(users)
+        ]
+        for _ in range(3000):  # at most 30 s
+            if sum(t.done() and not isinstance(t.result()[0], BaseException) for t in tasks) >= stop_after:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(server.stop)
+        burst = [await t for t in tasks]
+        during = [await timed(service.imagine(user(u), "during the outage")) for u in range(5)]
+        status_during, _ = await timed(manager.get_quota_status(user(0)))
+        results = [r for r, _ in burst + during]
+        out.count(results)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        out.check("the burst was cut in the middle", 0 < sum(not isinstance(r, BaseException) for r, _ in burst)
+                  < len(burst), out.successes)
+        odd = [describe(r) for r in failures if not unavailable_ok(r)]
+        out.check("every failure is StorageUnavailable (code storage_unavailable) with a clear message", not odd, odd)
+        out.check("status during the outage is refused, not zero", isinstance(status_during, StorageUnavailable),
+                  status_during)
+        slowest = max(seconds for _, seconds in during)
+        out.figures["slowest refusal during outage (s)"] = round(slowest, 2)
+        out.check("refusals during the outage are quick (< 10 s)", slowest < 10, slowest)
+        if failures:
+            out.figures["message"] = str(failures[-1])
+        await asyncio.to_thread(server.start)
+        # The same manager, no restart: the first call works and settles what the outage left.
+        first, _ = await timed(manager.get_quota_status(user(0)))
+        out.check("the same manager works again after the restart", not isinstance(first, BaseException), first)
+        check_consistent(out, backend)
+        await check_reconcile(out, manager)
+        told_ok = Counter(r.stored.user_id for r in results if isinstance(r, GenerationResult))
+        stored = Counter(user_from_key(key) for key in audit(backend).objects)
+        out.check("images stored == successes reported, per user (a failure leaves no image)",
+                  told_ok == stored, (dict(told_ok), dict(stored)))
+        wrong = {}
+        for u in range(users):
+            status = await manager.get_quota_status(user(u))
+            made = today_images(backend, user(u))
+            if (status.daily_used, status.in_flight) != (made, 0):
+                wrong[user(u)] = (status.daily_used, status.in_flight, made)
+        out.check("daily_used == images that exist today, nothing in flight", not wrong, wrong)
+        after, _ = await timed(service.imagine(user(0), "after the restart"))
+        out.check("a new generation succeeds", isinstance(after, GenerationResult), after)
+        await check_stored_bytes(out, manager, [r for r in results if isinstance(r, GenerationResult)])
+    finally:
+        await manager.aclose()
+    return out
+
+
+async def _unchanged(out: Outcome, manager: StorageManager, uid: str, before: Any, label: str) -> None:
+    after = await manager.get_quota_status(uid)
+    same = (after.daily_used, after.user_bytes, after.in_flight, after.global_bytes) == (
+        before.daily_used, before.user_bytes, 0, before.global_bytes)
+    out.check(f"{label}: quota unchanged, nothing in flight", same, (before, after))
+
+
+async def provider_faults(manager: StorageManager, fake: Any, *, backend_name: str) -> Outcome:
+    """Provider 5xx, timeouts, a 429 storm with Retry-After, the content filter, a bad key."""
+    from abby_core.errors import (
+        ContentFiltered,
+        GenerationTimeout,
+        GenerationUnavailable,
+        ProviderAuthError,
+        RateLimited,
+    )
+    from tests.fixtures.fake_stability import API_KEY, Reply
+
+    out = Outcome("provider faults", backend_name,
+                  "5xx, timeouts, a 429 storm with Retry-After, content filter (header and 403), wrong key")
+    waits: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    storm = [Reply.error(429, headers={"Retry-After": "7"}) for _ in range(4)]
+    cases: list[tuple[str, list[Any], type[BaseException], str, dict[str, Any]]] = [
+        ("503 on every attempt", [Reply.error(503)] * 4, GenerationUnavailable, "nothing was used", {}),
+        ("500 then 502 then success", [Reply.error(500), Reply.error(502)], type(None), "", {}),
+        ("read timeout", [Reply(delay=1.5)], GenerationTimeout, "took too long", {"timeout": 0.5}),
+        ("429 storm with Retry-After", storm, RateLimited, "busy", {}),
+        ("content filter (finish-reason)", [Reply(finish_reason="CONTENT_FILTERED")], ContentFiltered,
+         "content filter", {}),
+        ("content filter (403)", [Reply.error(403, name="content_moderation")], ContentFiltered, "content filter", {}),
+        ("wrong API key (401)", [], ProviderAuthError, "server owner", {"key": "sk-wrong-key-000000"}),
+    ]
+    uid = user(9000)
+    for name, replies, expected, words, opts in cases:
+        fake.script("core", *replies)
+        generator = ImageGenerator(opts.get("key", API_KEY), fake.url, timeout=opts.get("timeout", 5),
+                                   max_retries=3, sleep=fake_sleep)
+        service = ImageService(manager, generator)
+        before = await manager.get_quota_status(uid)
+        objects = len(list(manager.backend.list_objects(USERS_PREFIX)))
+        waits.clear()
+        result, _ = await timed(service.imagine(uid, "a lighthouse"))
+        await generator.aclose()
+        out.attempts += 1
+        if expected is type(None):
+            ok = isinstance(result, GenerationResult)
+            out.successes += ok
+            out.check(f"{name}: retried, then stored and charged once", ok and
+                      (await manager.get_quota_status(uid)).daily_used == before.daily_used + 1, result)
+            continue
+        out.errors += 1
+        out.check(f"{name}: {expected.__name__} with a clear message",
+                  type(result) is expected and words in str(result), describe(result) if isinstance(
+                      result, BaseException) else result)
+        if name.startswith("429"):
+            out.figures["429 waits (s)"] = waits[:]
+            out.check("429: Retry-After honoured on every retry", waits == [7.0, 7.0, 7.0], waits)
+        await _unchanged(out, manager, uid, before, name)
+        out.check(f"{name}: no object written", len(list(manager.backend.list_objects(USERS_PREFIX))) == objects)
+    check_consistent(out, manager.backend)
+    return out
+
+
+async def killed_holder(
+    backend: StorageBackend, config: dict[str, Any], *, backend_name: str, holds: int = 3, ttl: int = 30
+) -> Outcome:
+    """A process holding every generation a user has left is killed with SIGKILL."""
+    import signal
+
+    from abby_core.errors import DailyLimitExceeded
+    from tests.storage.conftest import Clock
+
+    uid = user(6006)
+    out = Outcome("process killed holding reservations", backend_name,
+                  f"a child reserves {holds} of {holds} generations (TTL {ttl} s) and is killed with SIGKILL")
+    proc = spawn(dict(config, mode="hold", user=uid, daily=holds, holds=holds, ttl=ttl))
+    try:
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)  # type: ignore[union-attr]
+        held = json.loads(line)["held"]
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        await asyncio.to_thread(proc.wait, 30)
+    out.check("the child was killed by SIGKILL", proc.returncode == -signal.SIGKILL, proc.returncode)
+    clock = Clock(datetime.now(UTC))
+    manager = StorageManager(backend, max_user_daily_gens=holds, reservation_ttl_seconds=ttl, clock=clock)
+    service = service_with(manager, FixedProvider([noise_png(40) for _ in range(holds)], delay=0))
+    try:
+        status = await manager.get_quota_status(uid)
+        out.figures["in flight after the kill"] = status.in_flight
+        out.check("the dead process's holds are visible", status.in_flight == len(held) == holds, status)
+        refused, _ = await timed(service.imagine(uid, "before expiry"))
+        out.check("before the TTL the user is refused (holds count)", isinstance(refused, DailyLimitExceeded), refused)
+        clock.advance(seconds=ttl + 1)
+        results = [r for r, _ in [await timed(service.imagine(uid, f"after expiry {i}")) for i in range(holds)]]
+        out.count([refused, *results])
+        out.check("after the TTL the user can generate again", all(isinstance(r, GenerationResult) for r in results),
+                  [describe(r) for r in results if isinstance(r, BaseException)])
+        status = await manager.get_quota_status(uid)
+        out.check("in_flight back to 0", status.in_flight == 0, status.in_flight)
+        check_consistent(out, backend)
+    finally:
+        await manager.aclose()
+    return out
+
+
+async def lifecycle_deletions(manager: StorageManager, *, backend_name: str, users: int = 3, each: int = 4) -> Outcome:
+    """Objects deleted behind the app's back (as a lifecycle rule does): reconcile finds the truth."""
+    out = Outcome("objects deleted behind the app's back", backend_name,
+                  f"{users} users x {each} images; every second image deleted directly in storage")
+    service = service_with(manager, FixedProvider([noise_png(40) for _ in range(users * each)], delay=0))
+    results = [await service.imagine(user(u), f"kept {u}-{i}") for u in range(users) for i in range(each)]
+    out.count(results)
+    gone = [r.stored for r in results[::2]]
+    manager.backend.delete_objects([s.key for s in gone])
+    expected = {uid: -sum(s.size for s in gone if s.user_id == uid) for uid in {s.user_id for s in gone}}
+    report = await manager.reconcile()
+    drift = {uid: found - before for uid, (before, found) in report.drift.items()}
+    out.drift_bytes = sum(abs(v) for v in drift.values())
+    out.check("drift reported per user, in bytes, exactly", drift == expected, (drift, expected))
+    truth = audit(manager.backend)
+    wrong = {}
+    for u in range(users):
+        status = await manager.get_quota_status(user(u))
+        stored = sum(size for key, size in truth.objects.items() if user_from_key(key) == user(u))
+        if status.user_bytes != stored:
+            wrong[user(u)] = (status.user_bytes, stored)
+    out.check("every user's usage equals what is stored", not wrong, wrong)
+    glob = await manager.stats()
+    out.check("global usage equals what is stored", glob.global_bytes == truth.stored_bytes,
+              (glob.global_bytes, truth.stored_bytes))
+    check_consistent(out, manager.backend)
+    await check_reconcile(out, manager)
+    return out
+
+
+LEDGER_DAMAGE: dict[str, bytes | None] = {
+    "deleted": None,
+    "empty file": b"",
+    "truncated JSON": b'{"schema": 1, "version": 4, "obj',
+    "not JSON": b"\x00\xff garbage \xfe",
+    "JSON null": b"null",
+    "JSON list": b"[]",
+    "empty object": b"{}",
+    "future schema": b'{"schema": 2, "version": 1}',
+    "fields missing": b'{"schema": 1, "version": 7}',
+    "fields of the wrong type": b'{"schema": 1, "version": 7, "user_id": 5, "day": [], "count": "many", '
+                                b'"bonus": null, "blocked": 0, "objects": [], "reservations": "none", "users": 3}',
+}
+
+
+async def ledger_damage(manager: StorageManager, damage: str, which: str, *, backend_name: str) -> Outcome:
+    """A user or the global ledger document damaged: detected, rebuilt from objects, logged, never zero."""
+    from abby_core.storage.keys import user_ledger_key
+
+    uid = user(5150)
+    out = Outcome(f"{which} ledger {damage}", backend_name, f"the {which} ledger document: {damage}")
+    service = service_with(manager, FixedProvider([noise_png(40) for _ in range(4)], delay=0))
+    made = [await service.imagine(uid, f"before {i}") for i in range(2)]
+    other = await service.imagine(user(5151), "someone else")
+    truth_user = sum(r.stored.size for r in made)
+    key = user_ledger_key(uid) if which == "user" else GLOBAL_LEDGER_KEY
+    body = LEDGER_DAMAGE[damage]
+    found = manager.backend.read_doc(key)
+    if body is None:
+        manager.backend.delete_doc(key)
+    else:
+        manager.backend.write_doc(key, body, etag=found[1] if found else None)
+    manager.ledger.forget()
+    status, _ = await timed(manager.get_quota_status(uid))
+    out.check("status is not an error", not isinstance(status, BaseException), status)
+    if isinstance(status, BaseException):
+        out.errors += 1
+        return out
+    out.check("usage is the truth, not zero", (status.user_bytes, status.daily_used, status.global_bytes) ==
+              (truth_user, 2, truth_user + other.stored.size), status)
+    result, _ = await timed(service.imagine(uid, "after the damage"))
+    out.count([result])
+    out.check("the next generation works and counts", isinstance(result, GenerationResult) and
+              result.status.daily_used == 3, result if isinstance(result, BaseException) else result.status)
+    refused, _ = await timed(service.imagine(uid, "one too many"))
+    out.count([refused])
+    out.check("the daily limit still holds", isinstance(refused, QuotaExceeded), refused)
+    check_consistent(out, manager.backend)
+    await check_reconcile(out, manager)
+    return out
+
+
+async def disk_full(root: Path) -> Outcome:
+    """The OS refuses writes (ENOSPC, EROFS) at each step of a save on the filesystem backend.
+
+    We run as root, so permissions cannot stop writes: the OS calls are patched to fail
+    exactly as a full or read-only disk makes them fail.
+    """
+    import errno
+    from unittest import mock
+
+    from abby_core.storage import FilesystemBackend
+
+    out = Outcome("disk full / read-only storage root", "filesystem",
+                  "ENOSPC or EROFS at the ledger commit, at every write after the image, and on the whole root")
+    manager = StorageManager(FilesystemBackend(root), max_user_daily_gens=5, image_gen_size_mb=ESTIMATE_MB)
+    service = service_with(manager, FixedProvider([noise_png(40) for _ in range(8)], delay=0))
+    uid = user(4040)
+    real_fsync = os.fsync
+
+    class Refuse:
+        """``os.fsync`` that fails with ``code`` after ``after`` calls (``once``: a single time)."""
+
+        def __init__(self, code: int, after: int, once: bool) -> None:
+            self.code, self.after, self.once, self.calls, self.failed = code, after, once, 0, False
+
+        def __call__(self, fd: int) -> None:
+            self.calls += 1
+            if self.calls > self.after and not (self.once and self.failed):
+                self.failed = True
+                raise OSError(self.code, os.strerror(self.code))
+            real_fsync(fd)
+
+    def leftovers() -> list[str]:
+        return [p.name for p in root.rglob(".tmp-*")]
+
+    cases = [
+        ("ENOSPC at the ledger commit, after the image was written", errno.ENOSPC, 1, "the disk is full"),
+        ("ENOSPC at every write after the image (the undo must wait)", errno.ENOSPC, 1, "the disk is full"),
+        ("read-only root from the start", errno.EROFS, 0, "read-only"),
+    ]
+    try:
+        await service.imagine(uid, "first, while there is room")
+        for i, (name, code, after, words) in enumerate(cases):
+            before = await manager.get_quota_status(uid)
+            images = [o.key for o in manager.backend.list_objects(USERS_PREFIX)]
+            reservation = await manager.reserve(uid) if after else None
+            # Case 0 fails one write only; the others keep failing until the disk is "freed".
+            patch = mock.patch("os.fsync", Refuse(code, after, once=i == 0))
+            with patch:
+                if reservation is not None:
+                    result, _ = await timed(manager.save_image(reservation, noise_png(40)))
+                else:
+                    result, _ = await timed(service.imagine(uid, "on a read-only disk"))
+            out.count([result])
+            out.check(f"{name}: StorageUnavailable naming the cause and STORAGE_ROOT",
+                      isinstance(result, StorageUnavailable) and words in str(result) and "STORAGE_ROOT" in str(result),
+                      describe(result) if isinstance(result, BaseException) else result)
+            out.check(f"{name}: no partial (.tmp-) file left", not leftovers(), leftovers())
+            # The disk has room again: the next call finishes any undo that had to wait.
+            await _unchanged(out, manager, uid, before, name)
+            out.check(f"{name}: no new image", [o.key for o in manager.backend.list_objects(USERS_PREFIX)] == images)
+        check_consistent(out, manager.backend)
+        await check_reconcile(out, manager)
+    finally:
+        await manager.aclose()
+    return out
