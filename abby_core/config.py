@@ -296,8 +296,10 @@ class Settings(BaseSettings):
                 tiers.append({"role_id": int(role), "daily_gens": int(daily), "storage_mb": float(storage)})
             except ValueError:
                 raise ValueError(f"entry {entry!r} has a part that is not a number") from None
-            if int(role) < 1 or int(daily) < 1 or float(storage) <= 0:
+            if int(role) < 1 or int(daily) < 1 or not 0 < float(storage) <= 100_000_000:
                 raise ValueError(f"entry {entry!r} must have a role id, daily gens and storage above 0")
+            if int(daily) > 100_000:
+                raise ValueError(f"entry {entry!r} allows more than 100000 generations a day")
         return tiers
 
     @field_validator("log_level")

@@ -6,11 +6,12 @@ quota or calling a provider, so a bad upload costs nothing.
 Decisions, stated once:
 
 * **Prompts** are stripped; newlines and tabs become spaces; other control
-  characters (C0, DEL, C1, e.g. NUL) and invisible format characters (Unicode
+  characters (C0, DEL, C1, e.g. NUL), invisible format characters (Unicode
   category ``Cf``: bidi overrides and isolates, zero-width spaces and joiners, BOM,
-  soft hyphen) are *refused*, not silently removed, so what the member sees is what
-  is sent. A prompt made only of emoji is valid text and passes; so do emoji
-  sequences that need no zero-width joiner.
+  soft hyphen) and lone surrogates (``Cs``, which cannot be encoded) are *refused*,
+  not silently removed, so what the member sees is what is sent. A prompt made only
+  of emoji is valid text and passes; so do emoji sequences that need no zero-width
+  joiner.
 * **Images** must really be PNG, JPEG or WebP, judged by their first bytes, not by
   their name. Size is checked before decoding, pixel count before loading, and
   Pillow's decompression-bomb warning is an error. Animated PNG/WebP use their
@@ -86,6 +87,12 @@ def clean_prompt(text: str, *, field: str = "prompt", max_chars: int = MAX_PROMP
         if category == "Cc":
             raise InvalidPrompt(
                 f"The {field} contains a control character (U+{ord(ch):04X}). Please remove it."
+            )
+        if category == "Cs":
+            # A lone surrogate (JSON can carry "\ud800") cannot be encoded for the provider.
+            raise InvalidPrompt(
+                f"The {field} contains an invalid character (U+{ord(ch):04X}, half of an emoji "
+                "or symbol). Please retype it."
             )
         if category == "Cf":
             raise InvalidPrompt(
