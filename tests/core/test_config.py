@@ -27,7 +27,9 @@ def test_defaults_match_the_documented_ones() -> None:
 
 def test_environment_and_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env = tmp_path / ".env"
-    env.write_text("MAX_USER_DAILY_GENS=9\nSTORAGE_BACKEND=s3\nS3_ENDPOINT_URL=http://minio:9000/\nADMIN_ROLE_IDS=1, 2\n")
+    env.write_text(
+        "MAX_USER_DAILY_GENS=9\nSTORAGE_BACKEND=s3\nS3_ENDPOINT_URL=http://minio:9000/\nADMIN_ROLE_IDS=1, 2\n"
+    )
     monkeypatch.setenv("MAX_USER_DAILY_GENS", "7")  # the environment wins over .env
     s = load_settings(env_file=env)
     assert s.storage.max_user_daily_gens == 7
