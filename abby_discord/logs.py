@@ -87,8 +87,10 @@ def setup_logging(settings: Settings) -> Path | None:
         handler.addFilter(redact)
         setattr(handler, _MARK, True)
         root.addHandler(handler)
-    # discord.py at DEBUG logs every payload; INFO is what an operator needs.
-    logging.getLogger("discord").setLevel(max(level, logging.INFO))
+    # At DEBUG, discord.py logs every payload and botocore/httpx every header (request
+    # signatures, the access key id); INFO is what an operator needs from them.
+    for noisy in ("discord", "botocore", "boto3", "urllib3", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(level, logging.INFO))
     if problem:
         logging.getLogger("abby").warning(
             "Cannot write the log file under %s (%s); logging to the console only.",

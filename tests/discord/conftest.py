@@ -76,8 +76,6 @@ class Abby:
         values.update(env)
         self.settings = load_settings(env_file=None, **values)
         self.storage = StorageManager.from_settings(self.settings, clock=self.clock)
-        # from_settings does not pass ``clock`` on to the manager yet; set it directly.
-        self.storage.clock = self.clock
         self.generator = generator or (
             ImageGenerator(provider=OfflineProvider())
             if self.settings.api.provider == "offline"
