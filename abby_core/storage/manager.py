@@ -27,11 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
-import threading
-import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,8 +41,6 @@ from abby_core.config import MB, QuotaTier, Settings
 from abby_core.errors import (
     ImageNotFound,
     InvalidImage,
-    InvalidUser,
-    LedgerCorrupt,
     QuotaExceeded,
     ReservationInvalid,
     StorageError,
@@ -53,7 +48,8 @@ from abby_core.errors import (
     UserBlocked,
 )
 from abby_core.storage import keys, quota
-from abby_core.storage.backend import ConditionFailed, StorageBackend
+from abby_core.storage.accounts import Accounts
+from abby_core.storage.backend import StorageBackend
 from abby_core.storage.filesystem import FilesystemBackend
 from abby_core.storage.ledger import Ledger, NoChange
 from abby_core.storage.models import (
@@ -81,12 +77,6 @@ _SAVE_MARGIN_SECONDS = 120
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _rebuilt_version() -> int:
-    # Larger than any counter a live document reached, so the global document accepts
-    # the totals of a rebuilt user document (it keeps only newer versions).
-    return int(time.time() * 1000)
 
 
 class StorageManager:
@@ -117,9 +107,8 @@ class StorageManager:
         if backend is None:
             backend = FilesystemBackend(storage_root if storage_root is not None else "shared")
         self.backend = backend
-        self.ledger = Ledger(
-            backend, check=lambda key, doc: quota.well_formed(doc, is_global=key == keys.GLOBAL_LEDGER_KEY)
-        )
+        self.clock = clock or _utcnow
+        self.accounts = Accounts(backend, lambda: self.clock())
         self.global_limit_bytes = int(max_global_storage_mb * MB)
         self.default_limits = UserLimits(max_user_daily_gens, int(max_user_storage_mb * MB))
         self.cleanup_days = cleanup_days
@@ -127,12 +116,13 @@ class StorageManager:
         self.reservation_ttl = reservation_ttl_seconds
         self.link_ttl = presigned_url_ttl_seconds
         self.quota_tiers = tuple(quota_tiers)
-        self.clock = clock or _utcnow
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="abby-storage")
         self._closed = False
-        # Undos that storage refused (reservation id -> user, image key, day); see _undo.
-        self._owed: dict[str, tuple[str, str | None, str]] = {}
-        self._owed_lock = threading.Lock()
+
+    @property
+    def ledger(self) -> Ledger:
+        """The compare-and-swap document store behind the quotas."""
+        return self.accounts.ledger
 
     @classmethod
     def from_settings(
@@ -172,8 +162,8 @@ class StorageManager:
         return await loop.run_in_executor(self._executor, partial(self._call, fn, *args, **kwargs))
 
     def _call(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        if self._owed:
-            self._settle_owed()
+        if self.accounts.owed:
+            self.accounts.settle_owed()
         return fn(*args, **kwargs)
 
     async def aclose(self) -> None:
@@ -182,8 +172,8 @@ class StorageManager:
             return
         self._closed = True
         loop = asyncio.get_running_loop()
-        if self._owed:  # last chance; otherwise the holds expire after RESERVATION_TTL_SECONDS
-            await loop.run_in_executor(self._executor, self._settle_owed)
+        if self.accounts.owed:  # last chance; otherwise the holds expire after RESERVATION_TTL_SECONDS
+            await loop.run_in_executor(self._executor, self.accounts.settle_owed)
         await loop.run_in_executor(None, self._executor.shutdown)
         self.backend.close()
 
@@ -205,147 +195,12 @@ class StorageManager:
                 )
         return limits
 
-    # -- ledger documents, with repair -------------------------------------------------------
-    def _rebuild_user_doc(self, uid: str) -> Doc:
-        """A user document from the objects themselves (first use, or lost/corrupt ledger)."""
-        now = self.clock()
-        doc = quota.new_user_doc(uid, now)
-        today = now.strftime("%Y%m%d")
-        for obj in self.backend.list_objects(keys.user_prefix(uid)):
-            if keys.user_from_key(obj.key) == uid:
-                doc["objects"][obj.key] = [obj.size, obj.last_modified.astimezone(UTC).isoformat()]
-                if obj.key.rsplit("/", 1)[-1].startswith(today):
-                    doc["count"] += 1
-        if doc["objects"]:
-            log.warning(
-                "Quota ledger for user %s was missing: rebuilt from %d stored image(s).", uid, len(doc["objects"])
-            )
-        doc["version"] = _rebuilt_version()
-        return doc
-
-    def _rebuild_global_doc(self) -> Doc:
-        """The global document from the objects (totals) and the user ledgers (holds)."""
-        doc = quota.new_global_doc()
-        now = self.clock()
-        totals: dict[str, int] = defaultdict(int)
-        for obj in self.backend.list_objects(keys.USERS_PREFIX):
-            owner = keys.user_from_key(obj.key)
-            if owner is not None:
-                totals[owner] += obj.size
-        for uid, total in totals.items():
-            doc["users"][uid] = [total, 0]  # any later user-ledger version replaces it
-        for obj in self.backend.list_objects(keys.USERS_LEDGER_PREFIX):
-            try:
-                uid = keys.check_user_id(obj.key[len(keys.USERS_LEDGER_PREFIX) :].removesuffix(".json"))
-                user = self._read_user(uid)
-            except (LedgerCorrupt, InvalidUser):
-                continue  # a corrupt user ledger is repaired on its owner's next request
-            if user is None:
-                continue
-            for rid, r in user["reservations"].items():
-                if datetime.fromisoformat(r["expires"]) > now:
-                    doc["reservations"][rid] = {"user": uid, "bytes": r["bytes"], "expires": r["expires"]}
-        if totals:
-            log.warning("Global quota ledger was missing: rebuilt from %d user(s)' stored images.", len(totals))
-        doc["version"] = _rebuilt_version()
-        return doc
-
-    def _repair(self, key: str, build: Callable[[], Doc]) -> None:
-        """Replace an unreadable document with one rebuilt from the objects."""
-        log.error("Quota ledger document %s is corrupt: rebuilding it from the stored objects.", key)
-        raw = self.backend.read_doc(key)
-        doc = build()
-        doc["schema"] = 1
-        body = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
-        with contextlib.suppress(ConditionFailed):  # someone else repaired it first
-            self.backend.write_doc(key, body, etag=raw[1] if raw else None)
-        self.ledger.forget(key)
-
-    def _update(self, key: str, mutate: Callable[[Doc], _T], build: Callable[[], Doc]) -> tuple[_T, Doc]:
-        try:
-            return self.ledger.update(key, mutate, create=build)
-        except LedgerCorrupt:
-            self._repair(key, build)
-            return self.ledger.update(key, mutate, create=build)
-
-    def _update_user(self, uid: str, mutate: Callable[[Doc], _T]) -> tuple[_T, Doc]:
-        return self._update(keys.user_ledger_key(uid), mutate, partial(self._rebuild_user_doc, uid))
-
-    def _update_global(self, mutate: Callable[[Doc], _T]) -> tuple[_T, Doc]:
-        return self._update(keys.GLOBAL_LEDGER_KEY, mutate, self._rebuild_global_doc)
-
-    def _read_user(self, uid: str) -> Doc | None:
-        found = self.ledger.read(keys.user_ledger_key(uid))
-        return found[0] if found else None
-
-    def _read_or_repair(self, key: str, build: Callable[[], Doc]) -> Doc:
-        try:
-            found = self.ledger.read(key)
-        except LedgerCorrupt:
-            self._repair(key, build)
-            found = self.ledger.read(key)
-        return found[0] if found else build()
-
-    def _sync_global(self, uid: str, user_doc: Doc, rid: str | None = None) -> None:
-        total = quota.user_bytes(user_doc, include_reserved=False)
-        with contextlib.suppress(NoChange):
-            self._update_global(
-                partial(quota.global_set_user, user_id=uid, total=total, version=int(user_doc["version"]), rid=rid)
-            )
-
-    # -- undoing a failed generation -------------------------------------------------------
-    def _undo(self, uid: str, rid: str, key: str | None, day: str) -> None:
-        """Make generation ``rid`` cost nothing: delete ``key``, drop its hold and its commit.
-
-        Idempotent, so it is safe after a write whose answer was lost (it may or may not
-        have landed) and safe to repeat until it succeeds.
-        """
-        if key is not None:
-            self.backend.delete_objects([key])  # first: a reconcile in between never counts it back
-
-        def undo(doc: Doc) -> None:
-            held = doc["reservations"].pop(rid, None)
-            committed = doc["objects"].pop(key, None) if key is not None else None
-            if committed is not None and doc.get("day") == day:
-                doc["count"] = max(0, int(doc["count"]) - 1)  # this commit counted it today
-            if held is None and committed is None:
-                raise NoChange()
-
-        _, user_doc = self._update_user(uid, undo)
-        self._sync_global(uid, user_doc, rid=rid)
-
-    def _owe(self, uid: str, rid: str, key: str | None, day: str) -> None:
-        with self._owed_lock:
-            known = self._owed.get(rid)
-            # A later release of the same generation knows no image key: keep the one we had.
-            self._owed[rid] = (uid, key or (known[1] if known else None), day)
-
-    def _undo_or_owe(self, uid: str, rid: str, key: str | None, day: str) -> None:
-        try:
-            self._undo(uid, rid, key, day)
-        except StorageError:
-            self._owe(uid, rid, key, day)
-            log.warning("Storage unavailable: generation %s of user %s will be undone once it answers.", rid, uid)
-
-    def _settle_owed(self) -> None:
-        """Finish the undos storage refused earlier; stop at the first that still fails."""
-        with self._owed_lock:
-            owed = list(self._owed.items())
-        for rid, (uid, key, day) in owed:
-            try:
-                self._undo(uid, rid, key, day)
-            except StorageError:
-                return
-            with self._owed_lock:
-                self._owed.pop(rid, None)
-            log.info("Storage answers again: undid failed generation %s of user %s.", rid, uid)
-
     # -- reserve / save / release ----------------------------------------------------------
     def _hold(self, uid: str, rid: str, stem: str, size: int, limits: UserLimits) -> datetime:
         """Hold quota for ``rid`` in the user and global ledgers; on failure nothing stays held."""
         now = self.clock()
         try:
-            entry, _doc = self._update_user(
+            entry, _doc = self.accounts.update_user(
                 uid,
                 partial(
                     quota.user_hold, rid=rid, size=size, stem=stem, limits=limits, now=now, ttl=self.reservation_ttl
@@ -354,10 +209,10 @@ class StorageManager:
         except (QuotaExceeded, UserBlocked):
             raise  # refused before anything was written
         except BaseException:
-            self._undo_or_owe(uid, rid, None, quota.day_of(now))  # the write may have landed
+            self.accounts.undo_or_owe(uid, rid, None, quota.day_of(now))  # the write may have landed
             raise
         try:
-            self._update_global(
+            self.accounts.update_global(
                 partial(
                     quota.global_hold,
                     rid=rid,
@@ -369,7 +224,7 @@ class StorageManager:
                 )
             )
         except BaseException:
-            self._undo_or_owe(uid, rid, None, quota.day_of(now))
+            self.accounts.undo_or_owe(uid, rid, None, quota.day_of(now))
             raise
         return datetime.fromisoformat(str(entry["expires"]))
 
@@ -414,14 +269,14 @@ class StorageManager:
             key = keys.image_key(res.key_stem, content_type)
             self.backend.put_object(key, bytes(data), content_type)
             now = self.clock()
-            _, user_doc = self._update_user(
+            _, user_doc = self.accounts.update_user(
                 res.user_id, partial(quota.user_commit, rid=res.id, key=key, size=size, now=now)
             )
-            self._sync_global(res.user_id, user_doc, rid=res.id)
+            self.accounts.sync_global(res.user_id, user_doc, rid=res.id)
             url, path = self.backend.link(key, content_type=content_type, ttl=self.link_ttl)
         except BaseException:
             # Leave nothing half-done: no object, no hold and no count for a failed save.
-            self._undo_or_owe(res.user_id, res.id, key, res.day)
+            self.accounts.undo_or_owe(res.user_id, res.id, key, res.day)
             raise
         return StoredImage(key, res.user_id, size, now, content_type, url, path)
 
@@ -440,9 +295,9 @@ class StorageManager:
 
     def _release(self, res: Reservation) -> None:
         try:
-            self._undo(res.user_id, res.id, None, res.day)
+            self.accounts.undo(res.user_id, res.id, None, res.day)
         except StorageError:
-            self._owe(res.user_id, res.id, None, res.day)
+            self.accounts.owe(res.user_id, res.id, None, res.day)
             raise
 
     async def release(self, reservation: Reservation) -> None:
@@ -470,8 +325,8 @@ class StorageManager:
         limits = self.limits_for(role_ids)
         now = self.clock()
         try:
-            user = self._read_or_repair(keys.user_ledger_key(uid), partial(self._rebuild_user_doc, uid))
-            glob = self._read_or_repair(keys.GLOBAL_LEDGER_KEY, self._rebuild_global_doc)
+            user = self.accounts.user_doc(uid)
+            glob = self.accounts.global_doc()
         except StorageUnavailable:
             cached_user = self.ledger.last_seen(keys.user_ledger_key(uid))
             cached_glob = self.ledger.last_seen(keys.GLOBAL_LEDGER_KEY)
@@ -546,8 +401,8 @@ class StorageManager:
                 raise NoChange()
 
         with contextlib.suppress(NoChange):
-            _, user_doc = self._update_user(uid, forget)
-            self._sync_global(uid, user_doc)
+            _, user_doc = self.accounts.update_user(uid, forget)
+            self.accounts.sync_global(uid, user_doc)
         return info.size
 
     async def delete_image(self, user_id: object, key: str) -> int:
@@ -569,8 +424,8 @@ class StorageManager:
                     raise NoChange()
 
             with contextlib.suppress(NoChange):
-                _, user_doc = self._update_user(uid, drop)
-                self._sync_global(uid, user_doc)
+                _, user_doc = self.accounts.update_user(uid, drop)
+                self.accounts.sync_global(uid, user_doc)
 
     def _cleanup(self, days: int | None, dry_run: bool) -> CleanupReport:
         days = self.cleanup_days if days is None else days
@@ -631,7 +486,7 @@ class StorageManager:
                 after = quota.user_bytes(doc, include_reserved=False)
                 return before, after
 
-            (before, after), doc = self._update_user(uid, correct)
+            (before, after), doc = self.accounts.update_user(uid, correct)
             totals[uid] = (after, int(doc["version"]))
             if before != after:
                 drift[uid] = (before, after)
@@ -647,7 +502,7 @@ class StorageManager:
                 if uid not in totals:
                     del doc["users"][uid]
 
-        self._update_global(rebuild_totals)
+        self.accounts.update_global(rebuild_totals)
         objects = sum(len(v) for v in truth.values())
         size = sum(o.size for v in truth.values() for o in v.values())
         return ReconcileReport(len(users), objects, size, drift)
@@ -661,7 +516,7 @@ class StorageManager:
         return await self._run(self._reconcile)
 
     def _stats(self, top: int) -> GlobalStats:
-        glob = self._read_or_repair(keys.GLOBAL_LEDGER_KEY, self._rebuild_global_doc)
+        glob = self.accounts.global_doc()
         quota.purge_expired(glob, self.clock())
         ranked = sorted(((u, int(v[0])) for u, v in glob["users"].items() if int(v[0]) > 0), key=lambda t: -t[1])
         return GlobalStats(
@@ -689,7 +544,7 @@ class StorageManager:
             quota.user_roll_day(doc, now)
             change(doc)
 
-        self._update_user(uid, mutate)
+        self.accounts.update_user(uid, mutate)
 
     async def set_blocked(self, user_id: object, blocked: bool) -> None:
         """Block (or unblock) a user from generating; their images stay."""
