@@ -24,6 +24,8 @@
 set -eu
 
 case $0 in */*) HERE=${0%/*} ;; *) HERE=. ;; esac
+# shellcheck source=/dev/null
+. "$HERE/lib.sh"
 
 MINIO_URL=${MINIO_URL:-http://minio:9000}
 S3_BUCKET=${S3_BUCKET:-abby-images}
@@ -36,32 +38,8 @@ ALIAS=abby
 RULE_ID=abby-images-expiry
 TEMPLATE_BUCKET=abby-images
 
-fail() {
-    echo "ERROR: $*" >&2
-    exit 1
-}
 
-# replace_all TEXT OLD NEW: every OLD in TEXT becomes NEW (no sed in the mc image).
-replace_all() {
-    rest=$1
-    out=
-    while :; do
-        case $rest in
-            *"$2"*)
-                out=$out${rest%%"$2"*}$3
-                rest=${rest#*"$2"}
-                ;;
-            *) break ;;
-        esac
-    done
-    printf '%s' "$out$rest"
-}
 
-read_file() {
-    while IFS= read -r line || [ -n "$line" ]; do
-        printf '%s\n' "$line"
-    done <"$1"
-}
 
 # -- check the settings before touching the server ---------------------------------
 [ -n "${MINIO_ROOT_USER:-}" ] || fail "MINIO_ROOT_USER is not set (see .env.example)."

@@ -28,6 +28,8 @@
 set -eu
 
 case $0 in */*) HERE=${0%/*} ;; *) HERE=. ;; esac
+# shellcheck source=/dev/null
+. "$HERE/../lib.sh"
 
 WEED=${WEED:-weed}
 WEED_MASTER=${WEED_MASTER:-seaweedfs:9333}
@@ -40,10 +42,6 @@ INIT_RETRY_DELAY=${INIT_RETRY_DELAY:-2}
 WEED_TIMEOUT=${WEED_TIMEOUT:-60}
 TEMPLATE_BUCKET=abby-images
 
-fail() {
-    echo "ERROR: $*" >&2
-    exit 1
-}
 
 # One shell command per connection: `weed shell` exits 1 when its command fails. It
 # waits forever for an unreachable master, hence the time limit.
@@ -55,26 +53,7 @@ weed_shell() {
     fi
 }
 
-replace_all() {
-    rest=$1
-    out=
-    while :; do
-        case $rest in
-            *"$2"*)
-                out=$out${rest%%"$2"*}$3
-                rest=${rest#*"$2"}
-                ;;
-            *) break ;;
-        esac
-    done
-    printf '%s' "$out$rest"
-}
 
-read_file() {
-    while IFS= read -r line || [ -n "$line" ]; do
-        printf '%s\n' "$line"
-    done <"$1"
-}
 
 [ -n "${S3_ACCESS_KEY_ID:-}" ] || fail "S3_ACCESS_KEY_ID (the application user) is not set."
 [ -n "${S3_SECRET_ACCESS_KEY:-}" ] || fail "S3_SECRET_ACCESS_KEY (the application user's secret) is not set."

@@ -376,6 +376,14 @@ def test_shell_scripts_parse_as_posix_sh(script: Path) -> None:
     assert "set -eu" in script.read_text(encoding="utf-8")
 
 
+def test_shared_shell_helpers_parse_and_are_sourced_by_both_scripts() -> None:
+    lib = ROOT / "minio" / "lib.sh"
+    result = subprocess.run(["/bin/sh", "-n", str(lib)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert '. "$HERE/lib.sh"' in MINIO_INIT.read_text(encoding="utf-8")
+    assert '. "$HERE/../lib.sh"' in SEAWEEDFS_INIT.read_text(encoding="utf-8")
+
+
 def test_minio_init_first_run_sets_up_everything(fake_minio: FakeMinio) -> None:
     out = _ok(fake_minio.run())
     state = fake_minio.state
