@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from abby_core.config import Settings
-from abby_core.errors import NotConfigured, StorageError
+from abby_core.errors import (
+    DailyLimitExceeded,
+    GlobalStorageFull,
+    NotConfigured,
+    StorageError,
+    UserBlocked,
+    UserStorageFull,
+)
 from abby_core.generation import (
     GeneratedImage,
     GenerationRequest,
@@ -28,7 +35,7 @@ from abby_core.generation import (
     validate_upscale,
 )
 from abby_core.generation.stability import NOT_CONFIGURED
-from abby_core.images import compress_for_storage
+from abby_core.images import clean_prompt, compress_for_storage
 from abby_core.storage import QuotaStatus, StorageManager, StoredImage, check_user_id
 
 __all__ = ["GenerationResult", "ImageService"]
@@ -81,6 +88,31 @@ class ImageService:
             store_quality=api.store_quality,
             store_lossless=api.store_lossless,
         )
+
+    async def precheck(self, user_id: object, *, prompt: str | None = None, role_ids: Iterable[int] = ()) -> None:
+        """Refuse early what :meth:`imagine` and friends would refuse, without holding anything.
+
+        For adapters that must answer before they start a long task (Discord shows a
+        public "thinking…" message once it defers): checks the user id, the prompt, that
+        generation is configured, and the member's quota as it stands (blocked, daily
+        limit, user and global storage for one more image). Raises the same errors as
+        the real call. Only a hint: the reservation inside the real call still decides.
+        """
+        uid = check_user_id(user_id)
+        if prompt is not None:
+            clean_prompt(prompt)
+        if not self.generator.configured:
+            raise NotConfigured(NOT_CONFIGURED)
+        status = await self.storage.get_quota_status(uid, role_ids=tuple(role_ids))
+        if status.blocked:
+            raise UserBlocked(uid)
+        if status.daily_used >= status.daily_limit:
+            raise DailyLimitExceeded(used=status.daily_used, limit=status.daily_limit, resets_at=status.resets_at)
+        estimate = self.storage.estimate_bytes
+        if status.user_bytes + estimate > status.user_limit_bytes:
+            raise UserStorageFull(used=status.user_bytes, limit=status.user_limit_bytes)
+        if status.global_bytes + estimate > status.global_limit_bytes:
+            raise GlobalStorageFull(used=status.global_bytes, limit=status.global_limit_bytes)
 
     async def imagine(
         self,

@@ -124,3 +124,18 @@ async def test_stability_success_is_stored(storage: StorageManager, fake_stabili
 
 async def _no_sleep(_: float) -> None:
     return None
+
+
+async def test_precheck_refuses_early_and_holds_nothing(offline: ImageService, storage: StorageManager) -> None:
+    await offline.precheck(USER, prompt="a cat")  # fine: nothing raised, nothing held
+    assert (await storage.get_quota_status(USER)).in_flight == 0
+    with pytest.raises(InvalidPrompt):
+        await offline.precheck(USER, prompt="\u202eevil")
+    await offline.imagine(USER, "one")
+    await offline.imagine(USER, "two")
+    with pytest.raises(DailyLimitExceeded):
+        await offline.precheck(USER, prompt="three")
+    with pytest.raises(NotConfigured):
+        await ImageService(storage, ImageGenerator(api_key=None)).precheck("42", prompt="a cat")
+    status = await storage.get_quota_status(USER)
+    assert (status.daily_used, status.in_flight) == (2, 0)

@@ -55,7 +55,7 @@ async def test_no_secret_reaches_members_or_logs(
                                                         expect_error=True))
     assert isinstance(error, ProviderAuthError)
     assert fake_stability.routes_hit("core") == 1  # the secret key really was sent, and refused
-    await (await fake_discord.slash("quota", user=member)).response()
+    await (await fake_discord.slash("quota", user=member)).followup()
     assert (await abby.status(member)).daily_used == 0
     await abby.close()
 

@@ -8,6 +8,8 @@ then :class:`~abby_core.pipeline.ImageService` checks, reserves, generates and s
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     from abby_discord.bot import AbbyBot
 
 __all__ = ["MAX_UPLOAD_BYTES", "Images", "check_attachment", "role_ids"]
+
+log = logging.getLogger("abby.discord")
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
@@ -65,6 +69,11 @@ class Images(commands.Cog):
     # -- the one flow ------------------------------------------------------------------------
     async def _generate(self, interaction: discord.Interaction, *, title: str, info: PromptInfo, run: Run) -> None:
         async with self.bot.limiter.claim(interaction.user.id) as ticket:
+            # Refusals a member can be told about now (blocked, limits, bad prompt, not
+            # configured) are answered privately before the public "thinking…" message.
+            await self.bot.service.precheck(
+                interaction.user.id, prompt=info.prompt, role_ids=role_ids(interaction.user)
+            )
             interaction.extras[PUBLIC_DEFER] = True
             await interaction.response.defer(thinking=True)
 
@@ -75,18 +84,29 @@ class Images(commands.Cog):
 
             await ticket.wait_turn(show_position)
             result = await run(role_ids(interaction.user))
-        rendered = render_result(
-            result,
-            title=title,
-            info=info,
-            delivery=self.bot.settings.discord.delivery,
-            size_limit=_size_limit(interaction),
-            link_ttl=self.bot.settings.s3.presigned_url_ttl_seconds if result.stored.url else None,
-        )
-        await interaction.edit_original_response(
-            content=rendered.content, embed=rendered.embed, attachments=rendered.attachments, view=rendered.view
-        )
-        interaction.extras[PUBLIC_DEFER] = False
+        try:
+            rendered = render_result(
+                result,
+                title=title,
+                info=info,
+                delivery=self.bot.settings.discord.delivery,
+                size_limit=_size_limit(interaction),
+                link_ttl=self.bot.settings.s3.presigned_url_ttl_seconds if result.stored.url else None,
+            )
+            await interaction.edit_original_response(
+                content=rendered.content, embed=rendered.embed, attachments=rendered.attachments, view=rendered.view
+            )
+            interaction.extras[PUBLIC_DEFER] = False
+        except discord.HTTPException:
+            # The image is stored and charged: say where it is rather than "try again".
+            log.warning("Could not show image %s to member %s.", result.stored.key, interaction.user.id, exc_info=True)
+            interaction.extras[PUBLIC_DEFER] = False
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.followup.send(
+                    f"Your image was made and saved as `{result.stored.name}`, but I couldn't show it here. "
+                    "You can find it with /gallery.",
+                    ephemeral=True,
+                )
 
     # -- commands ------------------------------------------------------------------------------
     @app_commands.command(name="imagine")
