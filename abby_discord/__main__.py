@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import sys
 
-import discord
-
 from abby_core.config import load_settings
 from abby_core.errors import ConfigError, NotConfigured
 from abby_discord.bot import run_bot
@@ -19,9 +17,6 @@ def main() -> int:
         run_bot(load_settings())
     except (ConfigError, NotConfigured) as exc:
         print(f"abby: {exc}", file=sys.stderr)
-        return 2
-    except discord.LoginFailure:
-        print("abby: Discord refused DISCORD_TOKEN: check the bot token in the Developer Portal.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         pass

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -159,7 +160,8 @@ class AbbyBot(commands.Bot):
 def run_bot(settings: Settings) -> None:
     """Run the bot until it is stopped (Ctrl+C or a service stop). Blocking.
 
-    Raises :class:`~abby_core.errors.NotConfigured` without ``DISCORD_TOKEN``. Starts
+    Raises :class:`~abby_core.errors.NotConfigured` without ``DISCORD_TOKEN``, when Discord
+    refuses the token, or when Discord cannot be reached. Starts
     without a Stability key (image commands then say generation is not configured) and
     with broken storage (the problem is logged at start and reported on use).
     """
@@ -170,7 +172,17 @@ def run_bot(settings: Settings) -> None:
             "in .env (see docs/DISCORD.md)."
         )
     setup_logging(settings)
-    asyncio.run(_run(settings, token.get_secret_value().strip()))
+    try:
+        asyncio.run(_run(settings, token.get_secret_value().strip()))
+    except discord.LoginFailure:
+        raise NotConfigured(
+            "Discord refused DISCORD_TOKEN: copy the bot token again from the Developer Portal "
+            "(Bot → Reset Token) into .env."
+        ) from None
+    except (aiohttp.ClientConnectionError, OSError) as exc:
+        raise NotConfigured(
+            f"Could not reach Discord ({type(exc).__name__}): check this machine's network and DNS."
+        ) from None
 
 
 async def _run(settings: Settings, token: str) -> None:

@@ -101,6 +101,9 @@ Invoke-Nssm set $ServiceName AppRotateSeconds $RotateSeconds
 
 # Restart after a crash, not in a tight loop; Ctrl+C first so the bot closes cleanly.
 Invoke-Nssm set $ServiceName AppExit Default Restart
+# Exit 2 is a configuration problem (DISCORD_TOKEN missing or refused, a bad variable):
+# restarting cannot fix it, so the service stops and abby.err.log says why.
+Invoke-Nssm set $ServiceName AppExit 2 Exit
 Invoke-Nssm set $ServiceName AppRestartDelay 10000
 Invoke-Nssm set $ServiceName AppThrottle 30000
 Invoke-Nssm set $ServiceName AppStopMethodConsole 15000

@@ -791,3 +791,10 @@ def test_docs_only_name_real_variables(doc: str) -> None:
 def test_deployment_doc_explains_the_public_endpoint() -> None:
     text = (ROOT / "docs" / "DEPLOYMENT.md").read_text(encoding="utf-8")
     assert "S3_PUBLIC_ENDPOINT_URL" in text and "SignatureDoesNotMatch" in text
+
+
+def test_service_managers_do_not_restart_on_a_configuration_error() -> None:
+    unit = (ROOT / "infra" / "abby.service").read_text(encoding="utf-8")
+    assert "RestartPreventExitStatus=2" in unit.splitlines()
+    script = (ROOT / "infra" / "windows" / "install-service.ps1").read_text(encoding="utf-8")
+    assert "Invoke-Nssm set $ServiceName AppExit 2 Exit" in script

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
+import discord
 import pytest
 
 from abby_core.config import Settings, load_settings
@@ -157,3 +159,25 @@ async def test_the_entry_point_serves_commands_and_closes_what_it_opened(
     assert len(opened) == 1
     with pytest.raises(StorageError, match="closed"):
         await opened[0].get_quota_status(member.id)
+
+
+@pytest.mark.parametrize(
+    ("failure", "words"),
+    [
+        (discord.LoginFailure("Improper token has been passed."), "Discord refused DISCORD_TOKEN"),
+        (aiohttp.ClientConnectorError(None, OSError(-2, "Name or service not known")), "Could not reach Discord"),  # type: ignore[arg-type]
+    ],
+)
+def test_run_bot_turns_login_and_network_failures_into_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_logging: object, failure: Exception, words: str
+) -> None:
+    import abby_discord.bot as bot_module
+
+    async def refused(settings: object, token: str) -> None:
+        raise failure
+
+    monkeypatch.setattr(bot_module, "_run", refused)
+    with pytest.raises(NotConfigured) as refusal:
+        bot_module.run_bot(_settings(tmp_path / "shared"))
+    assert words in str(refusal.value)
+    assert "secret-token-value" not in str(refusal.value)
