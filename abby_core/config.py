@@ -189,7 +189,10 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = Field(
         None, alias="S3_SECRET_ACCESS_KEY", description="a secret access key"
     )
-    s3_region: str = Field("us-east-1", alias="S3_REGION", min_length=1, description="a region name")
+    s3_region: str = Field(
+        "us-east-1", alias="S3_REGION", pattern=r"^[a-z0-9][a-z0-9-]{0,40}$",
+        description="a region name such as us-east-1 (lowercase letters, digits, hyphens)",
+    )
     presigned_url_ttl_seconds: int = Field(
         3600, alias="PRESIGNED_URL_TTL_SECONDS", ge=1, le=604_800,
         description="a whole number of seconds from 1 to 604800 (7 days, the SigV4 maximum)",

@@ -196,7 +196,7 @@ class StorageUnavailable(StorageError):
 
 
 class LedgerCorrupt(StorageError):
-    """A quota ledger document is unreadable; it must be rebuilt (``reconcile``)."""
+    """A quota ledger document is unreadable; storage rebuilds it from the objects and logs it."""
 
     code = "ledger_corrupt"
 
@@ -212,7 +212,7 @@ class ImageNotFound(StorageError):
 
 
 class ReservationInvalid(StorageError):
-    """A reservation was used twice, or by the wrong manager."""
+    """A reservation was used twice, or its hold expired before the image was committed."""
 
     code = "reservation_invalid"
 

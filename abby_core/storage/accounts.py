@@ -70,8 +70,18 @@ class Accounts:
             log.warning(
                 "Quota ledger for user %s was missing: rebuilt from %d stored image(s).", uid, len(doc["objects"])
             )
-        doc["version"] = _rebuilt_version()
+        # Above any version the global document knows for this user, so it accepts this
+        # document's totals whatever the clocks of the processes that wrote them.
+        doc["version"] = max(self._known_version(uid) + 1, _rebuilt_version())
         return doc
+
+    def _known_version(self, uid: str) -> int:
+        try:
+            found = self.ledger.read(keys.GLOBAL_LEDGER_KEY)
+        except LedgerCorrupt:
+            return 0
+        entry = found[0]["users"].get(uid) if found else None
+        return int(entry[1]) if entry else 0
 
     def rebuild_global_doc(self) -> Doc:
         """The global document from the objects (totals) and the user ledgers (holds)."""
@@ -145,11 +155,24 @@ class Accounts:
         return self.read_or_repair(keys.GLOBAL_LEDGER_KEY, self.rebuild_global_doc)
 
     def sync_global(self, uid: str, user_doc: Doc, rid: str | None = None) -> None:
+        """Record ``uid``'s committed bytes (as of ``user_doc``, a stored version) globally."""
         total = quota.user_bytes(user_doc, include_reserved=False)
-        with contextlib.suppress(NoChange):
-            self.update_global(
-                partial(quota.global_set_user, user_id=uid, total=total, version=int(user_doc["version"]), rid=rid)
-            )
+        self.update_global(
+            partial(quota.global_set_user, user_id=uid, total=total, version=int(user_doc["version"]), rid=rid)
+        )
+
+    def forget_objects(self, uid: str, gone: list[str]) -> None:
+        """Drop images that no longer exist from ``uid``'s ledger and the global total."""
+
+        def drop(doc: Doc) -> bool:
+            removed = [k for k in gone if doc["objects"].pop(k, None) is not None]
+            if not removed:
+                raise NoChange(False)
+            return True
+
+        changed, user_doc = self.update_user(uid, drop)
+        if changed:
+            self.sync_global(uid, user_doc)
 
     # -- undoing a failed generation -------------------------------------------------------
     def undo(self, uid: str, rid: str, key: str | None, day: str) -> None:
@@ -161,16 +184,20 @@ class Accounts:
         if key is not None:
             self.backend.delete_objects([key])  # first: a reconcile in between never counts it back
 
-        def undo(doc: Doc) -> None:
+        def undo(doc: Doc) -> bool:
             held = doc["reservations"].pop(rid, None)
             committed = doc["objects"].pop(key, None) if key is not None else None
             if committed is not None and doc.get("day") == day:
                 doc["count"] = max(0, int(doc["count"]) - 1)  # this commit counted it today
             if held is None and committed is None:
-                raise NoChange()
+                raise NoChange(False)
+            return True
 
-        _, user_doc = self.update_user(uid, undo)
-        self.sync_global(uid, user_doc, rid=rid)
+        changed, user_doc = self.update_user(uid, undo)
+        if changed:
+            self.sync_global(uid, user_doc, rid=rid)
+        else:  # nothing of it in the user's ledger: only a global hold may be left
+            self.update_global(partial(quota.global_release, rid=rid))
 
     def owe(self, uid: str, rid: str, key: str | None, day: str) -> None:
         with self._owed_lock:

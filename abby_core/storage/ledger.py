@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from abby_core.errors import LedgerCorrupt, StorageUnavailable
+from abby_core.errors import LedgerCorrupt, StorageError, StorageUnavailable
 from abby_core.storage.backend import ConditionFailed, StorageBackend
 
 __all__ = ["Ledger", "NoChange"]
@@ -109,14 +109,18 @@ class Ledger:
         ``mutate`` changes the document in place and returns a result; it may raise (e.g.
         :class:`~abby_core.errors.QuotaExceeded`) to refuse, or :class:`NoChange` to skip
         the write. It may run several times, so it must not have side effects. ``create``
-        builds the document when it does not exist yet.
+        builds the document when it does not exist yet (and it is then stored, even on
+        :class:`NoChange`). A :class:`~abby_core.errors.StorageError` raised by the write
+        itself carries ``maybe_written = True``: the change may have landed.
         """
         with self._lock(key):
             for attempt in range(_MAX_ATTEMPTS):
                 cached = self._cache.get(key)
                 fresh = cached is None
+                created = False
                 if cached is None:
                     found = self.read(key)
+                    created = found is None
                     doc, tag = (found[0], found[1]) if found is not None else (create(), None)
                 else:
                     doc, tag = copy.deepcopy(cached[0]), cached[1]
@@ -127,7 +131,11 @@ class Ledger:
                     if not fresh:
                         self._cache.pop(key, None)  # decide again on a fresh copy
                         continue
-                    return skip.result, doc
+                    if not created:
+                        return skip.result, doc
+                    # A document built from the objects is stored even when nothing else
+                    # changed: callers may act on its version, which must then exist.
+                    result = skip.result
                 except Exception:
                     if not fresh:
                         self._cache.pop(key, None)
@@ -138,6 +146,10 @@ class Ledger:
                 body = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
                 try:
                     new_tag = self.backend.write_doc(key, body, etag=tag)
+                except StorageError as exc:
+                    # The request may have reached the server before it failed.
+                    exc.maybe_written = True  # type: ignore[attr-defined]
+                    raise
                 except ConditionFailed:
                     self.conflicts += 1
                     self._cache.pop(key, None)

@@ -29,7 +29,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -41,11 +42,11 @@ from abby_core.config import MB, QuotaTier, Settings
 from abby_core.errors import (
     ImageNotFound,
     InvalidImage,
-    QuotaExceeded,
+    InvalidInput,
+    InvalidUser,
     ReservationInvalid,
     StorageError,
     StorageUnavailable,
-    UserBlocked,
 )
 from abby_core.storage import keys, quota
 from abby_core.storage.accounts import Accounts
@@ -73,6 +74,7 @@ _CONTENT_TYPES = ("image/png", "image/jpeg", "image/webp")
 # A hold with less time left than this is renewed before the image is written, so it
 # cannot expire during the upload (S3 timeouts x attempts stay well below it).
 _SAVE_MARGIN_SECONDS = 120
+_SPENT_REMEMBERED = 10_000
 
 
 def _utcnow() -> datetime:
@@ -118,6 +120,8 @@ class StorageManager:
         self.quota_tiers = tuple(quota_tiers)
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="abby-storage")
         self._closed = False
+        self._spent: OrderedDict[str, None] = OrderedDict()  # reservations saved or released
+        self._spent_lock = threading.Lock()
 
     @property
     def ledger(self) -> Ledger:
@@ -155,11 +159,28 @@ class StorageManager:
         )
 
     # -- plumbing ------------------------------------------------------------------------
-    async def _run(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    async def _run(
+        self, fn: Callable[..., _T], *args: Any, on_cancel: Callable[[_T], object] | None = None, **kwargs: Any
+    ) -> _T:
+        """Run ``fn`` on a worker thread.
+
+        A worker cannot be interrupted, so when the caller is cancelled this waits for it
+        to finish before the cancellation goes on (its effects are then known, and a
+        release that follows cannot race it); ``on_cancel(result)`` undoes a result
+        nobody will receive (a reservation).
+        """
         if self._closed:
             raise StorageError("The storage manager is closed.")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, partial(self._call, fn, *args, **kwargs))
+        future = loop.run_in_executor(self._executor, partial(self._call, fn, *args, **kwargs))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                result = await future
+                if on_cancel is not None:
+                    await loop.run_in_executor(self._executor, on_cancel, result)
+            raise
 
     def _call(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         if self.accounts.owed:
@@ -196,20 +217,18 @@ class StorageManager:
         return limits
 
     # -- reserve / save / release ----------------------------------------------------------
-    def _hold(self, uid: str, rid: str, stem: str, size: int, limits: UserLimits) -> datetime:
+    def _hold(self, uid: str, rid: str, stem: str, size: int, limits: UserLimits, now: datetime) -> datetime:
         """Hold quota for ``rid`` in the user and global ledgers; on failure nothing stays held."""
-        now = self.clock()
         try:
-            entry, _doc = self.accounts.update_user(
+            entry, user_doc = self.accounts.update_user(
                 uid,
                 partial(
                     quota.user_hold, rid=rid, size=size, stem=stem, limits=limits, now=now, ttl=self.reservation_ttl
                 ),
             )
-        except (QuotaExceeded, UserBlocked):
-            raise  # refused before anything was written
-        except BaseException:
-            self.accounts.undo_or_owe(uid, rid, None, quota.day_of(now))  # the write may have landed
+        except BaseException as exc:
+            if getattr(exc, "maybe_written", False):  # the hold may have landed: take it back
+                self.accounts.undo_or_owe(uid, rid, None, quota.day_of(now))
             raise
         try:
             self.accounts.update_global(
@@ -221,6 +240,8 @@ class StorageManager:
                     limit=self.global_limit_bytes,
                     now=now,
                     ttl=self.reservation_ttl,
+                    user_total=quota.user_bytes(user_doc, include_reserved=False),
+                    user_version=int(user_doc["version"]),
                 )
             )
         except BaseException:
@@ -235,7 +256,7 @@ class StorageManager:
         now = self.clock()
         stem = keys.key_stem(uid, now, rid)
         nbytes = self.estimate_bytes if size is None else int(size)
-        expires = self._hold(uid, rid, stem, nbytes, limits)
+        expires = self._hold(uid, rid, stem, nbytes, limits, now)
         return Reservation(rid, uid, nbytes, stem, quota.day_of(now), expires, limits)
 
     async def reserve(
@@ -251,7 +272,7 @@ class StorageManager:
         share the backend. The hold expires after ``RESERVATION_TTL_SECONDS`` if it is
         neither saved nor released. ``role_ids`` select a quota tier.
         """
-        return await self._run(self._reserve, user_id, tuple(role_ids), size_bytes)
+        return await self._run(self._reserve, user_id, tuple(role_ids), size_bytes, on_cancel=self._release)
 
     def _save(self, res: Reservation, data: bytes, content_type: str) -> StoredImage:
         if not isinstance(data, bytes | bytearray) or not data:
@@ -259,13 +280,15 @@ class StorageManager:
         if content_type not in _CONTENT_TYPES:
             raise InvalidImage(f"Images must be PNG, JPEG or WebP, not {content_type!r}.")
         size = len(data)
+        self._spend(res)
         key: str | None = None
         try:
-            if size > res.bytes or res.expires_at - self.clock() < timedelta(seconds=_SAVE_MARGIN_SECONDS):
+            now = self.clock()
+            if size > res.bytes or res.expires_at - now < timedelta(seconds=_SAVE_MARGIN_SECONDS):
                 # Hold again with the real size: grows the hold if the image is larger than
                 # the estimate (checking the limits again), renews its expiry, or re-creates
                 # it if it expired meanwhile. Nothing is written unless this succeeds.
-                self._hold(res.user_id, res.id, res.key_stem, size, res.limits)
+                self._hold(res.user_id, res.id, res.key_stem, size, res.limits, now)
             key = keys.image_key(res.key_stem, content_type)
             self.backend.put_object(key, bytes(data), content_type)
             now = self.clock()
@@ -293,7 +316,18 @@ class StorageManager:
             raise ReservationInvalid("save_image needs the Reservation returned by reserve().")
         return await self._run(self._save, reservation, data, content_type)
 
+    def _spend(self, res: Reservation) -> None:
+        """Mark ``res`` used; a reservation saves one image or is released, once."""
+        with self._spent_lock:
+            if res.id in self._spent:
+                raise ReservationInvalid("This reservation was already used: reserve again for another image.")
+            self._spent[res.id] = None
+            while len(self._spent) > _SPENT_REMEMBERED:
+                self._spent.popitem(last=False)
+
     def _release(self, res: Reservation) -> None:
+        with self._spent_lock:
+            self._spent[res.id] = None
         try:
             self.accounts.undo(res.user_id, res.id, None, res.day)
         except StorageError:
@@ -395,14 +429,7 @@ class StorageManager:
         # Object first, then the ledger: a reconcile running in between can only
         # see the object gone, never count it back.
         self.backend.delete_objects([full])
-
-        def forget(doc: Doc) -> None:
-            if doc["objects"].pop(full, None) is None:
-                raise NoChange()
-
-        with contextlib.suppress(NoChange):
-            _, user_doc = self.accounts.update_user(uid, forget)
-            self.accounts.sync_global(uid, user_doc)
+        self.accounts.forget_objects(uid, [full])
         return info.size
 
     async def delete_image(self, user_id: object, key: str) -> int:
@@ -415,22 +442,10 @@ class StorageManager:
         return await self._run(self._delete, user_id, key)
 
     # -- housekeeping --------------------------------------------------------------------------
-    def _forget_objects(self, by_user: dict[str, list[str]]) -> None:
-        for uid, gone in by_user.items():
-
-            def drop(doc: Doc, gone: list[str] = gone) -> None:
-                removed = [k for k in gone if doc["objects"].pop(k, None) is not None]
-                if not removed:
-                    raise NoChange()
-
-            with contextlib.suppress(NoChange):
-                _, user_doc = self.accounts.update_user(uid, drop)
-                self.accounts.sync_global(uid, user_doc)
-
     def _cleanup(self, days: int | None, dry_run: bool) -> CleanupReport:
         days = self.cleanup_days if days is None else days
-        if days < 0:
-            raise StorageError("The cleanup age must be 0 days or more.")
+        if isinstance(days, bool) or not isinstance(days, int) or days < 0:
+            raise InvalidInput("The cleanup age must be a whole number of days, 0 or more.")
         cutoff = self.clock() - timedelta(days=days)
         old = [o for o in self.backend.list_objects(keys.USERS_PREFIX) if o.last_modified < cutoff]
         by_user: dict[str, list[str]] = defaultdict(list)
@@ -440,7 +455,8 @@ class StorageManager:
                 by_user[owner].append(obj.key)
         if not dry_run and old:
             self.backend.delete_objects([o.key for o in old])  # batches of 1000 on S3
-            self._forget_objects(by_user)
+            for uid, gone in by_user.items():
+                self.accounts.forget_objects(uid, gone)
         if not dry_run:
             stale_temp = [o.key for o in self.backend.list_objects(keys.TEMP_PREFIX) if o.last_modified < cutoff]
             self.backend.delete_objects(stale_temp)
@@ -457,7 +473,7 @@ class StorageManager:
         return await self._run(self._cleanup, days, dry_run)
 
     def _reconcile(self) -> ReconcileReport:
-        now = self.clock()
+        started = self.clock()
         truth: dict[str, dict[str, ObjectInfo]] = defaultdict(dict)
         for obj in self.backend.list_objects(keys.USERS_PREFIX):
             owner = keys.user_from_key(obj.key)
@@ -466,46 +482,60 @@ class StorageManager:
         users = set(truth)
         for obj in self.backend.list_objects(keys.USERS_LEDGER_PREFIX):
             uid = obj.key[len(keys.USERS_LEDGER_PREFIX) :].removesuffix(".json")
-            with contextlib.suppress(StorageError):
+            with contextlib.suppress(InvalidUser):
                 users.add(keys.check_user_id(uid))
         drift: dict[str, tuple[int, int]] = {}
         totals: dict[str, tuple[int, int]] = {}
         for uid in sorted(users):
-            found = truth.get(uid, {})
-
-            def correct(doc: Doc, found: dict[str, ObjectInfo] = found) -> tuple[int, int]:
-                quota.purge_expired(doc, now)
-                # Images still being saved are counted when their save commits.
-                pending = tuple(r["stem"] for r in doc["reservations"].values())
-                before = quota.user_bytes(doc, include_reserved=False)
-                doc["objects"] = {
-                    k: [o.size, o.last_modified.astimezone(UTC).isoformat()]
-                    for k, o in found.items()
-                    if not k.startswith(pending or ("\0",))
-                }
-                after = quota.user_bytes(doc, include_reserved=False)
-                return before, after
-
-            (before, after), doc = self.accounts.update_user(uid, correct)
-            totals[uid] = (after, int(doc["version"]))
+            before, after, version = self._reconcile_user(uid, truth.get(uid, {}), started)
+            totals[uid] = (after, version)
             if before != after:
                 drift[uid] = (before, after)
                 log.warning("Reconcile: user %s ledger said %d bytes, storage holds %d.", uid, before, after)
 
         def rebuild_totals(doc: Doc) -> None:
-            quota.purge_expired(doc, now)
+            quota.purge_expired(doc, self.clock())
             for uid, (total, version) in totals.items():
                 current = doc["users"].get(uid)
                 if current is None or int(current[1]) <= version:
                     doc["users"][uid] = [total, version]
-            for uid in list(doc["users"]):
-                if uid not in totals:
-                    del doc["users"][uid]
 
         self.accounts.update_global(rebuild_totals)
         objects = sum(len(v) for v in truth.values())
         size = sum(o.size for v in truth.values() for o in v.values())
         return ReconcileReport(len(users), objects, size, drift)
+
+    def _reconcile_user(self, uid: str, found: dict[str, ObjectInfo], started: datetime) -> tuple[int, int, int]:
+        """Make ``uid``'s ledger agree with the listing ``found`` (taken at ``started``).
+
+        Saves and deletes keep running meanwhile, so the listing is only trusted where it
+        cannot be stale: entries committed after it began are kept; images it shows that
+        the ledger lacks are added only if they still exist; images of holds in flight
+        are left to their save. Returns (bytes before, bytes after, document version).
+        """
+        known = self.accounts.user_doc(uid)
+        candidates = [k for k in found if k not in known["objects"]]
+        confirmed = {k for k in candidates if self.backend.head_object(k) is not None}
+
+        def correct(doc: Doc) -> tuple[int, int]:
+            quota.purge_expired(doc, self.clock())
+            pending = tuple(r["stem"] for r in doc["reservations"].values()) or ("\0",)
+            before = quota.user_bytes(doc, include_reserved=False)
+            objects: dict[str, list[Any]] = {}
+            for k, entry in doc["objects"].items():
+                if k in found or datetime.fromisoformat(str(entry[1])) > started:
+                    objects[k] = entry  # present, or committed after the listing began
+            for k, o in found.items():
+                if k not in objects and k in confirmed and not k.startswith(pending):
+                    objects[k] = [o.size, o.last_modified.astimezone(UTC).isoformat()]
+            after = sum(int(e[0]) for e in objects.values())
+            if objects == doc["objects"]:
+                raise NoChange((before, after))
+            doc["objects"] = objects
+            return before, after
+
+        (before, after), doc = self.accounts.update_user(uid, correct)
+        return before, after, int(doc["version"])
 
     async def reconcile(self) -> ReconcileReport:
         """Recompute every user's usage from the stored objects; report and fix drift.
@@ -553,7 +583,7 @@ class StorageManager:
     async def grant(self, user_id: object, extra: int) -> None:
         """Give ``user_id`` ``extra`` more generations today (until midnight UTC)."""
         if not isinstance(extra, int) or not 1 <= extra <= 1000:
-            raise StorageError("The number of extra generations must be a whole number from 1 to 1000.")
+            raise InvalidInput("The number of extra generations must be a whole number from 1 to 1000.")
         await self._run(self._admin, user_id, lambda d: d.__setitem__("bonus", int(d.get("bonus", 0)) + extra))
 
     async def reset_daily(self, user_id: object) -> None:

@@ -10,7 +10,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from abby_core.errors import DailyLimitExceeded, GlobalStorageFull, UserBlocked, UserStorageFull
+from abby_core.errors import (
+    DailyLimitExceeded,
+    GlobalStorageFull,
+    ReservationInvalid,
+    UserBlocked,
+    UserStorageFull,
+)
 from abby_core.storage.ledger import NoChange
 from abby_core.storage.models import UserLimits
 
@@ -26,7 +32,6 @@ __all__ = [
     "user_bytes",
     "user_commit",
     "user_hold",
-    "user_release",
     "user_roll_day",
     "well_formed",
 ]
@@ -136,19 +141,23 @@ def user_hold(
 
 
 def user_commit(doc: Doc, *, rid: str, key: str, size: int, now: datetime) -> None:
-    """Turn reservation ``rid`` into the stored object ``key``; idempotent."""
+    """Turn the hold of reservation ``rid`` into the stored object ``key``.
+
+    Without a live hold there is nothing to charge against, so nothing is committed:
+    :class:`~abby_core.errors.ReservationInvalid` (the hold expired during the upload,
+    or the reservation was already used).
+    """
     user_roll_day(doc, now)
+    purge_expired(doc, now)
     held = doc["reservations"].pop(rid, None)
-    if key in doc["objects"] and held is None:
-        raise NoChange()
-    if held is not None and held["day"] == doc["day"]:
+    if held is None:
+        raise ReservationInvalid(
+            "This generation took too long to save and its quota hold expired; nothing was charged. "
+            "Please try again."
+        )
+    if held["day"] == doc["day"]:
         doc["count"] = int(doc["count"]) + 1
     doc["objects"][key] = [size, _iso(now)]
-
-
-def user_release(doc: Doc, *, rid: str) -> None:
-    if doc["reservations"].pop(rid, None) is None:
-        raise NoChange()
 
 
 def global_usage(doc: Doc, *, skip: str | None = None) -> int:
@@ -156,8 +165,28 @@ def global_usage(doc: Doc, *, skip: str | None = None) -> int:
     return committed + sum(int(r["bytes"]) for rid, r in doc["reservations"].items() if rid != skip)
 
 
-def global_hold(doc: Doc, *, rid: str, user_id: str, size: int, limit: int, now: datetime, ttl: int) -> None:
+def global_hold(
+    doc: Doc,
+    *,
+    rid: str,
+    user_id: str,
+    size: int,
+    limit: int,
+    now: datetime,
+    ttl: int,
+    user_total: int | None = None,
+    user_version: int = 0,
+) -> None:
+    """Hold ``size`` bytes of the global limit for ``rid``.
+
+    ``user_total``/``user_version``: the user's committed bytes from the user document
+    just written; recorded here when newer, so a total a crashed process never synced
+    is corrected by the user's next reservation.
+    """
     purge_expired(doc, now)
+    current = doc["users"].get(user_id)
+    if user_total is not None and (current is None or int(current[1]) < user_version):
+        doc["users"][user_id] = [user_total, user_version]
     existing = doc["reservations"].get(rid)
     size = max(size, int(existing["bytes"])) if existing else size
     used = global_usage(doc, skip=rid)

@@ -16,9 +16,9 @@ from abby_core.errors import (
     GlobalStorageFull,
     ImageNotFound,
     InvalidImage,
+    InvalidInput,
     InvalidKey,
     InvalidUser,
-    StorageError,
     UserBlocked,
     UserStorageFull,
 )
@@ -336,7 +336,7 @@ async def test_admin_block_grant_and_reset(make_manager: Callable[..., StorageMa
     assert (await manager.get_quota_status(ALICE)).blocked
     await manager.set_blocked(ALICE, False)
     await generate(manager, ALICE)
-    with pytest.raises(StorageError):
+    with pytest.raises(InvalidInput):
         await manager.grant(ALICE, 0)
 
 

@@ -1,0 +1,185 @@
+"""The edges between steps: reconcile during saves, reused or expired reservations,
+cancellation, a total nobody synced, and failed reads that wrote nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from abby_core.config import load_settings
+from abby_core.errors import ConfigError, ReservationInvalid, StorageUnavailable
+from abby_core.storage import ObjectInfo, StorageManager
+from abby_core.storage.keys import GLOBAL_LEDGER_KEY, USERS_PREFIX
+from tests.storage.conftest import Clock
+from tests.storage.test_manager import ALICE, BOB, png
+
+
+@pytest.fixture
+async def manager(tmp_path: Path, clock: Clock):  # type: ignore[no-untyped-def]
+    m = StorageManager(storage_root=tmp_path / "shared", clock=clock, max_user_daily_gens=5)
+    yield m
+    await m.aclose()
+
+
+async def test_reconcile_keeps_a_save_that_lands_after_its_listing(
+    manager: StorageManager, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await manager.save_image(await manager.reserve(ALICE), png())
+    backend = manager.backend
+    real_list = backend.list_objects
+    late: list[str] = []
+
+    def stale_listing(prefix: str) -> Iterator[ObjectInfo]:
+        snapshot = list(real_list(prefix))
+        if prefix == USERS_PREFIX and not late:
+            # While reconcile holds this listing, another request saves an image.
+            clock.advance(seconds=1)
+            reservation = manager._reserve(ALICE, (), None)
+            late.append(manager._save(reservation, png(color=(9, 9, 9)), "image/png").key)
+        return iter(snapshot)
+
+    monkeypatch.setattr(backend, "list_objects", stale_listing)
+    report = await manager.reconcile()
+    monkeypatch.setattr(backend, "list_objects", real_list)
+    status = await manager.get_quota_status(ALICE)
+    stored = sum(o.size for o in backend.list_objects(f"{USERS_PREFIX}{ALICE}/"))
+    assert late and status.user_bytes == stored == status.global_bytes
+    assert report.drift == {}
+    assert first.key != late[0]
+
+
+async def test_reconcile_does_not_count_back_an_image_deleted_after_its_listing(
+    manager: StorageManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept = await manager.save_image(await manager.reserve(ALICE), png())
+    doomed = await manager.save_image(await manager.reserve(ALICE), png(color=(5, 5, 5)))
+    backend = manager.backend
+    real_list = backend.list_objects
+    done: list[bool] = []
+
+    def stale_listing(prefix: str) -> Iterator[ObjectInfo]:
+        snapshot = list(real_list(prefix))
+        if prefix == USERS_PREFIX and not done:
+            manager._delete(ALICE, doomed.key)  # the member deletes it meanwhile
+            done.append(True)
+        return iter(snapshot)
+
+    monkeypatch.setattr(backend, "list_objects", stale_listing)
+    await manager.reconcile()
+    monkeypatch.setattr(backend, "list_objects", real_list)
+    status = await manager.get_quota_status(ALICE)
+    assert (status.user_bytes, status.global_bytes) == (kept.size, kept.size)
+
+
+async def test_reconcile_keeps_users_who_appear_while_it_runs(
+    manager: StorageManager, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await manager.save_image(await manager.reserve(ALICE), png())
+    backend = manager.backend
+    real_list = backend.list_objects
+    newcomer: list[int] = []
+
+    def stale_listing(prefix: str) -> Iterator[ObjectInfo]:
+        snapshot = list(real_list(prefix))
+        if prefix == USERS_PREFIX and not newcomer:
+            clock.advance(seconds=1)
+            newcomer.append(manager._save(manager._reserve(BOB, (), None), png(), "image/png").size)
+        return iter(snapshot)
+
+    monkeypatch.setattr(backend, "list_objects", stale_listing)
+    await manager.reconcile()
+    monkeypatch.setattr(backend, "list_objects", real_list)
+    stats = await manager.stats()
+    assert dict(stats.top_users)[BOB] == newcomer[0]
+
+
+async def test_a_reservation_saves_one_image_only(manager: StorageManager) -> None:
+    reservation = await manager.reserve(ALICE)
+    first = await manager.save_image(reservation, png())
+    with pytest.raises(ReservationInvalid):
+        await manager.save_image(reservation, png(color=(1, 1, 1)))
+    assert await manager.get_image(ALICE, first.key) == png()  # the first image is intact
+    status = await manager.get_quota_status(ALICE)
+    assert (status.daily_used, status.user_bytes) == (1, first.size)
+
+
+async def test_a_hold_that_expires_during_the_upload_charges_nothing(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = StorageManager(storage_root=tmp_path, clock=clock, reservation_ttl_seconds=600)
+    reservation = await manager.reserve(ALICE)
+    real_put = manager.backend.put_object
+
+    def slow_put(key: str, data: bytes, content_type: str) -> None:
+        real_put(key, data, content_type)
+        clock.advance(seconds=601)  # the upload outlived the hold
+
+    monkeypatch.setattr(manager.backend, "put_object", slow_put)
+    with pytest.raises(ReservationInvalid, match="expired"):
+        await manager.save_image(reservation, png())
+    status = await manager.get_quota_status(ALICE)
+    assert (status.daily_used, status.user_bytes, status.in_flight) == (0, 0, 0)
+    assert list(manager.backend.list_objects("images/")) == []
+    await manager.aclose()
+
+
+async def test_a_cancelled_reserve_leaves_no_hold(manager: StorageManager, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write = manager.backend.write_doc
+    entered = threading.Event()
+
+    def slow_write(key: str, body: bytes, *, etag: str | None) -> str:
+        entered.set()
+        time.sleep(0.3)
+        return real_write(key, body, etag=etag)
+
+    monkeypatch.setattr(manager.backend, "write_doc", slow_write)
+    task = asyncio.create_task(manager.reserve(ALICE))
+    await asyncio.to_thread(entered.wait, 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    monkeypatch.setattr(manager.backend, "write_doc", real_write)
+    await asyncio.sleep(1.0)  # let any worker the cancellation left behind finish
+    status = await manager.get_quota_status(ALICE)
+    assert (status.daily_used, status.in_flight, status.global_bytes) == (0, 0, 0)
+
+
+async def test_a_total_nobody_synced_is_corrected_by_the_next_reservation(manager: StorageManager) -> None:
+    stored = await manager.save_image(await manager.reserve(ALICE), png())
+    # As if the process died between the user ledger and the global one: the global
+    # document still has the old total.
+    found = manager.backend.read_doc(GLOBAL_LEDGER_KEY)
+    assert found is not None
+    doc = json.loads(found[0])
+    doc["users"][ALICE] = [0, 1]
+    doc["version"] += 1
+    manager.backend.write_doc(GLOBAL_LEDGER_KEY, json.dumps(doc).encode(), etag=found[1])
+    manager.ledger.forget()
+    assert (await manager.get_quota_status(ALICE)).global_bytes == 0
+    reservation = await manager.reserve(ALICE)
+    assert (await manager.get_quota_status(ALICE)).global_bytes == stored.size + reservation.bytes
+
+
+async def test_a_failed_read_owes_no_undo(manager: StorageManager, monkeypatch: pytest.MonkeyPatch) -> None:
+    manager.ledger.forget()
+
+    def unreachable(key: str) -> None:
+        raise StorageUnavailable("Could not read the quota ledger: the storage server could not be reached.")
+
+    monkeypatch.setattr(manager.backend, "read_doc", unreachable)
+    for _ in range(3):
+        with pytest.raises(StorageUnavailable):
+            await manager.reserve(ALICE)
+    assert manager.accounts.owed == {}
+
+
+def test_region_names_are_checked_at_start_up() -> None:
+    with pytest.raises(ConfigError, match="S3_REGION"):
+        load_settings(env_file=None, S3_REGION="eu west 1")
+    assert load_settings(env_file=None, S3_REGION="eu-west-1").s3.region == "eu-west-1"
