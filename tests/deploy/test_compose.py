@@ -749,7 +749,7 @@ def test_windows_uninstall_script() -> None:
 def _example_names() -> set[str]:
     names = set()
     for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
-        match = re.match(r"([A-Z][A-Z0-9_]*)=", line)
+        match = re.match(r"(?:# )?([A-Z][A-Z0-9_]*)=", line)  # documented, maybe left unset
         if match:
             names.add(match.group(1))
     return names
