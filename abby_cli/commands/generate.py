@@ -16,7 +16,7 @@ from rich.console import Console
 from abby_cli.output import OK, Output, escape, human_bytes, quota_line
 from abby_cli.runtime import JsonFlag, open_service, run_command
 from abby_core.config import Settings
-from abby_core.errors import InvalidImage, InvalidInput
+from abby_core.errors import AbbyError, InvalidImage, InvalidInput
 from abby_core.generation import ASPECT_RATIOS
 from abby_core.pipeline import GenerationResult, ImageService
 
@@ -81,23 +81,28 @@ def result_payload(result: GenerationResult) -> dict[str, Any]:
 
 async def _finish(service: ImageService, out: Output, result: GenerationResult, copy_to: Path | None) -> None:
     payload = result_payload(result)
+    copy_error: str | None = None
     if copy_to is not None:
-        data = await service.storage.get_image(result.stored.user_id, result.stored.key)
+        # The image is stored and charged by now: a failed copy is reported beside the
+        # success (``out_error``), never as a failure that a script would retry and pay for.
         try:
-            copy_to.write_bytes(data)
+            copy_to.write_bytes(await service.storage.get_image(result.stored.user_id, result.stored.key))
+            payload["out"] = str(copy_to)
         except OSError as exc:
-            raise InvalidInput(
-                f"The image was saved as {result.stored.key}, but a copy could not be written to {copy_to} "
-                f"({exc.strerror or 'write failed'})."
-            ) from None
-        payload["out"] = str(copy_to)
+            copy_error = f"a copy could not be written to {copy_to} ({exc.strerror or 'write failed'})"
+        except AbbyError as exc:
+            copy_error = f"a copy could not be written to {copy_to} ({exc.message})"
+        if copy_error is not None:
+            payload["out_error"] = copy_error
 
     def render(con: Console) -> None:
         stored = result.stored
         size = human_bytes(stored.size)
         con.print(f"{OK} Saved [bold]{escape(stored.name)}[/bold] ({size}, seed {result.image.seed})")
         con.print(f"  {'url' if stored.url else 'path'}: {escape(stored.link or '')}")
-        if copy_to is not None:
+        if copy_error is not None:
+            con.print(f"  [yellow]copy: {escape(copy_error)}[/yellow]")
+        elif copy_to is not None:
             con.print(f"  copy: {escape(str(copy_to))}")
         con.print(f"  quota: {escape(quota_line(result.status))}")
 

@@ -144,7 +144,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def cleanup(
         ctx: typer.Context,
-        days: Annotated[int | None, typer.Option("--days", min=0, help="Age in days (STORAGE_CLEANUP_DAYS).")] = None,
+        days: Annotated[
+            int | None, typer.Option("--days", min=0, help="Age in days (STORAGE_CLEANUP_DAYS); 0 removes every image.")
+        ] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be deleted.")] = False,
         json_mode: JsonFlag = False,
     ) -> None:

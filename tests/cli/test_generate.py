@@ -129,3 +129,17 @@ def test_out_folder_missing_is_refused_before_charging(abby: Invoke, offline: No
     result = abby("imagine", "a cat", "--user", USER, "--out", str(tmp_path / "no" / "x.png"), "--json")
     assert result.exit_code == 1 and one_json(result)["error"]["code"] == "invalid_input"
     assert one_json(abby("quota", USER, "--json"))["daily_used"] == 0
+
+
+def test_a_copy_that_cannot_be_written_does_not_turn_a_charged_image_into_a_failure(
+    abby: Invoke, offline: None, tmp_path: Path
+) -> None:
+    target = tmp_path / "a-folder"
+    target.mkdir()  # writing a file over a folder fails after the image was stored
+    result = abby("imagine", "a cat", "--user", USER, "--out", str(target), "--json")
+    body = one_json(result)
+    assert result.exit_code == 0 and body["ok"] is True
+    assert "out" not in body and "could not be written" in body["out_error"]
+    assert body["key"] and body["quota"]["daily_used"] == 1
+    text = abby("imagine", "a dog", "--user", USER, "--out", str(target))
+    assert text.exit_code == 0 and "could not be written" in text.stdout + text.stderr
