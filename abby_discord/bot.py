@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from datetime import UTC, datetime
 
 import aiohttp
 import discord
@@ -65,7 +63,6 @@ class AbbyBot(commands.Bot):
         storage: StorageManager,
         generator: ImageGenerator,
         service: ImageService,
-        clock: Callable[[], datetime] | None = None,
         maintenance_delay: float = 60.0,
         maintenance_interval: float = DAY,
     ) -> None:
@@ -80,7 +77,6 @@ class AbbyBot(commands.Bot):
         self.storage = storage
         self.generator = generator
         self.service = service
-        self.clock = clock or (lambda: datetime.now(UTC))
         self.limiter = GenerationLimiter(settings.discord.max_concurrent_generations)
         self.maintenance_delay = maintenance_delay
         self.maintenance_interval = maintenance_interval

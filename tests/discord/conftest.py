@@ -96,7 +96,6 @@ class Abby:
             storage=self.storage,
             generator=self.generator,
             service=service,
-            clock=self.clock,
             maintenance_delay=self.maintenance_delay,
         )
         await self.fake.run_bot(self.bot)

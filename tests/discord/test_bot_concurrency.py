@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from abby_core.errors import GenerationTimeout
 from abby_core.generation import ImageGenerator
 from abby_discord.limiter import UserBusy
 from tests.discord.conftest import Abby, GatedProvider, field, refusal, result_of
@@ -56,3 +59,22 @@ async def test_queue_position_is_shown_when_the_bot_is_at_its_cap(abby: Abby) ->
     positions = [(e.content or "").split(".")[0] for e in third.edits[:2]]
     assert positions == ["⏳ Queued — position 2", "⏳ Queued — position 1"]
     assert provider.calls == 3
+
+
+async def test_a_generation_is_stopped_and_refunded_before_discord_stops_listening(
+    abby: Abby, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    import abby_discord.cogs.generate.cog as cog
+
+    monkeypatch.setattr(cog, "_ANSWER_WITHIN", timedelta(seconds=1))  # instead of Discord's 15 minutes
+    provider = GatedProvider()  # never let through: the provider hangs
+    await abby.start(generator=ImageGenerator(provider=provider))
+    ann = abby.fake.make_member(name="ann")
+    handle = await abby.fake.slash("imagine", user=ann, options={"prompt": "slow"}, expect_error=True)
+    error, reply = await refusal(handle, timeout=8)
+    assert isinstance(error, GenerationTimeout)
+    assert "nothing was charged" in (reply.content or "").lower()
+    status = await abby.status(ann)
+    assert (status.daily_used, status.in_flight) == (0, 0)

@@ -8,17 +8,19 @@ then :class:`~abby_core.pipeline.ImageService` checks, reserves, generates and s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from abby_core.errors import InvalidImage, InvalidPrompt
+from abby_core.errors import GenerationTimeout, InvalidImage, InvalidPrompt
 from abby_core.generation import ASPECT_RATIOS, MAX_SEED, STYLE_PRESETS
 from abby_core.pipeline import GenerationResult
 from abby_discord.errors import PUBLIC_DEFER, NotOwner
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["MAX_UPLOAD_BYTES", "Images", "check_attachment", "role_ids"]
 
 log = logging.getLogger("abby.discord")
+_ANSWER_WITHIN = timedelta(minutes=14)  # Discord's interaction token lasts 15
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
@@ -51,6 +54,10 @@ def check_attachment(attachment: discord.Attachment) -> None:
     declared = (attachment.content_type or "").split(";")[0].strip().lower()
     if declared not in IMAGE_TYPES and not (not declared and attachment.filename.lower().endswith(_EXTENSIONS)):
         raise InvalidImage(f"`{attachment.filename[:80]}` is not an image. Please attach a PNG, JPEG or WebP image.")
+
+
+def _seconds_until(moment: datetime) -> float:
+    return max(1.0, (moment - datetime.now(UTC)).total_seconds())
 
 
 def _size_limit(interaction: discord.Interaction) -> int:
@@ -82,8 +89,17 @@ class Images(commands.Cog):
                     content=f"⏳ Queued — position {place}. I'll start on your image as soon as a slot is free."
                 )
 
-            await ticket.wait_turn(show_position)
-            result = await run(role_ids(interaction.user))
+            # Discord accepts edits of this reply for 15 minutes: queue and generation share
+            # what is left of them, so a slow provider is stopped (and refunded) in time.
+            deadline = interaction.created_at + _ANSWER_WITHIN
+            await ticket.wait_turn(show_position, timeout=_seconds_until(deadline))
+            try:
+                async with asyncio.timeout(_seconds_until(deadline)):
+                    result = await run(role_ids(interaction.user))
+            except TimeoutError:
+                raise GenerationTimeout(
+                    "That took longer than Discord lets me answer (15 minutes); nothing was charged. Please try again."
+                ) from None
         try:
             rendered = render_result(
                 result,
