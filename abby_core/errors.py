@@ -162,7 +162,7 @@ class UserStorageFull(QuotaExceeded):
     def __init__(self, *, used: int, limit: int) -> None:
         super().__init__(
             f"Your image storage is full ({_mb(used)} of {_mb(limit)}). "
-            "Delete some images with /gallery, or wait for old ones to expire.",
+            "Delete some of your images (the Delete button under a result), or wait for old ones to expire.",
             used=used,
             limit=limit,
         )
