@@ -6,6 +6,7 @@ Quota is held before the provider is called and committed when the image is stor
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -109,6 +110,35 @@ async def _finish(service: ImageService, out: Output, result: GenerationResult, 
     out.success(payload, render)
 
 
+Call = Callable[[ImageService, bytes], Awaitable[GenerationResult]]
+
+
+def _generate(
+    ctx: typer.Context,
+    json_mode: bool,
+    *,
+    provider: Provider | None,
+    out_file: Path | None,
+    label: str,
+    call: Call,
+    image: Path | None = None,
+) -> None:
+    """What imagine, img2img and upscale share: check, open the service, generate, report.
+
+    ``image`` is read (and refused if unusable) before anything is opened or charged.
+    """
+
+    async def body(settings: Settings, out: Output) -> None:
+        check_out(out_file)
+        data = read_image(image) if image is not None else b""
+        async with open_service(settings, provider.value if provider else None) as service:
+            with out.progress(label):
+                result = await call(service, data)
+            await _finish(service, out, result, out_file)
+
+    run_command(ctx, json_mode, body)
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def imagine(
@@ -125,17 +155,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Make an image from PROMPT for a user (quota reserve → generate → store → commit)."""
 
-        async def body(settings: Settings, out: Output) -> None:
-            check_out(out_file)
-            async with open_service(settings, provider.value if provider else None) as service:
-                with out.progress("Generating…"):
-                    result = await service.imagine(
-                        user, prompt, negative_prompt=negative, aspect_ratio=aspect_ratio, seed=seed,
-                        style_preset=style,
-                    )
-                await _finish(service, out, result, out_file)
-
-        run_command(ctx, json_mode, body)
+        _generate(
+            ctx, json_mode, provider=provider, out_file=out_file, label="Generating…",
+            call=lambda service, _: service.imagine(
+                user, prompt, negative_prompt=negative, aspect_ratio=aspect_ratio, seed=seed, style_preset=style
+            ),
+        )
 
     @app.command()
     def img2img(
@@ -152,17 +177,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Make a new image from IMAGE and PROMPT for a user."""
 
-        async def body(settings: Settings, out: Output) -> None:
-            check_out(out_file)
-            data = read_image(image)
-            async with open_service(settings, provider.value if provider else None) as service:
-                with out.progress("Generating…"):
-                    result = await service.img2img(
-                        user, data, prompt, strength=strength, negative_prompt=negative, seed=seed
-                    )
-                await _finish(service, out, result, out_file)
-
-        run_command(ctx, json_mode, body)
+        _generate(
+            ctx, json_mode, provider=provider, out_file=out_file, label="Generating…", image=image,
+            call=lambda service, data: service.img2img(
+                user, data, prompt, strength=strength, negative_prompt=negative, seed=seed
+            ),
+        )
 
     @app.command()
     def upscale(
@@ -176,12 +196,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Make a larger copy of IMAGE for a user."""
 
-        async def body(settings: Settings, out: Output) -> None:
-            check_out(out_file)
-            data = read_image(image)
-            async with open_service(settings, provider.value if provider else None) as service:
-                with out.progress("Upscaling…"):
-                    result = await service.upscale(user, data, mode=mode.value)
-                await _finish(service, out, result, out_file)
-
-        run_command(ctx, json_mode, body)
+        _generate(
+            ctx, json_mode, provider=provider, out_file=out_file, label="Upscaling…", image=image,
+            call=lambda service, data: service.upscale(user, data, mode=mode.value),
+        )
