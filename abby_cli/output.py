@@ -68,6 +68,13 @@ class Output:
         else:
             render(self.out)
 
+    def interrupted(self) -> None:
+        """Say the command was stopped (Ctrl+C): one JSON object with ``--json``, as always."""
+        if self.json_mode:
+            self._json({"ok": False, "error": {"code": "interrupted", "message": "Interrupted."}})
+        else:
+            self.note("Interrupted.")
+
     def fail(self, exc: BaseException, *, payload: dict[str, Any] | None = None) -> NoReturn:
         """Report ``exc`` (JSON on stdout, or a red message on stderr) and exit with its code."""
         error = describe_error(exc)

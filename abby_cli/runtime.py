@@ -56,7 +56,8 @@ def run_command(ctx: typer.Context, json_mode: bool, body: Body) -> None:
     except (typer.Exit, typer.Abort):
         raise
     except KeyboardInterrupt:
-        out.note("Interrupted.")
+        # A failed generation is released on the way out, so an interruption costs nothing.
+        out.interrupted()
         raise typer.Exit(130) from None
     except Exception as exc:
         if state.debug and not isinstance(exc, AbbyError):

@@ -120,3 +120,17 @@ def test_storage_unavailable_exit_code(abby: Invoke, tmp_path: Path, monkeypatch
     result = abby("imagine", "a cat", "--user", USER, "--provider", "offline", "--json")
     assert result.exit_code == 3
     assert one_json(result)["error"]["code"] == "storage_unavailable"
+
+
+def test_interrupted_command_still_prints_one_json_object(
+    abby: Invoke, offline: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from abby_core.pipeline import ImageService
+
+    async def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ImageService, "imagine", interrupted)
+    result = abby("imagine", "a cat", "--user", USER, "--json")
+    assert result.exit_code == 130
+    assert one_json(result) == {"ok": False, "error": {"code": "interrupted", "message": "Interrupted."}}
