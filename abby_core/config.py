@@ -17,6 +17,7 @@ and hand each component its own section. Bad values fail here, at start-up, with
 from __future__ import annotations
 
 import json
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -267,6 +268,13 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("stability_api_key")
+    @classmethod
+    def _header_safe_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(r"[\x21-\x7e]{1,512}", value.get_secret_value().strip()):
+            raise ValueError("it has characters an API key cannot have (spaces, quotes, non-ASCII)")
         return value
 
     @field_validator("s3_endpoint_url", "s3_public_endpoint_url", "stability_api_host")

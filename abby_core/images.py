@@ -31,7 +31,7 @@ from typing import Literal
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from abby_core.errors import InvalidImage, InvalidPrompt
+from abby_core.errors import InvalidImage, InvalidInput, InvalidPrompt
 
 __all__ = [
     "CONSERVATIVE_UPSCALE",
@@ -311,16 +311,19 @@ def compress_for_storage(
     data is not an image Abby accepts.
     """
     if not 1 <= quality <= 100:
-        raise ValueError("quality must be between 1 and 100")
+        raise InvalidInput("IMAGE_STORE_QUALITY must be a whole number from 1 to 100.")
     before = len(data)
     if fmt == "png" and sniff_format(data) == "png":
         return CompressedImage(data, "image/png", before, before)
     img, _ = _open(data, max_bytes=max_bytes, max_pixels=MAX_IMAGE_PIXELS)
     img = _normalise(img)
     buf = io.BytesIO()
-    if fmt == "webp":
-        img.save(buf, format="WEBP", quality=quality, lossless=lossless, method=4)
-    else:
-        img.save(buf, format="PNG", optimize=False, compress_level=6)
+    try:
+        if fmt == "webp":
+            img.save(buf, format="WEBP", quality=quality, lossless=lossless, method=4)
+        else:
+            img.save(buf, format="PNG", optimize=False, compress_level=6)
+    except (ValueError, OSError) as exc:  # e.g. WebP's 16383-pixel side limit
+        raise InvalidImage(f"The image could not be stored as {fmt.upper()} ({type(exc).__name__}).") from exc
     out = buf.getvalue()
     return CompressedImage(out, CONTENT_TYPES[fmt], before, len(out))

@@ -249,5 +249,7 @@ def test_jpeg_to_png_storage_converts() -> None:
 
 
 def test_storage_rejects_bad_quality() -> None:
-    with pytest.raises(ValueError):
+    from abby_core.errors import InvalidInput
+
+    with pytest.raises(InvalidInput):
         compress_for_storage(encode(noisy(), "PNG"), fmt="webp", quality=0)

@@ -132,7 +132,9 @@ class ImageGenerator:
         output_format: str = "png",
     ) -> GeneratedImage:
         """Remake ``image`` following ``prompt``; ``strength`` 0 keeps it, 1 ignores it."""
-        request = validate_image_to_image(
+        # Decoding and resizing is CPU work: off the event loop.
+        request = await asyncio.to_thread(
+            validate_image_to_image,
             image,
             prompt,
             strength=strength,
@@ -151,7 +153,9 @@ class ImageGenerator:
         output_format: str = "png",
     ) -> GeneratedImage:
         """Enlarge ``image`` (fast: 4x). ``creative`` polls for up to a few minutes."""
-        request = validate_upscale(image, prompt=prompt, mode=mode, output_format=output_format)
+        request = await asyncio.to_thread(
+            validate_upscale, image, prompt=prompt, mode=mode, output_format=output_format
+        )
         return await self.generate(request)
 
     async def get_balance(self) -> float | None:

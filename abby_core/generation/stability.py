@@ -63,6 +63,7 @@ _UPSCALE_LABELS = {
     "conservative": "Stable Conservative Upscale",
     "creative": "Stable Creative Upscale",
 }
+_KEY = re.compile(r"[\x21-\x7e]{1,512}")  # printable ASCII, no spaces: it goes into a header
 _RESULT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 # The pool must not serialize concurrent generations (each can take a minute).
 _LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30)
@@ -99,8 +100,17 @@ class StabilityProvider(Provider):
             raise ConfigError(f"STABILITY_MODEL must be one of {', '.join(MODELS)}.")
         if timeout <= 0 or max_retries < 0:
             raise ConfigError("The Stability timeout must be above 0 and max_retries at least 0.")
+        if poll_interval <= 0 or poll_deadline <= 0:
+            raise ConfigError("The creative-upscale poll interval and deadline must be above 0 seconds.")
         key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
-        self._key = SecretStr(key.strip()) if key and key.strip() else None
+        key = key.strip() if key else None
+        if key and not _KEY.fullmatch(key):
+            # It goes into an HTTP header: anything else fails there, with the key in the error.
+            raise ConfigError(
+                "STABILITY_API_KEY has characters an API key cannot have (spaces, quotes, non-ASCII): "
+                "copy it again from the Stability AI account page."
+            )
+        self._key = SecretStr(key) if key else None
         self._host = api_host.rstrip("/")
         self._model = model
         self._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
@@ -111,6 +121,7 @@ class StabilityProvider(Provider):
         self._poll_interval = poll_interval
         self._poll_deadline = poll_deadline
         self._client: httpx.AsyncClient | None = None
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"StabilityProvider(host={self._host!r}, model={self._model!r}, configured={self.configured})"
@@ -179,6 +190,8 @@ class StabilityProvider(Provider):
         return float(credits)
 
     async def aclose(self) -> None:
+        """Close the connection pool; the provider cannot be used afterwards."""
+        self._closed = True
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -186,6 +199,8 @@ class StabilityProvider(Provider):
     # -- HTTP ------------------------------------------------------------------------
 
     def _http(self) -> httpx.AsyncClient:
+        if self._closed:
+            raise GenerationUnavailable("The image service client is closed (the bot is shutting down).")
         if self._client is None:
             self._client = httpx.AsyncClient(
                 base_url=self._host, timeout=self._timeout, limits=_LIMITS, transport=self._transport
@@ -193,15 +208,25 @@ class StabilityProvider(Provider):
         return self._client
 
     async def _poll(self, result_id: str, label: str) -> GeneratedImage:
-        """Wait for an async result: every ``poll_interval`` seconds until ``poll_deadline``."""
+        """Wait for an async result: every ``poll_interval`` seconds until ``poll_deadline``.
+
+        The result is already paid for, so a failed or slow poll is not fatal: it waits
+        for the next one (never faster than ``poll_interval``) until the deadline.
+        """
         deadline = self._clock() + self._poll_deadline
         for _ in range(math.ceil(self._poll_deadline / self._poll_interval) + 1):
-            await self._sleep(self._poll_interval)
-            response = await self._send("GET", f"/v2beta/results/{result_id}")
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                break
+            await self._sleep(min(self._poll_interval, remaining))
+            try:
+                response = await self._send("GET", f"/v2beta/results/{result_id}", retries=0)
+            except GenerationUnavailable:  # includes timeouts and rate limits: try the next poll
+                if self._closed:
+                    raise
+                continue
             if response.status_code != 202:
                 return self._image(response, label, 0, request_id=result_id)
-            if self._clock() >= deadline:
-                break
         raise GenerationTimeout("The image service took too long to finish the upscale. Please try again.")
 
     async def _send(
@@ -212,8 +237,14 @@ class StabilityProvider(Provider):
         fields: Fields | None = None,
         image: bytes | None = None,
         accept: str = "image/*",
+        retries: int | None = None,
     ) -> httpx.Response:
-        """One call with retries; returns a 2xx response or raises an Abby error."""
+        """One call with retries; returns a 2xx response or raises an Abby error.
+
+        A POST is retried only when the request cannot have reached the service (it could
+        not connect) or the service answered that it did not run it (429, 5xx): a
+        connection that breaks after the request was sent may already have been billed.
+        """
         if self._key is None:
             raise NotConfigured(NOT_CONFIGURED)
         key = self._key.get_secret_value()
@@ -222,8 +253,9 @@ class StabilityProvider(Provider):
         files: dict[str, Any] | None = None
         if method == "POST":
             files = {"image": ("image.png", image, "image/png")} if image is not None else {"none": ""}
-        for retry in range(self._policy.max_retries + 1):
-            last = retry == self._policy.max_retries
+        attempts = self._policy.max_retries if retries is None else retries
+        for retry in range(attempts + 1):
+            last = retry == attempts
             try:
                 response = await self._http().request(method, path, data=fields, files=files, headers=headers)
             except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -236,10 +268,21 @@ class StabilityProvider(Provider):
                     "The image service took too long to answer. Please try again; if it keeps "
                     "happening the server owner may raise STABILITY_TIMEOUT_SECONDS."
                 ) from exc
-            except httpx.TransportError as exc:
+            except httpx.LocalProtocolError:
+                # Our own request could not be written (a malformed header); never retried,
+                # and not chained: the header holds the key.
+                raise GenerationUnavailable(
+                    "The image service could not be called (a malformed request). Please tell the server owner."
+                ) from None
+            except httpx.ConnectError as exc:
                 if last:
                     raise GenerationUnavailable(
                         "The image service could not be reached. Please try again in a few minutes."
+                    ) from exc
+            except httpx.TransportError as exc:
+                if last or method == "POST":  # sent, maybe processed: retrying could charge twice
+                    raise GenerationUnavailable(
+                        "The connection to the image service broke. Please try again in a few minutes."
                     ) from exc
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 raise GenerationUnavailable(
@@ -250,7 +293,8 @@ class StabilityProvider(Provider):
                 if response.is_success:
                     return response
                 retry_after = parse_retry_after(response.headers)
-                if last or not self._policy.should_retry(response.status_code):
+                too_long = retry_after is not None and retry_after > self._policy.retry_after_cap
+                if last or too_long or not self._policy.should_retry(response.status_code):
                     raise error_for_status(
                         response.status_code, _json(response), retry_after=retry_after, secrets=(key,)
                     )

@@ -9,7 +9,7 @@ from PIL import Image
 from pydantic import SecretStr
 
 from abby_core.config import load_settings
-from abby_core.errors import ConfigError, ContentFiltered, GenerationTimeout, NotConfigured
+from abby_core.errors import ConfigError, ContentFiltered, GenerationTimeout, GenerationUnavailable, NotConfigured
 from abby_core.generation import ImageGenerator
 from abby_core.generation.stability import StabilityProvider
 from tests.fixtures.fake_stability import API_KEY, FakeStability, Reply
@@ -214,3 +214,6 @@ async def test_aclose_twice_is_fine(fake_stability: FakeStability) -> None:
     await gen.text_to_image("a fox")
     await gen.aclose()
     await gen.aclose()
+    with pytest.raises(GenerationUnavailable, match="closed"):
+        await gen.text_to_image("a fox")
+    assert fake_stability.routes_hit("core") == 1
