@@ -132,7 +132,6 @@ def reconcile(ctx: typer.Context, json_mode: JsonFlag = False) -> None:
                 "bytes": report.bytes,
                 "drift_bytes": report.drift_bytes,
                 "drift": drift,
-                "rebuilt": list(report.rebuilt),
             },
             render,
         )

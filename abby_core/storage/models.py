@@ -120,7 +120,6 @@ class ReconcileReport:
     objects: int
     bytes: int
     drift: dict[str, tuple[int, int]] = field(default_factory=dict)
-    rebuilt: list[str] = field(default_factory=list)
 
     @property
     def drift_bytes(self) -> int:
