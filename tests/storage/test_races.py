@@ -7,17 +7,20 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from abby_core.config import load_settings
 from abby_core.errors import ConfigError, ReservationInvalid, StorageUnavailable
-from abby_core.storage import ObjectInfo, StorageManager
+from abby_core.storage import ObjectInfo, ReconcileReport, StorageManager
 from abby_core.storage.keys import GLOBAL_LEDGER_KEY, USERS_PREFIX
 from tests.storage.conftest import Clock
 from tests.storage.test_manager import ALICE, BOB, png
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -27,31 +30,48 @@ async def manager(tmp_path: Path, clock: Clock):  # type: ignore[no-untyped-def]
     await m.aclose()
 
 
+async def reconcile_while(
+    manager: StorageManager, monkeypatch: pytest.MonkeyPatch, meanwhile: Callable[[], T]
+) -> tuple[ReconcileReport, T]:
+    """Run ``reconcile`` and, once, ``meanwhile`` after it took its listing of the images.
+
+    ``meanwhile`` runs on the worker thread (it calls the manager's synchronous steps), the
+    way another request's worker would while reconcile holds a listing that is now stale.
+    """
+    backend = manager.backend
+    real_list = backend.list_objects
+    done: list[T] = []
+
+    def stale_listing(prefix: str) -> Iterator[ObjectInfo]:
+        snapshot = list(real_list(prefix))
+        if prefix == USERS_PREFIX and not done:
+            done.append(meanwhile())
+        return iter(snapshot)
+
+    monkeypatch.setattr(backend, "list_objects", stale_listing)
+    try:
+        report = await manager.reconcile()
+    finally:
+        monkeypatch.setattr(backend, "list_objects", real_list)
+    assert done, "reconcile never listed the images"
+    return report, done[0]
+
+
 async def test_reconcile_keeps_a_save_that_lands_after_its_listing(
     manager: StorageManager, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = await manager.save_image(await manager.reserve(ALICE), png())
-    backend = manager.backend
-    real_list = backend.list_objects
-    late: list[str] = []
 
-    def stale_listing(prefix: str) -> Iterator[ObjectInfo]:
-        snapshot = list(real_list(prefix))
-        if prefix == USERS_PREFIX and not late:
-            # While reconcile holds this listing, another request saves an image.
-            clock.advance(seconds=1)
-            reservation = manager._reserve(ALICE, (), None)
-            late.append(manager._save(reservation, png(color=(9, 9, 9)), "image/png").key)
-        return iter(snapshot)
+    def save_late() -> str:
+        clock.advance(seconds=1)
+        return manager._save(manager._reserve(ALICE, (), None), png(color=(9, 9, 9)), "image/png").key
 
-    monkeypatch.setattr(backend, "list_objects", stale_listing)
-    report = await manager.reconcile()
-    monkeypatch.setattr(backend, "list_objects", real_list)
+    report, late = await reconcile_while(manager, monkeypatch, save_late)
     status = await manager.get_quota_status(ALICE)
-    stored = sum(o.size for o in backend.list_objects(f"{USERS_PREFIX}{ALICE}/"))
-    assert late and status.user_bytes == stored == status.global_bytes
+    stored = sum(o.size for o in manager.backend.list_objects(f"{USERS_PREFIX}{ALICE}/"))
+    assert status.user_bytes == stored == status.global_bytes
     assert report.drift == {}
-    assert first.key != late[0]
+    assert first.key != late
 
 
 async def test_reconcile_does_not_count_back_an_image_deleted_after_its_listing(
@@ -59,20 +79,7 @@ async def test_reconcile_does_not_count_back_an_image_deleted_after_its_listing(
 ) -> None:
     kept = await manager.save_image(await manager.reserve(ALICE), png())
     doomed = await manager.save_image(await manager.reserve(ALICE), png(color=(5, 5, 5)))
-    backend = manager.backend
-    real_list = backend.list_objects
-    done: list[bool] = []
-
-    def stale_listing(prefix: str) -> Iterator[ObjectInfo]:
-        snapshot = list(real_list(prefix))
-        if prefix == USERS_PREFIX and not done:
-            manager._delete(ALICE, doomed.key)  # the member deletes it meanwhile
-            done.append(True)
-        return iter(snapshot)
-
-    monkeypatch.setattr(backend, "list_objects", stale_listing)
-    await manager.reconcile()
-    monkeypatch.setattr(backend, "list_objects", real_list)
+    await reconcile_while(manager, monkeypatch, lambda: manager._delete(ALICE, doomed.key))
     status = await manager.get_quota_status(ALICE)
     assert (status.user_bytes, status.global_bytes) == (kept.size, kept.size)
 
@@ -81,22 +88,14 @@ async def test_reconcile_keeps_users_who_appear_while_it_runs(
     manager: StorageManager, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await manager.save_image(await manager.reserve(ALICE), png())
-    backend = manager.backend
-    real_list = backend.list_objects
-    newcomer: list[int] = []
 
-    def stale_listing(prefix: str) -> Iterator[ObjectInfo]:
-        snapshot = list(real_list(prefix))
-        if prefix == USERS_PREFIX and not newcomer:
-            clock.advance(seconds=1)
-            newcomer.append(manager._save(manager._reserve(BOB, (), None), png(), "image/png").size)
-        return iter(snapshot)
+    def newcomer_saves() -> int:
+        clock.advance(seconds=1)
+        return manager._save(manager._reserve(BOB, (), None), png(), "image/png").size
 
-    monkeypatch.setattr(backend, "list_objects", stale_listing)
-    await manager.reconcile()
-    monkeypatch.setattr(backend, "list_objects", real_list)
+    _, size = await reconcile_while(manager, monkeypatch, newcomer_saves)
     stats = await manager.stats()
-    assert dict(stats.top_users)[BOB] == newcomer[0]
+    assert dict(stats.top_users)[BOB] == size
 
 
 async def test_a_reservation_saves_one_image_only(manager: StorageManager) -> None:
