@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 
 from abby_core.storage.models import ObjectInfo, ReadyReport
 
@@ -24,6 +25,10 @@ class StorageBackend(ABC):
     """Objects (images) plus small documents written with compare-and-swap (the ledger)."""
 
     name: str = "backend"
+    #: Whether a failed write is known not to have happened. A server's answer can be lost
+    #: after it applied the write (S3), so the ledger then re-reads to find out; a local
+    #: atomic write either replaced the file or did not.
+    write_errors_are_definite: bool = False
 
     @property
     @abstractmethod
@@ -44,11 +49,18 @@ class StorageBackend(ABC):
 
     @abstractmethod
     def delete_objects(self, keys: Sequence[str]) -> None:
-        """Delete every key; a key that does not exist is not an error."""
+        """Delete every key; a key that does not exist is not an error.
+
+        Any number of keys may be given (S3 backends split them into batches of 1,000).
+        """
 
     @abstractmethod
     def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
-        """Every object whose key starts with ``prefix``, in no promised order."""
+        """Every object whose key starts with ``prefix``, in no promised order.
+
+        ``prefix`` is a plain string prefix, not a folder: ``images/users/1/2026`` matches
+        ``images/users/1/20260101T...png``. Nothing matching is an empty iterator.
+        """
 
     @abstractmethod
     def read_doc(self, key: str) -> tuple[bytes, str] | None:
@@ -59,12 +71,29 @@ class StorageBackend(ABC):
         """Write a document only if it is still at version ``etag`` (``None``: only if missing).
 
         Returns the new version tag. Raises :class:`ConditionFailed` when another writer
-        got there first; the caller re-reads and tries again.
+        got there first; the caller re-reads and tries again. A tag that was never
+        returned by this backend (stale, made up, empty) or a tag given for a document
+        that does not exist is a :class:`ConditionFailed` too, and leaves the stored
+        document as it was.
         """
 
     @abstractmethod
     def delete_doc(self, key: str) -> None:
         """Delete a document; missing is a no-op."""
+
+    def sweep_partial_writes(self, older_than: datetime) -> int:
+        """Remove what interrupted writes left behind before ``older_than``; return how many.
+
+        A write killed mid-way (SIGKILL, power loss) can leave debris that no key names:
+        a folder's temporary files, an S3 server's incomplete multipart uploads. Finished
+        objects and documents are never touched, and neither is debris newer than
+        ``older_than``, which may belong to a write still in progress: pass a time well
+        in the past (an hour ago, say). ``older_than`` must be timezone-aware.
+
+        The default, for backends whose writes cannot leave debris, removes nothing and
+        returns 0.
+        """
+        return 0
 
     @abstractmethod
     def link(self, key: str, *, content_type: str, ttl: int) -> tuple[str | None, str | None]:

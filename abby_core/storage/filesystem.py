@@ -1,7 +1,9 @@
 """Images in a plain folder (``STORAGE_ROOT``, e.g. ``shared/`` on the Windows server).
 
 Writes are atomic: a temporary file in the target folder, flushed, then ``os.replace``;
-a crash or a full disk leaves the old state, never a partial file. Documents are
+a crash or a full disk leaves the old state, never a partial file (a writer killed
+outright leaves its ``.tmp-*`` file behind, which :meth:`FilesystemBackend.sweep_partial_writes`
+removes later). Documents are
 compare-and-swapped under a cross-process, cross-platform lock (``filelock``), so
 several bot processes can share one root. ``pathlib`` throughout so Windows paths work.
 """
@@ -12,6 +14,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -50,6 +53,7 @@ class FilesystemBackend(StorageBackend):
     """A folder; keys map to relative paths below it."""
 
     name = "filesystem"
+    write_errors_are_definite = True
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
@@ -60,17 +64,23 @@ class FilesystemBackend(StorageBackend):
 
     # -- path safety: the one function every key goes through --------------------
     def _path(self, key: str) -> Path:
+        """The path of ``key`` below the root, or :class:`InvalidKey`.
+
+        Refused: empty, absolute (``/x``, ``C:/x``), backslashes, empty, ``.`` or ``..``
+        segments (``a//b``, ``a/``), anything resolving outside the root (a symlink out),
+        and names this backend keeps for itself (``.tmp-*`` temporary files, ``*.lock``
+        lock files), so a stored object is never hidden from listings or swept as debris.
+        """
         parts = key.split("/")
         if (
             not key
             or key.startswith("/")
             or "\\" in key
             or ":" in key
-            or any(p in ("", ".", "..") for p in parts[:-1])
-            or parts[-1] in (".", "..")
+            or any(p in ("", ".", "..") or p.startswith(_TMP_PREFIX) or p.endswith(_LOCK_SUFFIX) for p in parts)
         ):
             raise InvalidKey(f"{key[:80]!r} is not a valid storage key.")
-        path = self.root.joinpath(*[p for p in parts if p])
+        path = self.root.joinpath(*parts)
         root = self.root.resolve()
         if not path.resolve().is_relative_to(root):
             raise InvalidKey(f"{key[:80]!r} is not a valid storage key.")
@@ -113,13 +123,36 @@ class FilesystemBackend(StorageBackend):
     def put_object(self, key: str, data: bytes, content_type: str) -> None:
         self._atomic_write(self._path(key), data, "save the image")
 
-    def get_object(self, key: str) -> bytes:
+    @staticmethod
+    def _read(path: Path) -> bytes | None:
+        """The file's bytes, or ``None`` when there is no file (a folder is not an object)."""
         try:
-            return self._path(key).read_bytes()
-        except FileNotFoundError:
-            raise ImageNotFound(key) from None
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+        except PermissionError:
+            if path.is_dir():  # Windows reports reading a folder as "permission denied"
+                return None
+            raise
+
+    @staticmethod
+    def _unlink(path: Path) -> None:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            if path.is_dir():  # a folder is not an object: nothing to delete
+                return
+            raise
+
+    def get_object(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            data = self._read(path)
         except OSError as exc:
             raise _explain(exc, "read the image") from exc
+        if data is None:
+            raise ImageNotFound(key)
+        return data
 
     def head_object(self, key: str) -> ObjectInfo | None:
         try:
@@ -128,12 +161,14 @@ class FilesystemBackend(StorageBackend):
             return None
         except OSError as exc:
             raise _explain(exc, "read the image") from exc
+        if not stat.S_ISREG(st.st_mode):  # a folder is a prefix, not an object
+            return None
         return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
     def delete_objects(self, keys: Sequence[str]) -> None:
         for key in keys:
             try:
-                self._path(key).unlink(missing_ok=True)
+                self._unlink(self._path(key))
             except OSError as exc:
                 raise _explain(exc, "delete the image") from exc
 
@@ -165,13 +200,12 @@ class FilesystemBackend(StorageBackend):
         return hashlib.sha256(body).hexdigest()
 
     def read_doc(self, key: str) -> tuple[bytes, str] | None:
+        path = self._path(key)
         try:
-            body = self._path(key).read_bytes()
-        except FileNotFoundError:
-            return None
+            body = self._read(path)
         except OSError as exc:
             raise _explain(exc, "read the quota ledger") from exc
-        return body, self._tag(body)
+        return None if body is None else (body, self._tag(body))
 
     def write_doc(self, key: str, body: bytes, *, etag: str | None) -> str:
         path = self._path(key)
@@ -195,10 +229,47 @@ class FilesystemBackend(StorageBackend):
         return self._tag(body)
 
     def delete_doc(self, key: str) -> None:
+        path = self._path(key)
         try:
-            self._path(key).unlink(missing_ok=True)
+            self._unlink(path)
         except OSError as exc:
             raise _explain(exc, "delete a ledger document") from exc
+
+    def sweep_partial_writes(self, older_than: datetime) -> int:
+        """Delete the temporary files of atomic writes that never finished; return how many.
+
+        A writer killed between ``mkstemp`` and ``os.replace`` (SIGKILL, power loss) leaves
+        a ``.tmp-*`` file beside its target for ever. Removed here: regular files named
+        ``.tmp-*`` anywhere under the root whose modification time is before
+        ``older_than`` (timezone-aware; a live writer touches its file as it writes, so an
+        hour ago is safe). Never touched: any other file (no key may take a ``.tmp-``
+        name), lock files, symlinks, and anything outside the root (links are not
+        followed). A missing root sweeps nothing; a file that vanishes meanwhile (its
+        write finished) is not counted.
+        """
+        if older_than.tzinfo is None:
+            raise ValueError("older_than must be timezone-aware")
+        cutoff = older_than.timestamp()
+        removed = 0
+        try:
+            if not self.root.is_dir():
+                return 0
+            for dirpath, _dirs, files in os.walk(self.root):
+                for name in files:
+                    if not name.startswith(_TMP_PREFIX):
+                        continue
+                    path = Path(dirpath, name)
+                    try:
+                        st = path.lstat()
+                        if not stat.S_ISREG(st.st_mode) or st.st_mtime >= cutoff:
+                            continue
+                        path.unlink()
+                    except FileNotFoundError:  # the write finished, or another sweep got it
+                        continue
+                    removed += 1
+        except OSError as exc:
+            raise _explain(exc, "remove unfinished writes") from exc
+        return removed
 
     # -- links and set-up ------------------------------------------------------------
     def link(self, key: str, *, content_type: str, ttl: int) -> tuple[str | None, str | None]:

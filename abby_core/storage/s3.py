@@ -8,13 +8,18 @@ client configured for ``S3_PUBLIC_ENDPOINT_URL``: SigV4 signs the host, so the h
 signed URL must never be rewritten afterwards.
 
 Every botocore error is translated in :func:`_translate`; none leaves this module.
+Credentials written into an endpoint (``http://user:pw@host:8333``) never leave it
+either: messages and ``location`` show the endpoint through :func:`_redact`, and links
+are signed for the endpoint without its userinfo.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import boto3
@@ -38,10 +43,35 @@ from abby_core.storage.models import ObjectInfo, ReadyReport
 
 __all__ = ["LIFECYCLE_RULE_ID", "S3Backend"]
 
+log = logging.getLogger("abby.storage")
+
 LIFECYCLE_RULE_ID = "abby-images-expiry"  # the same id minio/init.sh uses
 _DELETE_BATCH = 1000  # the DeleteObjects maximum
 _NOT_SUPPORTED = ("NotImplemented", "MethodNotAllowed", "XNotImplemented", "UnsupportedOperation")
+# What an anonymous GET of a private object answers; anything else proves nothing.
+_REFUSED_STATUSES = (401, 403)
+_REFUSED_CODES = ("AccessDenied", "AllAccessDisabled", "Forbidden", "Unauthorized")
 _T = TypeVar("_T")
+
+
+def _without_userinfo(url: str, mask: str = "") -> str:
+    """``url`` with any ``user:password@`` replaced by ``mask``.
+
+    Everything after ``scheme://`` up to the LAST ``@`` is userinfo, so a password with a
+    raw ``@``, ``/`` or ``#`` goes too (an ``@`` in a path would take more than needed,
+    never less; endpoints have no such paths).
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    if "@" not in rest:
+        return url
+    return f"{scheme}{sep}{mask}{rest.rpartition('@')[2]}"
+
+
+def _redact(url: str | None) -> str:
+    """An endpoint fit to print: userinfo becomes ``***@``; ``None`` is AWS itself."""
+    return _without_userinfo(url, "***@") if url else "AWS S3"
 
 
 def _code(exc: ClientError) -> str:
@@ -66,7 +96,7 @@ class S3Backend(StorageBackend):
 
     @property
     def location(self) -> str:
-        return f"s3://{self.bucket} at {self.settings.endpoint_url or 'AWS S3'}"
+        return f"s3://{self.bucket} at {_redact(self.settings.endpoint_url)}"
 
     # -- clients, built once on first use ------------------------------------------------
     def _make_client(self, endpoint: str | None) -> Any:
@@ -83,14 +113,21 @@ class S3Backend(StorageBackend):
             max_pool_connections=32,
         )
         secret = s.secret_access_key.get_secret_value() if s.secret_access_key else None
-        return boto3.session.Session().client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id=s.access_key_id,
-            aws_secret_access_key=secret,
-            region_name=s.region,
-            config=config,
-        )
+        try:
+            return boto3.session.Session().client(
+                "s3",
+                endpoint_url=endpoint,
+                aws_access_key_id=s.access_key_id,
+                aws_secret_access_key=secret,
+                region_name=s.region,
+                config=config,
+            )
+        except ValueError:
+            # botocore's message quotes the whole URL, credentials included: not chained.
+            raise StorageUnavailable(
+                f"Could not open the storage: {_redact(endpoint)} is not a valid endpoint URL. "
+                "Check S3_ENDPOINT_URL and S3_PUBLIC_ENDPOINT_URL."
+            ) from None
 
     @property
     def client(self) -> Any:
@@ -102,19 +139,25 @@ class S3Backend(StorageBackend):
 
     @property
     def presign_client(self) -> Any:
+        """The client that signs links, for the public endpoint (else the endpoint).
+
+        Its endpoint has no userinfo: a link is handed to Discord members and must not
+        carry ``user:password@``. The host is unchanged, so the signature still holds.
+        """
         if self._presign_client is None:
-            public = self.settings.public_endpoint_url
-            if not public or public == self.settings.endpoint_url:
+            target = self.settings.public_endpoint_url or self.settings.endpoint_url
+            signing = _without_userinfo(target) if target else None
+            if signing == self.settings.endpoint_url:
                 self._presign_client = self.client
             else:
                 with self._lock:
                     if self._presign_client is None:
-                        self._presign_client = self._make_client(public)
+                        self._presign_client = self._make_client(signing)
         return self._presign_client
 
     # -- the one translation boundary ----------------------------------------------------
     def _translate(self, exc: Exception, what: str) -> StorageError:
-        where = self.settings.endpoint_url or "AWS S3"
+        where = _redact(self.settings.endpoint_url)
         if isinstance(exc, ClientError):
             code, status = _code(exc), _status(exc)
             if code in ("NoSuchBucket",):
@@ -212,6 +255,10 @@ class S3Backend(StorageBackend):
             raise self._translate(exc, "read the quota ledger") from exc
 
     def write_doc(self, key: str, body: bytes, *, etag: str | None) -> str:
+        if etag is not None and not etag.strip(' "'):
+            # An empty If-Match header is dropped or ignored by servers, which would make
+            # this an unconditional overwrite; no stored document has an empty tag.
+            raise ConditionFailed(key)
         condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
         try:
             response = self.client.put_object(
@@ -230,6 +277,61 @@ class S3Backend(StorageBackend):
 
     def delete_doc(self, key: str) -> None:
         self._call("delete a ledger document", lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
+
+    def sweep_partial_writes(self, older_than: datetime) -> int:
+        """Abort the bucket's incomplete multipart uploads started before ``older_than``.
+
+        Abby's own writes are single PUTs, which never leave a partial object, but an
+        upload by another tool (or a future multipart write) that died keeps its parts,
+        invisible to listings yet stored, until aborted. Returns how many uploads were
+        aborted. Objects are never touched. ``older_than`` must be timezone-aware.
+
+        Not errors, logged and counted as 0: a server without ``ListMultipartUploads``,
+        and credentials that may not list or abort uploads (the least-privilege policy
+        of ``minio/abby-policy.json`` grants neither). An upload completed or aborted by
+        someone else meanwhile is not counted; one without a start time is left alone.
+        """
+        if older_than.tzinfo is None:
+            raise ValueError("older_than must be timezone-aware")
+        stale: list[tuple[str, str]] = []
+        try:
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.bucket):
+                for upload in page.get("Uploads", []):
+                    started = upload.get("Initiated")
+                    if started is not None and started < older_than:
+                        stale.append((upload["Key"], upload["UploadId"]))
+        except ClientError as exc:
+            if self._sweep_not_allowed(exc, "list"):
+                return 0
+            raise self._translate(exc, "list unfinished uploads") from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, "list unfinished uploads") from exc
+        aborted = 0
+        for key, upload_id in stale:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            except ClientError as exc:
+                if _code(exc) == "NoSuchUpload" or _status(exc) == 404:
+                    continue
+                if self._sweep_not_allowed(exc, "abort"):
+                    break
+                raise self._translate(exc, "abort an unfinished upload") from exc
+            except BotoCoreError as exc:
+                raise self._translate(exc, "abort an unfinished upload") from exc
+            aborted += 1
+        return aborted
+
+    @staticmethod
+    def _sweep_not_allowed(exc: ClientError, verb: str) -> bool:
+        code, status = _code(exc), _status(exc)
+        if code in _NOT_SUPPORTED or status in (405, 501):
+            log.info("The storage server cannot %s unfinished multipart uploads (%s); sweep skipped.", verb, code)
+            return True
+        if code == "AccessDenied" or status == 403:
+            log.info("These S3 credentials may not %s unfinished multipart uploads; sweep skipped.", verb)
+            return True
+        return False
 
     # -- links and set-up ----------------------------------------------------------------
     def link(self, key: str, *, content_type: str, ttl: int) -> tuple[str | None, str | None]:
@@ -318,30 +420,51 @@ class S3Backend(StorageBackend):
             notes.append("WARNING: anonymous users can read objects in this bucket. Remove any public policy.")
         return private
 
+    def _anonymous_client(self) -> Any:
+        """A client that signs nothing: what anyone on the network could do.
+
+        Its endpoint has no userinfo either: a stranger does not know those credentials.
+        """
+        endpoint = self.settings.endpoint_url
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=_without_userinfo(endpoint) if endpoint else None,
+            region_name=self.settings.region,
+            config=Config(
+                signature_version=UNSIGNED,
+                s3={"addressing_style": "path"},
+                connect_timeout=self.settings.timeout_seconds,
+                read_timeout=self.settings.timeout_seconds,
+                retries={"max_attempts": 1},
+            ),
+        )
+
     def anonymous_read_refused(self) -> bool:
-        """Write a probe object and check that an unsigned GET of it is refused."""
+        """Write a probe object and check that an unsigned GET of it is refused.
+
+        ``True`` only when the server refuses with 401/403 (``AccessDenied`` and kin);
+        ``False`` when the GET succeeds. Any other answer (a 5xx, a 404 for the object
+        just written, a redirect) proves nothing either way and raises
+        :class:`StorageUnavailable` rather than calling the bucket private.
+        """
+        what = "check that the bucket is private"
         key = f"temp/privacy-probe-{uuid.uuid4().hex}"
         self.put_object(key, b"probe", "text/plain")
         try:
-            anonymous = boto3.session.Session().client(
-                "s3",
-                endpoint_url=self.settings.endpoint_url,
-                region_name=self.settings.region,
-                config=Config(
-                    signature_version=UNSIGNED,
-                    s3={"addressing_style": "path"},
-                    connect_timeout=self.settings.timeout_seconds,
-                    read_timeout=self.settings.timeout_seconds,
-                    retries={"max_attempts": 1},
-                ),
-            )
+            anonymous = self._anonymous_client()
             try:
                 anonymous.get_object(Bucket=self.bucket, Key=key)
                 return False
-            except ClientError:
-                return True
+            except ClientError as exc:
+                if _status(exc) in _REFUSED_STATUSES or _code(exc) in _REFUSED_CODES:
+                    return True
+                raise self._translate(exc, what) from exc
             except BotoCoreError as exc:
-                raise self._translate(exc, "check that the bucket is private") from exc
+                raise self._translate(exc, what) from exc
+            finally:
+                close = getattr(anonymous, "close", None)
+                if close is not None:
+                    close()
         finally:
             self.delete_objects([key])
 

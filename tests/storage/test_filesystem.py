@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -80,7 +84,20 @@ def test_storage_root_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["../escape.png", "images/../../x", "/etc/passwd", "images\\users\\1\\a.png", "C:/Windows/x", "images//x", ""],
+    [
+        "../escape.png",
+        "images/../../x",
+        "/etc/passwd",
+        "images\\users\\1\\a.png",
+        "C:/Windows/x",
+        "images//x",
+        "",
+        "images/x/",
+        # Names the backend keeps for itself: temporary files and lock files.
+        "images/users/1/.tmp-abc123",
+        "images/.tmp-x/a.png",
+        "ledger/global.json.lock",
+    ],
 )
 def test_keys_cannot_leave_the_root(tmp_path: Path, key: str) -> None:
     backend = FilesystemBackend(tmp_path / "root")
@@ -102,3 +119,102 @@ def test_ensure_ready_creates_the_documented_folders(tmp_path: Path) -> None:
     assert report.created
     for folder in ("images/users", "ledger", "temp", "logs"):
         assert (tmp_path / "shared" / folder).is_dir()
+
+
+REPO = Path(__file__).resolve().parents[2]
+_KEY = "images/users/1/20260101T000000Z-0123abcd.png"
+# A writer that stops inside ``_atomic_write`` (data written, not yet fsynced/renamed)
+# until the test kills it with SIGKILL, as a crash or an OOM kill would.
+_STUCK_WRITER = f"""
+import os, sys, time
+from abby_core.storage.filesystem import FilesystemBackend
+
+def stuck(fd):
+    print("writing", flush=True)
+    time.sleep(600)
+
+os.fsync = stuck
+FilesystemBackend(sys.argv[1]).put_object({_KEY!r}, b"x" * 100_000, "image/png")
+"""
+
+
+def _age(path: Path, hours: float) -> None:
+    when = time.time() - hours * 3600
+    os.utime(path, (when, when), follow_symlinks=False)
+
+
+def test_a_writer_killed_mid_write_leaves_debris_that_the_sweep_removes(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    backend = FilesystemBackend(root)
+    backend.ensure_ready(cleanup_days=7)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _STUCK_WRITER, str(root)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        assert line == b"writing\n", child.stderr.read() if child.stderr else line
+    finally:
+        child.kill()  # SIGKILL: no finally clause in the writer runs
+        child.wait(timeout=30)
+        for stream in (child.stdout, child.stderr):
+            if stream is not None:
+                stream.close()
+
+    (debris,) = (root / "images/users/1").glob(".tmp-*")
+    assert debris.stat().st_size == 100_000
+    assert backend.head_object(_KEY) is None
+    assert list(backend.list_objects("images/")) == []
+
+    # The sweep cannot tell a fresh temporary file from a live writer's: it waits.
+    assert backend.sweep_partial_writes(datetime.now(UTC) - timedelta(hours=1)) == 0
+    assert debris.exists()
+    _age(debris, 2)
+    assert backend.sweep_partial_writes(datetime.now(UTC) - timedelta(hours=1)) == 1
+    assert not debris.exists()
+    assert list(backend.list_objects("images/")) == []
+
+
+def test_sweep_removes_old_temporary_files_and_nothing_else(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    backend = FilesystemBackend(root)
+    backend.ensure_ready(cleanup_days=7)
+    backend.put_object(_KEY, b"image", "image/png")
+    backend.write_doc("ledger/global.json", b"{}", etag=None)  # leaves ledger/global.json.lock
+    old_tmp = [root / ".tmp-rootlevel", root / "images/users/1/.tmp-aaaa1111", root / "ledger/.tmp-bbbb2222"]
+    fresh_tmp = root / "images/users/2/.tmp-cccc3333"
+    fresh_tmp.parent.mkdir(parents=True)
+    outside = tmp_path / ".tmp-outside-the-root"
+    kept = [
+        root / _KEY,
+        root / "ledger/global.json",
+        root / "ledger/global.json.lock",
+        root / "images/users/1/notes.tmp-1",  # ".tmp-" not at the start
+        root / "images/users/1/tmp-no-dot",
+        root / "images/.tmp-folder/inside.png",  # a folder so named: its files are not debris
+        outside,
+    ]
+    for path in [*old_tmp, fresh_tmp, *kept[3:]]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"left behind")
+    link = root / "images/.tmp-link-to-outside"
+    link.symlink_to(outside)
+    for path in [*old_tmp, *kept, link]:
+        _age(path, 48)
+
+    assert backend.sweep_partial_writes(datetime.now(UTC) - timedelta(hours=1)) == len(old_tmp)
+    assert [p for p in old_tmp if p.exists()] == []
+    assert fresh_tmp.exists()
+    assert [p for p in kept if not p.exists()] == []
+    assert link.is_symlink() and outside.read_bytes() == b"left behind"
+    assert backend.get_object(_KEY) == b"image"
+    assert backend.read_doc("ledger/global.json") is not None
+
+
+def test_sweep_of_a_missing_root_removes_nothing(tmp_path: Path) -> None:
+    backend = FilesystemBackend(tmp_path / "not-created-yet")
+    assert backend.sweep_partial_writes(datetime.now(UTC)) == 0
+    assert not (tmp_path / "not-created-yet").exists()

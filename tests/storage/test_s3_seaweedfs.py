@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
 from abby_core.errors import StorageUnavailable
 from abby_core.storage import StorageManager
-from abby_core.storage.s3 import LIFECYCLE_RULE_ID, S3Backend
+from abby_core.storage.s3 import LIFECYCLE_RULE_ID, S3Backend, _redact
 from tests.fixtures.seaweedfs import SeaweedFS
 from tests.storage.conftest import Clock, s3_settings
 from tests.storage.test_manager import ALICE, BOB, png
@@ -174,3 +177,207 @@ async def test_thousands_of_keys_are_deleted_in_batches(
     assert list(backend.list_objects(f"images/users/{ALICE}/")) == []
 
 
+# -- credentials in the endpoint URL -----------------------------------------------------------
+
+PASSWORD = "s3cr3t-pw"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://abby:s3cr3t-pw@127.0.0.1:8333", "http://***@127.0.0.1:8333"),
+        ("https://abby@s3.example.org", "https://***@s3.example.org"),
+        ("http://abby:p@ss/w#rd@host:9000/", "http://***@host:9000/"),  # raw @ / # in the password
+        ("abby:s3cr3t-pw@host:8333", "***@host:8333"),
+        ("http://127.0.0.1:8333", "http://127.0.0.1:8333"),
+        (None, "AWS S3"),
+    ],
+)
+def test_redact_hides_the_userinfo(url: str | None, shown: str) -> None:
+    assert _redact(url) == shown
+
+
+def _client_error(status: int, code: str, operation: str = "GetObject") -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation
+    )
+
+
+def test_no_message_or_location_shows_the_endpoint_password() -> None:
+    endpoint = f"http://abby:{PASSWORD}@127.0.0.1:9"
+    backend = S3Backend(s3_settings(endpoint, "k", "s", timeout_seconds=1, max_attempts=1))
+    assert PASSWORD not in backend.location and "***@127.0.0.1:9" in backend.location
+    failures: list[Exception] = [
+        _client_error(503, "ServiceUnavailable"),
+        _client_error(500, "InternalError"),
+        _client_error(403, "AccessDenied"),
+        _client_error(404, "NoSuchBucket"),
+        _client_error(418, "Teapot"),
+        ReadTimeoutError(endpoint_url=endpoint),
+        EndpointConnectionError(endpoint_url=endpoint),
+    ]
+    messages = [str(backend._translate(exc, "read the image")) for exc in failures]
+    # And for real: nothing listens on port 9.
+    with pytest.raises(StorageUnavailable) as unreachable:
+        backend.get_object("images/users/1/x.png")
+    messages.append(str(unreachable.value))
+    assert "could not be reached" in unreachable.value.message
+    assert "***@127.0.0.1:9" in unreachable.value.message
+    assert [m for m in messages if PASSWORD in m or "abby:" in m] == []
+
+
+def test_an_invalid_endpoint_is_refused_without_quoting_the_password() -> None:
+    backend = S3Backend(s3_settings(f"http://abby:{PASSWORD}@bad host:1", "k", "s"))
+    with pytest.raises(StorageUnavailable) as refused:
+        backend.put_object("images/users/1/x.png", b"x", "image/png")
+    assert "not a valid endpoint URL" in refused.value.message
+    assert PASSWORD not in refused.value.message
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__
+
+
+def test_credentials_in_the_endpoint_stay_out_of_reports_and_links(seaweedfs: SeaweedFS) -> None:
+    endpoint = seaweedfs.endpoint.replace("http://", f"http://abby:{PASSWORD}@")
+    backend = S3Backend(s3_settings(endpoint, seaweedfs.access_key, seaweedfs.secret_key))
+    report = backend.ensure_ready(cleanup_days=7)
+    assert report.private is True
+    assert PASSWORD not in report.location and all(PASSWORD not in note for note in report.notes)
+    backend.put_object("images/users/1/x.png", b"bytes", "image/png")
+    url, _ = backend.link("images/users/1/x.png", content_type="image/png", ttl=60)
+    assert url is not None and url.startswith(seaweedfs.endpoint + "/")  # no userinfo at all
+    assert PASSWORD not in url
+    response = httpx.get(url)
+    assert (response.status_code, response.content) == (200, b"bytes")
+
+
+# -- the privacy probe -------------------------------------------------------------------------
+
+
+class _AnonymousStub:
+    """An unsigned client whose GET answers what the test says."""
+
+    def __init__(self, error: ClientError | None) -> None:
+        self.error = error
+        self.closed = False
+
+    def get_object(self, **_: Any) -> dict[str, Any]:
+        if self.error is not None:
+            raise self.error
+        return {"Body": b"probe"}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _probe_with(backend: S3Backend, monkeypatch: pytest.MonkeyPatch, error: ClientError | None) -> _AnonymousStub:
+    stub = _AnonymousStub(error)
+    monkeypatch.setattr(backend, "_anonymous_client", lambda: stub)
+    return stub
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(403, "AccessDenied"), (401, "Unauthorized"), (403, "AllAccessDisabled"), (403, "")]
+)
+def test_only_a_refusal_means_private(
+    seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch, status: int, code: str
+) -> None:
+    backend = backend_on(seaweedfs)
+    stub = _probe_with(backend, monkeypatch, _client_error(status, code))
+    assert backend.anonymous_read_refused() is True
+    assert stub.closed
+    assert list(backend.list_objects("temp/privacy-probe-")) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "said"),
+    [
+        (503, "ServiceUnavailable", "having trouble"),
+        (500, "InternalError", "having trouble"),
+        (502, "", "having trouble"),
+        (404, "NoSuchKey", "NoSuchKey"),  # the probe was just written: a 404 proves nothing
+        (301, "PermanentRedirect", "PermanentRedirect"),
+    ],
+)
+def test_server_trouble_is_not_called_private(
+    seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch, status: int, code: str, said: str
+) -> None:
+    backend = backend_on(seaweedfs)
+    stub = _probe_with(backend, monkeypatch, _client_error(status, code))
+    with pytest.raises(StorageUnavailable, match="check that the bucket is private") as unverified:
+        backend.anonymous_read_refused()
+    assert said in unverified.value.message
+    assert stub.closed
+    assert list(backend.list_objects("temp/privacy-probe-")) == []
+    # ensure_ready (``abby storage init``) fails too instead of reporting a private bucket.
+    with pytest.raises(StorageUnavailable, match="check that the bucket is private"):
+        backend.ensure_ready(cleanup_days=7)
+
+
+def test_a_readable_bucket_is_reported_public(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = backend_on(seaweedfs)
+    _probe_with(backend, monkeypatch, None)
+    report = backend.ensure_ready(cleanup_days=7)
+    assert report.private is False
+    assert any("anonymous users can read" in note for note in report.notes)
+
+
+def test_the_real_anonymous_client_is_refused(seaweedfs: SeaweedFS) -> None:
+    assert backend_on(seaweedfs).anonymous_read_refused() is True
+
+
+# -- sweeping unfinished multipart uploads -----------------------------------------------------
+
+
+def _start_upload(backend: S3Backend, key: str) -> str:
+    upload = backend.client.create_multipart_upload(Bucket=backend.bucket, Key=key)
+    backend.client.upload_part(
+        Bucket=backend.bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=b"part"
+    )
+    return str(upload["UploadId"])
+
+
+def _uploads(backend: S3Backend) -> list[str]:
+    return [u["UploadId"] for u in backend.client.list_multipart_uploads(Bucket=backend.bucket).get("Uploads", [])]
+
+
+class _FailingPaginator:
+    def __init__(self, error: ClientError) -> None:
+        self.error = error
+
+    def paginate(self, **_: Any) -> Any:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(501, "NotImplemented"), (405, "MethodNotAllowed"), (403, "AccessDenied")]
+)
+def test_sweep_tolerates_servers_and_credentials_without_upload_listing(
+    seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch, status: int, code: str
+) -> None:
+    backend = backend_on(seaweedfs)
+    upload = _start_upload(backend, "images/users/1/big.png")
+    error = _client_error(status, code, "ListMultipartUploads")
+    monkeypatch.setattr(backend.client, "get_paginator", lambda _name: _FailingPaginator(error))
+    assert backend.sweep_partial_writes(datetime.now(UTC) + timedelta(hours=1)) == 0
+    monkeypatch.undo()
+    assert _uploads(backend) == [upload]
+
+
+def test_sweep_reports_server_trouble(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = backend_on(seaweedfs)
+    error = _client_error(503, "ServiceUnavailable", "ListMultipartUploads")
+    monkeypatch.setattr(backend.client, "get_paginator", lambda _name: _FailingPaginator(error))
+    with pytest.raises(StorageUnavailable, match="list unfinished uploads"):
+        backend.sweep_partial_writes(datetime.now(UTC) + timedelta(hours=1))
+
+
+def test_sweep_aborts_every_stale_upload_and_keeps_objects(seaweedfs: SeaweedFS) -> None:
+    backend = backend_on(seaweedfs)
+    backend.put_object("images/users/1/kept.png", b"kept", "image/png")
+    for i in range(3):
+        _start_upload(backend, f"images/users/{i}/big.png")
+    _start_upload(backend, "temp/elsewhere.bin")
+    assert len(_uploads(backend)) == 4
+    assert backend.sweep_partial_writes(datetime.now(UTC) + timedelta(hours=1)) == 4
+    assert _uploads(backend) == []
+    assert backend.get_object("images/users/1/kept.png") == b"kept"
+    assert [o.key for o in backend.list_objects("")] == ["images/users/1/kept.png"]
