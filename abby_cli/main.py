@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from abby_cli.commands import register
 from abby_cli.errors import describe_error
@@ -24,8 +24,37 @@ from abby_core.errors import ConfigError
 __all__ = ["app"]
 
 
+def _read_as_flags(params: list[Any]) -> list[Any]:
+    """Typer's help shows every boolean flag as ``--json <bool>``, as if it took a value; drop that.
+
+    An empty metavar is only read by help: a flag takes no value to name.
+    """
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+def _flags_everywhere(command: Any, ctx: Any) -> None:
+    _read_as_flags(command.get_params(ctx))  # includes --help, made on first use
+    for sub in getattr(command, "commands", {}).values():
+        _flags_everywhere(sub, ctx)
+
+
 class AbbyGroup(TyperGroup):
-    """Turns usage errors into the JSON error object when ``--json`` was asked for."""
+    """Turns usage errors into the JSON error object when ``--json`` was asked for.
+
+    It also makes boolean flags read as flags in every command's ``--help``.
+    """
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _read_as_flags(super().get_params(ctx))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _flags_everywhere(command, ctx)
+        return command
 
     def main(  # type: ignore[override]
         self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any

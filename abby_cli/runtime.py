@@ -22,9 +22,28 @@ from abby_core.generation import ImageGenerator
 from abby_core.pipeline import ImageService
 from abby_core.storage import StorageManager
 
-__all__ = ["JsonFlag", "State", "open_generator", "open_service", "open_storage", "run_command"]
+__all__ = [
+    "JsonFlag",
+    "State",
+    "UserArg",
+    "UserOpt",
+    "open_generator",
+    "open_service",
+    "open_storage",
+    "pick_user",
+    "run_command",
+]
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of text.")]
+# Every command that takes a user id takes it either way: ``abby quota ID`` or ``abby quota --user ID``.
+UserArg = Annotated[
+    str | None,
+    typer.Argument(metavar="USER", show_default=False, help="The Discord user id (digits), or give it with --user."),
+]
+UserOpt = Annotated[
+    str | None,
+    typer.Option("--user", "-u", show_default=False, help="The Discord user id (digits), instead of USER."),
+]
 
 Body = Callable[[Settings, Output], Coroutine[Any, Any, None]]
 
@@ -36,6 +55,22 @@ class State:
     settings: Settings | None
     config_error: ConfigError | None = None
     debug: bool = False
+
+
+def pick_user(ctx: typer.Context, argument: str | None, option: str | None) -> str:
+    """The user id given as the USER argument or with ``--user``; a usage error for none or two different."""
+    if argument is not None and option is not None and argument != option:
+        raise typer.BadParameter(
+            f"two different user ids were given ({argument!r} and --user {option!r}); give one.",
+            ctx=ctx,
+            param_hint="USER / --user",
+        )
+    user = option if option is not None else argument
+    if user is None:
+        raise typer.BadParameter(
+            "a user id is needed: give it as the USER argument or with --user ID.", ctx=ctx, param_hint="USER / --user"
+        )
+    return user
 
 
 def state_of(ctx: typer.Context) -> State:

@@ -4,7 +4,7 @@ The tree::
 
     AbbyError                                   .code (stable, used by the CLI's --json)
     ├── ConfigError                             config_error
-    ├── NotConfigured                           not_configured
+    ├── NotConfigured                           not_configured  .setting
     ├── UserBlocked                             blocked
     ├── QuotaExceeded                           .limit_name .used .limit .resets_at
     │   ├── DailyLimitExceeded                  daily_limit
@@ -31,14 +31,17 @@ The tree::
             ├── ProviderAuthError               generation_auth         (the operator's to fix)
             └── ProviderOutOfCredits            generation_auth         (the operator's to fix)
 
-Every message is safe to show to a Discord member or an operator: it never
-contains a secret, a key, a credential or a foreign exception's text that could
-hold one. Foreign exceptions (botocore, httpx, OSError) are translated at the
+Messages are neutral sentences (no buttons, no command-line flags): each adapter
+(the Discord translator, the CLI) words what its reader can do from the data the
+error carries. Every message is safe to show to a Discord member or an operator: it
+never contains a secret, a key, a credential or a foreign exception's text that
+could hold one. Foreign exceptions (botocore, httpx, OSError) are translated at the
 edge of core with ``raise ... from exc`` and never leave it.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import ClassVar
 
@@ -74,6 +77,9 @@ __all__ = [
 ]
 
 
+_VARIABLE = re.compile(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b")  # STABILITY_API_KEY, DISCORD_TOKEN
+
+
 class AbbyError(Exception):
     """Base of every error Abby raises on purpose."""
 
@@ -98,9 +104,21 @@ class ConfigError(AbbyError):
 
 
 class NotConfigured(AbbyError):
-    """A feature was used that the operator has not configured (e.g. no Stability key)."""
+    """A feature was used that the operator has not configured (e.g. no Stability key).
+
+    ``setting`` is the variable that would configure it (``STABILITY_API_KEY``,
+    ``DISCORD_TOKEN``); when not given it is the first variable name the message
+    mentions, or ``None``.
+    """
 
     code = "not_configured"
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        if setting is None:
+            named = _VARIABLE.search(message)
+            setting = named.group(0) if named else None
+        self.setting = setting
 
 
 class UserBlocked(AbbyError):
@@ -162,7 +180,7 @@ class UserStorageFull(QuotaExceeded):
     def __init__(self, *, used: int, limit: int) -> None:
         super().__init__(
             f"Your image storage is full ({_mb(used)} of {_mb(limit)}). "
-            "Delete some of your images (the Delete button under a result), or wait for old ones to expire.",
+            "Delete some of your images, or wait for old ones to expire.",
             used=used,
             limit=limit,
         )

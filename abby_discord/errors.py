@@ -108,7 +108,7 @@ def user_message(error: BaseException) -> str:
         case UserStorageFull():
             return (
                 f"Your image storage is full ({_mb(exc.used)} of {_mb(exc.limit)}). Delete some of your images "
-                "(the Delete button under them) or wait for old ones to expire."
+                "(the Delete button under each one; /gallery lists them) or wait for old ones to expire."
             )
         case GlobalStorageFull():
             return (

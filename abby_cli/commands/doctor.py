@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from typing import Annotated, Any
 
 import typer
@@ -20,6 +22,15 @@ __all__ = ["register"]
 _MARK = {"ok": OK, "fail": FAIL, "skip": "[dim]·[/dim]"}
 # Shown as set/unset only: secrets, and identifiers that belong with them.
 _HIDDEN = {"S3_ACCESS_KEY_ID"}
+# Credentials inside a URL that a check mentions (an endpoint written as http://user:pw@host).
+_URL_CREDENTIALS = re.compile(r"(?i)\b(https?://)[^\s/?#@]*@")
+
+
+def _without_credentials(check: Check) -> Check:
+    def clean(text: str) -> str:
+        return _URL_CREDENTIALS.sub(r"\1***@", text)
+
+    return dataclasses.replace(check, detail=clean(check.detail), fix=clean(check.fix) if check.fix else None)
 
 
 def shown_settings(settings: Settings) -> dict[str, Any]:
@@ -72,6 +83,7 @@ def register(app: typer.Typer) -> None:
                 checks = config_failed(state.config_error or ConfigError("Invalid configuration."))
             else:
                 checks = asyncio.run(_checks(settings))
+            checks = [_without_credentials(c) for c in checks]
         except Exception as exc:  # run_checks reports failures as checks; this is a bug
             if state.debug:
                 raise

@@ -6,19 +6,22 @@ Quota is held before the provider is called and committed when the image is stor
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 
 from abby_cli.output import OK, Output, escape, human_bytes, quota_line
-from abby_cli.runtime import JsonFlag, open_service, run_command
+from abby_cli.runtime import JsonFlag, UserArg, UserOpt, open_service, pick_user, run_command
 from abby_core.config import Settings
 from abby_core.errors import AbbyError, InvalidImage, InvalidInput
 from abby_core.generation import ASPECT_RATIOS
+from abby_core.images import MAX_IMAGE_BYTES
 from abby_core.pipeline import GenerationResult, ImageService
 
 __all__ = ["register"]
@@ -35,24 +38,39 @@ class UpscaleMode(StrEnum):
     creative = "creative"
 
 
-User = Annotated[str, typer.Option("--user", "-u", help="The Discord user id the image belongs to (digits).")]
 ProviderOpt = Annotated[Provider | None, typer.Option("--provider", help="Override IMAGE_PROVIDER for this command.")]
 Negative = Annotated[str | None, typer.Option("--negative", help="What to keep out of the image.")]
-Seed = Annotated[int, typer.Option("--seed", min=0, help="0 picks one; the seed used is reported.")]
+Seed = Annotated[int, typer.Option("--seed", min=0, help="Repeat an image; 0 picks a random one (it is reported).")]
 OutFile = Annotated[Path | None, typer.Option("--out", help="Also write a copy of the image here.")]
 ImageFile = Annotated[Path, typer.Argument(help="An image file: PNG, JPEG or WebP.")]
 
 
-def read_image(path: Path) -> bytes:
-    """The bytes of an input image file, or :class:`InvalidImage` saying why not."""
+def _refuse_large(path: Path, limit: int, size: int | None = None) -> NoReturn:
+    found = f" ({size / 1_048_576:.1f} MiB)" if size is not None else ""
+    raise InvalidImage(f"The image file {path} is too large{found}: the limit is {limit / 1_048_576:g} MiB.")
+
+
+def read_image(path: Path, limit: int = MAX_IMAGE_BYTES) -> bytes:
+    """The bytes of an input image file, or :class:`InvalidImage` saying why not.
+
+    Never reads more than ``limit + 1`` bytes: a regular file over the limit is refused
+    by its size before reading, and a device or pipe (``/dev/zero``) once it passes it.
+    """
     try:
-        return path.read_bytes()
+        with path.open("rb") as file:
+            info = os.fstat(file.fileno())
+            if stat.S_ISREG(info.st_mode) and info.st_size > limit:
+                _refuse_large(path, limit, info.st_size)
+            data = file.read(limit + 1)
     except IsADirectoryError:
         raise InvalidImage(f"{path} is a folder, not an image file.") from None
     except FileNotFoundError:
         raise InvalidImage(f"The image file {path} does not exist.") from None
     except OSError as exc:
         raise InvalidImage(f"The image file {path} cannot be read ({exc.strerror or 'unreadable'}).") from None
+    if len(data) > limit:
+        _refuse_large(path, limit)
+    return data
 
 
 def check_out(path: Path | None) -> None:
@@ -144,7 +162,8 @@ def register(app: typer.Typer) -> None:
     def imagine(
         ctx: typer.Context,
         prompt: Annotated[str, typer.Argument(help="What to draw.")],
-        user: User,
+        user_arg: UserArg = None,
+        user_opt: UserOpt = None,
         provider: ProviderOpt = None,
         negative: Negative = None,
         seed: Seed = 0,
@@ -153,7 +172,8 @@ def register(app: typer.Typer) -> None:
         out_file: OutFile = None,
         json_mode: JsonFlag = False,
     ) -> None:
-        """Make an image from PROMPT for a user (quota reserve → generate → store → commit)."""
+        """Make an image from PROMPT for USER (quota reserve → generate → store → commit)."""
+        user = pick_user(ctx, user_arg, user_opt)
 
         _generate(
             ctx, json_mode, provider=provider, out_file=out_file, label="Generating…",
@@ -167,7 +187,8 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         image: ImageFile,
         prompt: Annotated[str, typer.Argument(help="What to make of it.")],
-        user: User,
+        user_arg: UserArg = None,
+        user_opt: UserOpt = None,
         strength: Annotated[float, typer.Option("--strength", help="0 keeps the image, 1 ignores it.")] = 0.6,
         provider: ProviderOpt = None,
         negative: Negative = None,
@@ -175,7 +196,8 @@ def register(app: typer.Typer) -> None:
         out_file: OutFile = None,
         json_mode: JsonFlag = False,
     ) -> None:
-        """Make a new image from IMAGE and PROMPT for a user."""
+        """Make a new image from IMAGE and PROMPT for USER."""
+        user = pick_user(ctx, user_arg, user_opt)
 
         _generate(
             ctx, json_mode, provider=provider, out_file=out_file, label="Generating…", image=image,
@@ -188,13 +210,15 @@ def register(app: typer.Typer) -> None:
     def upscale(
         ctx: typer.Context,
         image: ImageFile,
-        user: User,
+        user_arg: UserArg = None,
+        user_opt: UserOpt = None,
         mode: Annotated[UpscaleMode, typer.Option("--mode", help="fast (4x) or conservative")] = UpscaleMode.fast,
         provider: ProviderOpt = None,
         out_file: OutFile = None,
         json_mode: JsonFlag = False,
     ) -> None:
-        """Make a larger copy of IMAGE for a user."""
+        """Make a larger copy of IMAGE for USER."""
+        user = pick_user(ctx, user_arg, user_opt)
 
         _generate(
             ctx, json_mode, provider=provider, out_file=out_file, label="Upscaling…", image=image,

@@ -8,13 +8,11 @@ import typer
 from rich.console import Console
 
 from abby_cli.output import OK, Output, escape, human_bytes, quota_line
-from abby_cli.runtime import JsonFlag, open_storage, run_command
+from abby_cli.runtime import JsonFlag, UserArg, UserOpt, open_storage, pick_user, run_command
 from abby_core.config import Settings
 from abby_core.storage import StoredImage
 
 __all__ = ["image_payload", "register"]
-
-UserArg = Annotated[str, typer.Argument(help="The Discord user id (digits).")]
 
 
 def image_payload(image: StoredImage) -> dict[str, Any]:
@@ -31,8 +29,11 @@ def image_payload(image: StoredImage) -> dict[str, Any]:
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def quota(ctx: typer.Context, user: UserArg, json_mode: JsonFlag = False) -> None:
+    def quota(
+        ctx: typer.Context, user_arg: UserArg = None, user_opt: UserOpt = None, json_mode: JsonFlag = False
+    ) -> None:
         """Show where USER stands today: generations, their storage, the server's storage."""
+        user = pick_user(ctx, user_arg, user_opt)
 
         async def body(settings: Settings, out: Output) -> None:
             async with open_storage(settings) as storage:
@@ -52,11 +53,13 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def gallery(
         ctx: typer.Context,
-        user: UserArg,
+        user_arg: UserArg = None,
+        user_opt: UserOpt = None,
         limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="Show at most this many.")] = 20,
         json_mode: JsonFlag = False,
     ) -> None:
         """List USER's images, newest first, with their links (or file paths)."""
+        user = pick_user(ctx, user_arg, user_opt)
 
         async def body(settings: Settings, out: Output) -> None:
             async with open_storage(settings) as storage:
@@ -81,22 +84,34 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def delete(
         ctx: typer.Context,
-        user: UserArg,
-        key: Annotated[str, typer.Argument(help="The image key, or its file name (see 'abby gallery').")],
+        first: Annotated[str | None, typer.Argument(metavar="USER", show_default=False, help=(
+            "The Discord user id (digits); leave it out when --user is given."))] = None,
+        second: Annotated[str | None, typer.Argument(metavar="KEY", show_default=False, help=(
+            "The image key, or its file name (see 'abby gallery')."))] = None,
+        user_opt: UserOpt = None,
         json_mode: JsonFlag = False,
     ) -> None:
-        """Delete one of USER's images and give back its storage."""
+        """Delete one of USER's images and give back its storage: abby delete USER KEY, or --user USER KEY."""
+        # With --user, the one argument is the key; without it, the user id comes first.
+        key = second if second is not None or user_opt is None else first
+        if key is None:
+            raise typer.BadParameter(
+                "an image key is needed: abby delete USER KEY, or abby delete --user USER KEY.",
+                ctx=ctx, param_hint="KEY",
+            )
+        user = pick_user(ctx, first if second is not None else None, user_opt)
+        image_key = key
 
         async def body(settings: Settings, out: Output) -> None:
             async with open_storage(settings) as storage:
-                freed = await storage.delete_image(user, key)
+                freed = await storage.delete_image(user, image_key)
                 status = await storage.get_quota_status(user)
 
             def render(con: Console) -> None:
-                con.print(f"{OK} Deleted {escape(key)} ({human_bytes(freed)} freed)")
+                con.print(f"{OK} Deleted {escape(image_key)} ({human_bytes(freed)} freed)")
                 con.print(f"  quota: {escape(quota_line(status))}")
 
-            payload = {"user_id": status.user_id, "key": key, "freed_bytes": freed, "quota": status.as_dict()}
+            payload = {"user_id": status.user_id, "key": image_key, "freed_bytes": freed, "quota": status.as_dict()}
             out.success(payload, render)
 
         run_command(ctx, json_mode, body)

@@ -14,6 +14,8 @@ from abby_core.config import Settings
 
 __all__ = ["register"]
 
+MAX_CLEANUP_DAYS = 36_500  # 100 years; older cutoffs overflow the calendar
+
 storage_app = typer.Typer(help="Prepare storage, see its usage, repair the quota ledger.", no_args_is_help=True)
 
 
@@ -144,12 +146,22 @@ def register(app: typer.Typer) -> None:
     def cleanup(
         ctx: typer.Context,
         days: Annotated[
-            int | None, typer.Option("--days", min=0, help="Age in days (STORAGE_CLEANUP_DAYS); 0 removes every image.")
+            int | None,
+            typer.Option(
+                "--days", show_default=False,
+                help="Age in days, 0 to 36500 (default STORAGE_CLEANUP_DAYS); 0 removes every image.",
+            ),
         ] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be deleted.")] = False,
         json_mode: JsonFlag = False,
     ) -> None:
         """Delete images older than --days and give their storage back to their owners."""
+        if days is not None and not 0 <= days <= MAX_CLEANUP_DAYS:
+            raise typer.BadParameter(
+                f"{days} is out of range: give a whole number of days from 0 to {MAX_CLEANUP_DAYS} "
+                "(0 removes every image).",
+                ctx=ctx, param_hint="'--days'",
+            )
 
         async def body(settings: Settings, out: Output) -> None:
             async with open_storage(settings) as storage:

@@ -29,7 +29,11 @@ UpscaleMode = Literal["fast", "conservative", "creative"]
 
 @dataclass(frozen=True)
 class GeneratedImage:
-    """One image a provider made, with what is needed to show and store it."""
+    """One image a provider made, with what is needed to show and store it.
+
+    ``seed`` is the seed the image was made with (the random one picked when the request
+    said 0), so it can be made again; 0 when the operation has none (upscaling).
+    """
 
     data: bytes = field(repr=False)
     content_type: str
@@ -44,7 +48,7 @@ class GeneratedImage:
 
 @dataclass(frozen=True)
 class TextToImageRequest:
-    """A checked text-to-image request (build it with ``validate_text_to_image``)."""
+    """A checked text-to-image request (build it with ``validate_text_to_image``); seed 0: random."""
 
     prompt: str
     negative_prompt: str | None = None
@@ -85,6 +89,9 @@ class Provider(abc.ABC):
     Edge cases every provider honours:
 
     * methods are only called when :attr:`configured` is true (the generator checks);
+    * a request with seed 0 gets a fresh random seed, picked once for that request,
+      and the seed actually used is reported in :attr:`GeneratedImage.seed`; any other
+      seed is used as given, so the same request makes the same image again;
     * failures raise :mod:`abby_core.errors` classes, never foreign exceptions;
     * ``get_balance`` returns ``None`` when the backend has no notion of credits;
     * ``aclose`` may be called more than once.

@@ -89,7 +89,7 @@ class ImageGenerator:
 
     def _check_configured(self) -> None:
         if not self._provider.configured:
-            raise NotConfigured(NOT_CONFIGURED)
+            raise NotConfigured(NOT_CONFIGURED, setting="STABILITY_API_KEY")
 
     async def generate(self, request: GenerationRequest) -> GeneratedImage:
         """Run a request built by a ``validate_*`` function."""
@@ -110,7 +110,7 @@ class ImageGenerator:
         style_preset: str | None = None,
         output_format: str = "png",
     ) -> GeneratedImage:
-        """Make an image from a prompt; ``seed=0`` lets the provider pick (it is reported)."""
+        """Make an image from a prompt; ``seed=0`` gets a fresh random seed each call (it is reported)."""
         request = validate_text_to_image(
             prompt,
             negative_prompt=negative_prompt,

@@ -1,8 +1,15 @@
 """A local renderer that needs no network and no key: for development and demos.
 
-Images are deterministic (same request, same bytes): a gradient and shapes seeded
-by a hash of the prompt and seed, the prompt written on top and a visible
-"Local preview — not AI-generated" label, so nobody mistakes them for the real thing.
+A gradient and shapes seeded by the prompt and seed, the prompt written on top and a
+visible "Local preview — not AI-generated" label, so nobody mistakes them for the real
+thing. The same prompt and seed give the same bytes; seed 0 picks a fresh random seed
+for each request (reported in :attr:`GeneratedImage.seed`), as Stability does.
+
+The caption font is Pillow's built-in one, which covers basic Latin only. Accented
+letters are drawn without their accents; characters it has no glyph for at all (CJK,
+emoji, other scripts) become a visible ``[?]`` and the caption says "(some characters
+not shown)", instead of rows of empty boxes. (A font covering CJK and emoji would be
+tens of megabytes for a preview.)
 
 Rendering is CPU work (tens of milliseconds an image), so it runs in a worker thread:
 on the event loop, a burst of generations would stall the bot for seconds.
@@ -11,10 +18,14 @@ on the event loop, a burst of generations would stall the bot for seconds.
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import functools
 import io
 import random
+import secrets
 import textwrap
+import threading
+import unicodedata
+from collections.abc import Callable
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -26,20 +37,69 @@ from abby_core.generation.base import (
     TextToImageRequest,
     UpscaleRequest,
 )
+from abby_core.generation.params import MAX_SEED
 
-__all__ = ["LABEL", "OfflineProvider", "derive_seed"]
+__all__ = ["LABEL", "NOT_SHOWN", "PLACEHOLDER", "OfflineProvider", "caption_text", "has_glyph", "random_seed"]
 
 LABEL = "Local preview — not AI-generated"
+PLACEHOLDER = "[?]"
+NOT_SHOWN = "(some characters not shown)"
 LONG_SIDE = 1024
 UPSCALE_FACTOR = 4
 UPSCALE_MAX_SIDE = 4096
-_MAX_SEED = 4_294_967_294
+# Look-alikes NFKD does not give; anything else the font lacks is decomposed first.
+_FOLD = {"—": "-", "–": "-", "‐": "-", "‑": "-", "−": "-", "“": '"', "”": '"', "„": '"', "‘": "'", "«": '"', "»": '"'}
+_NOT_A_CHARACTER = "\U0010fffd"  # private use: no font draws it, so it renders as the font's .notdef box
+_glyph_lock = threading.Lock()  # one FreeType face, used from worker threads
 
 
-def derive_seed(prompt: str) -> int:
-    """The seed used when the request asks for seed 0: stable for a given prompt, never 0."""
-    digest = hashlib.sha256(prompt.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % _MAX_SEED + 1
+def random_seed() -> int:
+    """A fresh random seed from 1 to ``MAX_SEED`` (never 0, which asks for one)."""
+    return secrets.randbelow(MAX_SEED) + 1
+
+
+@functools.cache
+def _coverage() -> tuple[ImageFont.FreeTypeFont | ImageFont.ImageFont, tuple[tuple[int, int], bytes]]:
+    font = _font(32)
+    box = font.getmask(_NOT_A_CHARACTER)
+    return font, (box.size, bytes(box))
+
+
+@functools.lru_cache(maxsize=4096)
+def has_glyph(char: str) -> bool:
+    """Whether the caption font draws ``char``, rather than its empty .notdef box."""
+    with _glyph_lock:
+        font, notdef = _coverage()
+        mask = font.getmask(char)
+        return (mask.size, bytes(mask)) != notdef
+
+
+def _fold(char: str) -> str | None:
+    """``char`` as characters the font has (``é`` -> ``e``, ``Ａ`` -> ``A``), or ``None``."""
+    folded = _FOLD.get(char) or "".join(
+        c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c)
+    )
+    return folded if folded and all(has_glyph(c) for c in folded) else None
+
+
+def caption_text(text: str) -> tuple[str, bool]:
+    """``text`` as the caption font can draw it, and whether some characters were left out.
+
+    Characters the font has stay; others are replaced by a look-alike it has (accents
+    dropped, full-width forms narrowed); each run of characters with neither, such as
+    CJK or emoji, becomes one :data:`PLACEHOLDER`.
+    """
+    out: list[str] = []
+    left_out = False
+    for char in text:
+        shown = char if has_glyph(char) else _fold(char)
+        if shown is not None:
+            out.append(shown)
+            continue
+        left_out = True
+        if not out or out[-1] != PLACEHOLDER:
+            out.append(PLACEHOLDER)
+    return "".join(out), left_out
 
 
 def _size(aspect_ratio: str) -> tuple[int, int]:
@@ -76,12 +136,14 @@ def _render(prompt: str, seed: int, size: tuple[int, int]) -> Image.Image:
 
 def _caption(draw: ImageDraw.ImageDraw, prompt: str, size: tuple[int, int]) -> None:
     width, height = size
-    text = "\n".join(textwrap.wrap(prompt[:300], width=max(20, width // 22))[:5])
+    shown, left_out = caption_text(prompt[:300])
+    lines = textwrap.wrap(shown, width=max(20, width // 22))[:5]
+    text = "\n".join([*lines, NOT_SHOWN] if left_out else lines)
     body = _font(max(14, width // 40))
     draw.multiline_text((24, 24), text, font=body, fill=(255, 255, 255, 255), stroke_width=2,
                         stroke_fill=(0, 0, 0, 255))
     label_font = _font(max(14, width // 32))
-    label = LABEL.replace("—", "-")  # the built-in font has no em dash
+    label, _ = caption_text(LABEL)  # the built-in font has no em dash
     box = draw.textbbox((0, 0), label, font=label_font)
     pad = 12
     x, y = 24, height - (box[3] - box[1]) - 3 * pad
@@ -101,9 +163,15 @@ def _encode(img: Image.Image, output_format: OutputFormat) -> bytes:
 
 
 class OfflineProvider(Provider):
-    """Renders placeholder images locally; always configured, never billed."""
+    """Renders placeholder images locally; always configured, never billed.
+
+    ``seed_source`` gives the seed for requests with seed 0 (tests pass a fixed one).
+    """
 
     name = "offline"
+
+    def __init__(self, *, seed_source: Callable[[], int] = random_seed) -> None:
+        self._seed_source = seed_source
 
     def _result(self, img: Image.Image, seed: int, output_format: OutputFormat) -> GeneratedImage:
         return GeneratedImage(
@@ -118,21 +186,19 @@ class OfflineProvider(Provider):
         )
 
     async def text_to_image(self, request: TextToImageRequest) -> GeneratedImage:
-        return await asyncio.to_thread(self._text_to_image, request)
+        return await asyncio.to_thread(self._text_to_image, request, request.seed or self._seed_source())
 
     async def image_to_image(self, request: ImageToImageRequest) -> GeneratedImage:
-        return await asyncio.to_thread(self._image_to_image, request)
+        return await asyncio.to_thread(self._image_to_image, request, request.seed or self._seed_source())
 
     async def upscale(self, request: UpscaleRequest) -> GeneratedImage:
         return await asyncio.to_thread(self._upscale, request)
 
-    def _text_to_image(self, request: TextToImageRequest) -> GeneratedImage:
-        seed = request.seed or derive_seed(request.prompt)
+    def _text_to_image(self, request: TextToImageRequest, seed: int) -> GeneratedImage:
         img = _render(request.prompt, seed, _size(request.aspect_ratio))
         return self._result(img, seed, request.output_format)
 
-    def _image_to_image(self, request: ImageToImageRequest) -> GeneratedImage:
-        seed = request.seed or derive_seed(request.prompt)
+    def _image_to_image(self, request: ImageToImageRequest, seed: int) -> GeneratedImage:
         with Image.open(io.BytesIO(request.image)) as opened:
             source = opened.convert("RGB")
         scale = LONG_SIDE / max(source.size)
