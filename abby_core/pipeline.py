@@ -12,20 +12,13 @@ failure anywhere after that releases the hold, so a failed generation costs noth
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 from abby_core.config import Settings
-from abby_core.errors import (
-    DailyLimitExceeded,
-    GlobalStorageFull,
-    NotConfigured,
-    StorageError,
-    UserBlocked,
-    UserStorageFull,
-)
+from abby_core.errors import NotConfigured, StorageError
 from abby_core.generation import (
     GeneratedImage,
     GenerationRequest,
@@ -40,6 +33,7 @@ from abby_core.storage import QuotaStatus, StorageManager, StoredImage, check_us
 
 __all__ = ["GenerationResult", "ImageService"]
 
+log = logging.getLogger("abby.pipeline")
 Kind = Literal["imagine", "img2img", "upscale"]
 
 
@@ -103,16 +97,7 @@ class ImageService:
             clean_prompt(prompt)
         if not self.generator.configured:
             raise NotConfigured(NOT_CONFIGURED)
-        status = await self.storage.get_quota_status(uid, role_ids=tuple(role_ids))
-        if status.blocked:
-            raise UserBlocked(uid)
-        if status.daily_used >= status.daily_limit:
-            raise DailyLimitExceeded(used=status.daily_used, limit=status.daily_limit, resets_at=status.resets_at)
-        estimate = self.storage.estimate_bytes
-        if status.user_bytes + estimate > status.user_limit_bytes:
-            raise UserStorageFull(used=status.user_bytes, limit=status.user_limit_bytes)
-        if status.global_bytes + estimate > status.global_limit_bytes:
-            raise GlobalStorageFull(used=status.global_bytes, limit=status.global_limit_bytes)
+        await self.storage.precheck(uid, role_ids=tuple(role_ids))
 
     async def imagine(
         self,
@@ -183,11 +168,18 @@ class ImageService:
             stored = await self.storage.save_image(reservation, compressed.data, content_type=compressed.content_type)
         except BaseException:
             # Shielded: a cancelled command (the member left, the bot stops) still refunds.
-            # If storage is down the manager releases the hold once it is back; the member
-            # sees what actually went wrong, not the failed release.
-            with contextlib.suppress(StorageError):
+            # If storage is down the hold ends by itself when it expires; the member sees
+            # what actually went wrong, not the failed release.
+            try:
                 await asyncio.shield(self.storage.release(reservation))
+            except StorageError as exc:
+                log.warning("Release of reservation %s deferred to its expiry: %s", reservation.id, exc)
+            raise
+        try:
+            status = await self.storage.get_quota_status(uid, role_ids=roles, allow_cached=True)
+        except asyncio.CancelledError:
+            # Interrupted before the success was reported: it costs nothing after all.
+            await self.storage.discard(reservation, stored)
             raise
         # The image is stored and charged: from here nothing may turn it into a failure.
-        status = await self.storage.get_quota_status(uid, role_ids=roles, allow_cached=True)
         return GenerationResult(kind, stored, image, status, prompt, compressed.bytes_before)

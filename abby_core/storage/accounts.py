@@ -1,15 +1,18 @@
-"""The quota ledger documents of one backend: read, update, rebuild, repair and undo.
+"""The quota ledger documents of one backend: read, update, rebuild and repair.
 
-:class:`~abby_core.storage.manager.StorageManager` tells the quota story; this module
-keeps its books. Every method is synchronous and runs on the manager's worker threads.
+:mod:`abby_core.storage.protocol` tells the quota story; this module keeps its books.
+Every method is synchronous and runs on the manager's worker threads.
 
-- A missing user document is rebuilt from the user's images (and today's count from the
-  key timestamps); a missing global document from a listing plus the live holds in the
-  user documents. An unreadable one is repaired the same way and logged. Usage is never
-  read as zero because a document is gone.
-- :meth:`Accounts.undo` makes a failed generation cost nothing. When storage cannot be
-  reached it is remembered (:meth:`Accounts.owe`) and finished before the manager's next
-  operation, so counts are right after an outage without a restart.
+- Dropping a hold is always done in the same order: first the images its generation may
+  have uploaded are deleted, then the hold leaves the user document. A crash in between
+  leaves a hold that the next writer drops again; never an image nobody knows about.
+- Every global update first refreshes the snapshots of users whose holds expired, from
+  their own documents (which also drops those holds), so a process that died between a
+  commit and the global update costs nothing for longer than a hold's lifetime.
+- A missing user document is rebuilt from the user's images and their member record
+  (blocks, grants, resets, today's deletions); a missing global document from the user
+  documents. An unreadable one is repaired the same way and logged. Usage is never read
+  as zero because a document is gone.
 """
 
 from __future__ import annotations
@@ -17,210 +20,234 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime
-from functools import partial
-from typing import Any, TypeVar
+from datetime import datetime, timedelta
+from typing import TypeVar
 
-from abby_core.errors import InvalidUser, LedgerCorrupt, StorageError
-from abby_core.storage import keys, quota
+from pydantic import BaseModel
+
+from abby_core.errors import InvalidUser, LedgerCorrupt
+from abby_core.storage import keys, rules
 from abby_core.storage.backend import ConditionFailed, StorageBackend
-from abby_core.storage.ledger import Ledger, NoChange
+from abby_core.storage.documents import Entry, GlobalLedger, MemberRecord, Snapshot, UserLedger
+from abby_core.storage.ledger import Ledger
 
 __all__ = ["Accounts"]
 
 log = logging.getLogger("abby.storage")
 _T = TypeVar("_T")
-Doc = dict[str, Any]
+D = TypeVar("D", bound=BaseModel)
+# How many users with expired holds one global update refreshes (the rest wait for the next).
+_REFRESH_PER_UPDATE = 8
 
 
-def _rebuilt_version() -> int:
+def _rebuilt_version(known: int) -> int:
     # Larger than any counter a live document reached, so the global document accepts
-    # the totals of a rebuilt user document (it keeps only newer versions).
-    return int(time.time() * 1000)
+    # the snapshot of a rebuilt user document (it keeps only newer versions).
+    return max(known + 1, int(time.time() * 1000))
 
 
 class Accounts:
-    """The user and global ledger documents in ``backend``, with repair and undo."""
+    """The user, global and member documents in ``backend``, with repair."""
 
     def __init__(self, backend: StorageBackend, clock: Callable[[], datetime]) -> None:
         self.backend = backend
         self.clock = clock
-        self.ledger = Ledger(
-            backend, check=lambda key, doc: quota.well_formed(doc, is_global=key == keys.GLOBAL_LEDGER_KEY)
-        )
-        # Undos that storage refused (reservation id -> user, image key, day); see undo().
-        self.owed: dict[str, tuple[str, str | None, str]] = {}
-        self._owed_lock = threading.Lock()
+        self.ledger = Ledger(backend)
 
-    def rebuild_user_doc(self, uid: str) -> Doc:
-        """A user document from the objects themselves (first use, or lost/corrupt ledger)."""
+    # -- reading ------------------------------------------------------------------------
+    def _read_or_repair(self, key: str, model: type[D], build: Callable[[], D]) -> D:
+        try:
+            found = self.ledger.read(key, model)
+        except LedgerCorrupt:
+            self._repair(key, build)
+            found = self.ledger.read(key, model)
+        return found[0] if found else build()
+
+    def user(self, uid: str) -> UserLedger:
+        """A fresh copy of ``uid``'s document (rebuilt, not stored, when it is missing)."""
+        return self._read_or_repair(keys.user_ledger_key(uid), UserLedger, lambda: self.rebuild_user(uid))
+
+    def global_doc(self) -> GlobalLedger:
+        """A fresh copy of the global document (rebuilt, not stored, when it is missing)."""
+        return self._read_or_repair(keys.GLOBAL_LEDGER_KEY, GlobalLedger, self.rebuild_global)
+
+    def member(self, uid: str) -> MemberRecord:
+        """``uid``'s member record (an empty one when there is none, or it is unreadable)."""
+        try:
+            found = self.ledger.read(keys.member_key(uid), MemberRecord)
+        except LedgerCorrupt:
+            log.error("Member record of user %s is unreadable: using an empty one.", uid)
+            found = None
+        return found[0] if found else MemberRecord(user_id=uid)
+
+    def cached_user(self, uid: str) -> UserLedger | None:
+        return self.ledger.last_seen(keys.user_ledger_key(uid), UserLedger)
+
+    def cached_global(self) -> GlobalLedger | None:
+        return self.ledger.last_seen(keys.GLOBAL_LEDGER_KEY, GlobalLedger)
+
+    # -- rebuilding -----------------------------------------------------------------------
+    def rebuild_user(self, uid: str) -> UserLedger:
+        """A user document from the images and the member record (first use, or damage).
+
+        Today's count is every image reserved today that exists or that the member record
+        says was deleted, after the last daily reset; blocks and grants come from the record.
+        """
         now = self.clock()
-        doc = quota.new_user_doc(uid, now)
-        today = now.strftime("%Y%m%d")
+        today = rules.day_of(now)
+        record = self.member(uid)
+        doc = UserLedger(user_id=uid, day=today, blocked=record.blocked, bonus=record.grants.get(today, 0))
+        reset = record.resets.get(today)
+        made_today: set[str] = {k for k, day in record.deleted.items() if day == today}
         for obj in self.backend.list_objects(keys.user_prefix(uid)):
-            if keys.user_from_key(obj.key) == uid:
-                doc["objects"][obj.key] = [obj.size, obj.last_modified.astimezone(UTC).isoformat()]
-                if obj.key.rsplit("/", 1)[-1].startswith(today):
-                    doc["count"] += 1
-        if doc["objects"]:
+            if keys.user_from_key(obj.key) != uid:
+                continue
+            doc.objects[obj.key] = Entry(size=obj.size, created=obj.last_modified)
+            if keys.day_of_key(obj.key) == today:
+                made_today.add(obj.key)
+        if reset is not None:
+            made_today = {k for k in made_today if (keys.time_of_key(k) or reset) > reset}
+        doc.count = len(made_today)
+        if doc.objects or record.version:
             log.warning(
-                "Quota ledger for user %s was missing: rebuilt from %d stored image(s).", uid, len(doc["objects"])
+                "Quota ledger for user %s was missing: rebuilt from %d stored image(s) and the member record.",
+                uid,
+                len(doc.objects),
             )
         # Above any version the global document knows for this user, so it accepts this
-        # document's totals whatever the clocks of the processes that wrote them.
-        doc["version"] = max(self._known_version(uid) + 1, _rebuilt_version())
+        # document's snapshot whatever the clocks of the processes that wrote them.
+        doc.version = _rebuilt_version(self._known_version(uid))
         return doc
 
     def _known_version(self, uid: str) -> int:
         try:
-            found = self.ledger.read(keys.GLOBAL_LEDGER_KEY)
+            found = self.ledger.read(keys.GLOBAL_LEDGER_KEY, GlobalLedger)
         except LedgerCorrupt:
             return 0
-        entry = found[0]["users"].get(uid) if found else None
-        return int(entry[1]) if entry else 0
+        snap = found[0].users.get(uid) if found else None
+        return snap.version if snap else 0
 
-    def rebuild_global_doc(self) -> Doc:
-        """The global document from the objects (totals) and the user ledgers (holds)."""
-        doc = quota.new_global_doc()
-        now = self.clock()
-        totals: dict[str, int] = defaultdict(int)
+    def users_with_documents(self) -> set[str]:
+        users: set[str] = set()
+        for obj in self.backend.list_objects(keys.USERS_LEDGER_PREFIX):
+            try:
+                users.add(keys.check_user_id(obj.key[len(keys.USERS_LEDGER_PREFIX) :].removesuffix(".json")))
+            except InvalidUser:
+                continue
+        return users
+
+    def rebuild_global(self) -> GlobalLedger:
+        """The global document from every user document (and the images of users without one)."""
+        doc = GlobalLedger(users={})
+        totals: dict[str, int] = {}
         for obj in self.backend.list_objects(keys.USERS_PREFIX):
             owner = keys.user_from_key(obj.key)
             if owner is not None:
-                totals[owner] += obj.size
+                totals[owner] = totals.get(owner, 0) + obj.size
         for uid, total in totals.items():
-            doc["users"][uid] = [total, 0]  # any later user-ledger version replaces it
-        for obj in self.backend.list_objects(keys.USERS_LEDGER_PREFIX):
+            doc.users[uid] = Snapshot(version=0, bytes=total)  # any user-document snapshot replaces it
+        for uid in self.users_with_documents():
             try:
-                uid = keys.check_user_id(obj.key[len(keys.USERS_LEDGER_PREFIX) :].removesuffix(".json"))
-                user = self.read_user(uid)
-            except (LedgerCorrupt, InvalidUser):
-                continue  # a corrupt user ledger is repaired on its owner's next request
-            if user is None:
-                continue
-            for rid, r in user["reservations"].items():
-                if datetime.fromisoformat(r["expires"]) > now:
-                    doc["reservations"][rid] = {"user": uid, "bytes": r["bytes"], "expires": r["expires"]}
+                found = self.ledger.read(keys.user_ledger_key(uid), UserLedger)
+            except LedgerCorrupt:
+                continue  # repaired on its owner's next request; its images are counted above
+            if found is not None:
+                rules.apply_snapshot(doc, uid, rules.snapshot(found[0], self.clock()))
         if totals:
-            log.warning("Global quota ledger was missing: rebuilt from %d user(s)' stored images.", len(totals))
-        doc["version"] = _rebuilt_version()
+            log.warning("Global quota ledger was missing: rebuilt from %d user(s).", len(doc.users))
+        doc.version = _rebuilt_version(0)
         return doc
 
-    def repair(self, key: str, build: Callable[[], Doc]) -> None:
+    def _repair(self, key: str, build: Callable[[], BaseModel]) -> None:
         """Replace an unreadable document with one rebuilt from the objects."""
-        log.error("Quota ledger document %s is corrupt: rebuilding it from the stored objects.", key)
+        log.error("Quota ledger document %s is corrupt: rebuilding it.", key)
         raw = self.backend.read_doc(key)
-        doc = build()
-        doc["schema"] = 1
-        body = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+        body = build().model_dump_json(by_alias=True).encode()
         with contextlib.suppress(ConditionFailed):  # someone else repaired it first
             self.backend.write_doc(key, body, etag=raw[1] if raw else None)
         self.ledger.forget(key)
 
-    def update(self, key: str, mutate: Callable[[Doc], _T], build: Callable[[], Doc]) -> tuple[_T, Doc]:
+    # -- updating -------------------------------------------------------------------------
+    def _update(self, key: str, model: type[D], mutate: Callable[[D], _T], build: Callable[[], D]) -> tuple[_T, D]:
         try:
-            return self.ledger.update(key, mutate, create=build)
+            return self.ledger.update(key, model, mutate, create=build)
         except LedgerCorrupt:
-            self.repair(key, build)
-            return self.ledger.update(key, mutate, create=build)
+            self._repair(key, build)
+            return self.ledger.update(key, model, mutate, create=build)
 
-    def update_user(self, uid: str, mutate: Callable[[Doc], _T]) -> tuple[_T, Doc]:
-        return self.update(keys.user_ledger_key(uid), mutate, partial(self.rebuild_user_doc, uid))
+    def delete_uploads(self, stems: list[str]) -> None:
+        """Delete whatever images generations reserved under ``stems`` may have uploaded."""
+        if stems:
+            self.backend.delete_objects([k for stem in stems for k in keys.image_candidates(stem)])
 
-    def update_global(self, mutate: Callable[[Doc], _T]) -> tuple[_T, Doc]:
-        return self.update(keys.GLOBAL_LEDGER_KEY, mutate, self.rebuild_global_doc)
+    def update_user(self, uid: str, mutate: Callable[[UserLedger], _T]) -> tuple[_T, UserLedger]:
+        """Change ``uid``'s document; void and expired holds are dropped on the way, uploads first."""
+        key = keys.user_ledger_key(uid)
+        current = self.ledger.last_seen(key, UserLedger) or self.user(uid)
+        doomed = {rid: current.holds[rid].stem for rid in rules.expired_holds(current, self.clock())}
+        self.delete_uploads(sorted(doomed.values()))
 
-    def read_user(self, uid: str) -> Doc | None:
-        found = self.ledger.read(keys.user_ledger_key(uid))
-        return found[0] if found else None
+        def change(doc: UserLedger) -> _T:
+            now = self.clock()
+            for rid in rules.expired_holds(doc, now):
+                if doomed.get(rid) == doc.holds[rid].stem:
+                    del doc.holds[rid]
+            return mutate(doc)
 
-    def read_or_repair(self, key: str, build: Callable[[], Doc]) -> Doc:
-        try:
-            found = self.ledger.read(key)
-        except LedgerCorrupt:
-            self.repair(key, build)
-            found = self.ledger.read(key)
-        return found[0] if found else build()
+        return self._update(key, UserLedger, change, lambda: self.rebuild_user(uid))
 
-    def user_doc(self, uid: str) -> Doc:
-        """A fresh copy of ``uid``'s document (rebuilt, not stored, when it is missing)."""
-        return self.read_or_repair(keys.user_ledger_key(uid), partial(self.rebuild_user_doc, uid))
+    def update_global(self, mutate: Callable[[GlobalLedger], _T]) -> tuple[_T, GlobalLedger]:
+        """Change the global document, after refreshing the snapshots of users whose holds expired."""
+        current = self.cached_global() or self.global_doc()
+        deadline = self.clock() - rules.PURGE_MARGIN
+        stale = [uid for uid, s in current.users.items() if any(h.expires <= deadline for h in s.holds.values())]
+        fresh: dict[str, Snapshot] = {}
+        for uid in stale[:_REFRESH_PER_UPDATE]:
+            _, doc = self.update_user(uid, lambda d: None)
+            fresh[uid] = rules.snapshot(doc, self.clock())
 
-    def global_doc(self) -> Doc:
-        """A fresh copy of the global document (rebuilt, not stored, when it is missing)."""
-        return self.read_or_repair(keys.GLOBAL_LEDGER_KEY, self.rebuild_global_doc)
+        def change(doc: GlobalLedger) -> _T:
+            for uid, snap in fresh.items():
+                rules.apply_snapshot(doc, uid, snap)
+            return mutate(doc)
 
-    def sync_global(self, uid: str, user_doc: Doc, rid: str | None = None) -> None:
-        """Record ``uid``'s committed bytes (as of ``user_doc``, a stored version) globally."""
-        total = quota.user_bytes(user_doc, include_reserved=False)
-        self.update_global(
-            partial(quota.global_set_user, user_id=uid, total=total, version=int(user_doc["version"]), rid=rid)
-        )
+        return self._update(keys.GLOBAL_LEDGER_KEY, GlobalLedger, change, self.rebuild_global)
+
+    def sync_global(self, uid: str, doc: UserLedger) -> None:
+        """Record ``doc`` (a stored version of ``uid``'s document) in the global document."""
+        snap = rules.snapshot(doc, self.clock())
+        self.update_global(lambda g: rules.apply_snapshot(g, uid, snap))
+
+    def update_member(self, uid: str, mutate: Callable[[MemberRecord], _T]) -> tuple[_T, MemberRecord]:
+        def change(record: MemberRecord) -> _T:
+            horizon = rules.day_of(self.clock()) - timedelta(days=1)
+            record.deleted = {k: d for k, d in record.deleted.items() if d >= horizon}
+            record.grants = {d: n for d, n in record.grants.items() if d >= horizon}
+            record.resets = {d: t for d, t in record.resets.items() if d >= horizon}
+            return mutate(record)
+
+        return self._update(keys.member_key(uid), MemberRecord, change, lambda: MemberRecord(user_id=uid))
+
+    def record_deletions(self, uid: str, gone: list[str]) -> None:
+        """Remember images of today and yesterday that were deleted, for a rebuild's count."""
+        horizon = rules.day_of(self.clock()) - timedelta(days=1)
+        recent = {k: d for k in gone if (d := keys.day_of_key(k)) is not None and d >= horizon}
+        if recent:
+            self.update_member(uid, lambda r: r.deleted.update(recent))
 
     def forget_objects(self, uid: str, gone: list[str]) -> None:
-        """Drop images that no longer exist from ``uid``'s ledger and the global total."""
+        """Drop images that no longer exist from ``uid``'s ledger and the global snapshot."""
 
-        def drop(doc: Doc) -> bool:
-            removed = [k for k in gone if doc["objects"].pop(k, None) is not None]
-            if not removed:
-                raise NoChange(False)
-            return True
+        def drop(doc: UserLedger) -> bool:
+            return bool([k for k in gone if doc.objects.pop(k, None) is not None])
 
-        changed, user_doc = self.update_user(uid, drop)
+        changed, doc = self.update_user(uid, drop)
         if changed:
-            self.sync_global(uid, user_doc)
+            self.sync_global(uid, doc)
 
-    # -- undoing a failed generation -------------------------------------------------------
-    def undo(self, uid: str, rid: str, key: str | None, day: str) -> None:
-        """Make generation ``rid`` cost nothing: delete ``key``, drop its hold and its commit.
-
-        Idempotent, so it is safe after a write whose answer was lost (it may or may not
-        have landed) and safe to repeat until it succeeds.
-        """
-        if key is not None:
-            self.backend.delete_objects([key])  # first: a reconcile in between never counts it back
-
-        def undo(doc: Doc) -> bool:
-            held = doc["reservations"].pop(rid, None)
-            committed = doc["objects"].pop(key, None) if key is not None else None
-            if committed is not None and doc.get("day") == day:
-                doc["count"] = max(0, int(doc["count"]) - 1)  # this commit counted it today
-            if held is None and committed is None:
-                raise NoChange(False)
-            return True
-
-        changed, user_doc = self.update_user(uid, undo)
-        if changed:
-            self.sync_global(uid, user_doc, rid=rid)
-        else:  # nothing of it in the user's ledger: only a global hold may be left
-            self.update_global(partial(quota.global_release, rid=rid))
-
-    def owe(self, uid: str, rid: str, key: str | None, day: str) -> None:
-        with self._owed_lock:
-            known = self.owed.get(rid)
-            # A later release of the same generation knows no image key: keep the one we had.
-            self.owed[rid] = (uid, key or (known[1] if known else None), day)
-
-    def undo_or_owe(self, uid: str, rid: str, key: str | None, day: str) -> None:
-        try:
-            self.undo(uid, rid, key, day)
-        except StorageError:
-            self.owe(uid, rid, key, day)
-            log.warning("Storage unavailable: generation %s of user %s will be undone once it answers.", rid, uid)
-
-    def settle_owed(self) -> None:
-        """Finish the undos storage refused earlier; stop at the first that still fails."""
-        with self._owed_lock:
-            owed = list(self.owed.items())
-        for rid, (uid, key, day) in owed:
-            try:
-                self.undo(uid, rid, key, day)
-            except StorageError:
-                return
-            with self._owed_lock:
-                self.owed.pop(rid, None)
-            log.info("Storage answers again: undid failed generation %s of user %s.", rid, uid)
+    @staticmethod
+    def dumps(doc: BaseModel) -> str:
+        """A document as stored, for tools and tests."""
+        return json.dumps(json.loads(doc.model_dump_json(by_alias=True)), indent=2, sort_keys=True)

@@ -5,6 +5,7 @@ Layout (the same on the filesystem, under ``STORAGE_ROOT``, and in a bucket)::
     images/users/{user_id}/{YYYYmmddTHHMMSSZ}-{reservation_id}.{ext}   the images
     ledger/users/{user_id}.json                                      a user's quota ledger
     ledger/global.json                                               server-wide usage
+    ledger/members/{user_id}.json                                    blocks, grants, deletions
     temp/  logs/                                                     scratch and logs
 
 The ledger sits outside ``images/`` so the lifecycle rule that expires images never
@@ -14,20 +15,27 @@ touches it.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, date, datetime
 
 from abby_core.errors import InvalidKey, InvalidUser
 
 __all__ = [
+    "CONTENT_TYPES",
     "GLOBAL_LEDGER_KEY",
     "IMAGES_PREFIX",
     "LEDGER_PREFIX",
     "LOGS_PREFIX",
+    "MEMBERS_PREFIX",
     "TEMP_PREFIX",
     "USERS_LEDGER_PREFIX",
     "USERS_PREFIX",
     "check_user_id",
+    "content_type_of",
+    "day_of_key",
+    "image_candidates",
     "image_key",
+    "member_key",
+    "time_of_key",
     "user_from_key",
     "user_ledger_key",
     "user_prefix",
@@ -38,14 +46,18 @@ USERS_PREFIX = "images/users/"
 LEDGER_PREFIX = "ledger/"
 USERS_LEDGER_PREFIX = "ledger/users/"
 GLOBAL_LEDGER_KEY = "ledger/global.json"
+MEMBERS_PREFIX = "ledger/members/"
 TEMP_PREFIX = "temp/"
 LOGS_PREFIX = "logs/"
 
 # Discord snowflakes are 64-bit integers: at most 20 ASCII digits. ``str.isdigit`` would
 # accept other scripts' digits ("١٢٣"), so the pattern spells out ASCII.
 _SNOWFLAKE = re.compile(r"[1-9][0-9]{0,19}")
-_NAME = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8,32}\.(png|jpg|jpeg|webp)")
-_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+# The one table of the image formats Abby stores: content type -> file extension.
+CONTENT_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+_BY_EXTENSION = {**{ext: ct for ct, ext in CONTENT_TYPES.items()}, "jpeg": "image/jpeg"}
+# The one pattern of an image's file name: when it was reserved, then the reservation id.
+_NAME = re.compile(r"(?P<stamp>[0-9]{8}T[0-9]{6}Z)-[0-9a-f]{8,32}\.(?P<ext>png|jpg|jpeg|webp)")
 
 
 def check_user_id(user_id: object) -> str:
@@ -72,11 +84,41 @@ def user_ledger_key(user_id: str) -> str:
     return f"{USERS_LEDGER_PREFIX}{check_user_id(user_id)}.json"
 
 
+def member_key(user_id: str) -> str:
+    return f"{MEMBERS_PREFIX}{check_user_id(user_id)}.json"
+
+
 def extension_for(content_type: str) -> str:
     try:
-        return _EXTENSIONS[content_type]
+        return CONTENT_TYPES[content_type]
     except KeyError:
         raise InvalidKey(f"Images must be PNG, JPEG or WebP, not {content_type!r}.") from None
+
+
+def content_type_of(key: str) -> str:
+    """The content type of an image key, from its extension."""
+    return _BY_EXTENSION[key.rsplit(".", 1)[-1]]
+
+
+def image_candidates(stem: str) -> list[str]:
+    """Every key an image reserved under ``stem`` can have (its format is chosen later)."""
+    return [f"{stem}.{ext}" for ext in CONTENT_TYPES.values()]
+
+
+def day_of_key(key: str) -> date | None:
+    """The UTC day an image was reserved, from its name (``None`` for other keys)."""
+    match = _NAME.fullmatch(key.rsplit("/", 1)[-1])
+    if match is None:
+        return None
+    return datetime.strptime(match["stamp"], "%Y%m%dT%H%M%SZ").date()
+
+
+def time_of_key(key: str) -> datetime | None:
+    """When an image was reserved (UTC, to the second), from its name."""
+    match = _NAME.fullmatch(key.rsplit("/", 1)[-1])
+    if match is None:
+        return None
+    return datetime.strptime(match["stamp"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
 
 
 def key_stem(user_id: str, created: datetime, reservation_id: str) -> str:

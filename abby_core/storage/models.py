@@ -110,6 +110,7 @@ class CleanupReport:
     users: int
     cutoff: datetime
     dry_run: bool = False
+    partial_files: int = 0  # temporary files of interrupted writes that were removed
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ class ReconcileReport:
     objects: int
     bytes: int
     drift: dict[str, tuple[int, int]] = field(default_factory=dict)
+    partial_files: int = 0  # temporary files of interrupted writes that were removed
 
     @property
     def drift_bytes(self) -> int:

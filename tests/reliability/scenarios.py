@@ -34,6 +34,8 @@ from abby_core.generation import GeneratedImage, ImageGenerator, Provider
 from abby_core.generation.base import ImageToImageRequest, TextToImageRequest, UpscaleRequest
 from abby_core.pipeline import GenerationResult, ImageService
 from abby_core.storage import StorageBackend, StorageManager
+from abby_core.storage.documents import GlobalLedger, UserLedger
+from abby_core.storage.rules import PURGE_MARGIN
 from abby_core.storage.keys import GLOBAL_LEDGER_KEY, USERS_LEDGER_PREFIX, USERS_PREFIX, user_from_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -171,20 +173,19 @@ def audit(backend: StorageBackend) -> Audit:
         found = backend.read_doc(info.key)
         if found is None:
             continue
-        doc = json.loads(found[0])
-        uid = str(doc["user_id"])
-        committed[uid] = {k: int(v[0]) for k, v in doc["objects"].items()}
-        counts[uid] = (str(doc["day"]), int(doc["count"]))
-        holds += len(doc["reservations"])
+        doc = UserLedger.model_validate_json(found[0])
+        committed[doc.user_id] = {k: e.size for k, e in doc.objects.items()}
+        counts[doc.user_id] = (doc.day.isoformat(), doc.count)
+        holds += len(doc.holds)
     found = backend.read_doc(GLOBAL_LEDGER_KEY)
-    glob = json.loads(found[0]) if found else {"users": {}, "reservations": {}}
+    glob = GlobalLedger.model_validate_json(found[0]) if found else GlobalLedger(users={})
     return Audit(
         objects,
         committed,
         counts,
         holds,
-        {u: int(v[0]) for u, v in glob["users"].items()},
-        len(glob["reservations"]),
+        {u: s.bytes for u, s in glob.users.items()},
+        sum(len(s.holds) for s in glob.users.values()),
     )
 
 
@@ -405,8 +406,12 @@ async def storage_outage(server: Any, *, users: int = 8, per_user: int = 4, stop
     manager = StorageManager(backend, max_user_daily_gens=per_user + 1, image_gen_size_mb=ESTIMATE_MB)
     service = service_with(manager, FixedProvider([noise_png(40) for _ in range(64)], delay=0.02))
     try:
+        async def later(n: int, uid: str, prompt: str) -> tuple[Any, float]:
+            await asyncio.sleep(n * 0.05)  # a burst spread over time, so the outage cuts it
+            return await timed(service.imagine(uid, prompt))
+
         tasks = [
-            asyncio.create_task(timed(service.imagine(user(u), f"outage {u}-{i}")))
+            asyncio.create_task(later(i * users + u, user(u), f"outage {u}-{i}"))
             for i in range(per_user)
             for u in range(users)
         ]
@@ -560,6 +565,10 @@ async def killed_holder(
                   [describe(r) for r in results if isinstance(r, BaseException)])
         status = await manager.get_quota_status(uid)
         out.check("in_flight back to 0", status.in_flight == 0, status.in_flight)
+        # Expired holds stop counting at once; they leave the documents (with anything the
+        # dead process uploaded) once clocks can no longer disagree about them.
+        clock.advance(seconds=PURGE_MARGIN.total_seconds())
+        await manager.reconcile()
         check_consistent(out, backend)
     finally:
         await manager.aclose()
@@ -604,7 +613,8 @@ LEDGER_DAMAGE: dict[str, bytes | None] = {
     "JSON null": b"null",
     "JSON list": b"[]",
     "empty object": b"{}",
-    "future schema": b'{"schema": 2, "version": 1}',
+    "future schema": b'{"schema": 3, "version": 1}',
+    "current schema, fields missing": b'{"schema": 2, "version": 1}',
     "fields missing": b'{"schema": 1, "version": 7}',
     "fields of the wrong type": b'{"schema": 1, "version": 7, "user_id": 5, "day": [], "count": "many", '
                                 b'"bonus": null, "blocked": 0, "objects": [], "reservations": "none", "users": 3}',

@@ -93,6 +93,7 @@ class Flaky(FilesystemBackend):
 
     down = False
     lose_answer: str | None = None  # key prefix of the next write whose answer is lost
+    write_errors_are_definite = False  # like a server: an answer can be lost after the write
 
     def _gate(self) -> None:
         if self.down:
@@ -102,11 +103,17 @@ class Flaky(FilesystemBackend):
         self._gate()
         return super().read_doc(key)
 
+    stay_down = True  # after a lost answer
+    refuse_next: str | None = None  # key prefix of the next write that fails unsent, storage then down
+
     def write_doc(self, key: str, body: bytes, *, etag: str | None) -> str:
         self._gate()
+        if self.refuse_next and key.startswith(self.refuse_next):
+            self.refuse_next, self.down = None, True
+            raise StorageUnavailable("Could not update the quota ledger: connection refused (test).")
         tag = super().write_doc(key, body, etag=etag)
         if self.lose_answer and key.startswith(self.lose_answer):
-            self.lose_answer, self.down = None, True  # landed, then the server died
+            self.lose_answer, self.down = None, self.stay_down  # landed, then the server died
             raise StorageUnavailable("Could not update the quota ledger: no answer (test).")
         return tag
 
@@ -126,7 +133,7 @@ class Flaky(FilesystemBackend):
 @pytest.fixture
 async def flaky(tmp_path: Path) -> AsyncIterator[tuple[Flaky, StorageManager]]:
     backend = Flaky(tmp_path / "shared")
-    manager = StorageManager(backend, max_user_daily_gens=3)
+    manager = StorageManager(backend, max_user_daily_gens=3, settle_seconds=1)
     yield backend, manager
     backend.down = False
     await manager.aclose()
@@ -135,14 +142,42 @@ async def flaky(tmp_path: Path) -> AsyncIterator[tuple[Flaky, StorageManager]]:
 USER = scenarios.user(31337)
 
 
-async def test_commit_that_landed_but_lost_its_answer_is_undone(flaky: tuple[Flaky, StorageManager]) -> None:
+async def test_commit_that_landed_but_lost_its_answer_is_found_and_reported(
+    flaky: tuple[Flaky, StorageManager],
+) -> None:
+    backend, manager = flaky
+    reservation = await manager.reserve(USER)
+    backend.lose_answer = "ledger/users/"  # the commit lands; its answer never comes back
+    backend.stay_down = False  # ...but storage answers the next request
+    stored = await manager.save_image(reservation, scenarios.noise_png(40))
+    status = await manager.get_quota_status(USER)
+    assert (status.daily_used, status.user_bytes, status.in_flight) == (1, stored.size, 0)
+    assert [o.key for o in backend.list_objects("images/")] == [stored.key]
+
+
+async def test_a_commit_whose_answer_is_lost_in_an_outage_is_reported_as_unknown(
+    flaky: tuple[Flaky, StorageManager],
+) -> None:
+    backend, manager = flaky
+    reservation = await manager.reserve(USER)
+    backend.lose_answer = "ledger/users/"  # the commit lands, then storage stays away
+    with pytest.raises(StorageUnavailable, match="not known whether"):
+        await manager.save_image(reservation, scenarios.noise_png(40))
+    backend.down = False
+    # It had landed: the one outcome the member was told is possible, with nothing half-done.
+    status = await manager.get_quota_status(USER)
+    assert (status.daily_used, status.in_flight) == (1, 0)
+    assert [i.key for i in await manager.list_images(USER)] == [o.key for o in backend.list_objects("images/")]
+
+
+async def test_a_commit_refused_in_an_outage_costs_nothing(flaky: tuple[Flaky, StorageManager]) -> None:
     backend, manager = flaky
     service = scenarios.service_with(manager, scenarios.FixedProvider([scenarios.noise_png(40)], delay=0))
     reservation = await manager.reserve(USER)
-    backend.lose_answer = "ledger/users/"  # the commit lands; its answer never comes back
+    backend.refuse_next = "ledger/users/"  # the commit never reaches storage, which then stays away
     with pytest.raises(StorageUnavailable):
         await manager.save_image(reservation, scenarios.noise_png(40))
-    backend.down = False  # storage is back: the same manager finishes the undo first
+    backend.down = False  # storage is back: the same manager finishes the void first
     status = await manager.get_quota_status(USER)
     assert (status.daily_used, status.user_bytes, status.in_flight) == (0, 0, 0)
     assert list(backend.list_objects("images/")) == []

@@ -5,6 +5,9 @@ Modes:
 * ``imagine``: wait for ``start_at``, run ``attempts`` concurrent ``ImageService.imagine``
   calls with the offline renderer for ``user``; print
   ``{"granted", "refused", "errors", "stored": [[key, sha256], ...]}``.
+* ``crash``: one ``imagine`` for ``user`` through a backend that kills this process at
+  storage call ``at`` (see crashpoints.py); print ``{"reported": "success" | error code}``
+  if it gets that far.
 * ``hold``: reserve ``holds`` generations for ``user`` (TTL ``ttl``), print
   ``{"held": [reservation ids]}``, then sleep until killed.
 """
@@ -18,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from abby_core.errors import QuotaExceeded
+from abby_core.errors import AbbyError, QuotaExceeded
 from abby_core.generation import ImageGenerator, OfflineProvider
 from abby_core.pipeline import ImageService
 from abby_core.storage import StorageManager
@@ -54,9 +57,26 @@ async def hold(config: dict[str, Any]) -> None:
     await asyncio.sleep(120)  # the parent kills us long before
 
 
+async def crash(config: dict[str, Any]) -> dict[str, Any]:
+    from tests.reliability.crashpoints import TTL, CrashPoints
+
+    backend = CrashPoints(build_backend(config), at=config["at"], action="kill")
+    manager = StorageManager(backend, reservation_ttl_seconds=TTL, settle_seconds=1)
+    service = ImageService(manager, ImageGenerator(provider=OfflineProvider()))
+    try:
+        await service.imagine(config["user"], "a lighthouse at dawn")
+        return {"reported": "success"}
+    except AbbyError as exc:
+        return {"reported": exc.code, "message": str(exc)}
+    finally:
+        await manager.aclose()
+
+
 if __name__ == "__main__":
     cfg = json.loads(sys.argv[1])
     if cfg["mode"] == "hold":
         asyncio.run(hold(cfg))
+    elif cfg["mode"] == "crash":
+        print(json.dumps(asyncio.run(crash(cfg))), flush=True)
     else:
         print(json.dumps(asyncio.run(imagine(cfg))))

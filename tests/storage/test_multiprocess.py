@@ -48,7 +48,7 @@ def check(backend: StorageBackend, results: list[dict[str, Any]], daily: int, at
     found = backend.read_doc(user_ledger_key(USER))
     assert found is not None
     ledger = json.loads(found[0])
-    assert ledger["count"] == daily and ledger["reservations"] == {}
+    assert ledger["count"] == daily and ledger["holds"] == {}
     assert len(ledger["objects"]) == daily
     assert len(list(backend.list_objects(f"images/users/{USER}/"))) == daily
 

@@ -64,7 +64,8 @@ async def test_reconcile_keeps_a_save_that_lands_after_its_listing(
 
     def save_late() -> str:
         clock.advance(seconds=1)
-        return manager._save(manager._reserve(ALICE, (), None), png(color=(9, 9, 9)), "image/png").key
+        reservation = manager.protocol.reserve(ALICE, manager.default_limits, manager.estimate_bytes)
+        return manager.protocol.save(reservation, png(color=(9, 9, 9)), "image/png")[0]
 
     report, late = await reconcile_while(manager, monkeypatch, save_late)
     status = await manager.get_quota_status(ALICE)
@@ -79,7 +80,12 @@ async def test_reconcile_does_not_count_back_an_image_deleted_after_its_listing(
 ) -> None:
     kept = await manager.save_image(await manager.reserve(ALICE), png())
     doomed = await manager.save_image(await manager.reserve(ALICE), png(color=(5, 5, 5)))
-    await reconcile_while(manager, monkeypatch, lambda: manager._delete(ALICE, doomed.key))
+    loop = asyncio.get_running_loop()
+
+    def member_deletes() -> int:  # from the worker thread, through the public API
+        return asyncio.run_coroutine_threadsafe(manager.delete_image(ALICE, doomed.key), loop).result(30)
+
+    await reconcile_while(manager, monkeypatch, member_deletes)
     status = await manager.get_quota_status(ALICE)
     assert (status.user_bytes, status.global_bytes) == (kept.size, kept.size)
 
@@ -91,7 +97,9 @@ async def test_reconcile_keeps_users_who_appear_while_it_runs(
 
     def newcomer_saves() -> int:
         clock.advance(seconds=1)
-        return manager._save(manager._reserve(BOB, (), None), png(), "image/png").size
+        reservation = manager.protocol.reserve(BOB, manager.default_limits, manager.estimate_bytes)
+        key, _ = manager.protocol.save(reservation, png(), "image/png")
+        return len(manager.backend.get_object(key))
 
     _, size = await reconcile_while(manager, monkeypatch, newcomer_saves)
     stats = await manager.stats()
@@ -156,7 +164,7 @@ async def test_a_total_nobody_synced_is_corrected_by_the_next_reservation(manage
     found = manager.backend.read_doc(GLOBAL_LEDGER_KEY)
     assert found is not None
     doc = json.loads(found[0])
-    doc["users"][ALICE] = [0, 1]
+    doc["users"][ALICE] = {"version": 1, "bytes": 0, "holds": {}}
     doc["version"] += 1
     manager.backend.write_doc(GLOBAL_LEDGER_KEY, json.dumps(doc).encode(), etag=found[1])
     manager.ledger.forget()
@@ -165,8 +173,9 @@ async def test_a_total_nobody_synced_is_corrected_by_the_next_reservation(manage
     assert (await manager.get_quota_status(ALICE)).global_bytes == stored.size + reservation.bytes
 
 
-async def test_a_failed_read_owes_no_undo(manager: StorageManager, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_failed_read_holds_nothing(manager: StorageManager, monkeypatch: pytest.MonkeyPatch) -> None:
     manager.ledger.forget()
+    real_read = manager.backend.read_doc
 
     def unreachable(key: str) -> None:
         raise StorageUnavailable("Could not read the quota ledger: the storage server could not be reached.")
@@ -175,7 +184,9 @@ async def test_a_failed_read_owes_no_undo(manager: StorageManager, monkeypatch: 
     for _ in range(3):
         with pytest.raises(StorageUnavailable):
             await manager.reserve(ALICE)
-    assert manager.accounts.owed == {}
+    monkeypatch.setattr(manager.backend, "read_doc", real_read)
+    status = await manager.get_quota_status(ALICE)
+    assert (status.daily_used, status.in_flight, status.global_bytes) == (0, 0, 0)
 
 
 def test_region_names_are_checked_at_start_up() -> None:

@@ -1,0 +1,154 @@
+"""The quota ledger's documents, as typed models with a schema version.
+
+Three kinds of document, all outside ``images/`` so lifecycle rules never expire them::
+
+    ledger/users/{id}.json     UserLedger    the member's hot document: today's count, their
+                                             committed images and the holds in flight
+    ledger/global.json         GlobalLedger  one snapshot of every user document (committed
+                                             bytes and holds, with its version)
+    ledger/members/{id}.json   MemberRecord  what must survive damage to the hot document:
+                                             blocks, grants, daily resets, today's deletions
+
+Schema 1 documents (written before holds had states) are upgraded when read; they are
+written back as schema 2 by the next change.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
+
+__all__ = [
+    "SCHEMA",
+    "Entry",
+    "GlobalLedger",
+    "Hold",
+    "MemberRecord",
+    "Snapshot",
+    "SnapshotHold",
+    "UserLedger",
+]
+
+SCHEMA: Literal[2] = 2
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class _Document(_Record):
+    """A ledger document: a schema number and a version counter that every write raises."""
+
+    schema_version: Literal[2] = Field(default=SCHEMA, alias="schema")
+    version: NonNegativeInt = 0
+
+
+class Hold(_Record):
+    """Quota held for one generation, from ``reserve`` until its commit or its end.
+
+    A *live* hold counts one generation on ``day`` and ``bytes`` of storage. A *void*
+    hold counts nothing: its generation failed, and any image uploaded under ``stem`` is
+    to be deleted before the hold is dropped (that order is what keeps a crash from
+    leaving an image nobody knows about).
+    """
+
+    bytes: NonNegativeInt
+    expires: AwareDatetime
+    day: date
+    stem: str
+    void: bool = False
+
+
+class Entry(_Record):
+    """A committed image: its size and when it was committed."""
+
+    size: NonNegativeInt
+    created: AwareDatetime
+
+
+class UserLedger(_Document):
+    """``ledger/users/{id}.json``. ``count`` is committed generations on ``day`` (UTC)."""
+
+    user_id: str
+    day: date
+    count: NonNegativeInt = 0
+    bonus: NonNegativeInt = 0  # extra generations granted for ``day`` (mirrors MemberRecord)
+    blocked: bool = False  # mirrors MemberRecord
+    objects: dict[str, Entry] = Field(default_factory=dict)
+    holds: dict[str, Hold] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("schema") == 1:
+            data = dict(data)
+            data["schema"] = SCHEMA
+            if isinstance(data.get("objects"), dict):
+                data["objects"] = {
+                    k: {"size": v[0], "created": v[1]} if isinstance(v, list) and len(v) == 2 else v
+                    for k, v in data["objects"].items()
+                }
+            if "reservations" in data:
+                data["holds"] = data.pop("reservations")
+        return data
+
+
+class SnapshotHold(_Record):
+    bytes: NonNegativeInt
+    expires: AwareDatetime
+
+
+class Snapshot(_Record):
+    """One user document as the global ledger last saw it (``version``: that document's)."""
+
+    version: NonNegativeInt
+    bytes: NonNegativeInt
+    holds: dict[str, SnapshotHold] = Field(default_factory=dict)
+
+
+class GlobalLedger(_Document):
+    """``ledger/global.json``: usage is the sum of the snapshots' bytes and holds."""
+
+    users: dict[str, Snapshot]  # required: an empty document must not read as zero usage
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        if (
+            isinstance(data, dict)
+            and data.get("schema") == 1
+            and isinstance(data.get("users"), dict)
+            and isinstance(data.get("reservations"), dict)
+        ):
+            users: dict[str, Any] = {}
+            for uid, entry in (data.get("users") or {}).items():
+                if isinstance(entry, list) and len(entry) == 2:
+                    users[uid] = {"version": entry[1], "bytes": entry[0], "holds": {}}
+            for rid, r in (data.get("reservations") or {}).items():
+                if isinstance(r, dict) and r.get("user") in users:
+                    users[r["user"]]["holds"][rid] = {"bytes": r.get("bytes"), "expires": r.get("expires")}
+                elif isinstance(r, dict):
+                    users[str(r.get("user"))] = {
+                        "version": 0,
+                        "bytes": 0,
+                        "holds": {rid: {"bytes": r.get("bytes"), "expires": r.get("expires")}},
+                    }
+            data = {"schema": SCHEMA, "version": data.get("version", 0), "users": users}
+        return data
+
+
+class MemberRecord(_Document):
+    """``ledger/members/{id}.json``: state a rebuild of the hot document must not lose.
+
+    Written only by admin actions and deletions (rarely), never on the generation path.
+    ``deleted`` keeps the image keys deleted in the last two days, so a rebuilt count
+    still includes today's images that were made and then deleted.
+    """
+
+    user_id: str
+    blocked: bool = False
+    grants: dict[date, NonNegativeInt] = Field(default_factory=dict)
+    resets: dict[date, datetime] = Field(default_factory=dict)
+    deleted: dict[str, date] = Field(default_factory=dict)

@@ -1,0 +1,130 @@
+"""Housekeeping: cleanup of old images, reconcile (the auditor), and usage statistics.
+
+Synchronous, like :mod:`abby_core.storage.protocol`; the manager runs it on its workers.
+Both cleanup and reconcile also sweep what killed writers left behind (temporary files of
+atomic writes) and drop expired holds with their uploads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+from abby_core.errors import InvalidInput
+from abby_core.storage import keys, rules
+from abby_core.storage.accounts import Accounts
+from abby_core.storage.documents import Entry, UserLedger
+from abby_core.storage.models import CleanupReport, GlobalStats, ObjectInfo, ReconcileReport
+
+__all__ = ["MAX_CLEANUP_DAYS", "Housekeeping"]
+
+log = logging.getLogger("abby.storage")
+MAX_CLEANUP_DAYS = 36_500
+
+
+class Housekeeping:
+    def __init__(self, accounts: Accounts, *, cleanup_days: int, reservation_ttl: int, global_limit: int) -> None:
+        self.accounts = accounts
+        self.backend = accounts.backend
+        self.cleanup_days = cleanup_days
+        self.ttl = reservation_ttl
+        self.global_limit = global_limit
+
+    def _young(self) -> datetime:
+        """Anything newer than this may belong to a generation still in flight."""
+        return self.accounts.clock() - timedelta(seconds=self.ttl) - rules.PURGE_MARGIN
+
+    def _sweep_partial(self) -> int:
+        swept = self.backend.sweep_partial_writes(self._young())
+        if swept:
+            log.warning("Removed %d partial file(s) left by interrupted writes.", swept)
+        return swept
+
+    # -- cleanup --------------------------------------------------------------------------
+    def cleanup(self, days: int | None, dry_run: bool) -> CleanupReport:
+        days = self.cleanup_days if days is None else days
+        if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= MAX_CLEANUP_DAYS:
+            raise InvalidInput(f"The cleanup age must be a whole number of days from 0 to {MAX_CLEANUP_DAYS}.")
+        now = self.accounts.clock()
+        # Never an image younger than a hold's lifetime: it may not be committed yet.
+        cutoff = min(now - timedelta(days=days), self._young())
+        old = [o for o in self.backend.list_objects(keys.USERS_PREFIX) if o.last_modified < cutoff]
+        by_user: dict[str, list[str]] = defaultdict(list)
+        for obj in old:
+            owner = keys.user_from_key(obj.key)
+            if owner is not None:
+                by_user[owner].append(obj.key)
+        partial = 0
+        if not dry_run:
+            for uid, gone in by_user.items():
+                self.accounts.record_deletions(uid, gone)  # first: a rebuild still counts them today
+            self.backend.delete_objects([k for gone in by_user.values() for k in gone])  # batches of 1000
+            for uid, gone in by_user.items():
+                self.accounts.forget_objects(uid, gone)
+            stale_temp = [o.key for o in self.backend.list_objects(keys.TEMP_PREFIX) if o.last_modified < cutoff]
+            self.backend.delete_objects(stale_temp)
+            partial = self._sweep_partial()
+        removed = [o for o in old if keys.user_from_key(o.key) is not None]
+        return CleanupReport(len(removed), sum(o.size for o in removed), len(by_user), cutoff, dry_run, partial)
+
+    # -- reconcile ------------------------------------------------------------------------
+    def reconcile(self) -> ReconcileReport:
+        started = self.accounts.clock()
+        truth: dict[str, dict[str, ObjectInfo]] = defaultdict(dict)
+        for obj in self.backend.list_objects(keys.USERS_PREFIX):
+            owner = keys.user_from_key(obj.key)
+            if owner is not None:
+                truth[owner][obj.key] = obj
+        users = set(truth) | self.accounts.users_with_documents()
+        drift: dict[str, tuple[int, int]] = {}
+        for uid in sorted(users):
+            before, after = self._reconcile_user(uid, truth.get(uid, {}), started)
+            if before != after:
+                drift[uid] = (before, after)
+                log.warning("Reconcile: user %s ledger said %d bytes, storage holds %d.", uid, before, after)
+        partial = self._sweep_partial()
+        objects = sum(len(v) for v in truth.values())
+        size = sum(o.size for v in truth.values() for o in v.values())
+        return ReconcileReport(len(users), objects, size, drift, partial)
+
+    def _reconcile_user(self, uid: str, found: dict[str, ObjectInfo], started: datetime) -> tuple[int, int]:
+        """Make ``uid``'s ledger agree with the listing ``found`` (taken at ``started``).
+
+        Saves and deletes keep running meanwhile, so the listing is only trusted where it
+        cannot be stale: entries committed after it began are kept; images it shows that
+        the ledger lacks are adopted only if they still exist and belong to no hold (a
+        generation in flight, or a failed one whose upload is about to be deleted).
+        """
+        known = self.accounts.user(uid)
+        candidates = [k for k in found if k not in known.objects]
+        confirmed = {k for k in candidates if self.backend.head_object(k) is not None}
+
+        def correct(doc: UserLedger) -> tuple[int, int]:
+            stems = tuple(h.stem + "." for h in doc.holds.values()) or ("\0",)
+            before = rules.user_bytes(doc)
+            objects: dict[str, Entry] = {}
+            for k, entry in doc.objects.items():
+                if k in found or entry.created > started:
+                    objects[k] = entry  # present, or committed after the listing began
+            for k, o in found.items():
+                if k not in objects and k in confirmed and not k.startswith(stems):
+                    objects[k] = Entry(size=o.size, created=o.last_modified)
+            doc.objects = objects
+            return before, rules.user_bytes(doc)
+
+        (before, after), doc = self.accounts.update_user(uid, correct)
+        self.accounts.sync_global(uid, doc)
+        return before, after
+
+    # -- stats ----------------------------------------------------------------------------
+    def stats(self, top: int) -> GlobalStats:
+        glob = self.accounts.global_doc()
+        ranked = sorted(((u, s.bytes) for u, s in glob.users.items() if s.bytes > 0), key=lambda t: -t[1])
+        return GlobalStats(
+            global_bytes=rules.global_usage(glob),
+            global_limit_bytes=self.global_limit,
+            users=len(ranked),
+            in_flight=sum(len(s.holds) for s in glob.users.values()),
+            top_users=ranked[:top],
+        )

@@ -1,0 +1,246 @@
+"""The accounting protocol: reserve → upload → commit, and what undoes each step.
+
+Synchronous; :class:`~abby_core.storage.manager.StorageManager` runs it on worker threads.
+The steps, and why a crash at any of them costs nothing (docs/STORAGE_SYSTEM.md has the
+long form):
+
+1. **Hold** (user document, compare-and-swap): one generation and the estimated bytes,
+   with an expiry and the key stem the image will have. Durable: if the process dies
+   from here on, the hold is the record of what to undo.
+2. **Global hold** (global document): the user document's new snapshot, refused when
+   the global limit would be passed. Refused or failed: the hold is voided (step 6).
+3. **Upload** the image under the stem (whole or not at all).
+4. **Commit** (user document): the hold becomes the stored image and counts. This single
+   conditional write is the commit point: before it the generation failed, after it it
+   succeeded. A commit whose answer was lost is *settled*: the next write to the user
+   document either finds it committed or voids the hold, and conditional writes make that
+   decision final (a late copy of the commit can no longer land).
+5. **Global snapshot** (best effort): if it fails, the global document keeps counting the
+   hold (never less than the truth) until it is refreshed from the user document.
+6. **Void** (failure, interruption): the hold is marked void, its uploads are deleted,
+   then the hold is dropped. A hold its owner never voided (a killed process) is treated
+   the same once it has expired. An interrupted generation that had already committed is
+   taken back the same way: the commit is undone and a void hold marks its upload.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from functools import partial
+
+from abby_core.errors import ReservationInvalid, StorageError, StorageUnavailable
+from abby_core.storage import keys, rules
+from abby_core.storage.accounts import Accounts
+from abby_core.storage.documents import Hold, UserLedger
+from abby_core.storage.ledger import UncertainWrite
+from abby_core.storage.models import Reservation, UserLimits
+
+__all__ = ["Accounting"]
+
+log = logging.getLogger("abby.storage")
+
+# A hold with less time left than this is renewed before the image is uploaded, so it
+# cannot expire during the upload (capped at half a hold's lifetime).
+SAVE_MARGIN = timedelta(seconds=120)
+# How far apart the clocks of two processes may be: an owner commits only with this much
+# of its hold to spare (capped at a quarter of a hold's lifetime).
+CLOCK_SKEW = timedelta(seconds=60)
+
+
+class Accounting:
+    """The quota protocol over one backend's ledger documents."""
+
+    def __init__(
+        self,
+        accounts: Accounts,
+        *,
+        global_limit: int,
+        reservation_ttl: int,
+        settle_seconds: float = 30.0,
+    ) -> None:
+        self.accounts = accounts
+        self.backend = accounts.backend
+        self.clock: Callable[[], datetime] = accounts.clock
+        self.global_limit = global_limit
+        self.ttl = reservation_ttl
+        self.settle_seconds = settle_seconds
+        # Voids storage refused: retried before this process's next operation, so after an
+        # outage the hold goes at once; if the process dies, the hold's expiry still ends it.
+        self._unfinished: dict[str, tuple[str, str | None]] = {}
+        self._unsynced: set[str] = set()  # users whose commit the global document has not seen
+        self._unfinished_lock = threading.Lock()
+        self.skew = min(CLOCK_SKEW, timedelta(seconds=reservation_ttl / 4))
+        self.save_margin = min(SAVE_MARGIN, timedelta(seconds=reservation_ttl / 2))
+
+    # -- steps 1 and 2 ---------------------------------------------------------------------
+    def reserve(self, uid: str, limits: UserLimits, size: int) -> Reservation:
+        rid = secrets.token_hex(8)  # 64 random bits: keys are not guessable
+        now = self.clock()
+        stem = keys.key_stem(uid, now, rid)
+        held = self._hold(uid, rid, stem, size, limits, renew=False)
+        return Reservation(rid, uid, held.bytes, stem, held.day.isoformat(), held.expires, limits)
+
+    def _hold(self, uid: str, rid: str, stem: str, size: int, limits: UserLimits, *, renew: bool) -> Hold:
+        step = partial(
+            rules.hold,
+            rid=rid,
+            size=size,
+            stem=stem,
+            limits=limits,
+            now=self.clock(),
+            ttl=self.ttl,
+            skew=self.skew,
+            renew=renew,
+        )
+        try:
+            held, doc = self.accounts.update_user(uid, step)
+        except UncertainWrite:
+            if not renew:
+                self.void_quietly(uid, rid)  # the hold may have landed
+            raise
+        try:
+            snap = rules.snapshot(doc, self.clock())
+            self.accounts.update_global(
+                partial(rules.global_hold, user_id=uid, snap=snap, rid=rid, limit=self.global_limit)
+            )
+        except BaseException:
+            if not renew:
+                self.void_quietly(uid, rid)
+            raise
+        return held
+
+    # -- steps 3 to 5 ----------------------------------------------------------------------
+    def save(self, res: Reservation, data: bytes, content_type: str) -> tuple[str, UserLedger]:
+        """Upload and commit; on any failure the generation is voided and the error raised."""
+        key = keys.image_key(res.key_stem, content_type)
+        try:
+            if len(data) > res.bytes or res.expires_at - self.clock() < self.save_margin:
+                # Grow the hold to the real size (checking the limits again) or renew it.
+                self._hold(res.user_id, res.id, res.key_stem, len(data), res.limits, renew=True)
+            self.backend.put_object(key, data, content_type)
+            commit = partial(rules.commit, rid=res.id, key=key, size=len(data), now=self.clock(), skew=self.skew)
+            try:
+                _, doc = self.accounts.update_user(res.user_id, commit)
+            except UncertainWrite:
+                doc = self._settle(res, key)
+        except BaseException:
+            self.void_quietly(res.user_id, res.id, res.key_stem)
+            raise
+        self._sync_quietly(res.user_id, doc)
+        return key, doc
+
+    def _settle(self, res: Reservation, key: str) -> UserLedger:
+        """Find out whether a commit whose answer was lost landed; if not, make sure it never does.
+
+        Retries while storage does not answer, for ``settle_seconds``; after that the outcome
+        is unknown and the error says so (the hold decides later: the image either stays
+        committed or is deleted with its hold).
+        """
+        deadline = time.monotonic() + self.settle_seconds
+        delay = 0.2
+        while True:
+            try:
+                outcome, doc = self.accounts.update_user(res.user_id, partial(rules.settle, rid=res.id, key=key))
+            except StorageError:
+                if time.monotonic() + delay > deadline:
+                    raise StorageUnavailable(
+                        "Storage stopped answering while the image was being saved, so it is not known whether "
+                        "it was kept. If it was, it is in the gallery and counts; if not, nothing was charged."
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if outcome is rules.Settled.COMMITTED:
+                return doc
+            raise StorageUnavailable("Storage failed while saving the image; it was not kept and nothing was charged.")
+
+    def _sync_quietly(self, uid: str, doc: UserLedger) -> None:
+        try:
+            self.accounts.sync_global(uid, doc)
+        except StorageError as exc:
+            # The global document keeps counting the hold until it is refreshed from the
+            # user document: never less than the truth.
+            with self._unfinished_lock:
+                self._unsynced.add(uid)
+            log.warning("Could not update the global ledger after a commit for user %s (%s).", uid, exc)
+
+    # -- step 6 -----------------------------------------------------------------------------
+    def void(self, uid: str, rid: str, stem: str | None = None) -> None:
+        """Void hold ``rid``, delete its uploads and drop it. A committed generation stays.
+
+        ``stem``: where the generation uploads, for when its hold is already gone (dropped
+        by another process after it expired) and an upload may have landed since.
+        """
+        _, doc = self.accounts.update_user(uid, partial(rules.settle, rid=rid, key=None))
+        if rid in doc.holds:
+            _, doc = self.accounts.update_user(uid, lambda d: None)  # deletes the uploads, then drops it
+        elif stem is not None and not any(k.startswith(stem + ".") for k in doc.objects):
+            self.accounts.delete_uploads([stem])
+        self.accounts.sync_global(uid, doc)
+
+    def void_quietly(self, uid: str, rid: str, stem: str | None = None) -> None:
+        """:meth:`void`, logging a failure: the hold then ends at its expiry, with its uploads."""
+        try:
+            self.void(uid, rid, stem)
+        except StorageError as exc:
+            with self._unfinished_lock:
+                self._unfinished[rid] = (uid, stem)
+            log.warning(
+                "Storage unavailable: the hold of failed generation %s (user %s) ends when it expires (%s).",
+                rid,
+                uid,
+                exc,
+            )
+
+    def release(self, res: Reservation) -> None:
+        """Give back a reservation whose generation failed (no-op once saved or released)."""
+        try:
+            self.void(res.user_id, res.id, res.key_stem)
+        except StorageError:
+            with self._unfinished_lock:
+                self._unfinished[res.id] = (res.user_id, res.key_stem)
+            raise
+
+    def finish_unfinished(self) -> None:
+        """Retry the voids and global updates storage refused earlier; stop at the first failure."""
+        with self._unfinished_lock:
+            pending = list(self._unfinished.items())
+            unsynced = list(self._unsynced)
+        for uid in unsynced:
+            try:
+                self.accounts.sync_global(uid, self.accounts.user(uid))
+            except StorageError:
+                return
+            with self._unfinished_lock:
+                self._unsynced.discard(uid)
+        for rid, (uid, stem) in pending:
+            try:
+                self.void(uid, rid, stem)
+            except StorageError:
+                return
+            with self._unfinished_lock:
+                self._unfinished.pop(rid, None)
+            log.info("Storage answers again: gave back the hold of failed generation %s (user %s).", rid, uid)
+
+    def discard(self, res: Reservation, key: str) -> None:
+        """Take back a committed generation whose success was never reported (interrupted)."""
+        day = datetime.fromisoformat(res.day).date()
+        now = self.clock()
+
+        def undo(doc: UserLedger) -> None:
+            if rules.uncommit(doc, key=key, day=day):
+                # A void hold marks the upload for deletion, whatever happens next.
+                doc.holds[res.id] = Hold(bytes=0, expires=now, day=day, stem=res.key_stem, void=True)
+
+        self.accounts.update_user(res.user_id, undo)
+        _, doc = self.accounts.update_user(res.user_id, lambda d: None)
+        self.accounts.sync_global(res.user_id, doc)
+
+    def check_reservation(self, res: Reservation) -> None:
+        if not isinstance(res, Reservation):
+            raise ReservationInvalid("save_image needs the Reservation returned by reserve().")

@@ -1,0 +1,296 @@
+"""Every quota rule, in one place: limits and tiers, holds, commits, the day, the status.
+
+Nothing else in Abby computes "limit + bonus", picks a tier or compares usage with a
+limit. The functions that change a document change it in place and raise a
+:class:`~abby_core.errors.QuotaExceeded` subclass (or :class:`~abby_core.errors.UserBlocked`)
+to refuse. They run inside :meth:`Ledger.update`, so they may run more than once and must
+not touch anything but their document.
+
+The day only moves forward: a document stored on day D is never taken back to an earlier
+day by a process whose clock is behind (it counts against D instead). Two hosts whose
+clocks differ across midnight therefore allow at most one daily limit per UTC day.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from enum import Enum
+
+from abby_core.config import MB, QuotaTier
+from abby_core.errors import (
+    DailyLimitExceeded,
+    GlobalStorageFull,
+    ReservationInvalid,
+    UserBlocked,
+    UserStorageFull,
+)
+from abby_core.storage.documents import Entry, GlobalLedger, Hold, Snapshot, SnapshotHold, UserLedger
+from abby_core.storage.models import QuotaStatus, UserLimits
+
+__all__ = [
+    "PURGE_MARGIN",
+    "Settled",
+    "apply_snapshot",
+    "check_room",
+    "commit",
+    "day_of",
+    "expired_holds",
+    "global_hold",
+    "global_usage",
+    "hold",
+    "limits_for",
+    "next_midnight",
+    "roll_day",
+    "settle",
+    "snapshot",
+    "status",
+    "uncommit",
+    "user_bytes",
+]
+
+# A hold is dropped by a process other than its owner only this long after it expired, so
+# clocks that differ by less than this never let an owner commit a hold another dropped.
+PURGE_MARGIN = timedelta(seconds=120)
+
+
+class Settled(Enum):
+    """What became of a generation whose commit did not answer."""
+
+    COMMITTED = "committed"
+    VOIDED = "voided"
+
+
+def day_of(moment: datetime) -> date:
+    return moment.astimezone(UTC).date()
+
+
+def next_midnight(day: date) -> datetime:
+    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=UTC)
+
+
+def limits_for(defaults: UserLimits, tiers: Sequence[QuotaTier], role_ids: Iterable[int] = ()) -> UserLimits:
+    """The most generous of the defaults and every tier whose role the member holds."""
+    roles = set(role_ids)
+    limits = defaults
+    for tier in tiers:
+        if tier.role_id in roles:
+            limits = UserLimits(
+                max(limits.daily_gens, tier.daily_gens),
+                max(limits.storage_bytes, int(tier.storage_mb * MB)),
+            )
+    return limits
+
+
+def roll_day(doc: UserLedger, now: datetime) -> None:
+    """Daily counts restart at midnight UTC, and never go back to an earlier day."""
+    today = day_of(now)
+    if today > doc.day:
+        doc.day, doc.count, doc.bonus = today, 0, 0
+
+
+def _live(h: Hold, now: datetime) -> bool:
+    """Whether a hold still counts: not void and not expired (by this process's clock)."""
+    return not h.void and h.expires > now
+
+
+def _committable(h: Hold, now: datetime, skew: timedelta) -> bool:
+    """Whether its owner may still commit (or renew) it: live with ``skew`` to spare, so a
+    process whose clock is up to ``skew`` ahead never counts it as gone while it can commit."""
+    return _live(h, now + skew)
+
+
+def expired_holds(doc: UserLedger, now: datetime) -> list[str]:
+    """Holds another process may drop: void ones, and live ones past expiry plus the margin."""
+    return [rid for rid, h in doc.holds.items() if h.void or h.expires + PURGE_MARGIN <= now]
+
+
+def user_bytes(doc: UserLedger, now: datetime | None = None, *, skip: str | None = None) -> int:
+    """Committed bytes, plus the bytes of live holds when ``now`` is given."""
+    total = sum(e.size for e in doc.objects.values())
+    if now is not None:
+        total += sum(h.bytes for rid, h in doc.holds.items() if _live(h, now) and rid != skip)
+    return total
+
+
+def _daily_used(doc: UserLedger, now: datetime, *, skip: str | None = None) -> int:
+    pending = sum(1 for rid, h in doc.holds.items() if _live(h, now) and h.day == doc.day and rid != skip)
+    return doc.count + pending
+
+
+def check_room(
+    *,
+    blocked: bool,
+    user_id: str,
+    daily_used: int | None,
+    daily_limit: int,
+    resets_at: datetime,
+    user_used: int,
+    user_limit: int,
+    size: int,
+) -> None:
+    """Refuse one more generation of ``size`` bytes (``daily_used=None``: an existing hold grows)."""
+    if blocked:
+        raise UserBlocked(user_id)
+    if daily_used is not None and daily_used >= daily_limit:
+        raise DailyLimitExceeded(used=daily_used, limit=daily_limit, resets_at=resets_at)
+    if user_used + size > user_limit:
+        raise UserStorageFull(used=user_used, limit=user_limit)
+
+
+def hold(
+    doc: UserLedger,
+    *,
+    rid: str,
+    size: int,
+    stem: str,
+    limits: UserLimits,
+    now: datetime,
+    ttl: int,
+    skew: timedelta,
+    renew: bool = False,
+) -> Hold:
+    """Hold one generation and ``size`` bytes for a new ``rid``, or (``renew``) grow and renew it.
+
+    A renewed hold keeps its day (it does not count again) and grows to ``max(old, size)``.
+    Only a live hold can be renewed: one that expired may already have been dropped by
+    another process, together with whatever was uploaded for it.
+    """
+    roll_day(doc, now)
+    existing = doc.holds.get(rid)
+    if renew and (existing is None or not _committable(existing, now, skew)):
+        raise ReservationInvalid(
+            "This generation took too long and its quota hold expired; nothing was charged. Please try again."
+        )
+    if not renew and existing is not None:
+        raise ReservationInvalid("This reservation id is already in use.")
+    size = max(size, existing.bytes) if existing else size
+    check_room(
+        blocked=doc.blocked,
+        user_id=doc.user_id,
+        daily_used=None if existing else _daily_used(doc, now),
+        daily_limit=limits.daily_gens + doc.bonus,
+        resets_at=next_midnight(doc.day),
+        user_used=user_bytes(doc, now, skip=rid),
+        user_limit=limits.storage_bytes,
+        size=size,
+    )
+    entry = Hold(
+        bytes=size,
+        expires=now + timedelta(seconds=ttl),
+        day=existing.day if existing else doc.day,
+        stem=stem,
+    )
+    doc.holds[rid] = entry
+    return entry
+
+
+def commit(doc: UserLedger, *, rid: str, key: str, size: int, now: datetime, skew: timedelta) -> None:
+    """Turn the live hold ``rid`` into the stored image ``key``: the generation's commit point.
+
+    Committing again (a retried write whose first answer was lost) changes nothing. Without
+    a live hold nothing is charged: :class:`~abby_core.errors.ReservationInvalid`.
+    """
+    if key in doc.objects:
+        return
+    held = doc.holds.get(rid)
+    if held is None or not _committable(held, now, skew):
+        raise ReservationInvalid(
+            "This generation took too long to save and its quota hold expired; nothing was charged. "
+            "Please try again."
+        )
+    roll_day(doc, now)
+    del doc.holds[rid]
+    if held.day == doc.day:
+        doc.count += 1
+    doc.objects[key] = Entry(size=size, created=now)
+
+
+def settle(doc: UserLedger, *, rid: str, key: str | None) -> Settled:
+    """Decide a generation whose outcome is unknown: committed stays; anything else is voided."""
+    if key is not None and key in doc.objects:
+        return Settled.COMMITTED
+    held = doc.holds.get(rid)
+    if held is not None and not held.void:
+        doc.holds[rid] = held.model_copy(update={"void": True})
+    return Settled.VOIDED
+
+
+def uncommit(doc: UserLedger, *, key: str, day: date) -> bool:
+    """Take back a committed image whose success was never reported (it was interrupted)."""
+    if doc.objects.pop(key, None) is None:
+        return False
+    if doc.day == day and doc.count > 0:
+        doc.count -= 1
+    return True
+
+
+def status(
+    doc: UserLedger, *, limits: UserLimits, now: datetime, global_bytes: int, global_limit: int
+) -> QuotaStatus:
+    """Where a member stands: ``daily_used`` counts generations in flight too."""
+    roll_day(doc, now)
+    live = [h for h in doc.holds.values() if _live(h, now)]
+    return QuotaStatus(
+        user_id=doc.user_id,
+        daily_used=_daily_used(doc, now),
+        daily_limit=limits.daily_gens + doc.bonus,
+        resets_at=next_midnight(doc.day),
+        user_bytes=user_bytes(doc, now),
+        user_limit_bytes=limits.storage_bytes,
+        global_bytes=global_bytes,
+        global_limit_bytes=global_limit,
+        in_flight=len(live),
+        blocked=doc.blocked,
+    )
+
+
+def precheck(state: QuotaStatus, size: int) -> None:
+    """Refuse early what a reservation of ``size`` bytes would refuse (a hint; the hold decides)."""
+    check_room(
+        blocked=state.blocked,
+        user_id=state.user_id,
+        daily_used=state.daily_used,
+        daily_limit=state.daily_limit,
+        resets_at=state.resets_at,
+        user_used=state.user_bytes,
+        user_limit=state.user_limit_bytes,
+        size=size,
+    )
+    if state.global_bytes + size > state.global_limit_bytes:
+        raise GlobalStorageFull(used=state.global_bytes, limit=state.global_limit_bytes)
+
+
+# -- the global ledger: a snapshot of every user document ---------------------------------
+def snapshot(doc: UserLedger, now: datetime) -> Snapshot:
+    """What the global ledger keeps of a user document: committed bytes and live holds.
+
+    A hold that expired can no longer commit anywhere (see ``_committable``), so it is left out.
+    """
+    return Snapshot(
+        version=doc.version,
+        bytes=user_bytes(doc),
+        holds={rid: SnapshotHold(bytes=h.bytes, expires=h.expires) for rid, h in doc.holds.items() if _live(h, now)},
+    )
+
+
+def global_usage(doc: GlobalLedger) -> int:
+    """Committed bytes plus every hold a user document still has (expired or not: only the
+    user document drops a hold, so a hold counted here may still commit)."""
+    return sum(s.bytes + sum(h.bytes for h in s.holds.values()) for s in doc.users.values())
+
+
+def apply_snapshot(doc: GlobalLedger, user_id: str, snap: Snapshot) -> None:
+    """Record a user document's snapshot; an older version never replaces a newer one."""
+    current = doc.users.get(user_id)
+    if current is None or current.version < snap.version:
+        doc.users[user_id] = snap
+
+
+def global_hold(doc: GlobalLedger, *, user_id: str, snap: Snapshot, rid: str, limit: int) -> None:
+    """Record the snapshot that holds ``rid``, refusing it if the global limit would be passed."""
+    apply_snapshot(doc, user_id, snap)
+    used = global_usage(doc)
+    if rid in doc.users[user_id].holds and used > limit:
+        mine = doc.users[user_id].holds[rid].bytes
+        raise GlobalStorageFull(used=used - mine, limit=limit)

@@ -1,0 +1,179 @@
+"""Interrupt one generation at every storage call in turn, and check what was reported is what is charged.
+
+A :class:`CrashPoints` backend wraps a real one and numbers every call (``put_object``,
+``read_doc``, ``write_doc``...). At call ``at`` it does one thing:
+
+* ``raise``: the call fails before it reaches storage (connection refused, disk full);
+* ``lose``: the call reaches storage and lands, then its answer is lost (a timeout);
+* ``cancel``: the task running the generation is cancelled while the call runs;
+* ``kill``: the process dies (SIGKILL) just before the call (a child process, see worker.py).
+
+The invariant, checked by :func:`verdict` after each run:
+
+* reported success: the image is stored, counted once, in the gallery, in the global total;
+* reported failure or interruption: no count, no bytes, no image, no live hold, once the
+  same process has made its next call (it retries what storage refused), and nothing at
+  all once the holds' lifetime has passed and another process has touched the member;
+* nothing reported (killed) or "outcome unknown": all or nothing, never half.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from abby_core.errors import StorageUnavailable
+from abby_core.storage import StorageBackend, StorageManager
+from abby_core.storage.keys import user_prefix
+from abby_core.storage.models import ObjectInfo, ReadyReport
+from abby_core.storage.rules import PURGE_MARGIN
+
+__all__ = ["ACTIONS", "CrashPoints", "verdict"]
+
+ACTIONS = ("raise", "lose", "cancel")
+TTL = 60
+
+
+class CrashPoints(StorageBackend):
+    """A backend that passes every call through and interrupts call number ``at``."""
+
+    def __init__(self, inner: StorageBackend, *, at: int = 0, action: str = "raise") -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.at = at
+        self.action = action
+        self.calls: list[str] = []
+        self.on_cancel: Callable[[], None] | None = None
+        self.write_errors_are_definite = inner.write_errors_are_definite and action != "lose"
+
+    @property
+    def location(self) -> str:
+        return self.inner.location
+
+    def _step(self, name: str, call: Callable[[], Any]) -> Any:
+        self.calls.append(name)
+        if len(self.calls) != self.at:
+            return call()
+        if self.action == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.action == "raise":
+            raise StorageUnavailable(f"Could not reach storage at {name} (crash point).")
+        if self.action == "cancel":
+            assert self.on_cancel is not None
+            self.on_cancel()
+            return call()
+        call()  # "lose": it lands, then the answer is lost
+        raise StorageUnavailable(f"No answer from storage at {name} (crash point).")
+
+    def put_object(self, key: str, data: bytes, content_type: str) -> None:
+        self._step("put_object", lambda: self.inner.put_object(key, data, content_type))
+
+    def get_object(self, key: str) -> bytes:
+        return bytes(self._step("get_object", lambda: self.inner.get_object(key)))
+
+    def head_object(self, key: str) -> ObjectInfo | None:
+        found: ObjectInfo | None = self._step("head_object", lambda: self.inner.head_object(key))
+        return found
+
+    def delete_objects(self, keys: Sequence[str]) -> None:
+        self._step("delete_objects", lambda: self.inner.delete_objects(keys))
+
+    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+        return iter(self._step("list_objects", lambda: list(self.inner.list_objects(prefix))))
+
+    def read_doc(self, key: str) -> tuple[bytes, str] | None:
+        found: tuple[bytes, str] | None = self._step("read_doc", lambda: self.inner.read_doc(key))
+        return found
+
+    def write_doc(self, key: str, body: bytes, *, etag: str | None) -> str:
+        return str(self._step("write_doc", lambda: self.inner.write_doc(key, body, etag=etag)))
+
+    def delete_doc(self, key: str) -> None:
+        self._step("delete_doc", lambda: self.inner.delete_doc(key))
+
+    def link(self, key: str, *, content_type: str, ttl: int) -> tuple[str | None, str | None]:
+        return self.inner.link(key, content_type=content_type, ttl=ttl)
+
+    def ensure_ready(self, *, cleanup_days: int, create: bool = True) -> ReadyReport:
+        return self.inner.ensure_ready(cleanup_days=cleanup_days, create=create)
+
+    def sweep_partial_writes(self, older_than: datetime) -> int:
+        return self.inner.sweep_partial_writes(older_than)
+
+
+async def _state(backend: StorageBackend, manager: StorageManager, uid: str) -> dict[str, Any]:
+    status = await manager.get_quota_status(uid)
+    snap = (await asyncio.to_thread(manager.accounts.global_doc)).users.get(uid)
+    return {
+        "images": {o.key: o.size for o in backend.list_objects(user_prefix(uid))},
+        "gallery": len(await manager.list_images(uid)),
+        "daily_used": status.daily_used,
+        "user_bytes": status.user_bytes,
+        "global_bytes": snap.bytes + sum(h.bytes for h in snap.holds.values()) if snap else 0,
+        "in_flight": status.in_flight,
+    }
+
+
+async def verdict(
+    reported: object,
+    backend: StorageBackend,
+    uid: str,
+    *,
+    same: StorageManager | None,
+    clock: Any,
+) -> list[str]:
+    """Everything wrong with the storage after one interrupted generation (empty: it held).
+
+    ``reported`` is what the generation returned or raised (``None``: nothing, the process
+    died). ``same`` is the manager that ran it (``None`` after a kill): it is asked first,
+    then, past the holds' lifetime, a second manager on the same storage is.
+    """
+    wrong: list[str] = []
+    success = reported is not None and not isinstance(reported, BaseException)
+    unknown = reported is None or (isinstance(reported, StorageUnavailable) and "not known" in str(reported))
+
+    def judge(when: str, state: dict[str, Any], *, settled: bool) -> None:
+        charged = state["daily_used"] > 0 or state["user_bytes"] > 0 or bool(state["images"])
+        whole = (
+            state["daily_used"] == 1
+            and len(state["images"]) == 1
+            and state["user_bytes"] == sum(state["images"].values())
+            and state["gallery"] == 1
+            and state["in_flight"] == 0
+        )
+        if success or (unknown and charged and settled):
+            if not whole:
+                wrong.append(f"{when}: reported {describe(reported)} but not charged exactly once: {state}")
+        elif not unknown or settled:
+            if charged or state["in_flight"]:
+                wrong.append(f"{when}: reported {describe(reported)} but something is charged or held: {state}")
+        if settled and state["global_bytes"] != state["user_bytes"]:
+            wrong.append(f"{when}: global usage {state['global_bytes']} is not the stored {state['user_bytes']}")
+
+    if same is not None:  # the same process, storage answering again
+        judge("right after", await _state(backend, same, uid), settled=False)
+    clock.advance(seconds=TTL + PURGE_MARGIN.total_seconds() + 1)
+    other = StorageManager(backend, reservation_ttl_seconds=TTL, clock=clock, settle_seconds=1)
+    try:
+        await other.reconcile()  # the daily maintenance, from another process
+        state = await _state(backend, other, uid)
+        judge("after the holds' lifetime", state, settled=True)
+        docs = backend.read_doc(f"ledger/users/{uid}.json")
+        if docs is not None and b'"holds":{}' not in docs[0]:
+            wrong.append("a hold is still in the user's ledger after its lifetime")
+    finally:
+        await other.aclose()
+    return wrong
+
+
+def describe(result: object) -> str:
+    if result is None:
+        return "nothing (killed)"
+    if isinstance(result, BaseException):
+        return f"{type(result).__name__}"
+    return "success"
+

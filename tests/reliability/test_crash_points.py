@@ -1,0 +1,91 @@
+"""One generation interrupted at every storage call in turn (raise, lost answer, cancel, kill),
+on the filesystem and on a real S3 server: what was reported is what is charged."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from abby_core.storage import StorageBackend, StorageManager
+from tests.reliability import scenarios
+from tests.reliability.crashpoints import ACTIONS, TTL, CrashPoints, describe, verdict
+from tests.storage.conftest import Clock
+
+
+def _manager(backend: StorageBackend, clock: Clock) -> StorageManager:
+    return StorageManager(backend, reservation_ttl_seconds=TTL, clock=clock, settle_seconds=1)
+
+
+async def _clean_run(backend: StorageBackend, uid: str) -> list[str]:
+    """The storage calls of one uninterrupted generation, in order."""
+    probe = CrashPoints(backend)
+    manager = _manager(probe, Clock(datetime.now(UTC)))
+    try:
+        await scenarios.service_with(manager, scenarios.FixedProvider([scenarios.noise_png(40)], delay=0)).imagine(
+            uid, "counting"
+        )
+    finally:
+        await manager.aclose()
+    return probe.calls
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+async def test_every_storage_call_interrupted_in_process(backend: StorageBackend, action: str) -> None:
+    calls = await _clean_run(backend, scenarios.user(8999))
+    assert len(calls) >= 8, calls  # reserve, upload, commit and their reads at least
+    failures: dict[str, list[str]] = {}
+    outcomes: set[str] = set()
+    for at in range(1, len(calls) + 1):
+        uid = scenarios.user(9000 + at)
+        clock = Clock(datetime.now(UTC))
+        crash = CrashPoints(backend, at=at, action=action)
+        manager = _manager(crash, clock)
+        service = scenarios.service_with(manager, scenarios.FixedProvider([scenarios.noise_png(40)], delay=0))
+        task = asyncio.create_task(service.imagine(uid, f"crash at {at}"))
+        loop = asyncio.get_running_loop()
+        crash.on_cancel = lambda: loop.call_soon_threadsafe(task.cancel)
+        try:
+            reported: object = await task
+        except BaseException as exc:  # noqa: BLE001 - what the member would be told
+            reported = exc
+        crash.at = 0  # storage answers normally from here on
+        outcomes.add(describe(reported))
+        try:
+            wrong = await verdict(reported, backend, uid, same=manager, clock=clock)
+        finally:
+            await manager.aclose()
+        if wrong:
+            failures[f"call {at} ({calls[at - 1]})"] = wrong
+    assert failures == {}
+    # The points reach both sides of the commit: some runs fail, and some succeed anyway.
+    assert len(outcomes) >= 2, outcomes
+
+
+@pytest.mark.slow
+async def test_every_storage_call_killed(backend: StorageBackend, config: dict[str, Any]) -> None:
+    calls = await _clean_run(backend, scenarios.user(7999))
+    failures: dict[str, list[str]] = {}
+    killed = 0
+    for at in range(1, len(calls) + 1):
+        uid = scenarios.user(7000 + at)
+        proc = scenarios.spawn(dict(config, mode="crash", user=uid, at=at))
+        out, err = await asyncio.to_thread(proc.communicate, timeout=120)
+        reported: object
+        if proc.returncode == -signal.SIGKILL:
+            killed += 1
+            reported = None
+        else:
+            assert proc.returncode == 0, err[-2000:]
+            line = json.loads(out.strip().splitlines()[-1])
+            reported = "success" if line["reported"] == "success" else RuntimeError(line["reported"])
+        wrong = await verdict(reported, backend, uid, same=None, clock=Clock(datetime.now(UTC)))
+        if wrong:
+            failures[f"killed at call {at} ({calls[at - 1]})"] = wrong
+    assert failures == {}
+    # Points past the child's own calls (it makes fewer: no cached copies to refresh) complete.
+    assert killed >= 10, killed
