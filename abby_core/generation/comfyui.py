@@ -1,0 +1,905 @@
+"""A self-hosted ComfyUI server: the only module that speaks to it.
+
+A job is one API-format graph (a :class:`Workflow`) with the request's values written
+into the inputs the workflow declares. For one image:
+
+1. open ``/ws?clientId=<new id>``: the server reports the job there (when the socket
+   cannot be opened, e.g. a proxy that does not pass websockets, the job is followed
+   by polling ``/history`` instead, without step-by-step progress);
+2. upload the input picture (``POST /upload/image``) for image-to-image and upscale;
+3. ``POST /prompt`` with a prompt id chosen here, so the job can be found and stopped
+   even when the answer is lost; a 400 lists the failing nodes (``node_errors``);
+4. follow the job's messages until ``executing`` with ``node: null``, and check
+   ``/history`` and ``/queue`` every ``poll_interval`` seconds in case a message was
+   missed or someone cleared the queue;
+5. read the output node's first image with ``GET /view``.
+
+A job nobody waits for any more (the awaiting task was cancelled, or ``timeout``
+passed) is deleted from the queue and, if it is already running, interrupted, so the
+GPU does not keep working for nobody. Interrupts name the prompt id, and are only sent
+while that prompt is the one running (older servers interrupt whatever runs).
+
+httpx and socket errors stop here and become :mod:`abby_core.errors` classes
+(``raise ... from exc``); HTTP statuses go through
+:func:`~abby_core.generation._status.error_for_status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import copy
+import hashlib
+import inspect
+import io
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import struct
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import httpcore
+import httpx
+from PIL import Image
+from pydantic import SecretStr
+
+from abby_core.errors import (
+    ConfigError,
+    GenerationError,
+    GenerationTimeout,
+    GenerationUnavailable,
+    InvalidImage,
+    NotConfigured,
+    ProviderRejected,
+)
+from abby_core.generation._status import error_for_status, sanitize
+from abby_core.generation.base import (
+    GeneratedImage,
+    GenerationRequest,
+    ImageToImageRequest,
+    OutputFormat,
+    Provider,
+    TextToImageRequest,
+    UpscaleRequest,
+)
+from abby_core.generation.params import MAX_SEED
+from abby_core.images import probe_image, sniff_format
+
+__all__ = [
+    "SLOTS",
+    "WORKFLOW_KINDS",
+    "ComfyUIProvider",
+    "ProgressCallback",
+    "ProgressEvent",
+    "Workflow",
+    "default_workflows",
+]
+
+log = logging.getLogger("abby.generation.comfyui")
+
+WorkflowKind = Literal["txt2img", "img2img", "upscale"]
+WORKFLOW_KINDS: tuple[WorkflowKind, ...] = ("txt2img", "img2img", "upscale")
+# Where a request's values can go; each workflow declares the node input of those it uses.
+SLOTS = ("prompt", "negative_prompt", "seed", "width", "height", "strength", "image")
+_NEEDS: dict[WorkflowKind, tuple[str, ...]] = {
+    "txt2img": ("prompt", "seed"),
+    "img2img": ("prompt", "seed", "image"),
+    "upscale": ("image",),
+}
+UPLOAD_SUBFOLDER = "abby"
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]{1,4096}")
+_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30)
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_MAX_MESSAGE = 32 * 1024 * 1024  # previews are small; anything larger is not ComfyUI talking
+_PREVIEW_TYPES = {1: "image/jpeg", 2: "image/png"}
+
+
+# -- workflows ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """An API-format graph and where a request's values go in it.
+
+    ``inputs`` maps a slot of :data:`SLOTS` to ``(node id, input name)``; ``output`` is
+    the node whose first image is the result. ``base_size`` is the side of a square
+    image; other aspect ratios keep about the same number of pixels (multiples of 64).
+    Every way of making one (:meth:`load`, :meth:`from_dict`, the constructor,
+    ``dataclasses.replace``) checks the graph and each declared node and input, and
+    raises :class:`~abby_core.errors.ConfigError` naming the file and the node.
+    """
+
+    name: str
+    graph: Mapping[str, Any] = field(repr=False)
+    inputs: Mapping[str, tuple[str, str]]
+    output: str
+    label: str = "ComfyUI"
+    base_size: int = 1024
+
+    @classmethod
+    def load(cls, path: str | Path) -> Workflow:
+        """Read a workflow file (``{label, base_size, inputs, output, graph}``)."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"ComfyUI workflow {path.name} could not be read: {exc}") from exc
+        return cls.from_dict(data, name=path.name)
+
+    @classmethod
+    def from_dict(cls, data: Any, *, name: str) -> Workflow:
+        """Build from a workflow file's JSON object; ``name`` is used in error messages."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"ComfyUI workflow {name}: the file must hold a JSON object with 'inputs', "
+                              "'output' and 'graph'.")
+        declared = data.get("inputs")
+        if not isinstance(declared, dict):
+            raise ConfigError(f"ComfyUI workflow {name}: 'inputs' must map slots (prompt, seed, ...) "
+                              "to [node id, input name].")
+        inputs: dict[str, tuple[str, str]] = {}
+        for slot, target in declared.items():
+            if not (isinstance(target, list) and len(target) == 2 and all(isinstance(t, str) for t in target)):
+                raise ConfigError(f"ComfyUI workflow {name}: '{slot}' must be [node id, input name], "
+                                  f"not {target!r}.")
+            inputs[str(slot)] = (target[0], target[1])
+        graph: Any = data.get("graph")
+        output: Any = data.get("output")
+        return cls(name, graph, inputs, output, data.get("label", "ComfyUI"), data.get("base_size", 1024))
+
+    def __post_init__(self) -> None:
+        def bad(problem: str) -> ConfigError:
+            return ConfigError(f"ComfyUI workflow {self.name}: {problem}")
+
+        graph = self.graph
+        if not isinstance(graph, Mapping) or not graph:
+            raise bad("'graph' must be the API-format graph (ComfyUI's 'Save (API Format)').")
+        for node_id, node in graph.items():
+            if not isinstance(node, Mapping) or not isinstance(node.get("class_type"), str):
+                raise bad(f"node '{node_id}' has no class_type.")
+            if not isinstance(node.get("inputs"), Mapping):
+                raise bad(f"node '{node_id}' ({node['class_type']}) has no inputs object.")
+            for input_name, value in node["inputs"].items():
+                if isinstance(value, list) and (len(value) != 2 or str(value[0]) not in graph):
+                    raise bad(f"node '{node_id}' links its input '{input_name}' to {value!r}, "
+                              "which is not a node of the graph.")
+        for slot, (node_id, input_name) in self.inputs.items():
+            if slot not in SLOTS:
+                raise bad(f"unknown input slot '{slot}' (known: {', '.join(SLOTS)}).")
+            if node_id not in graph:
+                raise bad(f"'{slot}' is declared on node '{node_id}', which is not in the graph.")
+            node = graph[node_id]
+            if input_name not in node["inputs"]:
+                raise bad(f"'{slot}' is declared on node '{node_id}' ({node['class_type']}), "
+                          f"which has no input '{input_name}'.")
+            if isinstance(node["inputs"][input_name], list):
+                raise bad(f"'{slot}' is declared on node '{node_id}' input '{input_name}', which is a link.")
+        if ("width" in self.inputs) != ("height" in self.inputs):
+            raise bad("declare both 'width' and 'height', or neither.")
+        if not isinstance(self.output, str) or self.output not in graph:
+            raise bad(f"the output node '{self.output}' is not in the graph.")
+        if not isinstance(self.label, str) or not self.label.strip():
+            raise bad("'label' must be a non-empty string.")
+        size = self.base_size
+        if isinstance(size, bool) or not isinstance(size, int) or not 64 <= size <= 8192:
+            raise bad("'base_size' must be a whole number of pixels between 64 and 8192.")
+        # Frozen, and the graph is the caller's dict: keep a private copy.
+        object.__setattr__(self, "graph", copy.deepcopy(dict(graph)))
+        object.__setattr__(self, "inputs", dict(self.inputs))
+        object.__setattr__(self, "label", self.label.strip())
+
+    def check_kind(self, kind: WorkflowKind) -> None:
+        """Raise ConfigError unless the workflow declares what a ``kind`` job needs."""
+        missing = [slot for slot in _NEEDS[kind] if slot not in self.inputs]
+        if missing:
+            raise ConfigError(
+                f"ComfyUI workflow {self.name} is used for {kind} but declares no input for {', '.join(missing)}."
+            )
+
+    def build(self, values: Mapping[str, object]) -> dict[str, Any]:
+        """A copy of the graph with each value written into its declared input (undeclared ones are skipped)."""
+        graph = copy.deepcopy(dict(self.graph))
+        for slot, value in values.items():
+            if slot in self.inputs and value is not None:
+                node_id, input_name = self.inputs[slot]
+                graph[node_id]["inputs"][input_name] = value
+        return graph
+
+    def size(self, aspect_ratio: str) -> tuple[int, int]:
+        """Width and height for an ``"w:h"`` aspect ratio, about ``base_size``² pixels, multiples of 64."""
+        w, h = (int(part) for part in aspect_ratio.split(":"))
+        area = self.base_size * self.base_size
+        width = max(64, round(math.sqrt(area * w / h) / 64) * 64)
+        height = max(64, round(area / width / 64) * 64)
+        return width, height
+
+
+def default_workflows() -> dict[str, Workflow]:
+    """The workflows shipped with Abby (``workflows/{txt2img,img2img,upscale}.json``)."""
+    folder = resources.files("abby_core.generation") / "workflows"
+    found: dict[str, Workflow] = {}
+    for kind in WORKFLOW_KINDS:
+        source = folder / f"{kind}.json"
+        try:
+            found[kind] = Workflow.from_dict(json.loads(source.read_text(encoding="utf-8")), name=source.name)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"The bundled ComfyUI workflow {kind}.json could not be read: {exc}") from exc
+    return found
+
+
+# -- progress --------------------------------------------------------------------------------------
+
+ProgressKind = Literal["queued", "started", "node", "step", "preview", "finished"]
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One thing the server reported about a job, in the order it reported them.
+
+    ``queued`` (accepted), ``started``, ``node`` (a node began: ``node``, ``node_type``),
+    ``step`` (``value`` of ``total`` steps of ``node``), ``preview`` (a small image in
+    ``preview``, of ``preview_type``), ``finished`` (the image is made, being fetched).
+    ``request`` is the request being served, for a callback shared by several jobs.
+    """
+
+    kind: ProgressKind
+    prompt_id: str
+    node: str | None = None
+    node_type: str | None = None
+    value: int = 0
+    total: int = 0
+    preview: bytes | None = field(default=None, repr=False)
+    preview_type: str | None = None
+    request: GenerationRequest | None = field(default=None, repr=False, compare=False)
+
+
+ProgressCallback = Callable[[ProgressEvent], Awaitable[None] | None]
+
+
+# -- websocket -------------------------------------------------------------------------------------
+
+
+class _Stream(Protocol):
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes: ...
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None: ...
+
+
+class _SocketClosed(Exception):
+    """The websocket ended (closed, broken, or spoke something that is not the protocol)."""
+
+
+class _Socket:
+    """The client side of a websocket (RFC 6455) over an upgraded httpx connection.
+
+    :meth:`receive` may be cancelled at any await (a timeout): bytes stay in the buffer
+    until a whole frame is there, so no frame is lost or cut.
+    """
+
+    def __init__(self, stream: _Stream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+        self._parts: list[bytes] = []
+        self._opcode = 0
+
+    async def receive(self) -> str | bytes:
+        """The next text or binary message; answers pings; raises _SocketClosed at the end."""
+        while True:
+            frame = self._frame()
+            if frame is None:
+                try:
+                    chunk = await self._stream.read(65536)
+                except (httpcore.NetworkError, OSError) as exc:
+                    raise _SocketClosed(str(exc)) from exc
+                if not chunk:
+                    raise _SocketClosed("connection closed")
+                self._buffer += chunk
+                continue
+            fin, opcode, payload = frame
+            if opcode == 0x8:
+                raise _SocketClosed("closed by the server")
+            if opcode == 0x9:
+                await self._send(0xA, payload)
+                continue
+            if opcode == 0xA:
+                continue
+            if opcode in (0x1, 0x2):
+                self._opcode, self._parts = opcode, []
+            elif opcode != 0x0 or not self._opcode:
+                raise _SocketClosed(f"unexpected frame opcode {opcode}")
+            self._parts.append(payload)
+            if sum(len(part) for part in self._parts) > _MAX_MESSAGE:
+                raise _SocketClosed("message too large")
+            if not fin:
+                continue
+            data, kind = b"".join(self._parts), self._opcode
+            self._parts, self._opcode = [], 0
+            if kind == 0x2:
+                return data
+            try:
+                return data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _SocketClosed("a text message is not UTF-8") from exc
+
+    def _frame(self) -> tuple[bool, int, bytes] | None:
+        """Take one whole frame off the buffer, or None while it is incomplete."""
+        buf = self._buffer
+        if len(buf) < 2:
+            return None
+        fin, opcode = bool(buf[0] & 0x80), buf[0] & 0x0F
+        length, offset = buf[1] & 0x7F, 2
+        if length == 126:
+            if len(buf) < 4:
+                return None
+            length, offset = struct.unpack_from(">H", buf, 2)[0], 4
+        elif length == 127:
+            if len(buf) < 10:
+                return None
+            length, offset = struct.unpack_from(">Q", buf, 2)[0], 10
+        if length > _MAX_MESSAGE:
+            raise _SocketClosed("frame too large")
+        mask = b""
+        if buf[1] & 0x80:  # servers must not mask, but a masked frame is still readable
+            if len(buf) < offset + 4:
+                return None
+            mask, offset = bytes(buf[offset : offset + 4]), offset + 4
+        if len(buf) < offset + length:
+            return None
+        payload = bytes(buf[offset : offset + length])
+        del buf[: offset + length]
+        return fin, opcode, _masked(payload, mask) if mask else payload
+
+    async def _send(self, opcode: int, payload: bytes) -> None:
+        mask = os.urandom(4)
+        size = len(payload)
+        if size < 126:
+            header = struct.pack(">BB", 0x80 | opcode, 0x80 | size)
+        elif size < 65536:
+            header = struct.pack(">BBH", 0x80 | opcode, 0x80 | 126, size)
+        else:
+            header = struct.pack(">BBQ", 0x80 | opcode, 0x80 | 127, size)
+        try:
+            await self._stream.write(header + mask + _masked(payload, mask))
+        except (httpcore.NetworkError, OSError) as exc:
+            raise _SocketClosed(str(exc)) from exc
+
+    async def close(self) -> None:
+        """Say goodbye (best effort: the connection is dropped right after)."""
+        with contextlib.suppress(_SocketClosed, TimeoutError):
+            async with asyncio.timeout(1):
+                await self._send(0x8, struct.pack(">H", 1000))
+
+
+def _masked(payload: bytes, mask: bytes) -> bytes:
+    if not payload:
+        return payload
+    repeated = (mask * (len(payload) // 4 + 1))[: len(payload)]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(len(payload), "big")
+
+
+def _accept_key(key: str) -> str:
+    return base64.b64encode(hashlib.sha1((key + _WS_GUID).encode()).digest()).decode()
+
+
+# -- the provider ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    """One prompt's life here: chosen ids, what was sent, and whether the server is done with it."""
+
+    workflow: Workflow
+    request: GenerationRequest
+    prompt_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    client_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    graph: dict[str, Any] = field(default_factory=dict)
+    submitted: bool = False
+    running: bool = False
+    done: bool = False
+
+
+class ComfyUIProvider(Provider):
+    """Client for one ComfyUI server at ``base_url`` (e.g. ``http://gpu-box:8188``).
+
+    ``workflows`` maps ``txt2img``, ``img2img`` and ``upscale`` to a :class:`Workflow`
+    (default: :func:`default_workflows`); a kind without one raises
+    :class:`~abby_core.errors.NotConfigured` when used. ``auth_header`` is sent as
+    ``auth_header_name`` on every request, the websocket included (for a server behind
+    an authenticating reverse proxy). ``timeout`` bounds a whole job, queue wait
+    included; ``request_timeout`` one HTTP call. ``on_progress`` is called (awaited if
+    it returns an awaitable) with each :class:`ProgressEvent`; if it raises, the error
+    is logged and the job goes on. Every upscale mode runs the ``upscale`` workflow.
+    Uploaded pictures stay in the server's ``input/abby`` folder (there is no API to
+    delete them).
+    """
+
+    name = "comfyui"
+
+    def __init__(
+        self,
+        base_url: str,
+        workflows: Mapping[str, Workflow] | None = None,
+        *,
+        auth_header: str | SecretStr | None = None,
+        auth_header_name: str = "Authorization",
+        timeout: float = 300.0,
+        request_timeout: float = 30.0,
+        poll_interval: float = 2.0,
+        cleanup_timeout: float = 5.0,
+        on_progress: ProgressCallback | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not re.match(r"^https?://[^/\s]+", base_url or ""):
+            raise ConfigError("The ComfyUI URL must start with http:// or https://, e.g. http://127.0.0.1:8188.")
+        if min(timeout, request_timeout, poll_interval, cleanup_timeout) <= 0:
+            raise ConfigError("The ComfyUI timeouts and poll interval must be above 0 seconds.")
+        workflows = default_workflows() if workflows is None else dict(workflows)
+        for kind, workflow in workflows.items():
+            if kind not in WORKFLOW_KINDS:
+                raise ConfigError(f"Unknown ComfyUI workflow kind '{kind}' (known: {', '.join(WORKFLOW_KINDS)}).")
+            workflow.check_kind(kind)
+        value = auth_header.get_secret_value() if isinstance(auth_header, SecretStr) else auth_header
+        value = value.strip() if value else None
+        if value and not _HEADER_VALUE.fullmatch(value):
+            raise ConfigError("The ComfyUI auth header has characters a header cannot hold (newlines, non-ASCII).")
+        if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", auth_header_name):
+            raise ConfigError("The ComfyUI auth header name must be a plain header name, e.g. Authorization.")
+        self._url = base_url.rstrip("/")
+        self._workflows: dict[str, Workflow] = workflows
+        self._headers = {auth_header_name: value} if value else {}
+        self._secret = value
+        self._timeout = timeout
+        self._http_timeout = httpx.Timeout(request_timeout, connect=min(request_timeout, 10.0))
+        self._poll_interval = poll_interval
+        self._cleanup_timeout = cleanup_timeout
+        self._on_progress = on_progress
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"ComfyUIProvider(url={self._url!r}, workflows={sorted(self._workflows)})"
+
+    # -- provider interface --------------------------------------------------------
+
+    async def text_to_image(self, request: TextToImageRequest) -> GeneratedImage:
+        workflow = self._workflow("txt2img")
+        seed = request.seed or secrets.randbelow(MAX_SEED) + 1
+        width, height = workflow.size(request.aspect_ratio)
+        # No negative prompt: the workflow's own (often a default like "blurry") stays.
+        values: dict[str, object] = {"prompt": request.prompt, "negative_prompt": request.negative_prompt,
+                                     "seed": seed, "width": width, "height": height}
+        return await self._generate("txt2img", request, values, None, request.output_format, seed)
+
+    async def image_to_image(self, request: ImageToImageRequest) -> GeneratedImage:
+        seed = request.seed or secrets.randbelow(MAX_SEED) + 1
+        values: dict[str, object] = {"prompt": request.prompt, "negative_prompt": request.negative_prompt,
+                                     "seed": seed, "strength": request.strength}
+        return await self._generate("img2img", request, values, request.image, request.output_format, seed)
+
+    async def upscale(self, request: UpscaleRequest) -> GeneratedImage:
+        values: dict[str, object] = {"prompt": request.prompt}
+        return await self._generate("upscale", request, values, request.image, request.output_format, 0)
+
+    async def aclose(self) -> None:
+        """Close the connection pool; the provider cannot be used afterwards."""
+        self._closed = True
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    # -- one job -------------------------------------------------------------------------
+
+    def _workflow(self, kind: WorkflowKind) -> Workflow:
+        workflow = self._workflows.get(kind)
+        if workflow is None:
+            raise NotConfigured(f"The ComfyUI server has no {kind} workflow configured.")
+        return workflow
+
+    async def _generate(
+        self,
+        kind: WorkflowKind,
+        request: GenerationRequest,
+        values: dict[str, object],
+        image: bytes | None,
+        output_format: OutputFormat,
+        seed: int,
+    ) -> GeneratedImage:
+        job = _Job(self._workflow(kind), request)
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._connect(job.client_id) as socket:
+                    if image is not None:
+                        values["image"] = await self._upload(image)
+                    job.graph = job.workflow.build(values)
+                    await self._submit(job)
+                    entry = await self._follow(job, socket)
+        except TimeoutError:
+            await asyncio.shield(self._abandon(job))
+            raise GenerationTimeout(
+                f"The ComfyUI server did not finish the image within {self._timeout:g} seconds."
+            ) from None
+        except BaseException:
+            await asyncio.shield(self._abandon(job))
+            raise
+        data = await self._output(job, entry)
+        return await asyncio.to_thread(self._image, data, job, output_format, seed)
+
+    async def _submit(self, job: _Job) -> None:
+        body = {"prompt": job.graph, "client_id": job.client_id, "prompt_id": job.prompt_id}
+        job.submitted = True  # from here a cancelled call must still withdraw the prompt
+        response = await self._call("POST", "/prompt", json=body, check=False)
+        job.done = not response.is_success  # an answered refusal queued nothing
+        answer = _json(response)
+        if response.status_code == 400 and ("error" in answer or "node_errors" in answer):
+            raise self._refusal(job, answer)
+        self._check(response)
+        if isinstance(answer.get("prompt_id"), str):
+            job.prompt_id = answer["prompt_id"]  # older servers choose their own
+        node_errors = answer.get("node_errors")
+        if isinstance(node_errors, dict) and any(
+            job.workflow.output in (info.get("dependent_outputs") or [])
+            for info in node_errors.values() if isinstance(info, dict)
+        ):
+            # Queued for other outputs of the graph, but not for ours: withdraw it.
+            await self._abandon(job)
+            job.done = True
+            raise self._refusal(job, answer)
+        await self._emit(ProgressEvent("queued", job.prompt_id, request=job.request))
+
+    async def _follow(self, job: _Job, socket: _Socket | None) -> dict[str, Any]:
+        """Wait until the server is done with the job; return its history entry.
+
+        The socket reports the job; every ``poll_interval`` seconds ``/history`` and
+        ``/queue`` are checked too, so a lost message or a cleared queue cannot leave
+        the job waiting until the timeout. When the history shows the job done while
+        the socket is alive, the socket gets one more interval to deliver the rest.
+        """
+        loop = asyncio.get_running_loop()
+        check_at = loop.time() + self._poll_interval
+        done_entry: dict[str, Any] | None = None
+        while True:
+            message: str | bytes | None = None
+            wait = check_at - loop.time()
+            if wait > 0:
+                if socket is None:
+                    await asyncio.sleep(wait)
+                else:
+                    try:
+                        # Not asyncio.wait_for: on 3.11 it can swallow a cancellation.
+                        async with asyncio.timeout(wait):
+                            message = await socket.receive()
+                    except TimeoutError:
+                        pass
+                    except _SocketClosed as exc:
+                        log.info("ComfyUI websocket ended (%s); following prompt %s by polling", exc, job.prompt_id)
+                        socket = None
+            if message is not None:
+                if await self._on_message(job, message):
+                    entry = done_entry or await self._history(job.prompt_id)
+                    if entry is not None:
+                        return entry
+                continue
+            check_at = loop.time() + self._poll_interval
+            if done_entry is not None:
+                return done_entry
+            entry = await self._history(job.prompt_id)
+            if entry is None and not await self._queued(job.prompt_id):
+                entry = await self._history(job.prompt_id)  # it may have finished in between
+                if entry is None:
+                    job.done = True
+                    raise GenerationUnavailable(
+                        "The job was removed from the ComfyUI queue before it ran (was the queue cleared?)."
+                    )
+            if entry is not None:
+                job.done = True
+                if socket is None:
+                    return entry
+                done_entry = entry
+
+    async def _on_message(self, job: _Job, message: str | bytes) -> bool:
+        """Report one websocket message; True once the server is done with the job."""
+        if isinstance(message, bytes):
+            await self._on_preview(job, message)
+            return False
+        try:
+            parsed = json.loads(message)
+        except ValueError:
+            return False
+        data = parsed.get("data") if isinstance(parsed, dict) else None
+        if not isinstance(data, dict) or data.get("prompt_id") != job.prompt_id:
+            return False  # queue status, or another client's job
+        kind = parsed.get("type")
+        if kind == "execution_start":
+            job.running = True
+            await self._emit(ProgressEvent("started", job.prompt_id, request=job.request))
+        elif kind == "executing" and data.get("node") is None:
+            job.done = True
+            return True
+        elif kind == "executing":
+            node = str(data["node"])
+            await self._emit(ProgressEvent("node", job.prompt_id, node, self._class_of(job, node),
+                                           request=job.request))
+        elif kind == "progress":
+            node = str(data.get("node"))
+            await self._emit(ProgressEvent("step", job.prompt_id, node, self._class_of(job, node),
+                                           value=_int(data.get("value")), total=_int(data.get("max")),
+                                           request=job.request))
+        elif kind in ("execution_error", "execution_interrupted"):
+            job.done = True
+            raise self._failure(job, kind, data)
+        return False
+
+    async def _on_preview(self, job: _Job, message: bytes) -> None:
+        if not job.running or len(message) < 8:
+            return
+        event, = struct.unpack_from(">I", message, 0)
+        if event == 1:  # 4-byte image type, then the image
+            kind, = struct.unpack_from(">I", message, 4)
+            preview, content_type = message[8:], _PREVIEW_TYPES.get(kind, "image/jpeg")
+        elif event == 4:  # 4-byte metadata length, JSON metadata, then the image
+            size, = struct.unpack_from(">I", message, 4)
+            try:
+                meta = json.loads(message[8 : 8 + size])
+            except ValueError:
+                return
+            if not isinstance(meta, dict) or meta.get("prompt_id") != job.prompt_id:
+                return
+            preview, content_type = message[8 + size :], str(meta.get("image_type", "image/jpeg"))
+        else:
+            return
+        await self._emit(ProgressEvent("preview", job.prompt_id, preview=preview, preview_type=content_type,
+                                       request=job.request))
+
+    async def _output(self, job: _Job, entry: dict[str, Any]) -> bytes:
+        status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
+        if isinstance(status, dict) and status.get("status_str") == "error":
+            for message in status.get("messages") or []:
+                if isinstance(message, list) and len(message) == 2 and isinstance(message[1], dict) \
+                        and message[0] in ("execution_error", "execution_interrupted"):
+                    raise self._failure(job, message[0], message[1])
+            raise GenerationError(f"The ComfyUI server reported that workflow {job.workflow.name} failed.")
+        outputs = entry.get("outputs") if isinstance(entry.get("outputs"), dict) else {}
+        node_output = outputs.get(job.workflow.output) if isinstance(outputs, dict) else None
+        images = node_output.get("images") if isinstance(node_output, dict) else None
+        if not isinstance(images, list) or not images or not isinstance(images[0], dict) \
+                or "filename" not in images[0]:
+            raise GenerationError(
+                f"ComfyUI workflow {job.workflow.name} finished, but its output node "
+                f"'{job.workflow.output}' produced no image."
+            )
+        await self._emit(ProgressEvent("finished", job.prompt_id, request=job.request))
+        first = images[0]
+        params = {"filename": str(first["filename"]), "subfolder": str(first.get("subfolder", "")),
+                  "type": str(first.get("type", "output"))}
+        return (await self._call("GET", "/view", params=params)).content
+
+    def _image(self, data: bytes, job: _Job, output_format: OutputFormat, seed: int) -> GeneratedImage:
+        try:
+            fmt, width, height = probe_image(data)
+            if fmt != output_format:
+                data = _encode(data, output_format)
+                fmt = output_format
+        except (InvalidImage, OSError, ValueError) as exc:
+            raise GenerationUnavailable("The ComfyUI server sent an unreadable image.") from exc
+        return GeneratedImage(
+            data=data,
+            content_type=f"image/{fmt}",
+            seed=seed,
+            width=width,
+            height=height,
+            provider=self.name,
+            finish_reason="SUCCESS",
+            label=job.workflow.label,
+            request_id=job.prompt_id,
+        )
+
+    async def _abandon(self, job: _Job) -> None:
+        """Withdraw a prompt the server may still hold: delete it if queued, interrupt it if running."""
+        if not job.submitted or job.done:
+            return
+        job.done = True
+        try:
+            async with asyncio.timeout(self._cleanup_timeout):
+                await self._call("POST", "/queue", json={"delete": [job.prompt_id]})
+                queue = _json(await self._call("GET", "/queue"))
+                if job.prompt_id in _ids(queue.get("queue_pending")):  # arrived after the delete
+                    await self._call("POST", "/queue", json={"delete": [job.prompt_id]})
+                if job.prompt_id in _ids(queue.get("queue_running")):
+                    await self._call("POST", "/interrupt", json={"prompt_id": job.prompt_id})
+        except (GenerationError, TimeoutError) as exc:
+            log.warning("Could not withdraw ComfyUI prompt %s; it may still run: %s", job.prompt_id, exc)
+
+    # -- server answers -------------------------------------------------------------------
+
+    def _refusal(self, job: _Job, answer: dict[str, Any]) -> ProviderRejected:
+        """The error for a graph the server would not run, naming the failing nodes."""
+        problems: list[str] = []
+        node_errors = answer.get("node_errors")
+        for node_id, info in (node_errors.items() if isinstance(node_errors, dict) else []):
+            if not isinstance(info, dict):
+                continue
+            for error in (info.get("errors") or [])[:3]:
+                if isinstance(error, dict):
+                    problems.append(f"node {node_id} ({info.get('class_type', '?')}): "
+                                    f"{error.get('message', 'invalid')} ({error.get('details', '')})")
+        error = answer.get("error")
+        if not problems and isinstance(error, dict):
+            extra = error.get("extra_info") if isinstance(error.get("extra_info"), dict) else {}
+            text = str(error.get("message") or error.get("type") or "invalid prompt")
+            notes = [str(error["details"])] if error.get("details") else []
+            class_type = extra.get("class_type") if isinstance(extra, dict) else None
+            if class_type and str(class_type) not in text:
+                notes.append(f"class {class_type}")
+            problems.append(text + (f" ({', '.join(notes)})" if notes else ""))
+        elif not problems and isinstance(error, str):
+            problems.append(error)
+        detail = sanitize("; ".join(problems) or "no reason given", secrets=self._secrets(), limit=400)
+        log.warning("The ComfyUI server refused workflow %s: %s", job.workflow.name,
+                    sanitize(json.dumps(answer), secrets=self._secrets(), limit=4000))
+        return ProviderRejected(
+            f"The ComfyUI server refused workflow {job.workflow.name}: {detail}", status=400, request_id=None
+        )
+
+    def _failure(self, job: _Job, kind: str, data: dict[str, Any]) -> GenerationError:
+        node = str(data.get("node_id", "?"))
+        node_type = data.get("node_type") or self._class_of(job, node) or "?"
+        if kind == "execution_interrupted":
+            return GenerationUnavailable(
+                f"The job was interrupted on the ComfyUI server at node {node} ({node_type})."
+            )
+        reason = sanitize(f"{data.get('exception_type', 'error')}: {data.get('exception_message', '')}",
+                          secrets=self._secrets())
+        return GenerationError(
+            f"ComfyUI workflow {job.workflow.name} failed at node {node} ({node_type}): {reason}"
+        )
+
+    @staticmethod
+    def _class_of(job: _Job, node: str) -> str | None:
+        spec = job.graph.get(node)
+        return str(spec.get("class_type")) if isinstance(spec, dict) else None
+
+    async def _history(self, prompt_id: str) -> dict[str, Any] | None:
+        entry = _json(await self._call("GET", f"/history/{prompt_id}")).get(prompt_id)
+        return entry if isinstance(entry, dict) else None
+
+    async def _queued(self, prompt_id: str) -> bool:
+        queue = _json(await self._call("GET", "/queue"))
+        return prompt_id in _ids(queue.get("queue_running")) | _ids(queue.get("queue_pending"))
+
+    async def _upload(self, image: bytes) -> str:
+        fmt = sniff_format(image)
+        name = f"abby-{uuid.uuid4().hex}.{'jpg' if fmt == 'jpeg' else fmt}"
+        response = await self._call(
+            "POST",
+            "/upload/image",
+            files={"image": (name, image, f"image/{fmt}")},
+            data={"type": "input", "subfolder": UPLOAD_SUBFOLDER, "overwrite": "true"},
+        )
+        answer = _json(response)
+        stored, subfolder = answer.get("name"), answer.get("subfolder") or ""
+        if not isinstance(stored, str) or not isinstance(subfolder, str):
+            raise GenerationUnavailable("The ComfyUI server gave an unreadable answer to the image upload.")
+        return f"{subfolder}/{stored}" if subfolder else stored
+
+    async def _emit(self, event: ProgressEvent) -> None:
+        if self._on_progress is None:
+            return
+        try:
+            result = self._on_progress(event)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("The ComfyUI progress callback failed on a %s event; the job goes on", event.kind)
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def _secrets(self) -> tuple[str, ...]:
+        return (self._secret,) if self._secret else ()
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._closed:
+            raise GenerationUnavailable("The ComfyUI client is closed (the bot is shutting down).")
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                base_url=self._url,
+                headers=self._headers,
+                timeout=self._http_timeout,
+                limits=_LIMITS,
+                transport=self._transport,
+            )
+        return self._client
+
+    async def _call(self, method: str, path: str, *, check: bool = True, **kw: Any) -> httpx.Response:
+        """One HTTP call, never retried (a second POST /prompt would queue the job twice)."""
+        with self._translated():
+            response = await self._http().request(method, path, **kw)
+        if check:
+            self._check(response)
+        return response
+
+    def _check(self, response: httpx.Response) -> None:
+        if not response.is_success:
+            raise error_for_status(response.status_code, {}, secrets=self._secrets())
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise GenerationTimeout("The ComfyUI server did not answer in time.") from exc
+        except httpx.LocalProtocolError:
+            # Not chained: the request's headers hold the auth value.
+            raise GenerationUnavailable(
+                "The ComfyUI server could not be called (a malformed request). Please tell the server owner."
+            ) from None
+        except httpx.ConnectError as exc:
+            raise GenerationUnavailable(f"The ComfyUI server at {self._url} could not be reached.") from exc
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise GenerationUnavailable(
+                f"The connection to the ComfyUI server failed ({type(exc).__name__})."
+            ) from exc
+
+    @contextlib.asynccontextmanager
+    async def _connect(self, client_id: str) -> AsyncIterator[_Socket | None]:
+        """The job's websocket, or None when the server (or a proxy) will not open one."""
+        key = base64.b64encode(os.urandom(16)).decode()
+        headers = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                   "Sec-WebSocket-Key": key}
+        async with contextlib.AsyncExitStack() as stack:
+            with self._translated():
+                response = await stack.enter_async_context(
+                    self._http().stream("GET", "/ws", params={"clientId": client_id}, headers=headers)
+                )
+            stream = response.extensions.get("network_stream")
+            if response.status_code in (401, 403):
+                self._check(response)
+            if response.status_code != 101 or stream is None or \
+                    response.headers.get("sec-websocket-accept") != _accept_key(key):
+                log.info("The ComfyUI server opened no websocket (HTTP %s); following jobs by polling",
+                         response.status_code)
+                yield None
+                return
+            socket = _Socket(stream)
+            try:
+                yield socket
+            finally:
+                await socket.close()
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _ids(items: Any) -> set[str]:
+    """Prompt ids of ``/queue`` items (``[number, prompt_id, prompt, extra, outputs]``)."""
+    if not isinstance(items, list):
+        return set()
+    return {str(item[1]) for item in items if isinstance(item, list) and len(item) > 1}
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _encode(data: bytes, fmt: OutputFormat) -> bytes:
+    with Image.open(io.BytesIO(data)) as img:
+        out = img.convert("RGB") if fmt == "jpeg" or img.mode not in ("RGB", "RGBA") else img.copy()
+    buf = io.BytesIO()
+    out.save(buf, format=fmt.upper(), quality=90)
+    return buf.getvalue()

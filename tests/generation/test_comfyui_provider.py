@@ -1,0 +1,634 @@
+"""The ComfyUI provider against the fake ComfyUI server."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import json
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from abby_core.errors import (
+    ConfigError,
+    GenerationError,
+    GenerationTimeout,
+    GenerationUnavailable,
+    NotConfigured,
+    ProviderAuthError,
+    ProviderRejected,
+)
+from abby_core.generation.base import ImageToImageRequest, TextToImageRequest, UpscaleRequest
+from abby_core.generation.comfyui import ComfyUIProvider, ProgressEvent, Workflow, default_workflows
+from abby_core.generation.params import MAX_SEED
+from tests.fixtures.fake_comfyui import FakeComfyUI, running_fake
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeComfyUI]:
+    async with running_fake() as server:
+        yield server
+
+
+FOX = TextToImageRequest(prompt="a red fox", negative_prompt="blurry", aspect_ratio="16:9", seed=42)
+
+
+def small_workflows() -> dict[str, Workflow]:
+    """The bundled workflows at 256 pixels a side, so the fake's PNGs stay small."""
+    return {kind: dataclasses.replace(wf, base_size=256) for kind, wf in default_workflows().items()}
+
+
+def make(fake: FakeComfyUI, events: list[ProgressEvent] | None = None, **kw: Any) -> ComfyUIProvider:
+    kw.setdefault("workflows", small_workflows())
+    kw.setdefault("poll_interval", 0.05)
+    if events is not None:
+        kw["on_progress"] = events.append
+    return ComfyUIProvider(fake.url, **kw)
+
+
+def png(size: tuple[int, int] = (64, 48), colour: tuple[int, int, int] = (10, 200, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def only_prompt(fake: FakeComfyUI) -> tuple[str, dict[str, Any]]:
+    ((prompt_id, graph),) = fake.prompts.items()
+    return prompt_id, graph
+
+
+def posted(fake: FakeComfyUI, path: str) -> list[Any]:
+    return [r.json for r in fake.requests if r.method == "POST" and r.path == path]
+
+
+# -- the three kinds of job ------------------------------------------------------------------------
+
+
+async def test_text_to_image(fake: FakeComfyUI) -> None:
+    events: list[ProgressEvent] = []
+    provider = make(fake, events)
+    try:
+        image = await provider.text_to_image(FOX)
+    finally:
+        await provider.aclose()
+    prompt_id, graph = only_prompt(fake)
+    assert graph["6"]["inputs"]["text"] == "a red fox"
+    assert graph["7"]["inputs"]["text"] == "blurry"
+    assert graph["3"]["inputs"]["seed"] == 42
+    assert (graph["5"]["inputs"]["width"], graph["5"]["inputs"]["height"]) == (320, 192)
+    assert (image.width, image.height, image.content_type) == (320, 192, "image/png")
+    assert Image.open(io.BytesIO(image.data)).size == (320, 192)
+    assert image.data == fake.output_image(fake.history[prompt_id])
+    assert (image.seed, image.provider, image.finish_reason, image.request_id) == (42, "comfyui", "SUCCESS", prompt_id)
+    assert image.label == "ComfyUI (SDXL)"
+    # Abby's prompt id was used, and the job's messages went to its own client id.
+    (body,) = posted(fake, "/prompt")
+    assert body["prompt_id"] == prompt_id and body["client_id"]
+    assert fake.history[prompt_id]["prompt"][3] == {"client_id": body["client_id"]}
+
+
+async def test_progress_events_come_in_order(fake: FakeComfyUI) -> None:
+    events: list[ProgressEvent] = []
+    provider = make(fake, events)
+    try:
+        await provider.text_to_image(FOX)
+    finally:
+        await provider.aclose()
+    prompt_id, _ = only_prompt(fake)
+    assert {e.prompt_id for e in events} == {prompt_id}
+    assert all(e.request is FOX for e in events)
+    kinds = [e.kind for e in events]
+    assert kinds[:2] == ["queued", "started"] and kinds[-1] == "finished"
+    nodes = [(e.node, e.node_type) for e in events if e.kind == "node"]
+    assert nodes == [("4", "CheckpointLoaderSimple"), ("6", "CLIPTextEncode"), ("7", "CLIPTextEncode"),
+                     ("5", "EmptyLatentImage"), ("3", "KSampler"), ("8", "VAEDecode"), ("9", "SaveImage")]
+    steps = [(e.value, e.total) for e in events if e.kind == "step"]
+    assert steps == [(i, 25) for i in range(1, 26)]
+    # Steps belong to the sampler: they come after it starts and before the decoder does.
+    assert kinds.index("step") > kinds.index("node") and events[kinds.index("step")].node == "3"
+    assert [e.node for e in events if e.kind in ("node", "step")][-2:] == ["8", "9"]
+
+
+async def test_previews_reach_the_callback(fake: FakeComfyUI) -> None:
+    fake.previews = "JPEG"
+    events: list[ProgressEvent] = []
+    provider = make(fake, events)
+    try:
+        await provider.text_to_image(FOX)
+    finally:
+        await provider.aclose()
+    previews = [e for e in events if e.kind == "preview"]
+    assert len(previews) == 25
+    assert previews[0].preview_type == "image/jpeg"
+    assert previews[0].preview is not None and Image.open(io.BytesIO(previews[0].preview)).format == "JPEG"
+
+
+async def test_an_async_callback_is_awaited_and_a_failing_one_does_not_stop_the_job(
+    fake: FakeComfyUI, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[str] = []
+
+    async def callback(event: ProgressEvent) -> None:
+        await asyncio.sleep(0)
+        seen.append(event.kind)
+        if event.kind == "started":
+            raise RuntimeError("the progress message could not be edited")
+
+    provider = make(fake, on_progress=callback)
+    try:
+        image = await provider.text_to_image(FOX)
+    finally:
+        await provider.aclose()
+    assert image.width == 320
+    assert seen[0] == "queued" and seen[-1] == "finished"
+    assert "progress callback failed" in caplog.text
+
+
+async def test_seed_zero_picks_a_seed_and_reports_it(fake: FakeComfyUI) -> None:
+    provider = make(fake)
+    try:
+        image = await provider.text_to_image(TextToImageRequest(prompt="a fox"))
+    finally:
+        await provider.aclose()
+    _, graph = only_prompt(fake)
+    assert 1 <= image.seed <= MAX_SEED
+    assert graph["3"]["inputs"]["seed"] == image.seed
+    assert graph["7"]["inputs"]["text"] == ""
+    assert (image.width, image.height) == (256, 256)
+
+
+async def test_output_format_is_honoured(fake: FakeComfyUI) -> None:
+    provider = make(fake)
+    try:
+        image = await provider.text_to_image(dataclasses.replace(FOX, output_format="webp"))
+    finally:
+        await provider.aclose()
+    assert image.content_type == "image/webp"
+    assert Image.open(io.BytesIO(image.data)).format == "WEBP"
+
+
+async def test_image_to_image_uploads_the_picture(fake: FakeComfyUI) -> None:
+    picture = png((64, 48))
+    provider = make(fake)
+    try:
+        image = await provider.image_to_image(
+            ImageToImageRequest(image=picture, prompt="as a painting", strength=0.35, seed=7)
+        )
+    finally:
+        await provider.aclose()
+    ((kind, folder, name),) = [key for key in fake.files if key[0] == "input"]
+    assert (kind, folder) == ("input", "abby") and name.startswith("abby-") and name.endswith(".png")
+    assert fake.files[(kind, folder, name)] == picture
+    _, graph = only_prompt(fake)
+    assert graph["10"]["inputs"]["image"] == f"abby/{name}"
+    assert graph["3"]["inputs"]["denoise"] == 0.35
+    assert graph["6"]["inputs"]["text"] == "as a painting"
+    assert (image.width, image.height, image.seed) == (64, 48, 7)
+
+
+async def test_upscale(fake: FakeComfyUI) -> None:
+    events: list[ProgressEvent] = []
+    provider = make(fake, events)
+    try:
+        image = await provider.upscale(UpscaleRequest(image=png((64, 48)), mode="fast"))
+    finally:
+        await provider.aclose()
+    assert (image.width, image.height) == (256, 192)
+    assert image.label == "ComfyUI (RealESRGAN 4x)"
+    _, graph = only_prompt(fake)
+    assert graph["1"]["inputs"]["image"].startswith("abby/abby-")
+    assert [(e.value, e.total) for e in events if e.kind == "step"] == [(1, 2), (2, 2)]
+
+
+async def test_two_jobs_at_once_each_get_their_own_messages(fake: FakeComfyUI) -> None:
+    events: list[ProgressEvent] = []
+    provider = make(fake, events)
+    try:
+        first, second = await asyncio.gather(
+            provider.text_to_image(FOX), provider.text_to_image(dataclasses.replace(FOX, seed=43))
+        )
+    finally:
+        await provider.aclose()
+    assert (first.seed, second.seed) == (42, 43) and first.data != second.data
+    for image in (first, second):
+        mine = [e for e in events if e.prompt_id == image.request_id]
+        assert [e.kind for e in mine][-1] == "finished"
+        assert len([e for e in mine if e.kind == "step"]) == 25
+
+
+# -- refusals and failures --------------------------------------------------------------------------
+
+
+async def test_node_errors_name_the_node(fake: FakeComfyUI) -> None:
+    fake.checkpoints = ["some-other-model.safetensors"]
+    provider = make(fake)
+    try:
+        with pytest.raises(ProviderRejected) as refused:
+            await provider.text_to_image(FOX)
+    finally:
+        await provider.aclose()
+    message = str(refused.value)
+    assert "txt2img.json" in message
+    assert "node 4 (CheckpointLoaderSimple): Value not in list" in message
+    assert "sd_xl_base_1.0.safetensors" in message
+    assert refused.value.status == 400
+    assert fake.prompts == {} and posted(fake, "/queue") == []
+
+
+async def test_a_missing_custom_node_is_named(fake: FakeComfyUI) -> None:
+    workflows = small_workflows()
+    graph = json.loads(json.dumps(dict(workflows["txt2img"].graph)))
+    graph["8"]["class_type"] = "FancyVAEDecode"
+    workflows["txt2img"] = dataclasses.replace(workflows["txt2img"], graph=graph)
+    provider = make(fake, workflows=workflows)
+    try:
+        with pytest.raises(ProviderRejected, match=r"Node 'VAE Decode' not found.*Node ID '#8', class FancyVAEDecode"):
+            await provider.text_to_image(FOX)
+    finally:
+        await provider.aclose()
+
+
+async def test_queued_for_other_outputs_but_not_ours_is_withdrawn(fake: FakeComfyUI) -> None:
+    workflows = small_workflows()
+    graph = json.loads(json.dumps(dict(workflows["txt2img"].graph)))
+    graph["9"]["inputs"].pop("filename_prefix")  # our output fails validation...
+    graph["20"] = {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}}  # ...another one passes
+    workflows["txt2img"] = dataclasses.replace(workflows["txt2img"], graph=graph)
+    fake.pause()
+    provider = make(fake, workflows=workflows)
+    try:
+        with pytest.raises(ProviderRejected, match=r"node 9 \(SaveImage\): Required input is missing"):
+            await provider.text_to_image(FOX)
+    finally:
+        await provider.aclose()
+    prompt_id, _ = only_prompt(fake)
+    assert fake.deleted == [prompt_id] and fake.pending_ids == []
+
+
+async def test_execution_error_names_the_node(fake: FakeComfyUI) -> None:
+    fake.fail("KSampler", "CUDA out of memory. Tried to allocate 2.00 GiB", "torch.OutOfMemoryError")
+    provider = make(fake)
+    try:
+        with pytest.raises(GenerationError) as failed:
+            await provider.text_to_image(FOX)
+    finally:
+        await provider.aclose()
+    assert not isinstance(failed.value, GenerationUnavailable)
+    assert str(failed.value) == (
+        "ComfyUI workflow txt2img.json failed at node 3 (KSampler): "
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    )
+    # The server is done with the job: nothing to withdraw.
+    assert fake.interrupt_requests == [] and posted(fake, "/queue") == []
+
+
+async def test_an_interrupt_from_elsewhere_is_reported(fake: FakeComfyUI) -> None:
+    fake.step_delay = 0.02
+    provider = make(fake)
+    try:
+        task = asyncio.create_task(provider.text_to_image(FOX))
+        await fake.wait_until(lambda: fake.running is not None)
+        async with httpx.AsyncClient() as other:  # someone presses Cancel in the ComfyUI page
+            await other.post(f"{fake.url}/interrupt")
+        with pytest.raises(GenerationUnavailable, match=r"interrupted .* node 3 \(KSampler\)"):
+            await task
+    finally:
+        await provider.aclose()
+
+
+async def test_a_cleared_queue_does_not_leave_the_job_waiting(fake: FakeComfyUI) -> None:
+    fake.pause()
+    provider = make(fake)
+    try:
+        task = asyncio.create_task(provider.text_to_image(FOX))
+        await fake.wait_until(lambda: bool(fake.pending_ids))
+        async with httpx.AsyncClient() as other:
+            await other.post(f"{fake.url}/queue", json={"clear": True})
+        with pytest.raises(GenerationUnavailable, match="removed from the ComfyUI queue"):
+            await asyncio.wait_for(task, 5)
+    finally:
+        await provider.aclose()
+
+
+async def test_server_down_is_unavailable() -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    provider = ComfyUIProvider(f"http://127.0.0.1:{port}", small_workflows())
+    try:
+        with pytest.raises(GenerationUnavailable, match="could not be reached") as down:
+            await provider.text_to_image(FOX)
+    finally:
+        await provider.aclose()
+    assert not isinstance(down.value, GenerationTimeout)
+    assert isinstance(down.value.__cause__, httpx.ConnectError)
+
+
+async def test_a_closed_provider_refuses_work(fake: FakeComfyUI) -> None:
+    provider = make(fake)
+    await provider.aclose()
+    await provider.aclose()
+    with pytest.raises(GenerationUnavailable, match="closed"):
+        await provider.text_to_image(FOX)
+
+
+# -- abandoned jobs ----------------------------------------------------------------------------------
+
+
+async def test_cancelling_a_running_job_interrupts_it(fake: FakeComfyUI) -> None:
+    fake.step_delay = 0.05
+    provider = make(fake)
+    try:
+        task = asyncio.create_task(provider.text_to_image(FOX))
+        await fake.wait_until(lambda: fake.running is not None)
+        prompt_id = fake.running.prompt_id if fake.running else ""
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert fake.interrupt_requests == [prompt_id]
+        assert posted(fake, "/queue") == [{"delete": [prompt_id]}]
+        await fake.wait_until(lambda: prompt_id in fake.history)
+    finally:
+        await provider.aclose()
+    status = fake.history[prompt_id]["status"]
+    assert status["status_str"] == "error" and status["messages"][-1][0] == "execution_interrupted"
+    assert fake.running is None and fake.pending_ids == []
+
+
+async def test_cancelling_a_queued_job_deletes_it(fake: FakeComfyUI) -> None:
+    fake.pause()
+    provider = make(fake)
+    try:
+        task = asyncio.create_task(provider.text_to_image(FOX))
+        await fake.wait_until(lambda: bool(fake.pending_ids))
+        (prompt_id,) = fake.pending_ids
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await provider.aclose()
+    assert fake.pending_ids == [] and fake.deleted == [prompt_id]
+    assert fake.interrupt_requests == []  # nothing of ours was running
+    fake.resume()
+    await asyncio.sleep(0.1)
+    assert fake.history == {} and fake.running is None
+
+
+async def test_a_timeout_withdraws_the_job(fake: FakeComfyUI) -> None:
+    fake.step_delay = 0.05
+    provider = make(fake, timeout=0.4)
+    try:
+        with pytest.raises(GenerationTimeout, match=r"within 0\.4 seconds"):
+            await provider.text_to_image(FOX)
+    finally:
+        await provider.aclose()
+    prompt_id, _ = only_prompt(fake)
+    assert fake.interrupt_requests == [prompt_id]
+    await fake.wait_until(lambda: prompt_id in fake.history)
+    assert fake.history[prompt_id]["status"]["status_str"] == "error"
+    assert fake.running is None and fake.pending_ids == []
+
+
+async def test_a_timeout_in_the_queue_deletes_without_interrupting(fake: FakeComfyUI) -> None:
+    fake.pause()
+    provider = make(fake, timeout=0.3)
+    try:
+        with pytest.raises(GenerationTimeout):
+            await provider.text_to_image(FOX)
+    finally:
+        await provider.aclose()
+    prompt_id, _ = only_prompt(fake)
+    assert fake.deleted == [prompt_id] and fake.interrupt_requests == []
+
+
+# -- without the websocket ----------------------------------------------------------------------------
+
+
+async def test_a_dropped_websocket_falls_back_to_polling(fake: FakeComfyUI) -> None:
+    fake.step_delay = 0.02
+    events: list[ProgressEvent] = []
+    provider = make(fake, events)
+    try:
+        task = asyncio.create_task(provider.text_to_image(FOX))
+        await fake.wait_until(lambda: any(e.kind == "step" for e in events))
+        await fake.drop_sockets()
+        image = await asyncio.wait_for(task, 5)
+    finally:
+        await provider.aclose()
+    assert image.width == 320
+    assert [e.kind for e in events][-1] == "finished"
+    assert len([e for e in events if e.kind == "step"]) < 25
+    assert any(r.path.startswith("/history/") for r in fake.requests)
+
+
+async def test_a_proxy_without_websockets_still_works(fake: FakeComfyUI) -> None:
+    fake.websockets = False
+    events: list[ProgressEvent] = []
+    provider = make(fake, events)
+    try:
+        image = await provider.text_to_image(FOX)
+    finally:
+        await provider.aclose()
+    assert image.width == 320
+    assert [e.kind for e in events] == ["queued", "finished"]
+
+
+async def test_without_a_websocket_failures_are_read_from_the_history(fake: FakeComfyUI) -> None:
+    fake.websockets = False
+    fake.fail("8", "VAE decode failed", "RuntimeError")
+    provider = make(fake)
+    try:
+        with pytest.raises(GenerationError, match=r"failed at node 8 \(VAEDecode\): RuntimeError: VAE decode failed"):
+            await provider.text_to_image(FOX)
+    finally:
+        await provider.aclose()
+    assert fake.interrupt_requests == []
+
+
+# -- behind an authenticating proxy ------------------------------------------------------------------------
+
+
+async def test_the_auth_header_goes_on_every_request() -> None:
+    async with running_fake(auth=("Authorization", "Bearer let-me-in")) as fake:
+        events: list[ProgressEvent] = []
+        provider = make(fake, events, auth_header="Bearer let-me-in")
+        try:
+            image = await provider.image_to_image(ImageToImageRequest(image=png(), prompt="x", seed=1))
+        finally:
+            await provider.aclose()
+        assert image.width == 64
+        assert {r.headers.get("authorization") for r in fake.requests} == {"Bearer let-me-in"}
+        assert any(r.path == "/ws" for r in fake.requests)
+        assert any(e.kind == "step" for e in events)  # the websocket got through too
+
+
+async def test_a_wrong_auth_header_is_the_operators_problem() -> None:
+    async with running_fake(auth=("X-Api-Key", "right")) as fake:
+        provider = make(fake, auth_header="wrong", auth_header_name="X-Api-Key")
+        try:
+            with pytest.raises(ProviderAuthError) as refused:
+                await provider.text_to_image(FOX)
+        finally:
+            await provider.aclose()
+        assert "wrong" not in str(refused.value)
+        assert fake.prompts == {}
+
+
+# -- the websocket framing ------------------------------------------------------------------------------
+
+
+class Wire:
+    """Stands in for the upgraded connection: serves scripted bytes in small pieces, records writes."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.written: list[bytes] = []
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        chunk, self.data = self.data[:3], self.data[3:]  # frames arrive cut anywhere
+        return chunk
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.written.append(buffer)
+
+
+def frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bytes = b"") -> bytes:
+    size = len(payload)
+    length = bytes([size]) if size < 126 else bytes([126]) + size.to_bytes(2, "big")
+    if mask:
+        length = bytes([length[0] | 0x80]) + length[1:]
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([(0x80 if fin else 0) | opcode]) + length + mask + payload
+
+
+async def test_the_socket_reads_frames_as_the_protocol_says() -> None:
+    from abby_core.generation.comfyui import _Socket, _SocketClosed
+
+    big = b"x" * 300
+    wire = Wire(
+        frame(0x1, b'{"type": "st', fin=False) + frame(0x9, b"hi") + frame(0x0, b'atus"}')
+        + frame(0x2, big) + frame(0x1, b"masked", mask=b"\x01\x02\x03\x04") + frame(0x8, b"\x03\xe8")
+    )
+    sock = _Socket(wire)
+    assert await sock.receive() == '{"type": "status"}'  # fragments joined, the ping between answered
+    assert await sock.receive() == big
+    assert await sock.receive() == "masked"
+    with pytest.raises(_SocketClosed):
+        await sock.receive()
+    (pong,) = wire.written
+    assert pong[0] == 0x8A and pong[1] == 0x80 | 2  # a masked pong, as a client must send
+    assert bytes(b ^ pong[2 + i % 4] for i, b in enumerate(pong[6:])) == b"hi"
+
+
+# -- configuration and workflows ----------------------------------------------------------------------------
+
+
+def test_the_bundled_workflows_are_valid_for_the_server(fake: FakeComfyUI) -> None:
+    fake.files[("input", "", "example.png")] = png()
+    for kind, workflow in default_workflows().items():
+        valid, error, outputs, node_errors = fake.validate(json.loads(json.dumps(dict(workflow.graph))))
+        assert valid, (kind, error, node_errors)
+        assert outputs == [workflow.output]
+
+
+def write(tmp_path: Path, data: dict[str, Any], name: str = "mine.json") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def workflow_file() -> dict[str, Any]:
+    return {
+        "inputs": {"prompt": ["6", "text"], "seed": ["3", "seed"]},
+        "output": "9",
+        "graph": json.loads(json.dumps(dict(default_workflows()["txt2img"].graph))),
+    }
+
+
+def test_a_workflow_file_loads(tmp_path: Path) -> None:
+    workflow = Workflow.load(write(tmp_path, workflow_file()))
+    assert (workflow.name, workflow.output, workflow.label, workflow.base_size) == ("mine.json", "9", "ComfyUI", 1024)
+    assert workflow.inputs == {"prompt": ("6", "text"), "seed": ("3", "seed")}
+    built = workflow.build({"prompt": "hello", "seed": 5, "negative_prompt": "ignored: not declared"})
+    assert built["6"]["inputs"]["text"] == "hello" and built["3"]["inputs"]["seed"] == 5
+    assert workflow.graph["6"]["inputs"]["text"] == ""  # building never changes the workflow
+    # A value of None (no negative prompt given) keeps what the workflow has.
+    workflow = dataclasses.replace(workflow, inputs={**workflow.inputs, "negative_prompt": ("7", "text")})
+    assert workflow.build({"negative_prompt": None})["7"]["inputs"]["text"] == ""
+    assert workflow.build({"negative_prompt": "blurry"})["7"]["inputs"]["text"] == "blurry"
+    with pytest.raises(ConfigError, match=r"mine\.json: the output node '99' is not in the graph"):
+        dataclasses.replace(workflow, output="99")
+    assert workflow.size("1:1") == (1024, 1024) and workflow.size("9:16") == (768, 1344)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["inputs"].update(prompt=["60", "text"]),
+         "mine.json: 'prompt' is declared on node '60', which is not in the graph"),
+        (lambda d: d["inputs"].update(prompt=["6", "txt"]),
+         "mine.json: 'prompt' is declared on node '6' (CLIPTextEncode), which has no input 'txt'"),
+        (lambda d: d["inputs"].update(seed=["3", "model"]), "node '3' input 'model', which is a link"),
+        (lambda d: d["inputs"].update(style=["3", "seed"]), "unknown input slot 'style'"),
+        (lambda d: d["inputs"].update(width=["5", "width"]), "both 'width' and 'height'"),
+        (lambda d: d.update(output="99"), "the output node '99' is not in the graph"),
+        (lambda d: d["graph"]["8"].pop("class_type"), "node '8' has no class_type"),
+        (lambda d: d["graph"]["8"]["inputs"].update(vae=["44", 2]), "node '8' links its input 'vae'"),
+        (lambda d: d.update(base_size=10), "'base_size' must be"),
+        (lambda d: d.pop("graph"), "'graph' must be the API-format graph"),
+    ],
+)
+def test_a_bad_workflow_file_names_the_file_and_node(tmp_path: Path, change: Any, message: str) -> None:
+    data = workflow_file()
+    change(data)
+    with pytest.raises(ConfigError, match=r"ComfyUI workflow mine\.json") as bad:
+        Workflow.load(write(tmp_path, data))
+    assert message in str(bad.value)
+
+
+def test_an_unreadable_workflow_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"broken\.json could not be read"):
+        Workflow.load(path)
+
+
+def test_a_workflow_must_declare_what_its_kind_needs(tmp_path: Path) -> None:
+    data = workflow_file()
+    workflow = Workflow.load(write(tmp_path, data))
+    with pytest.raises(ConfigError, match=r"mine\.json is used for img2img but declares no input for image"):
+        ComfyUIProvider("http://127.0.0.1:8188", {"img2img": workflow})
+    with pytest.raises(ConfigError, match="Unknown ComfyUI workflow kind 'inpaint'"):
+        ComfyUIProvider("http://127.0.0.1:8188", {"inpaint": workflow})
+
+
+async def test_a_kind_without_a_workflow_is_not_configured(fake: FakeComfyUI) -> None:
+    provider = make(fake, workflows={"txt2img": small_workflows()["txt2img"]})
+    try:
+        with pytest.raises(NotConfigured, match="no upscale workflow"):
+            await provider.upscale(UpscaleRequest(image=png()))
+    finally:
+        await provider.aclose()
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"base_url": "gpu-box:8188"}, "must start with http:// or https://"),
+        ({"timeout": 0}, "above 0 seconds"),
+        ({"auth_header": "Bearer a\nb"}, "characters a header cannot hold"),
+        ({"auth_header_name": "Bad Header"}, "plain header name"),
+    ],
+)
+def test_bad_settings_are_config_errors(kw: dict[str, Any], message: str) -> None:
+    kw.setdefault("base_url", "http://127.0.0.1:8188")
+    with pytest.raises(ConfigError, match=message):
+        ComfyUIProvider(**kw)
+    assert "Bearer a" not in repr(ComfyUIProvider("http://127.0.0.1:8188", auth_header="Bearer a"))
