@@ -179,7 +179,10 @@ class ImageService:
             status = await self.storage.get_quota_status(uid, role_ids=roles, allow_cached=True)
         except asyncio.CancelledError:
             # Interrupted before the success was reported: it costs nothing after all.
-            await self.storage.discard(reservation, stored)
+            try:
+                await self.storage.discard(reservation, stored)
+            except StorageError as exc:
+                log.warning("Taking back interrupted generation %s is retried later: %s", reservation.id, exc)
             raise
         # The image is stored and charged: from here nothing may turn it into a failure.
         return GenerationResult(kind, stored, image, status, prompt, compressed.bytes_before)

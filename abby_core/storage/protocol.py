@@ -73,6 +73,7 @@ class Accounting:
         # outage the hold goes at once; if the process dies, the hold's expiry still ends it.
         self._unfinished: dict[str, tuple[str, str | None]] = {}
         self._unsynced: set[str] = set()  # users whose commit the global document has not seen
+        self._undiscarded: dict[str, tuple[Reservation, str]] = {}  # interrupted commits to take back
         self._unfinished_lock = threading.Lock()
         self.skew = min(CLOCK_SKEW, timedelta(seconds=reservation_ttl / 4))
         self.save_margin = min(SAVE_MARGIN, timedelta(seconds=reservation_ttl / 2))
@@ -211,6 +212,14 @@ class Accounting:
         with self._unfinished_lock:
             pending = list(self._unfinished.items())
             unsynced = list(self._unsynced)
+            undiscarded = list(self._undiscarded.items())
+        for rid, (res, key) in undiscarded:
+            try:
+                self._discard(res, key)
+            except StorageError:
+                return
+            with self._unfinished_lock:
+                self._undiscarded.pop(rid, None)
         for uid in unsynced:
             try:
                 self.accounts.sync_global(uid, self.accounts.user(uid))
@@ -228,7 +237,18 @@ class Accounting:
             log.info("Storage answers again: gave back the hold of failed generation %s (user %s).", rid, uid)
 
     def discard(self, res: Reservation, key: str) -> None:
-        """Take back a committed generation whose success was never reported (interrupted)."""
+        """Take back a committed generation whose success was never reported (interrupted).
+
+        When storage refuses, it is retried before this process's next operation.
+        """
+        try:
+            self._discard(res, key)
+        except StorageError:
+            with self._unfinished_lock:
+                self._undiscarded[res.id] = (res, key)
+            raise
+
+    def _discard(self, res: Reservation, key: str) -> None:
         day = datetime.fromisoformat(res.day).date()
         now = self.clock()
 

@@ -46,6 +46,9 @@ def test_cleanup_dry_run_then_real(abby: Invoke) -> None:
     assert real["objects"] == 1 and real["dry_run"] is False
     assert not Path(str(old["path"])).exists() and Path(str(new["path"])).exists()
     assert one_json(abby("quota", USER, "--json"))["user_bytes"] == 0
+    young = abby("cleanup", "--days", "0", "--json")  # a fresh image may still be in flight: kept
+    assert one_json(young)["objects"] == 0 and Path(str(new["path"])).exists()
+    _age(str(new["path"]), 1)
     everything = abby("cleanup", "--days", "0")
     assert everything.exit_code == 0 and "Deleted 1 image(s)" in everything.stdout
     assert not Path(str(new["path"])).exists()

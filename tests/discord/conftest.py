@@ -40,6 +40,7 @@ class GatedProvider(OfflineProvider):
     """The offline renderer, held at the door until ``gate`` is set (bounded wait)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.gate = asyncio.Event()
         self.calls = 0
         self.entered = asyncio.Event()

@@ -145,12 +145,11 @@ async def verdict(
             and state["gallery"] == 1
             and state["in_flight"] == 0
         )
-        if success or (unknown and charged and settled):
-            if not whole:
-                wrong.append(f"{when}: reported {describe(reported)} but not charged exactly once: {state}")
-        elif not unknown or settled:
-            if charged or state["in_flight"]:
-                wrong.append(f"{when}: reported {describe(reported)} but something is charged or held: {state}")
+        kept = success or (unknown and charged and settled)
+        if kept and not whole:
+            wrong.append(f"{when}: reported {describe(reported)} but not charged exactly once: {state}")
+        if not kept and (not unknown or settled) and (charged or state["in_flight"]):
+            wrong.append(f"{when}: reported {describe(reported)} but something is charged or held: {state}")
         if settled and state["global_bytes"] != state["user_bytes"]:
             wrong.append(f"{when}: global usage {state['global_bytes']} is not the stored {state['user_bytes']}")
 

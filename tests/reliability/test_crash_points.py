@@ -7,6 +7,7 @@ import asyncio
 import json
 import signal
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pytest
@@ -47,11 +48,10 @@ async def test_every_storage_call_interrupted_in_process(backend: StorageBackend
         manager = _manager(crash, clock)
         service = scenarios.service_with(manager, scenarios.FixedProvider([scenarios.noise_png(40)], delay=0))
         task = asyncio.create_task(service.imagine(uid, f"crash at {at}"))
-        loop = asyncio.get_running_loop()
-        crash.on_cancel = lambda: loop.call_soon_threadsafe(task.cancel)
+        crash.on_cancel = partial(asyncio.get_running_loop().call_soon_threadsafe, task.cancel)
         try:
             reported: object = await task
-        except BaseException as exc:  # noqa: BLE001 - what the member would be told
+        except BaseException as exc:
             reported = exc
         crash.at = 0  # storage answers normally from here on
         outcomes.add(describe(reported))
