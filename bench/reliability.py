@@ -191,6 +191,8 @@ async def run(workdir: Path) -> tuple[list[Outcome], dict[str, Any]]:
             f"{T}test_load.py::test_offline_rendering_runs_off_the_loop_thread")
 
         add(await scenarios.storage_outage(dedicated), f"{T}test_faults.py::test_s3_outage_mid_burst_then_recovery")
+        add(await scenarios.one_shot_outage(dedicated),
+            f"{T}test_faults.py::test_one_shot_cli_runs_through_an_s3_outage_are_charged_as_printed")
         for kind in ("filesystem", "seaweedfs"):
             add(await with_manager(st.make(kind), lambda m, k=kind: scenarios.provider_faults(m, fake, backend_name=k)),
                 f"{T}test_faults.py::test_provider_faults_refund_and_name_the_error")

@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,8 +35,8 @@ from abby_core.generation.base import ImageToImageRequest, TextToImageRequest, U
 from abby_core.pipeline import GenerationResult, ImageService
 from abby_core.storage import StorageBackend, StorageManager
 from abby_core.storage.documents import GlobalLedger, UserLedger
-from abby_core.storage.rules import PURGE_MARGIN
 from abby_core.storage.keys import GLOBAL_LEDGER_KEY, USERS_LEDGER_PREFIX, USERS_PREFIX, user_from_key
+from abby_core.storage.rules import PURGE_MARGIN
 
 ROOT = Path(__file__).resolve().parents[2]
 _T = TypeVar("_T")
@@ -324,6 +324,90 @@ def spawn(config: dict[str, Any]) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+async def one_shot_outage(server: Any, *, runs: int = 40, stop_after: int = 6, parallel: int = 8) -> Outcome:
+    """``runs`` one-shot ``abby imagine --provider offline --json`` processes, one member each;
+    the S3 server is stopped after ``stop_after`` of them succeeded, then started again.
+
+    Whatever each run printed must be what its member is charged, once storage is back and
+    without anyone running reconcile: ``ok`` is stored and counted once, a failure is nothing,
+    and an "outcome unknown" is all or nothing.
+    """
+    from abby_core.storage.s3 import S3Backend
+    from tests.storage.conftest import Clock, s3_settings
+
+    out = Outcome(
+        "one-shot CLI runs, S3 stopped mid-way",
+        "seaweedfs (dedicated)",
+        f"{runs} 'abby imagine --provider offline --json' processes, one member each; the server stops "
+        f"after {stop_after} succeed, then restarts",
+    )
+    settings = s3_settings(server.endpoint, server.access_key, server.secret_key)
+    backend = S3Backend(settings)
+    await asyncio.to_thread(backend.ensure_ready, cleanup_days=7)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("S3_", "STORAGE_", "AWS_"))},
+        "STORAGE_BACKEND": "s3",
+        "S3_ENDPOINT_URL": server.endpoint,
+        "S3_BUCKET": settings.bucket,
+        "S3_ACCESS_KEY_ID": server.access_key,
+        "S3_SECRET_ACCESS_KEY": server.secret_key,
+        "S3_TIMEOUT_SECONDS": "2",
+        "S3_MAX_ATTEMPTS": "1",
+    }
+    limit = asyncio.Semaphore(parallel)
+    printed: dict[str, dict[str, Any]] = {}
+
+    async def run(n: int) -> None:
+        uid = user(9400 + n)
+        async with limit:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "abby_cli", "imagine", f"outage run {n}", "--user", uid,
+                "--provider", "offline", "--json",
+                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+            stdout, _ = await asyncio.wait_for(proc.communicate(), 180)
+        lines = stdout.decode().strip().splitlines()
+        printed[uid] = json.loads(lines[-1]) if lines else {"ok": False, "error": {"code": "no output"}}
+
+    tasks = [asyncio.create_task(run(n)) for n in range(runs)]
+    for _ in range(6000):  # at most 60 s
+        if sum(1 for p in printed.values() if p.get("ok")) >= stop_after:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.to_thread(server.stop)
+    await asyncio.gather(*tasks)
+    await asyncio.to_thread(server.start)
+    told = Counter("ok" if p.get("ok") else p["error"]["code"] for p in printed.values())
+    out.figures["what the runs printed"] = dict(told)
+    out.attempts, out.successes = runs, told["ok"]
+    out.errors = runs - told["ok"]
+    out.check("the outage cut the runs in the middle", 0 < told["ok"] < runs, dict(told))
+    odd = {u: p["error"] for u, p in printed.items() if not p.get("ok") and p["error"]["code"] != "storage_unavailable"}
+    out.check("every failure is storage_unavailable", not odd, odd)
+    # Another process, later than any hold's lifetime, reads what each member is charged.
+    later = datetime.now(UTC) + timedelta(minutes=18)
+    same_day = later.date() == datetime.now(UTC).date()
+    manager = StorageManager(S3Backend(settings), clock=Clock(later))
+    wrong: dict[str, str] = {}
+    try:
+        for uid, p in printed.items():
+            status = await manager.get_quota_status(uid)
+            images = await manager.list_images(uid)
+            charged = (status.daily_used if same_day else len(images), len(images), status.user_bytes > 0)
+            unknown = not p.get("ok") and "not known" in p["error"].get("message", "")
+            if p.get("ok") and charged != (1, 1, True):
+                wrong[uid] = f"printed ok, charged {charged}"
+            elif not p.get("ok") and not unknown and charged != (0, 0, False):
+                wrong[uid] = f"printed {p['error']['code']}, charged {charged}"
+            elif unknown and charged not in ((0, 0, False), (1, 1, True)):
+                wrong[uid] = f"printed 'unknown', half charged {charged}"
+        out.check("what each run printed is what its member is charged (no reconcile)", not wrong, wrong)
+        await check_reconcile(out, manager)
+    finally:
+        await manager.aclose()
+    return out
 
 
 async def two_processes(

@@ -217,3 +217,9 @@ async def test_provider_error_is_not_hidden_by_a_failed_release(flaky: tuple[Fla
     backend.down = False
     status = await manager.get_quota_status(USER)
     assert (status.daily_used, status.in_flight) == (0, 0)
+
+
+@pytest.mark.slow
+async def test_one_shot_cli_runs_through_an_s3_outage_are_charged_as_printed(dedicated_seaweedfs: SeaweedFS) -> None:
+    out = await scenarios.one_shot_outage(dedicated_seaweedfs)
+    assert out.failed == [], "\n".join(out.failed)
