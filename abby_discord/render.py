@@ -16,6 +16,7 @@ import discord
 from abby_core.generation.offline import LABEL as OFFLINE_LABEL
 from abby_core.pipeline import GenerationResult
 from abby_core.storage import QuotaStatus, StoredImage
+from abby_core.storage.keys import CONTENT_TYPES
 from abby_discord.buttons import result_view
 from abby_discord.errors import timestamp
 
@@ -35,7 +36,6 @@ Delivery = Literal["attach", "link", "both"]
 COLOUR = discord.Colour.from_rgb(112, 84, 214)
 NEGATIVE, ASPECT, STYLE, SEED = "Negative prompt", "Aspect ratio", "Style", "Seed"
 PROVIDER, QUOTA, LINK = "Made with", "Your quota", "Link"
-_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
 def mb(n: int) -> str:
@@ -92,7 +92,7 @@ class Rendered:
 
 def _file_name(stored: StoredImage, content_type: str) -> str:
     stem = stored.name.rsplit(".", 1)[0]
-    return f"{stem}.{_EXTENSIONS.get(content_type, 'png')}"
+    return f"{stem}.{CONTENT_TYPES.get(content_type, 'png')}"
 
 
 def render_result(

@@ -23,6 +23,7 @@ from discord.ext import commands
 from abby_core.errors import GenerationTimeout, InvalidImage, InvalidPrompt
 from abby_core.generation import ASPECT_RATIOS, MAX_SEED, STYLE_PRESETS
 from abby_core.pipeline import GenerationResult
+from abby_core.storage.keys import CONTENT_TYPES
 from abby_discord.errors import PUBLIC_DEFER, NotOwner
 from abby_discord.render import PromptInfo, mb, prompt_of, render_result
 
@@ -35,8 +36,8 @@ log = logging.getLogger("abby.discord")
 _ANSWER_WITHIN = timedelta(minutes=14)  # Discord's interaction token lasts 15
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
-IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
-_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+IMAGE_TYPES = tuple(CONTENT_TYPES)
+_EXTENSIONS = (*(f".{ext}" for ext in CONTENT_TYPES.values()), ".jpeg")
 Run = Callable[[tuple[int, ...]], Awaitable[GenerationResult]]
 
 
