@@ -57,6 +57,14 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
+class QuotaTier(_Section):
+    """Limits for members holding a Discord role (``QUOTA_TIERS``)."""
+
+    role_id: int
+    daily_gens: int
+    storage_mb: float
+
+
 class StorageSettings(_Section):
     """Where images live and how much of it each user may use."""
 
@@ -68,6 +76,8 @@ class StorageSettings(_Section):
     cleanup_days: int
     image_gen_size_mb: float
     reservation_ttl_seconds: int
+    quota_tiers: tuple[QuotaTier, ...] = ()
+    link_ttl_seconds: int = 3600  # PRESIGNED_URL_TTL_SECONDS: how long a link to an image works
 
     @property
     def max_global_bytes(self) -> int:
@@ -110,21 +120,12 @@ class ApiSettings(_Section):
     store_lossless: bool
 
 
-class QuotaTier(_Section):
-    """Limits for members holding a Discord role (``QUOTA_TIERS``)."""
-
-    role_id: int
-    daily_gens: int
-    storage_mb: float
-
-
 class DiscordSettings(_Section):
     """The bot's Discord side."""
 
     token: SecretStr | None
     guild_id: int | None
     admin_role_ids: tuple[int, ...]
-    quota_tiers: tuple[QuotaTier, ...]
     delivery: Literal["attach", "link", "both"]
     max_concurrent_generations: int
     log_level: str
@@ -432,6 +433,8 @@ class Settings(BaseSettings):
             cleanup_days=self.storage_cleanup_days,
             image_gen_size_mb=self.image_gen_size_mb,
             reservation_ttl_seconds=self.reservation_ttl_seconds,
+            quota_tiers=self.quota_tiers,
+            link_ttl_seconds=self.presigned_url_ttl_seconds,
         )
 
     @cached_property
@@ -468,7 +471,6 @@ class Settings(BaseSettings):
             token=self.discord_token,
             guild_id=self.discord_guild_id,
             admin_role_ids=self.admin_role_ids,
-            quota_tiers=self.quota_tiers,
             delivery=self.image_delivery,
             max_concurrent_generations=self.max_concurrent_generations,
             log_level=self.log_level,

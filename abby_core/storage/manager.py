@@ -34,7 +34,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from abby_core.config import MB, QuotaTier, Settings
+from abby_core.config import MB, QuotaTier, Settings, StorageSettings
 from abby_core.errors import (
     ImageNotFound,
     InvalidImage,
@@ -141,25 +141,31 @@ class StorageManager:
         backend: StorageBackend | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> StorageManager:
-        """The manager the settings describe (``STORAGE_BACKEND`` picks the backend)."""
-        s = settings.storage
+        """The manager the settings describe: the backend gets its section, the manager the storage one."""
         if backend is None:
-            if s.backend == "s3":
+            if settings.storage.backend == "s3":
                 from abby_core.storage.s3 import S3Backend
 
                 backend = S3Backend(settings.s3)
             else:
-                backend = FilesystemBackend(s.root)
+                backend = FilesystemBackend(settings.storage.root)
+        return cls.from_section(settings.storage, backend, clock=clock)
+
+    @classmethod
+    def from_section(
+        cls, section: StorageSettings, backend: StorageBackend, *, clock: Callable[[], datetime] | None = None
+    ) -> StorageManager:
+        """The manager for one storage section (limits, tiers, lifetimes) over ``backend``."""
         return cls(
             backend,
-            max_global_storage_mb=s.max_global_storage_mb,
-            max_user_storage_mb=s.max_user_storage_mb,
-            max_user_daily_gens=s.max_user_daily_gens,
-            cleanup_days=s.cleanup_days,
-            image_gen_size_mb=s.image_gen_size_mb,
-            reservation_ttl_seconds=s.reservation_ttl_seconds,
-            presigned_url_ttl_seconds=settings.s3.presigned_url_ttl_seconds,
-            quota_tiers=settings.discord.quota_tiers,
+            max_global_storage_mb=section.max_global_storage_mb,
+            max_user_storage_mb=section.max_user_storage_mb,
+            max_user_daily_gens=section.max_user_daily_gens,
+            cleanup_days=section.cleanup_days,
+            image_gen_size_mb=section.image_gen_size_mb,
+            reservation_ttl_seconds=section.reservation_ttl_seconds,
+            presigned_url_ttl_seconds=section.link_ttl_seconds,
+            quota_tiers=section.quota_tiers,
             clock=clock,
         )
 

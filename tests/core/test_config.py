@@ -39,7 +39,7 @@ def test_environment_and_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_quota_tiers_parse() -> None:
     s = load_settings(env_file=None, QUOTA_TIERS="111:20:2000, 222:10:750.5")
-    assert [(t.role_id, t.daily_gens, t.storage_mb) for t in s.discord.quota_tiers] == [
+    assert [(t.role_id, t.daily_gens, t.storage_mb) for t in s.storage.quota_tiers] == [
         (111, 20, 2000.0),
         (222, 10, 750.5),
     ]
