@@ -136,10 +136,14 @@ async def verdict(
     success = reported is not None and not isinstance(reported, BaseException)
     unknown = reported is None or (isinstance(reported, StorageUnavailable) and "not known" in str(reported))
 
+    started = clock().date()
+
     def judge(when: str, state: dict[str, Any], *, settled: bool) -> None:
+        # Past midnight UTC the daily count has rightly started again.
+        counted = 1 if clock().date() == started else 0
         charged = state["daily_used"] > 0 or state["user_bytes"] > 0 or bool(state["images"])
         whole = (
-            state["daily_used"] == 1
+            state["daily_used"] == counted
             and len(state["images"]) == 1
             and state["user_bytes"] == sum(state["images"].values())
             and state["gallery"] == 1
