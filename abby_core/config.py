@@ -39,8 +39,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from abby_core.errors import ConfigError
 
 __all__ = [
+    "A1111Settings",
     "ApiSettings",
+    "ComfyUISettings",
     "DiscordSettings",
+    "ModerationSettings",
+    "ProviderName",
     "QuotaTier",
     "S3Settings",
     "Settings",
@@ -106,10 +110,48 @@ class S3Settings(_Section):
     max_attempts: int
 
 
+ProviderName = Literal["stability", "comfyui", "automatic1111", "offline"]
+
+
+class ComfyUISettings(_Section):
+    """A ComfyUI server (``COMFYUI_*``)."""
+
+    url: str | None
+    auth_header: SecretStr | None
+    auth_header_name: str
+    workflows: Path | None
+    timeout_seconds: float
+
+
+class A1111Settings(_Section):
+    """An AUTOMATIC1111 / Forge / SD.Next web UI started with ``--api`` (``A1111_*``)."""
+
+    url: str | None
+    username: str | None
+    password: SecretStr | None
+    model: str | None
+    sampler: str | None
+    steps: int
+    upscaler: str
+    timeout_seconds: float
+
+
+class ModerationSettings(_Section):
+    """Content controls that work the same for every provider."""
+
+    blocklist: tuple[str, ...]
+    blocklist_file: Path | None
+    channel_ids: tuple[int, ...]
+    age_restricted_only: bool
+
+
 class ApiSettings(_Section):
     """The image provider and how results are stored."""
 
-    provider: Literal["stability", "offline"]
+    provider: ProviderName
+    fallback: ProviderName | None
+    comfyui: ComfyUISettings
+    a1111: A1111Settings
     stability_api_key: SecretStr | None
     stability_api_host: str
     stability_model: str
@@ -131,7 +173,7 @@ class DiscordSettings(_Section):
     log_level: str
 
 
-_URL_FIELDS = ("s3_endpoint_url", "s3_public_endpoint_url", "stability_api_host")
+_URL_FIELDS = ("s3_endpoint_url", "s3_public_endpoint_url", "stability_api_host", "comfyui_url", "a1111_url")
 # A DNS name: labels of letters, digits and hyphens (botocore refuses anything else).
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -304,8 +346,54 @@ class Settings(BaseSettings):
     )
 
     # -- image provider ----------------------------------------------------------
-    image_provider: Literal["stability", "offline"] = Field(
-        "stability", alias="IMAGE_PROVIDER", description="'stability' or 'offline'"
+    image_provider: ProviderName = Field(
+        "stability", alias="IMAGE_PROVIDER", description="'stability', 'comfyui', 'automatic1111' or 'offline'"
+    )
+    image_provider_fallback: ProviderName | None = Field(
+        None, alias="IMAGE_PROVIDER_FALLBACK",
+        description="empty, or a second provider used when the first cannot be reached",
+    )
+    comfyui_url: str | None = Field(None, alias="COMFYUI_URL", description="an http(s) URL such as http://127.0.0.1:8188")
+    comfyui_auth_header: SecretStr | None = Field(
+        None, alias="COMFYUI_AUTH_HEADER", description="the value of a header a reverse proxy requires, or empty"
+    )
+    comfyui_auth_header_name: str = Field(
+        "Authorization", alias="COMFYUI_AUTH_HEADER_NAME", pattern=r"^[A-Za-z0-9-]{1,64}$",
+        description="a header name such as Authorization",
+    )
+    comfyui_workflows: Path | None = Field(
+        None, alias="COMFYUI_WORKFLOWS",
+        description="a folder with txt2img.json, img2img.json and/or upscale.json, or empty for the bundled ones",
+    )
+    comfyui_timeout_seconds: float = Field(
+        300, alias="COMFYUI_TIMEOUT_SECONDS", gt=0, le=3600, description="seconds above 0 and at most 3600"
+    )
+    a1111_url: str | None = Field(None, alias="A1111_URL", description="an http(s) URL such as http://127.0.0.1:7860")
+    a1111_username: str | None = Field(None, alias="A1111_USERNAME", description="the --api-auth user, or empty")
+    a1111_password: SecretStr | None = Field(None, alias="A1111_PASSWORD", description="the --api-auth password")
+    a1111_model: str | None = Field(
+        None, alias="A1111_MODEL", description="a checkpoint name, or empty for the server's"
+    )
+    a1111_sampler: str | None = Field(None, alias="A1111_SAMPLER", description="a sampler name, or empty")
+    a1111_steps: int = Field(25, alias="A1111_STEPS", ge=1, le=150, description="a whole number from 1 to 150")
+    a1111_upscaler: str = Field("R-ESRGAN 4x+", alias="A1111_UPSCALER", description="an upscaler name")
+    a1111_timeout_seconds: float = Field(
+        300, alias="A1111_TIMEOUT_SECONDS", gt=0, le=3600, description="seconds above 0 and at most 3600"
+    )
+
+    # -- content controls --------------------------------------------------------
+    prompt_blocklist: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), alias="PROMPT_BLOCKLIST",
+        description="words or re:patterns separated by commas (or newlines)",
+    )
+    prompt_blocklist_file: Path | None = Field(
+        None, alias="PROMPT_BLOCKLIST_FILE", description="a text file with one word or re:pattern per line"
+    )
+    image_channel_ids: Annotated[tuple[int, ...], NoDecode] = Field(
+        (), alias="IMAGE_CHANNEL_IDS", description="channel ids separated by commas, or empty for every channel"
+    )
+    image_age_restricted_only: bool = Field(
+        False, alias="IMAGE_AGE_RESTRICTED_ONLY", description="true or false"
     )
     stability_api_key: SecretStr | None = Field(
         None, alias="STABILITY_API_KEY", description="a Stability AI API key"
@@ -360,6 +448,8 @@ class Settings(BaseSettings):
     @field_validator(
         "s3_endpoint_url", "s3_public_endpoint_url", "s3_access_key_id", "s3_secret_access_key",
         "stability_api_key", "discord_token", "discord_guild_id",
+        "image_provider_fallback", "comfyui_url", "comfyui_auth_header", "comfyui_workflows",
+        "a1111_url", "a1111_username", "a1111_password", "a1111_model", "a1111_sampler", "prompt_blocklist_file",
         mode="before",
     )
     @classmethod
@@ -380,10 +470,17 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str | None) -> str | None:
         return None if value is None else _check_http_url(value)
 
-    @field_validator("admin_role_ids", mode="before")
+    @field_validator("admin_role_ids", "image_channel_ids", mode="before")
     @classmethod
     def _parse_role_ids(cls, value: Any) -> Any:
         return _csv_ints(value)
+
+    @field_validator("prompt_blocklist", mode="before")
+    @classmethod
+    def _parse_blocklist(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(p.strip() for p in re.split(r"[,\n]", value) if p.strip())
+        return value
 
     @field_validator("quota_tiers", mode="before")
     @classmethod
@@ -419,6 +516,16 @@ class Settings(BaseSettings):
                 f"IMAGE_GEN_SIZE_MB ({self.image_gen_size_mb}) must not be larger than "
                 f"MAX_USER_STORAGE_MB or MAX_GLOBAL_STORAGE_MB ({smallest})"
             )
+        chosen = ((self.image_provider, "IMAGE_PROVIDER"), (self.image_provider_fallback, "IMAGE_PROVIDER_FALLBACK"))
+        for name, role in chosen:
+            if name == "comfyui" and not self.comfyui_url:
+                raise ValueError(f"{role}=comfyui needs COMFYUI_URL (for example http://127.0.0.1:8188)")
+            if name == "automatic1111" and not self.a1111_url:
+                raise ValueError(f"{role}=automatic1111 needs A1111_URL (for example http://127.0.0.1:7860)")
+        if self.image_provider_fallback is not None and self.image_provider_fallback == self.image_provider:
+            raise ValueError("IMAGE_PROVIDER_FALLBACK must name another provider than IMAGE_PROVIDER")
+        if (self.a1111_username is None) != (self.a1111_password is None):
+            raise ValueError("A1111_USERNAME and A1111_PASSWORD must be set together (as in --api-auth user:password)")
         return self
 
     # -- sections ----------------------------------------------------------------
@@ -455,6 +562,24 @@ class Settings(BaseSettings):
     def api(self) -> ApiSettings:
         return ApiSettings(
             provider=self.image_provider,
+            fallback=self.image_provider_fallback,
+            comfyui=ComfyUISettings(
+                url=self.comfyui_url,
+                auth_header=self.comfyui_auth_header,
+                auth_header_name=self.comfyui_auth_header_name,
+                workflows=self.comfyui_workflows,
+                timeout_seconds=self.comfyui_timeout_seconds,
+            ),
+            a1111=A1111Settings(
+                url=self.a1111_url,
+                username=self.a1111_username,
+                password=self.a1111_password,
+                model=self.a1111_model,
+                sampler=self.a1111_sampler,
+                steps=self.a1111_steps,
+                upscaler=self.a1111_upscaler,
+                timeout_seconds=self.a1111_timeout_seconds,
+            ),
             stability_api_key=self.stability_api_key,
             stability_api_host=self.stability_api_host,
             stability_model=self.stability_model,
@@ -463,6 +588,15 @@ class Settings(BaseSettings):
             store_format=self.image_store_format,
             store_quality=self.image_store_quality,
             store_lossless=self.image_store_lossless,
+        )
+
+    @cached_property
+    def moderation(self) -> ModerationSettings:
+        return ModerationSettings(
+            blocklist=self.prompt_blocklist,
+            blocklist_file=self.prompt_blocklist_file,
+            channel_ids=self.image_channel_ids,
+            age_restricted_only=self.image_age_restricted_only,
         )
 
     @cached_property

@@ -12,6 +12,7 @@ The tree::
     │   └── GlobalStorageFull                   global_storage_full
     ├── StorageError                            storage_error
     │   ├── StorageUnavailable                  storage_unavailable
+    │   │   └── SaveOutcomeUnknown              save_outcome_unknown  (stored and counted, or neither)
     │   ├── LedgerCorrupt                       ledger_corrupt
     │   ├── ImageNotFound                       image_not_found
     │   └── ReservationInvalid                  reservation_invalid
@@ -22,6 +23,7 @@ The tree::
     │   └── InvalidKey                          invalid_key
     └── GenerationError                         generation_error
         ├── GenerationUnavailable               generation_unavailable  (retried; never charged)
+        │   ├── ProviderUnreachable             provider_unreachable    (nothing was sent)
         │   ├── GenerationTimeout               generation_timeout
         │   └── RateLimited                     rate_limited
         └── ProviderRejected                    .status .request_id
@@ -66,10 +68,12 @@ __all__ = [
     "ProviderAuthError",
     "ProviderOutOfCredits",
     "ProviderRejected",
+    "ProviderUnreachable",
     "QuotaExceeded",
     "RateLimited",
     "RequestTooLarge",
     "ReservationInvalid",
+    "SaveOutcomeUnknown",
     "StorageError",
     "StorageUnavailable",
     "UserBlocked",
@@ -213,6 +217,13 @@ class StorageUnavailable(StorageError):
     code = "storage_unavailable"
 
 
+class SaveOutcomeUnknown(StorageUnavailable):
+    """Storage stopped answering right at the commit: the image is either stored and counted, or
+    neither (never half). It shows in the gallery if it was kept."""
+
+    code = "save_outcome_unknown"
+
+
 class LedgerCorrupt(StorageError):
     """A quota ledger document is unreadable; storage rebuilds it from the objects and logs it."""
 
@@ -275,6 +286,12 @@ class GenerationUnavailable(GenerationError):
     """The provider did not answer usefully after retries; never charged."""
 
     code = "generation_unavailable"
+
+
+class ProviderUnreachable(GenerationUnavailable):
+    """The image server could not be reached, so no job was sent (a fallback provider may be tried)."""
+
+    code = "provider_unreachable"
 
 
 class GenerationTimeout(GenerationUnavailable):

@@ -23,6 +23,7 @@ from abby_core.generation import (
     GeneratedImage,
     GenerationRequest,
     ImageGenerator,
+    ProgressCallback,
     validate_image_to_image,
     validate_text_to_image,
     validate_upscale,
@@ -109,13 +110,14 @@ class ImageService:
         seed: int = 0,
         style_preset: str | None = None,
         role_ids: Iterable[int] = (),
+        progress: ProgressCallback | None = None,
     ) -> GenerationResult:
         """Text to image for ``user_id`` (``/imagine``, ``abby imagine``)."""
         uid = check_user_id(user_id)
         request = validate_text_to_image(
             prompt, negative_prompt=negative_prompt, aspect_ratio=aspect_ratio, seed=seed, style_preset=style_preset
         )
-        return await self._run("imagine", uid, request, request.prompt, role_ids)
+        return await self._run("imagine", uid, request, request.prompt, role_ids, progress)
 
     async def img2img(
         self,
@@ -127,13 +129,14 @@ class ImageService:
         negative_prompt: str | None = None,
         seed: int = 0,
         role_ids: Iterable[int] = (),
+        progress: ProgressCallback | None = None,
     ) -> GenerationResult:
         """A new image from ``image`` and a prompt (``/imgimg``, variations)."""
         uid = check_user_id(user_id)
         request = await asyncio.to_thread(
             validate_image_to_image, image, prompt, strength=strength, negative_prompt=negative_prompt, seed=seed
         )
-        return await self._run("img2img", uid, request, request.prompt, role_ids)
+        return await self._run("img2img", uid, request, request.prompt, role_ids, progress)
 
     async def upscale(
         self,
@@ -143,21 +146,28 @@ class ImageService:
         mode: str = "fast",
         prompt: str | None = None,
         role_ids: Iterable[int] = (),
+        progress: ProgressCallback | None = None,
     ) -> GenerationResult:
         """A larger copy of ``image`` (``/upscale``)."""
         uid = check_user_id(user_id)
         request = await asyncio.to_thread(validate_upscale, image, prompt=prompt, mode=mode)
-        return await self._run("upscale", uid, request, request.prompt, role_ids)
+        return await self._run("upscale", uid, request, request.prompt, role_ids, progress)
 
     async def _run(
-        self, kind: Kind, uid: str, request: GenerationRequest, prompt: str | None, role_ids: Iterable[int]
+        self,
+        kind: Kind,
+        uid: str,
+        request: GenerationRequest,
+        prompt: str | None,
+        role_ids: Iterable[int],
+        progress: ProgressCallback | None,
     ) -> GenerationResult:
         if not self.generator.configured:
             raise NotConfigured(NOT_CONFIGURED)
         roles = tuple(role_ids)
         reservation = await self.storage.reserve(uid, role_ids=roles)
         try:
-            image = await self.generator.generate(request)
+            image = await self.generator.generate(request, progress=progress)
             compressed = await asyncio.to_thread(
                 compress_for_storage,
                 image.data,

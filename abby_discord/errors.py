@@ -34,10 +34,12 @@ from abby_core.errors import (
     ProviderAuthError,
     ProviderOutOfCredits,
     ProviderRejected,
+    ProviderUnreachable,
     QuotaExceeded,
     RateLimited,
     RequestTooLarge,
     ReservationInvalid,
+    SaveOutcomeUnknown,
     StorageError,
     StorageUnavailable,
     UserBlocked,
@@ -138,6 +140,8 @@ def user_message(error: BaseException) -> str:
                 f"The image service is busy right now (rate limited). {_NOTHING_CHARGED} — please try again "
                 "in a minute."
             )
+        case ProviderUnreachable():
+            return f"The image server is not reachable right now. {_NOTHING_CHARGED} — please try again later."
         case GenerationUnavailable():
             return f"The image service is unavailable right now. {_NOTHING_CHARGED} — please try again later."
         case GenerationError():
@@ -147,6 +151,12 @@ def user_message(error: BaseException) -> str:
         case ConfigError():
             log.error("Configuration problem: %s", exc.message)
             return "The bot's configuration has a problem. An admin should check the bot's logs."
+        case SaveOutcomeUnknown():
+            log.warning("Save outcome unknown: %s", exc.message)
+            return (
+                "Image storage stopped answering just as your image was being saved. If it was kept, it is in "
+                "/gallery and counts for today; if it is not there, nothing was charged."
+            )
         case StorageUnavailable():
             log.warning("Storage unavailable: %s", exc.message)
             return (

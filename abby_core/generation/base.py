@@ -9,6 +9,11 @@ every failure is an :class:`~abby_core.errors.AbbyError`. Adding a backend
 from __future__ import annotations
 
 import abc
+import contextlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -17,11 +22,18 @@ __all__ = [
     "GenerationRequest",
     "ImageToImageRequest",
     "OutputFormat",
+    "Progress",
+    "ProgressCallback",
     "Provider",
     "TextToImageRequest",
     "UpscaleMode",
     "UpscaleRequest",
+    "report_progress",
+    "reporting_progress",
+    "wants_progress",
 ]
+
+log = logging.getLogger("abby.generation")
 
 OutputFormat = Literal["png", "jpeg", "webp"]
 UpscaleMode = Literal["fast", "conservative", "creative"]
@@ -81,6 +93,55 @@ class UpscaleRequest:
 
 
 GenerationRequest = TextToImageRequest | ImageToImageRequest | UpscaleRequest
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where one generation on an image server is, as the server reports it.
+
+    ``stage``: ``queued`` (waiting; ``queue_position`` jobs ahead when the server says),
+    ``running`` (``step`` of ``steps`` when known; ``preview`` a small image of the work so
+    far, of ``preview_type``), ``finished`` (made; being fetched and stored).
+    """
+
+    stage: Literal["queued", "running", "finished"]
+    queue_position: int | None = None
+    step: int | None = None
+    steps: int | None = None
+    preview: bytes | None = field(default=None, repr=False)
+    preview_type: str | None = None
+
+
+ProgressCallback = Callable[[Progress], Awaitable[None] | None]
+_PROGRESS: ContextVar[ProgressCallback | None] = ContextVar("abby_progress", default=None)
+
+
+@contextlib.contextmanager
+def reporting_progress(callback: ProgressCallback | None) -> Iterator[None]:
+    """Send the progress of generations started inside this block to ``callback``."""
+    token = _PROGRESS.set(callback)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
+def wants_progress() -> bool:
+    """Whether someone listens (providers skip fetching previews when nobody does)."""
+    return _PROGRESS.get() is not None
+
+
+async def report_progress(progress: Progress) -> None:
+    """Hand ``progress`` to the listener of the current generation; a failing listener is logged."""
+    callback = _PROGRESS.get()
+    if callback is None:
+        return
+    try:
+        result = callback(progress)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        log.warning("A progress listener failed; the generation goes on.", exc_info=True)
 
 
 class Provider(abc.ABC):

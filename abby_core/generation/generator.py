@@ -3,28 +3,138 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import httpx
 from pydantic import SecretStr
 
-from abby_core.config import ApiSettings
-from abby_core.errors import NotConfigured
+from abby_core.config import ApiSettings, ProviderName
+from abby_core.errors import NotConfigured, ProviderUnreachable
 from abby_core.generation.base import (
     GeneratedImage,
     GenerationRequest,
     ImageToImageRequest,
+    ProgressCallback,
     Provider,
     TextToImageRequest,
+    UpscaleRequest,
+    reporting_progress,
 )
 from abby_core.generation.offline import OfflineProvider
 from abby_core.generation.params import validate_image_to_image, validate_text_to_image, validate_upscale
 from abby_core.generation.stability import NOT_CONFIGURED, StabilityProvider
 
-__all__ = ["ImageGenerator"]
+__all__ = ["FallbackProvider", "ImageGenerator", "build_provider", "load_workflows"]
+
+log = logging.getLogger("abby.generation")
+
+
+def load_workflows(folder: Path | None) -> dict[str, Any]:
+    """The bundled ComfyUI workflows, each replaced by ``folder/{kind}.json`` where that file exists."""
+    from abby_core.generation.comfyui import WORKFLOW_KINDS, Workflow, default_workflows
+
+    workflows: dict[str, Any] = dict(default_workflows())
+    if folder is not None:
+        if not folder.is_dir():
+            from abby_core.errors import ConfigError
+
+            raise ConfigError(f"COMFYUI_WORKFLOWS: {folder} is not a folder.")
+        for kind in WORKFLOW_KINDS:
+            path = folder / f"{kind}.json"
+            if path.is_file():
+                workflows[kind] = Workflow.load(path)
+    return workflows
+
+
+def build_provider(name: ProviderName, api: ApiSettings, **kw: Any) -> Provider:
+    """The provider ``name`` configured from the ``api`` section (``kw`` go to Stability's client)."""
+    if name == "offline":
+        return OfflineProvider()
+    if name == "comfyui":
+        from abby_core.generation.comfyui import ComfyUIProvider
+
+        c = api.comfyui
+        assert c.url is not None  # settings refuse comfyui without COMFYUI_URL
+        return ComfyUIProvider(
+            c.url,
+            load_workflows(c.workflows),
+            auth_header=c.auth_header,
+            auth_header_name=c.auth_header_name,
+            timeout=c.timeout_seconds,
+        )
+    if name == "automatic1111":
+        from abby_core.generation.automatic1111 import Automatic1111Provider
+
+        a = api.a1111
+        assert a.url is not None  # settings refuse automatic1111 without A1111_URL
+        return Automatic1111Provider(
+            a.url,
+            username=a.username,
+            password=a.password,
+            model=a.model,
+            sampler=a.sampler,
+            steps=a.steps,
+            upscaler=a.upscaler,
+            timeout=a.timeout_seconds,
+        )
+    return StabilityProvider(
+        api.stability_api_key,
+        api.stability_api_host,
+        model=api.stability_model,
+        timeout=api.timeout_seconds,
+        max_retries=api.max_retries,
+        **kw,
+    )
+
+
+class FallbackProvider(Provider):
+    """``primary``, and ``secondary`` when the primary cannot be reached.
+
+    Only :class:`~abby_core.errors.ProviderUnreachable` (nothing was sent) moves a request
+    to the second provider: never a failure after a job may have started, so a member is
+    never charged twice.
+    """
+
+    def __init__(self, primary: Provider, secondary: Provider) -> None:
+        self.primary, self.secondary = primary, secondary
+        self.name = primary.name  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"FallbackProvider({self.primary!r}, then {self.secondary!r})"
+
+    @property
+    def configured(self) -> bool:
+        return self.primary.configured
+
+    async def _either(self, call: Callable[[Provider], Awaitable[GeneratedImage]]) -> GeneratedImage:
+        try:
+            return await call(self.primary)
+        except ProviderUnreachable as exc:
+            log.warning("%s is not reachable (%s); using %s instead.", self.primary.name, exc, self.secondary.name)
+            if not self.secondary.configured:
+                raise
+            return await call(self.secondary)
+
+    async def text_to_image(self, request: TextToImageRequest) -> GeneratedImage:
+        return await self._either(lambda p: p.text_to_image(request))
+
+    async def image_to_image(self, request: ImageToImageRequest) -> GeneratedImage:
+        return await self._either(lambda p: p.image_to_image(request))
+
+    async def upscale(self, request: UpscaleRequest) -> GeneratedImage:
+        return await self._either(lambda p: p.upscale(request))
+
+    async def get_balance(self) -> float | None:
+        return await self.primary.get_balance()
+
+    async def aclose(self) -> None:
+        await self.primary.aclose()
+        await self.secondary.aclose()
 
 
 class ImageGenerator:
@@ -63,17 +173,12 @@ class ImageGenerator:
 
     @classmethod
     def from_settings(cls, api: ApiSettings, **kw: Any) -> ImageGenerator:
-        """Build from the ``api`` settings section; ``IMAGE_PROVIDER`` picks the provider."""
-        if api.provider == "offline":
-            return cls(provider=OfflineProvider())
-        return cls(
-            api.stability_api_key,
-            api.stability_api_host,
-            model=api.stability_model,
-            timeout=api.timeout_seconds,
-            max_retries=api.max_retries,
-            **kw,
-        )
+        """Build from the ``api`` settings section: ``IMAGE_PROVIDER`` picks the provider,
+        ``IMAGE_PROVIDER_FALLBACK`` the one used when it cannot be reached."""
+        provider = build_provider(api.provider, api, **kw)
+        if api.fallback is not None:
+            provider = FallbackProvider(provider, build_provider(api.fallback, api, **kw))
+        return cls(provider=provider)
 
     def __repr__(self) -> str:
         return f"ImageGenerator(provider={self._provider!r})"
@@ -91,14 +196,19 @@ class ImageGenerator:
         if not self._provider.configured:
             raise NotConfigured(NOT_CONFIGURED, setting="STABILITY_API_KEY")
 
-    async def generate(self, request: GenerationRequest) -> GeneratedImage:
-        """Run a request built by a ``validate_*`` function."""
+    async def generate(self, request: GenerationRequest, *, progress: ProgressCallback | None = None) -> GeneratedImage:
+        """Run a request built by a ``validate_*`` function.
+
+        ``progress`` receives :class:`~abby_core.generation.base.Progress` updates from
+        providers that report them (local GPU servers); others never call it.
+        """
         self._check_configured()
-        if isinstance(request, TextToImageRequest):
-            return await self._provider.text_to_image(request)
-        if isinstance(request, ImageToImageRequest):
-            return await self._provider.image_to_image(request)
-        return await self._provider.upscale(request)
+        with reporting_progress(progress):
+            if isinstance(request, TextToImageRequest):
+                return await self._provider.text_to_image(request)
+            if isinstance(request, ImageToImageRequest):
+                return await self._provider.image_to_image(request)
+            return await self._provider.upscale(request)
 
     async def text_to_image(
         self,

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
 
-from abby_core.errors import ReservationInvalid, StorageError, StorageUnavailable
+from abby_core.errors import ReservationInvalid, SaveOutcomeUnknown, StorageError, StorageUnavailable
 from abby_core.storage import keys, rules
 from abby_core.storage.accounts import Accounts
 from abby_core.storage.documents import Hold, UserLedger
@@ -149,7 +149,7 @@ class Accounting:
                 outcome, doc = self.accounts.update_user(res.user_id, partial(rules.settle, rid=res.id, key=key))
             except StorageError:
                 if time.monotonic() + delay > deadline:
-                    raise StorageUnavailable(
+                    raise SaveOutcomeUnknown(
                         "Storage stopped answering while the image was being saved, so it is not known whether "
                         "it was kept. If it was, it is in the gallery and counts; if not, nothing was charged."
                     ) from None

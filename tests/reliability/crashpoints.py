@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from abby_core.errors import StorageUnavailable
+from abby_core.errors import SaveOutcomeUnknown, StorageUnavailable
 from abby_core.storage import StorageBackend, StorageManager
 from abby_core.storage.keys import user_prefix
 from abby_core.storage.models import ObjectInfo, ReadyReport
@@ -134,7 +134,7 @@ async def verdict(
     """
     wrong: list[str] = []
     success = reported is not None and not isinstance(reported, BaseException)
-    unknown = reported is None or (isinstance(reported, StorageUnavailable) and "not known" in str(reported))
+    unknown = reported is None or isinstance(reported, SaveOutcomeUnknown)
 
     started = clock().date()
 

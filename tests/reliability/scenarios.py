@@ -384,8 +384,9 @@ async def one_shot_outage(server: Any, *, runs: int = 40, stop_after: int = 6, p
     out.attempts, out.successes = runs, told["ok"]
     out.errors = runs - told["ok"]
     out.check("the outage cut the runs in the middle", 0 < told["ok"] < runs, dict(told))
-    odd = {u: p["error"] for u, p in printed.items() if not p.get("ok") and p["error"]["code"] != "storage_unavailable"}
-    out.check("every failure is storage_unavailable", not odd, odd)
+    storage_codes = ("storage_unavailable", "save_outcome_unknown")
+    odd = {u: p["error"] for u, p in printed.items() if not p.get("ok") and p["error"]["code"] not in storage_codes}
+    out.check("every failure is storage_unavailable (or save_outcome_unknown)", not odd, odd)
     # Another process, later than any hold's lifetime, reads what each member is charged.
     later = datetime.now(UTC) + timedelta(minutes=18)
     same_day = later.date() == datetime.now(UTC).date()
@@ -396,7 +397,7 @@ async def one_shot_outage(server: Any, *, runs: int = 40, stop_after: int = 6, p
             status = await manager.get_quota_status(uid)
             images = await manager.list_images(uid)
             charged = (status.daily_used if same_day else len(images), len(images), status.user_bytes > 0)
-            unknown = not p.get("ok") and "not known" in p["error"].get("message", "")
+            unknown = not p.get("ok") and p["error"]["code"] == "save_outcome_unknown"
             if p.get("ok") and charged != (1, 1, True):
                 wrong[uid] = f"printed ok, charged {charged}"
             elif not p.get("ok") and not unknown and charged != (0, 0, False):

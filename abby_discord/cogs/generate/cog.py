@@ -21,10 +21,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from abby_core.errors import GenerationTimeout, InvalidImage, InvalidPrompt
-from abby_core.generation import ASPECT_RATIOS, MAX_SEED, STYLE_PRESETS
+from abby_core.generation import ASPECT_RATIOS, MAX_SEED, STYLE_PRESETS, ProgressCallback
 from abby_core.pipeline import GenerationResult
 from abby_core.storage.keys import CONTENT_TYPES
 from abby_discord.errors import PUBLIC_DEFER, NotOwner
+from abby_discord.progress import ProgressMessage
 from abby_discord.render import PromptInfo, mb, prompt_of, render_result
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ _ANSWER_WITHIN = timedelta(minutes=14)  # Discord's interaction token lasts 15
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 IMAGE_TYPES = tuple(CONTENT_TYPES)
 _EXTENSIONS = (*(f".{ext}" for ext in CONTENT_TYPES.values()), ".jpeg")
-Run = Callable[[tuple[int, ...]], Awaitable[GenerationResult]]
+Run = Callable[[tuple[int, ...], ProgressCallback], Awaitable[GenerationResult]]
 
 
 def role_ids(user: discord.User | discord.Member) -> tuple[int, ...]:
@@ -94,13 +95,16 @@ class Images(commands.Cog):
             # what is left of them, so a slow provider is stopped (and refunded) in time.
             deadline = interaction.created_at + _ANSWER_WITHIN
             await ticket.wait_turn(show_position, timeout=_seconds_until(deadline))
+            progress = ProgressMessage(interaction)
             try:
                 async with asyncio.timeout(_seconds_until(deadline)):
-                    result = await run(role_ids(interaction.user))
+                    result = await run(role_ids(interaction.user), progress)
             except TimeoutError:
                 raise GenerationTimeout(
                     "That took longer than Discord lets me answer (15 minutes); nothing was charged. Please try again."
                 ) from None
+            finally:
+                await progress.close()  # no progress edit may land after the answer
         try:
             rendered = render_result(
                 result,
@@ -152,10 +156,10 @@ class Images(commands.Cog):
         ratio = aspect_ratio or "1:1"
         uid = interaction.user.id
 
-        async def run(roles: tuple[int, ...]) -> GenerationResult:
+        async def run(roles: tuple[int, ...], progress: ProgressCallback) -> GenerationResult:
             return await self.bot.service.imagine(
                 uid, prompt, negative_prompt=negative_prompt, aspect_ratio=ratio, seed=seed or 0,
-                style_preset=style, role_ids=roles,
+                style_preset=style, role_ids=roles, progress=progress,
             )
 
         info = PromptInfo(prompt, negative_prompt, ratio, style)
@@ -180,9 +184,11 @@ class Images(commands.Cog):
         uid = interaction.user.id
         amount = 0.6 if strength is None else strength
 
-        async def run(roles: tuple[int, ...]) -> GenerationResult:
+        async def run(roles: tuple[int, ...], progress: ProgressCallback) -> GenerationResult:
             data = await image.read()
-            return await self.bot.service.img2img(uid, data, prompt, strength=amount, role_ids=roles)
+            return await self.bot.service.img2img(
+                uid, data, prompt, strength=amount, role_ids=roles, progress=progress
+            )
 
         await self._generate(interaction, title="🖼️ Image to image", info=PromptInfo(prompt), run=run)
 
@@ -194,8 +200,8 @@ class Images(commands.Cog):
         check_attachment(image)
         uid = interaction.user.id
 
-        async def run(roles: tuple[int, ...]) -> GenerationResult:
-            return await self.bot.service.upscale(uid, await image.read(), role_ids=roles)
+        async def run(roles: tuple[int, ...], progress: ProgressCallback) -> GenerationResult:
+            return await self.bot.service.upscale(uid, await image.read(), role_ids=roles, progress=progress)
 
         await self._generate(interaction, title="🔍 Upscale", info=PromptInfo(None), run=run)
 
@@ -209,8 +215,9 @@ class Images(commands.Cog):
         storage, service, uid = self.bot.storage, self.bot.service, interaction.user.id
         if action == "upscale":
 
-            async def run(roles: tuple[int, ...]) -> GenerationResult:
-                return await service.upscale(uid, await storage.get_image(owner, name), role_ids=roles)
+            async def run(roles: tuple[int, ...], progress: ProgressCallback) -> GenerationResult:
+                data = await storage.get_image(owner, name)
+                return await service.upscale(uid, data, role_ids=roles, progress=progress)
 
             await self._generate(interaction, title="🔍 Upscale", info=info, run=run)
             return
@@ -219,10 +226,11 @@ class Images(commands.Cog):
         prompt = info.prompt
         if action == "vary":
 
-            async def run(roles: tuple[int, ...]) -> GenerationResult:
+            async def run(roles: tuple[int, ...], progress: ProgressCallback) -> GenerationResult:
                 data = await storage.get_image(owner, name)
                 return await service.img2img(
-                    uid, data, prompt, strength=0.6, negative_prompt=info.negative_prompt, role_ids=roles
+                    uid, data, prompt, strength=0.6, negative_prompt=info.negative_prompt, role_ids=roles,
+                    progress=progress,
                 )
 
             await self._generate(
@@ -233,10 +241,10 @@ class Images(commands.Cog):
         ratio = info.aspect_ratio if info.aspect_ratio in ASPECT_RATIOS else "1:1"
         style = info.style if info.style in STYLE_PRESETS else None
 
-        async def reroll(roles: tuple[int, ...]) -> GenerationResult:
+        async def reroll(roles: tuple[int, ...], progress: ProgressCallback) -> GenerationResult:
             return await service.imagine(
                 uid, prompt, negative_prompt=info.negative_prompt, aspect_ratio=ratio, seed=seed,
-                style_preset=style, role_ids=roles,
+                style_preset=style, role_ids=roles, progress=progress,
             )
 
         await self._generate(

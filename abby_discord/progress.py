@@ -1,0 +1,94 @@
+"""Live progress of a generation in the member's deferred reply.
+
+A local GPU server reports its queue position, each sampling step and small previews.
+:class:`ProgressMessage` turns those into edits of the reply: at most one edit every
+``interval`` seconds per message (Discord rate-limits edits), never more than one in
+flight, and none after :meth:`ProgressMessage.close` (so a late progress edit can never
+replace the finished image).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import time
+from collections.abc import Callable
+
+import discord
+
+from abby_core.generation import Progress
+
+__all__ = ["ProgressMessage", "describe_progress"]
+
+log = logging.getLogger("abby.discord")
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+_BAR = 12
+
+
+def describe_progress(progress: Progress) -> str:
+    """One line for the member, e.g. ``🎨 Working on your image… step 12/30 ▰▰▰▰▱▱▱▱``."""
+    if progress.stage == "queued":
+        if progress.queue_position:
+            ahead = "1 image" if progress.queue_position == 1 else f"{progress.queue_position} images"
+            return f"⏳ Waiting for the image server — {ahead} ahead of yours."
+        return "⏳ Waiting for the image server…"
+    if progress.stage == "finished":
+        return "✨ Almost done — saving your image…"
+    if progress.step is not None and progress.steps:
+        filled = round(_BAR * min(progress.step, progress.steps) / progress.steps)
+        bar = "▰" * filled + "▱" * (_BAR - filled)
+        return f"🎨 Working on your image… step {progress.step}/{progress.steps} {bar}"
+    return "🎨 Working on your image…"
+
+
+class ProgressMessage:
+    """A progress listener that edits one interaction's reply, rate-limited."""
+
+    def __init__(
+        self,
+        interaction: discord.Interaction,
+        *,
+        interval: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.interaction = interaction
+        self.interval = interval
+        self.clock = clock
+        self.edits = 0
+        self._last: float | None = None
+        self._shown: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def __call__(self, progress: Progress) -> None:
+        if self._closed or (self._task is not None and not self._task.done()):
+            return  # one edit at a time; the next report brings the news up to date
+        now = self.clock()
+        if self._last is not None and now - self._last < self.interval:
+            return
+        text = describe_progress(progress)
+        if text == self._shown and progress.preview is None:
+            return
+        self._last, self._shown = now, text
+        # The edit runs beside the generation: a slow Discord never holds up the image server.
+        self._task = asyncio.create_task(self._edit(text, progress))
+
+    async def _edit(self, text: str, progress: Progress) -> None:
+        attachments: list[discord.File] = []
+        if progress.preview:
+            ext = _EXTENSIONS.get(progress.preview_type or "", "png")
+            attachments.append(discord.File(io.BytesIO(progress.preview), filename=f"preview.{ext}", spoiler=True))
+        try:
+            await self.interaction.edit_original_response(content=text, attachments=attachments)
+            self.edits += 1
+        except discord.HTTPException:
+            log.debug("A progress edit was refused; the generation goes on.", exc_info=True)
+
+    async def close(self) -> None:
+        """Stop editing and wait for an edit in flight, so the final answer always comes last."""
+        self._closed = True
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
