@@ -17,9 +17,11 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from abby_cli.errors import describe_error
+from abby_core.generation import Progress as GenerationProgress
+from abby_core.generation import ProgressCallback
 from abby_core.storage import QuotaStatus
 
 __all__ = ["FAIL", "OK", "Output", "escape", "human_bytes", "mb", "quota_line"]
@@ -90,15 +92,31 @@ class Output:
             self.err.print(text)
 
     @contextlib.contextmanager
-    def progress(self, label: str) -> Iterator[None]:
-        """A spinner with elapsed time on stderr while a long storage operation runs."""
+    def progress(self, label: str) -> Iterator[ProgressCallback | None]:
+        """A progress bar with elapsed time on stderr while a long operation runs.
+
+        Yields a listener for a generation's :class:`~abby_core.generation.Progress` (queue
+        position, steps), or ``None`` with ``--json`` or when stderr is not a terminal.
+        """
         if self.json_mode or not self.err.is_terminal:
-            yield
+            yield None
             return
-        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        columns = (
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+        )
         with Progress(*columns, console=self.err, transient=True) as bar:
-            bar.add_task(escape(label), total=None)
-            yield
+            task = bar.add_task(escape(label), total=None)
+
+            def update(p: GenerationProgress) -> None:
+                if p.stage == "queued":
+                    ahead = f" ({p.queue_position} ahead)" if p.queue_position else ""
+                    bar.update(task, description=f"Waiting for the image server{ahead}…")
+                elif p.stage == "finished":
+                    bar.update(task, description="Saving…", completed=p.steps or 0, total=p.steps)
+                elif p.step is not None and p.steps:
+                    bar.update(task, description=escape(label), completed=p.step, total=p.steps)
+
+            yield update
 
     @staticmethod
     def _json(obj: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ from abby_cli.output import OK, Output, escape, human_bytes, quota_line
 from abby_cli.runtime import JsonFlag, UserArg, UserOpt, open_service, pick_user, run_command
 from abby_core.config import Settings
 from abby_core.errors import AbbyError, InvalidImage, InvalidInput
-from abby_core.generation import ASPECT_RATIOS
+from abby_core.generation import ASPECT_RATIOS, ProgressCallback
 from abby_core.images import MAX_IMAGE_BYTES
 from abby_core.pipeline import GenerationResult, ImageService
 
@@ -30,6 +30,8 @@ __all__ = ["register"]
 class Provider(StrEnum):
     offline = "offline"
     stability = "stability"
+    comfyui = "comfyui"
+    automatic1111 = "automatic1111"
 
 
 class UpscaleMode(StrEnum):
@@ -128,7 +130,7 @@ async def _finish(service: ImageService, out: Output, result: GenerationResult, 
     out.success(payload, render)
 
 
-Call = Callable[[ImageService, bytes], Awaitable[GenerationResult]]
+Call = Callable[[ImageService, bytes, ProgressCallback | None], Awaitable[GenerationResult]]
 
 
 def _generate(
@@ -150,8 +152,8 @@ def _generate(
         check_out(out_file)
         data = read_image(image) if image is not None else b""
         async with open_service(settings, provider.value if provider else None) as service:
-            with out.progress(label):
-                result = await call(service, data)
+            with out.progress(label) as progress:
+                result = await call(service, data, progress)
             await _finish(service, out, result, out_file)
 
     run_command(ctx, json_mode, body)
@@ -177,8 +179,9 @@ def register(app: typer.Typer) -> None:
 
         _generate(
             ctx, json_mode, provider=provider, out_file=out_file, label="Generating…",
-            call=lambda service, _: service.imagine(
-                user, prompt, negative_prompt=negative, aspect_ratio=aspect_ratio, seed=seed, style_preset=style
+            call=lambda service, _, progress: service.imagine(
+                user, prompt, negative_prompt=negative, aspect_ratio=aspect_ratio, seed=seed, style_preset=style,
+                progress=progress,
             ),
         )
 
@@ -201,8 +204,8 @@ def register(app: typer.Typer) -> None:
 
         _generate(
             ctx, json_mode, provider=provider, out_file=out_file, label="Generating…", image=image,
-            call=lambda service, data: service.img2img(
-                user, data, prompt, strength=strength, negative_prompt=negative, seed=seed
+            call=lambda service, data, progress: service.img2img(
+                user, data, prompt, strength=strength, negative_prompt=negative, seed=seed, progress=progress
             ),
         )
 
@@ -222,5 +225,5 @@ def register(app: typer.Typer) -> None:
 
         _generate(
             ctx, json_mode, provider=provider, out_file=out_file, label="Upscaling…", image=image,
-            call=lambda service, data: service.upscale(user, data, mode=mode.value),
+            call=lambda service, data, progress: service.upscale(user, data, mode=mode.value, progress=progress),
         )

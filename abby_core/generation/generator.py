@@ -14,7 +14,7 @@ import httpx
 from pydantic import SecretStr
 
 from abby_core.config import ApiSettings, ProviderName
-from abby_core.errors import NotConfigured, ProviderUnreachable
+from abby_core.errors import ConfigError, NotConfigured, ProviderUnreachable
 from abby_core.generation.base import (
     GeneratedImage,
     GenerationRequest,
@@ -41,8 +41,6 @@ def load_workflows(folder: Path | None) -> dict[str, Any]:
     workflows: dict[str, Any] = dict(default_workflows())
     if folder is not None:
         if not folder.is_dir():
-            from abby_core.errors import ConfigError
-
             raise ConfigError(f"COMFYUI_WORKFLOWS: {folder} is not a folder.")
         for kind in WORKFLOW_KINDS:
             path = folder / f"{kind}.json"
@@ -59,7 +57,8 @@ def build_provider(name: ProviderName, api: ApiSettings, **kw: Any) -> Provider:
         from abby_core.generation.comfyui import ComfyUIProvider
 
         c = api.comfyui
-        assert c.url is not None  # settings refuse comfyui without COMFYUI_URL
+        if c.url is None:
+            raise ConfigError("The ComfyUI provider needs COMFYUI_URL (for example http://127.0.0.1:8188).")
         return ComfyUIProvider(
             c.url,
             load_workflows(c.workflows),
@@ -71,7 +70,8 @@ def build_provider(name: ProviderName, api: ApiSettings, **kw: Any) -> Provider:
         from abby_core.generation.automatic1111 import Automatic1111Provider
 
         a = api.a1111
-        assert a.url is not None  # settings refuse automatic1111 without A1111_URL
+        if a.url is None:
+            raise ConfigError("The AUTOMATIC1111 provider needs A1111_URL (for example http://127.0.0.1:7860).")
         return Automatic1111Provider(
             a.url,
             username=a.username,
