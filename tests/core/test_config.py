@@ -77,7 +77,7 @@ def test_bad_numbers_name_the_variable(name: str, value: str) -> None:
         ("PRESIGNED_URL_TTL_SECONDS", "604801", "604800"),
         ("PRESIGNED_URL_TTL_SECONDS", "0", "from 1"),
         ("STORAGE_BACKEND", "ftp", "'filesystem' or 's3'"),
-        ("IMAGE_PROVIDER", "midjourney", "'stability' or 'offline'"),
+        ("IMAGE_PROVIDER", "midjourney", "'stability', 'comfyui', 'automatic1111' or 'offline'"),
         ("S3_ENDPOINT_URL", "minio:9000", "http"),
         ("S3_BUCKET", "Bad_Bucket", "bucket name"),
         ("QUOTA_TIERS", "1:2", "ROLE_ID:DAILY_GENS:STORAGE_MB"),
