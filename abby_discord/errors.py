@@ -132,6 +132,7 @@ def user_message(error: BaseException) -> str:
                 "An admin should check the bot's logs."
             )
         case ProviderRejected():
+            log.warning("The image provider refused a request (%s): %s", exc.code, exc.message)
             return f"The image service did not accept this request. {_NOTHING_CHARGED}. Please try something else."
         case GenerationTimeout():
             return f"The image service took too long to answer. {_NOTHING_CHARGED} — please try again."
