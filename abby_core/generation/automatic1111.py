@@ -18,7 +18,13 @@ What the design rests on (the server's behaviour, not ours to change):
   only once the server has answered the abandoned one.
 * An interrupted job still answers 200 with a half-finished image; it is refused.
 * A POST is never retried (the GPU may already be on it); only a connection that could
-  not be opened is, following :class:`~abby_core.generation._policy.RetryPolicy`.
+  not be opened is, following :class:`~abby_core.generation._policy.RetryPolicy`. When it
+  still cannot be opened, the request never left: :class:`~abby_core.errors.ProviderUnreachable`.
+  Only the job's POST starts a job, and the calls after it (progress, interrupt) never
+  raise to the caller, so that error always means no job was sent.
+* Progress goes to :func:`~abby_core.generation.base.report_progress` when someone listens:
+  ``queued`` while another job holds the server, ``running`` from ``/progress`` (the preview
+  is fetched only then), ``finished`` when the POST has answered with a good image.
 """
 
 from __future__ import annotations
@@ -26,8 +32,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
-import inspect
 import io
 import json
 import logging
@@ -35,7 +39,6 @@ import math
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -51,6 +54,7 @@ from abby_core.errors import (
     InvalidImage,
     PromptRejected,
     ProviderAuthError,
+    ProviderUnreachable,
 )
 from abby_core.generation._policy import RetryPolicy
 from abby_core.generation._status import OWNER, error_for_status, sanitize
@@ -58,14 +62,17 @@ from abby_core.generation.base import (
     GeneratedImage,
     ImageToImageRequest,
     OutputFormat,
+    Progress,
     Provider,
     TextToImageRequest,
     UpscaleRequest,
+    report_progress,
+    wants_progress,
 )
 from abby_core.generation.params import MAX_SEED
-from abby_core.images import probe_image
+from abby_core.images import probe_image, sniff_format
 
-__all__ = ["Automatic1111Provider", "JobKind", "ProgressCallback", "ProgressEvent"]
+__all__ = ["Automatic1111Provider", "JobKind"]
 
 log = logging.getLogger("abby.generation")
 
@@ -79,28 +86,6 @@ _UNREADABLE = "The image server gave an unreadable answer. Please try again."
 _UNREADABLE_IMAGE = "The image server sent an unreadable image. Please try again."
 _UNREADABLE_INPUT = "The image could not be read before sending it."
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """Where the provider's running job is, from ``/sdapi/v1/progress``.
-
-    ``step`` is the server's own counter: the 0-based index of the last finished
-    sampling step (so it ends at ``steps - 1``); ``steps`` is 0 while the model loads and
-    for upscales, which have no steps. ``progress`` (0..1) is the server's estimate and
-    suits a progress bar. ``preview`` is an image of the job so far (PNG unless the server
-    is set to save JPEG or WebP), only when the server has made one.
-    """
-
-    kind: JobKind
-    step: int
-    steps: int
-    progress: float
-    eta_seconds: float | None
-    preview: bytes | None = field(default=None, repr=False)
-
-
-ProgressCallback = Callable[[ProgressEvent], Awaitable[None] | None]
 
 
 class _Model(BaseModel):
@@ -201,6 +186,39 @@ class _Watch:
         return not state.busy and mine and (state.interrupted or state.skipped)
 
 
+class _Reporter:
+    """One job's progress for the current listener: nothing when nobody listens, each change once."""
+
+    def __init__(self, kind: JobKind) -> None:
+        self._kind = kind
+        self._last: tuple[object, ...] = ()
+        self._preview: str | None = None  # the last preview sent, as the server encoded it
+
+    async def __call__(self, progress: Progress) -> None:
+        """Report ``progress`` if it says something new (a preview here always is)."""
+        where = (progress.stage, progress.queue_position, progress.step, progress.steps)
+        if wants_progress() and (where != self._last or progress.preview is not None):
+            self._last = where
+            await report_progress(progress)
+
+    async def running(self, snapshot: _Progress) -> None:
+        """Our job as one ``/progress`` snapshot shows it; a preview only when it is a new one."""
+        state = snapshot.state
+        # Step counters are stale while the model loads (job_count -1) and during upscales.
+        counting = state.job_count > 0 and state.sampling_steps > 0 and self._kind != "upscale"
+        step = min(state.sampling_step + 1, state.sampling_steps) if counting else None  # steps done
+        preview, preview_type = None, None
+        if snapshot.current_image and snapshot.current_image != self._preview:
+            self._preview = snapshot.current_image
+            try:
+                preview = _decode(snapshot.current_image)
+                preview_type = f"image/{sniff_format(preview)}"
+            except (GenerationUnavailable, InvalidImage):
+                preview = None
+        steps = state.sampling_steps if counting else None
+        await self(Progress("running", step=step, steps=steps, preview=preview, preview_type=preview_type))
+
+
 class Automatic1111Provider(Provider):
     """Client for a Stable Diffusion web UI started with ``--api`` (optionally ``--api-auth``).
 
@@ -208,9 +226,9 @@ class Automatic1111Provider(Provider):
     extension, or hash); ``None`` keeps the server's current one. ``sampler`` is a name or
     alias from ``/samplers``; ``None`` keeps the API's default. ``image_size`` is the side of
     a square image; other aspect ratios keep about as many pixels, in multiples of 64.
-    ``timeout`` covers waiting in the server's queue and the job itself. ``on_progress`` is
-    called (awaited if it returns an awaitable) about every ``poll_interval`` seconds while a
-    job of this provider runs; its errors are logged and never stop the job.
+    ``timeout`` covers waiting in the server's queue and the job itself. ``/progress`` is read
+    every ``poll_interval`` seconds while a job runs; what it shows goes to the listener set
+    with :func:`~abby_core.generation.base.reporting_progress` around the call, if any.
     """
 
     name = "automatic1111"
@@ -230,7 +248,6 @@ class Automatic1111Provider(Provider):
         upscale_factor: float = 4.0,
         timeout: float = 300,
         poll_interval: float = 1.0,
-        on_progress: ProgressCallback | None = None,
         max_retries: int = 2,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
@@ -259,6 +276,7 @@ class Automatic1111Provider(Provider):
         if problems:
             raise ConfigError("The web UI settings are invalid: " + "; ".join(problems) + ".", problems=problems)
         self._url = base_url.strip().rstrip("/")
+        self._shown_url = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path.rstrip('/')}"
         self._auth = httpx.BasicAuth(username, secret) if username is not None and secret is not None else None
         self._secret = secret or ""
         self._model, self._sampler, self._upscaler = model, sampler, upscaler
@@ -266,7 +284,6 @@ class Automatic1111Provider(Provider):
         self._upscale_factor = upscale_factor
         self._timeout = timeout
         self._poll_interval = poll_interval
-        self._on_progress = on_progress
         self._policy = policy or RetryPolicy(max_retries=max_retries)
         self._transport = transport
         self._sleep = sleep
@@ -277,7 +294,7 @@ class Automatic1111Provider(Provider):
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"Automatic1111Provider(url={self._url!r}, model={self._model!r}, auth={self._auth is not None})"
+        return f"Automatic1111Provider(url={self._shown_url!r}, model={self._model!r}, auth={self._auth is not None})"
 
     # -- provider interface --------------------------------------------------------------
 
@@ -390,6 +407,7 @@ class Automatic1111Provider(Provider):
         """Send one job and follow it; on timeout or cancellation, stop it on the server."""
         post: asyncio.Task[Any] | None = None
         watch = _Watch(None)
+        report = _Reporter(kind)
         locked = False
         try:
             async with asyncio.timeout(self._timeout):
@@ -400,7 +418,9 @@ class Automatic1111Provider(Provider):
                 post = asyncio.ensure_future(
                     self._call("POST", f"{_API}/{path}", json=payload, timeout=self._timeout + _GRACE)
                 )
-                await self._follow(post, watch, kind)
+                if before is not None and before.state.busy:
+                    await report(Progress("queued"))  # another job holds the server: ours waits
+                await self._follow(post, watch, report)
                 body = post.result()
                 if kind != "upscale":
                     after = await self._snapshot(preview=False)
@@ -408,6 +428,7 @@ class Automatic1111Provider(Provider):
                         raise GenerationUnavailable(
                             "The job was stopped on the image server before it finished. Please try again."
                         )
+                await report(Progress("finished"))
                 return body
         except BaseException as exc:
             if post is not None and not post.done():
@@ -424,40 +445,20 @@ class Automatic1111Provider(Provider):
             if locked:
                 self._jobs.release()
 
-    async def _follow(self, post: asyncio.Task[Any], watch: _Watch, kind: JobKind) -> None:
+    async def _follow(self, post: asyncio.Task[Any], watch: _Watch, report: _Reporter) -> None:
         for _ in range(math.ceil(self._timeout / self._poll_interval) + 2):
             done, _ = await asyncio.wait({post}, timeout=self._poll_interval)
             if done:
                 return
-            snapshot = await self._snapshot(preview=self._on_progress is not None)
-            if snapshot is not None and watch.ours(snapshot.state):
-                await self._report(kind, snapshot)
+            # Read even when nobody listens: the watch must see our job start, to stop it if need be.
+            snapshot = await self._snapshot(preview=wants_progress())
+            if snapshot is None:
+                continue
+            if watch.ours(snapshot.state):
+                await report.running(snapshot)
+            elif watch.timestamp is None and snapshot.state.busy:
+                await report(Progress("queued"))
         await asyncio.wait({post})  # the caller's timeout ends this
-
-    async def _report(self, kind: JobKind, snapshot: _Progress) -> None:
-        if self._on_progress is None:
-            return
-        preview = None
-        if snapshot.current_image:
-            with contextlib.suppress(GenerationUnavailable):
-                preview = _decode(snapshot.current_image)
-        state = snapshot.state
-        # Step counters are stale while the model loads (job_count -1) and during upscales.
-        counting = state.job_count > 0 and kind != "upscale"
-        event = ProgressEvent(
-            kind=kind,
-            step=state.sampling_step if counting else 0,
-            steps=state.sampling_steps if counting else 0,
-            progress=max(0.0, min(1.0, snapshot.progress)),
-            eta_seconds=snapshot.eta_relative if snapshot.eta_relative >= 0 else None,
-            preview=preview,
-        )
-        try:
-            result = self._on_progress(event)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            log.warning("The progress callback failed; the job goes on.", exc_info=True)
 
     async def _snapshot(self, *, preview: bool) -> _Progress | None:
         """The server's progress, or ``None`` when it cannot be read right now."""
@@ -531,7 +532,11 @@ class Automatic1111Provider(Provider):
         timeout: float | None = None,
         retry: bool = True,
     ) -> Any:
-        """One request; returns the decoded JSON of a 2xx answer or raises an Abby error."""
+        """One request; returns the decoded JSON of a 2xx answer or raises an Abby error.
+
+        A connection that could not be opened is tried again; if it never opens, the request
+        never left, and the error is :class:`~abby_core.errors.ProviderUnreachable`.
+        """
         attempts = self._policy.max_retries if retry else 0
         kw: dict[str, Any] = {"json": json, "params": params}
         if timeout is not None:
@@ -541,8 +546,9 @@ class Automatic1111Provider(Provider):
                 response = await self._http().request(method, path, **kw)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # nothing reached the server
                 if attempt == attempts:
-                    raise GenerationUnavailable(
-                        "The image server could not be reached. Please try again in a few minutes."
+                    raise ProviderUnreachable(
+                        f"The image server at {self._shown_url} is not reachable right now; "
+                        "nothing was used from your quota."
                     ) from exc
             except httpx.TimeoutException as exc:
                 raise GenerationTimeout("The image server took too long to answer. Please try again.") from exc
@@ -579,7 +585,7 @@ class Automatic1111Provider(Provider):
                 f"The image server refused this bot's user name and password. {OWNER}", status=401
             )
         if status == 404 and detail == "Not Found":
-            return ConfigError(f"{self._url} does not answer as a web UI API (is its API enabled?).")
+            return ConfigError(f"{self._shown_url} does not answer as a web UI API (is its API enabled?).")
         if status in (400, 404) and detail == "Sampler not found":
             self._names.pop("sampler", None)
             return ConfigError(f"The image server has no sampler {self._sampler!r}.")

@@ -14,6 +14,18 @@ into the inputs the workflow declares. For one image:
    missed or someone cleared the queue;
 5. read the output node's first image with ``GET /view``.
 
+Progress goes to :func:`~abby_core.generation.base.report_progress`, only when someone
+listens, and only what the server says: ``queued`` with the number of prompts ahead in
+``/queue`` (asked right after the POST and on each ``status`` message while waiting),
+``running`` on ``execution_start``, each node, each sampler step and each preview, and
+``finished`` once the history entry names the image. A report that would repeat the
+last one is skipped.
+
+A connection that cannot be opened before ``POST /prompt`` was sent (the websocket, the
+upload, the POST's own connect) raises :class:`~abby_core.errors.ProviderUnreachable`:
+no job exists, so another provider may take it. From the POST on, it is
+:class:`~abby_core.errors.GenerationUnavailable`.
+
 A job nobody waits for any more (the awaiting task was cancelled, or ``timeout``
 passed) is deleted from the queue and, if it is already running, interrupted, so the
 GPU does not keep working for nobody. Interrupts name the prompt id, and are only sent
@@ -31,7 +43,6 @@ import base64
 import contextlib
 import copy
 import hashlib
-import inspect
 import io
 import json
 import logging
@@ -41,11 +52,12 @@ import re
 import secrets
 import struct
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 import httpcore
 import httpx
@@ -60,16 +72,19 @@ from abby_core.errors import (
     InvalidImage,
     NotConfigured,
     ProviderRejected,
+    ProviderUnreachable,
 )
 from abby_core.generation._status import error_for_status, sanitize
 from abby_core.generation.base import (
     GeneratedImage,
-    GenerationRequest,
     ImageToImageRequest,
     OutputFormat,
+    Progress,
     Provider,
     TextToImageRequest,
     UpscaleRequest,
+    report_progress,
+    wants_progress,
 )
 from abby_core.generation.params import MAX_SEED
 from abby_core.images import probe_image, sniff_format
@@ -78,8 +93,6 @@ __all__ = [
     "SLOTS",
     "WORKFLOW_KINDS",
     "ComfyUIProvider",
-    "ProgressCallback",
-    "ProgressEvent",
     "Workflow",
     "default_workflows",
 ]
@@ -235,35 +248,6 @@ def default_workflows() -> dict[str, Workflow]:
     return found
 
 
-# -- progress --------------------------------------------------------------------------------------
-
-ProgressKind = Literal["queued", "started", "node", "step", "preview", "finished"]
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """One thing the server reported about a job, in the order it reported them.
-
-    ``queued`` (accepted), ``started``, ``node`` (a node began: ``node``, ``node_type``),
-    ``step`` (``value`` of ``total`` steps of ``node``), ``preview`` (a small image in
-    ``preview``, of ``preview_type``), ``finished`` (the image is made, being fetched).
-    ``request`` is the request being served, for a callback shared by several jobs.
-    """
-
-    kind: ProgressKind
-    prompt_id: str
-    node: str | None = None
-    node_type: str | None = None
-    value: int = 0
-    total: int = 0
-    preview: bytes | None = field(default=None, repr=False)
-    preview_type: str | None = None
-    request: GenerationRequest | None = field(default=None, repr=False, compare=False)
-
-
-ProgressCallback = Callable[[ProgressEvent], Awaitable[None] | None]
-
-
 # -- websocket -------------------------------------------------------------------------------------
 
 
@@ -394,16 +378,19 @@ def _accept_key(key: str) -> str:
 
 @dataclass
 class _Job:
-    """One prompt's life here: chosen ids, what was sent, and whether the server is done with it."""
+    """One prompt's life here: chosen ids, what was sent, whether the server is done with it,
+    and what was last reported of it."""
 
     workflow: Workflow
-    request: GenerationRequest
     prompt_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     client_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     graph: dict[str, Any] = field(default_factory=dict)
     submitted: bool = False
     running: bool = False
     done: bool = False
+    step: int | None = None  # the current node's last reported step, for its previews
+    steps: int | None = None
+    reported: Progress | None = None
 
 
 class ComfyUIProvider(Provider):
@@ -414,9 +401,9 @@ class ComfyUIProvider(Provider):
     :class:`~abby_core.errors.NotConfigured` when used. ``auth_header`` is sent as
     ``auth_header_name`` on every request, the websocket included (for a server behind
     an authenticating reverse proxy). ``timeout`` bounds a whole job, queue wait
-    included; ``request_timeout`` one HTTP call. ``on_progress`` is called (awaited if
-    it returns an awaitable) with each :class:`ProgressEvent`; if it raises, the error
-    is logged and the job goes on. Every upscale mode runs the ``upscale`` workflow.
+    included; ``request_timeout`` one HTTP call. Progress goes to the listener set with
+    :func:`~abby_core.generation.base.reporting_progress` around the call, if any.
+    Every upscale mode runs the ``upscale`` workflow.
     Uploaded pictures stay in the server's ``input/abby`` folder (there is no API to
     delete them).
     """
@@ -434,7 +421,6 @@ class ComfyUIProvider(Provider):
         request_timeout: float = 30.0,
         poll_interval: float = 2.0,
         cleanup_timeout: float = 5.0,
-        on_progress: ProgressCallback | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not re.match(r"^https?://[^/\s]+", base_url or ""):
@@ -453,6 +439,7 @@ class ComfyUIProvider(Provider):
         if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", auth_header_name):
             raise ConfigError("The ComfyUI auth header name must be a plain header name, e.g. Authorization.")
         self._url = base_url.rstrip("/")
+        self._shown_url = _shown(self._url)
         self._workflows: dict[str, Workflow] = workflows
         self._headers = {auth_header_name: value} if value else {}
         self._secret = value
@@ -460,13 +447,12 @@ class ComfyUIProvider(Provider):
         self._http_timeout = httpx.Timeout(request_timeout, connect=min(request_timeout, 10.0))
         self._poll_interval = poll_interval
         self._cleanup_timeout = cleanup_timeout
-        self._on_progress = on_progress
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"ComfyUIProvider(url={self._url!r}, workflows={sorted(self._workflows)})"
+        return f"ComfyUIProvider(url={self._shown_url!r}, workflows={sorted(self._workflows)})"
 
     # -- provider interface --------------------------------------------------------
 
@@ -477,17 +463,17 @@ class ComfyUIProvider(Provider):
         # No negative prompt: the workflow's own (often a default like "blurry") stays.
         values: dict[str, object] = {"prompt": request.prompt, "negative_prompt": request.negative_prompt,
                                      "seed": seed, "width": width, "height": height}
-        return await self._generate("txt2img", request, values, None, request.output_format, seed)
+        return await self._generate("txt2img", values, None, request.output_format, seed)
 
     async def image_to_image(self, request: ImageToImageRequest) -> GeneratedImage:
         seed = request.seed or secrets.randbelow(MAX_SEED) + 1
         values: dict[str, object] = {"prompt": request.prompt, "negative_prompt": request.negative_prompt,
                                      "seed": seed, "strength": request.strength}
-        return await self._generate("img2img", request, values, request.image, request.output_format, seed)
+        return await self._generate("img2img", values, request.image, request.output_format, seed)
 
     async def upscale(self, request: UpscaleRequest) -> GeneratedImage:
         values: dict[str, object] = {"prompt": request.prompt}
-        return await self._generate("upscale", request, values, request.image, request.output_format, 0)
+        return await self._generate("upscale", values, request.image, request.output_format, 0)
 
     async def aclose(self) -> None:
         """Close the connection pool; the provider cannot be used afterwards."""
@@ -507,13 +493,12 @@ class ComfyUIProvider(Provider):
     async def _generate(
         self,
         kind: WorkflowKind,
-        request: GenerationRequest,
         values: dict[str, object],
         image: bytes | None,
         output_format: OutputFormat,
         seed: int,
     ) -> GeneratedImage:
-        job = _Job(self._workflow(kind), request)
+        job = _Job(self._workflow(kind))
         try:
             async with asyncio.timeout(self._timeout):
                 async with self._connect(job.client_id) as socket:
@@ -536,7 +521,11 @@ class ComfyUIProvider(Provider):
     async def _submit(self, job: _Job) -> None:
         body = {"prompt": job.graph, "client_id": job.client_id, "prompt_id": job.prompt_id}
         job.submitted = True  # from here a cancelled call must still withdraw the prompt
-        response = await self._call("POST", "/prompt", json=body, check=False)
+        try:
+            response = await self._call("POST", "/prompt", json=body, check=False, before_job=True)
+        except ProviderUnreachable:
+            job.done = True  # the connection never opened: nothing was queued
+            raise
         job.done = not response.is_success  # an answered refusal queued nothing
         answer = _json(response)
         if response.status_code == 400 and ("error" in answer or "node_errors" in answer):
@@ -553,7 +542,8 @@ class ComfyUIProvider(Provider):
             await self._abandon(job)
             job.done = True
             raise self._refusal(job, answer)
-        await self._emit(ProgressEvent("queued", job.prompt_id, request=job.request))
+        if wants_progress():
+            await self._report_place(job, await self._queue_or_none())
 
     async def _follow(self, job: _Job, socket: _Socket | None) -> dict[str, Any]:
         """Wait until the server is done with the job; return its history entry.
@@ -592,13 +582,17 @@ class ComfyUIProvider(Provider):
             if done_entry is not None:
                 return done_entry
             entry = await self._history(job.prompt_id)
-            if entry is None and not await self._queued(job.prompt_id):
-                entry = await self._history(job.prompt_id)  # it may have finished in between
-                if entry is None:
-                    job.done = True
-                    raise GenerationUnavailable(
-                        "The job was removed from the ComfyUI queue before it ran (was the queue cleared?)."
-                    )
+            if entry is None:
+                queue = await self._queue()
+                if job.prompt_id in _ids(queue.get("queue_running")) | _ids(queue.get("queue_pending")):
+                    await self._report_place(job, queue)
+                else:
+                    entry = await self._history(job.prompt_id)  # it may have finished in between
+                    if entry is None:
+                        job.done = True
+                        raise GenerationUnavailable(
+                            "The job was removed from the ComfyUI queue before it ran (was the queue cleared?)."
+                        )
             if entry is not None:
                 job.done = True
                 if socket is None:
@@ -615,31 +609,31 @@ class ComfyUIProvider(Provider):
         except ValueError:
             return False
         data = parsed.get("data") if isinstance(parsed, dict) else None
+        kind = parsed.get("type") if isinstance(parsed, dict) else None
+        if kind == "status":  # the queue changed: where is ours now?
+            if not job.running and wants_progress():
+                await self._report_place(job, await self._queue_or_none())
+            return False
         if not isinstance(data, dict) or data.get("prompt_id") != job.prompt_id:
-            return False  # queue status, or another client's job
-        kind = parsed.get("type")
+            return False  # another client's job
         if kind == "execution_start":
-            job.running = True
-            await self._emit(ProgressEvent("started", job.prompt_id, request=job.request))
+            await self._start(job)
         elif kind == "executing" and data.get("node") is None:
             job.done = True
             return True
         elif kind == "executing":
-            node = str(data["node"])
-            await self._emit(ProgressEvent("node", job.prompt_id, node, self._class_of(job, node),
-                                           request=job.request))
+            job.step = job.steps = None
+            await self._report(job, Progress("running"))
         elif kind == "progress":
-            node = str(data.get("node"))
-            await self._emit(ProgressEvent("step", job.prompt_id, node, self._class_of(job, node),
-                                           value=_int(data.get("value")), total=_int(data.get("max")),
-                                           request=job.request))
+            job.step, job.steps = _int(data.get("value")), _int(data.get("max")) or None
+            await self._report(job, Progress("running", step=job.step, steps=job.steps))
         elif kind in ("execution_error", "execution_interrupted"):
             job.done = True
             raise self._failure(job, kind, data)
         return False
 
     async def _on_preview(self, job: _Job, message: bytes) -> None:
-        if not job.running or len(message) < 8:
+        if not job.running or len(message) < 8 or not wants_progress():
             return
         event, = struct.unpack_from(">I", message, 0)
         if event == 1:  # 4-byte image type, then the image
@@ -656,8 +650,31 @@ class ComfyUIProvider(Provider):
             preview, content_type = message[8 + size :], str(meta.get("image_type", "image/jpeg"))
         else:
             return
-        await self._emit(ProgressEvent("preview", job.prompt_id, preview=preview, preview_type=content_type,
-                                       request=job.request))
+        await self._report(job, Progress("running", step=job.step, steps=job.steps, preview=preview,
+                                         preview_type=content_type))
+
+    async def _start(self, job: _Job) -> None:
+        if not job.running:
+            job.running = True
+            await self._report(job, Progress("running"))
+
+    async def _report_place(self, job: _Job, queue: dict[str, Any] | None) -> None:
+        """Report where a job not yet seen running is, from a ``/queue`` answer (None: unknown)."""
+        if job.running:
+            return
+        if queue is None:
+            if job.reported is None:
+                await self._report(job, Progress("queued"))
+        elif job.prompt_id in _ids(queue.get("queue_running")):
+            await self._start(job)
+        elif (place := _place(queue, job.prompt_id)) is not None:
+            await self._report(job, Progress("queued", queue_position=place))
+
+    async def _report(self, job: _Job, progress: Progress) -> None:
+        """Hand ``progress`` to the listener, unless nobody listens or it repeats the last report."""
+        if wants_progress() and progress != job.reported:
+            job.reported = progress
+            await report_progress(progress)
 
     async def _output(self, job: _Job, entry: dict[str, Any]) -> bytes:
         status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
@@ -676,7 +693,7 @@ class ComfyUIProvider(Provider):
                 f"ComfyUI workflow {job.workflow.name} finished, but its output node "
                 f"'{job.workflow.output}' produced no image."
             )
-        await self._emit(ProgressEvent("finished", job.prompt_id, request=job.request))
+        await self._report(job, Progress("finished"))
         first = images[0]
         params = {"filename": str(first["filename"]), "subfolder": str(first.get("subfolder", "")),
                   "type": str(first.get("type", "output"))}
@@ -771,9 +788,16 @@ class ComfyUIProvider(Provider):
         entry = _json(await self._call("GET", f"/history/{prompt_id}")).get(prompt_id)
         return entry if isinstance(entry, dict) else None
 
-    async def _queued(self, prompt_id: str) -> bool:
-        queue = _json(await self._call("GET", "/queue"))
-        return prompt_id in _ids(queue.get("queue_running")) | _ids(queue.get("queue_pending"))
+    async def _queue(self) -> dict[str, Any]:
+        return _json(await self._call("GET", "/queue"))
+
+    async def _queue_or_none(self) -> dict[str, Any] | None:
+        """``/queue`` for a progress report, or None when it cannot be read (the job goes on)."""
+        try:
+            return await self._queue()
+        except GenerationError as exc:
+            log.debug("Could not read the ComfyUI queue for a progress report: %s", exc)
+            return None
 
     async def _upload(self, image: bytes) -> str:
         fmt = sniff_format(image)
@@ -783,22 +807,13 @@ class ComfyUIProvider(Provider):
             "/upload/image",
             files={"image": (name, image, f"image/{fmt}")},
             data={"type": "input", "subfolder": UPLOAD_SUBFOLDER, "overwrite": "true"},
+            before_job=True,
         )
         answer = _json(response)
         stored, subfolder = answer.get("name"), answer.get("subfolder") or ""
         if not isinstance(stored, str) or not isinstance(subfolder, str):
             raise GenerationUnavailable("The ComfyUI server gave an unreadable answer to the image upload.")
         return f"{subfolder}/{stored}" if subfolder else stored
-
-    async def _emit(self, event: ProgressEvent) -> None:
-        if self._on_progress is None:
-            return
-        try:
-            result = self._on_progress(event)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            log.exception("The ComfyUI progress callback failed on a %s event; the job goes on", event.kind)
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -818,9 +833,14 @@ class ComfyUIProvider(Provider):
             )
         return self._client
 
-    async def _call(self, method: str, path: str, *, check: bool = True, **kw: Any) -> httpx.Response:
-        """One HTTP call, never retried (a second POST /prompt would queue the job twice)."""
-        with self._translated():
+    async def _call(
+        self, method: str, path: str, *, check: bool = True, before_job: bool = False, **kw: Any
+    ) -> httpx.Response:
+        """One HTTP call, never retried (a second POST /prompt would queue the job twice).
+
+        ``before_job``: no prompt of this job was sent yet (see :meth:`_translated`).
+        """
+        with self._translated(before_job=before_job):
             response = await self._http().request(method, path, **kw)
         if check:
             self._check(response)
@@ -831,9 +851,20 @@ class ComfyUIProvider(Provider):
             raise error_for_status(response.status_code, {}, secrets=self._secrets())
 
     @contextlib.contextmanager
-    def _translated(self) -> Iterator[None]:
+    def _translated(self, *, before_job: bool = False) -> Iterator[None]:
+        """httpx errors as Abby errors. ``before_job``: no prompt was sent yet, so a connection
+        that could not be opened means no job exists (ProviderUnreachable)."""
         try:
             yield
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            if before_job:
+                raise ProviderUnreachable(
+                    f"The ComfyUI server at {self._shown_url} is not reachable right now; "
+                    "nothing was used from your quota."
+                ) from exc
+            if isinstance(exc, httpx.ConnectTimeout):
+                raise GenerationTimeout("The ComfyUI server did not answer in time.") from exc
+            raise GenerationUnavailable(f"The ComfyUI server at {self._shown_url} could not be reached.") from exc
         except httpx.TimeoutException as exc:
             raise GenerationTimeout("The ComfyUI server did not answer in time.") from exc
         except httpx.LocalProtocolError:
@@ -841,8 +872,6 @@ class ComfyUIProvider(Provider):
             raise GenerationUnavailable(
                 "The ComfyUI server could not be called (a malformed request). Please tell the server owner."
             ) from None
-        except httpx.ConnectError as exc:
-            raise GenerationUnavailable(f"The ComfyUI server at {self._url} could not be reached.") from exc
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise GenerationUnavailable(
                 f"The connection to the ComfyUI server failed ({type(exc).__name__})."
@@ -855,7 +884,7 @@ class ComfyUIProvider(Provider):
         headers = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
                    "Sec-WebSocket-Key": key}
         async with contextlib.AsyncExitStack() as stack:
-            with self._translated():
+            with self._translated(before_job=True):
                 response = await stack.enter_async_context(
                     self._http().stream("GET", "/ws", params={"clientId": client_id}, headers=headers)
                 )
@@ -888,6 +917,25 @@ def _ids(items: Any) -> set[str]:
     if not isinstance(items, list):
         return set()
     return {str(item[1]) for item in items if isinstance(item, list) and len(item) > 1}
+
+
+def _place(queue: dict[str, Any], prompt_id: str) -> int | None:
+    """Prompts ahead of a pending ``prompt_id`` in a ``/queue`` answer (running, and pending with
+    a lower number); None when it is not pending or the numbers are unreadable."""
+    pending = queue.get("queue_pending")
+    pending = [i for i in pending if isinstance(i, list) and len(i) > 1] if isinstance(pending, list) else []
+    numbers = {str(item[1]): item[0] for item in pending}
+    ours = numbers.get(prompt_id)
+    if isinstance(ours, bool) or not isinstance(ours, int | float):
+        return None
+    ahead = [n for n in numbers.values() if isinstance(n, int | float) and not isinstance(n, bool) and n < ours]
+    return len(_ids(queue.get("queue_running"))) + len(ahead)
+
+
+def _shown(url: str) -> str:
+    """``url`` fit for a message: without user name, password, query or fragment."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
 def _int(value: Any) -> int:

@@ -8,7 +8,9 @@ headers, errors as JSON ``{id, name, errors[]}``. httpx errors stop here and bec
 :class:`~abby_core.generation._policy.RetryPolicy`.
 
 Read timeouts are not retried: the provider may still be working on (and billing)
-the first request, and the member has already waited the full timeout.
+the first request, and the member has already waited the full timeout. When no
+attempt could even open a connection, nothing was sent:
+:class:`~abby_core.errors.ProviderUnreachable`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from abby_core.errors import (
     GenerationUnavailable,
     InvalidImage,
     NotConfigured,
+    ProviderUnreachable,
 )
 from abby_core.generation._policy import RetryPolicy, parse_retry_after
 from abby_core.generation._status import error_for_status
@@ -244,6 +247,7 @@ class StabilityProvider(Provider):
         A POST is retried only when the request cannot have reached the service (it could
         not connect) or the service answered that it did not run it (429, 5xx): a
         connection that breaks after the request was sent may already have been billed.
+        Only when no attempt ever reached the service is the error ProviderUnreachable.
         """
         if self._key is None:
             raise NotConfigured(NOT_CONFIGURED)
@@ -254,11 +258,21 @@ class StabilityProvider(Provider):
         if method == "POST":
             files = {"image": ("image.png", image, "image/png")} if image is not None else {"none": ""}
         attempts = self._policy.max_retries if retries is None else retries
+        reached = False  # an earlier attempt got to the service
         for retry in range(attempts + 1):
             last = retry == attempts
             try:
                 response = await self._http().request(method, path, data=fields, files=files, headers=headers)
-            except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if last and not reached:
+                    raise ProviderUnreachable(
+                        "The image service is not reachable right now; nothing was used from your quota."
+                    ) from exc
+                if last:
+                    raise GenerationUnavailable(
+                        "The image service could not be reached. Please try again in a few minutes."
+                    ) from exc
+            except httpx.PoolTimeout as exc:
                 if last:
                     raise GenerationTimeout(
                         "The image service could not be reached in time. Please try again later."
@@ -274,22 +288,19 @@ class StabilityProvider(Provider):
                 raise GenerationUnavailable(
                     "The image service could not be called (a malformed request). Please tell the server owner."
                 ) from None
-            except httpx.ConnectError as exc:
-                if last:
-                    raise GenerationUnavailable(
-                        "The image service could not be reached. Please try again in a few minutes."
-                    ) from exc
             except httpx.TransportError as exc:
                 if last or method == "POST":  # sent, maybe processed: retrying could charge twice
                     raise GenerationUnavailable(
                         "The connection to the image service broke. Please try again in a few minutes."
                     ) from exc
+                reached = True
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 raise GenerationUnavailable(
                     f"The image service could not be called ({type(exc).__name__}). "
                     "Please tell the server owner."
                 ) from exc
             else:
+                reached = True
                 if response.is_success:
                     return response
                 retry_after = parse_retry_after(response.headers)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
+import itertools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -20,9 +23,17 @@ from abby_core.errors import (
     GenerationUnavailable,
     PromptRejected,
     ProviderAuthError,
+    ProviderUnreachable,
 )
-from abby_core.generation.automatic1111 import Automatic1111Provider, ProgressEvent
-from abby_core.generation.base import ImageToImageRequest, TextToImageRequest, UpscaleRequest
+from abby_core.generation import automatic1111
+from abby_core.generation.automatic1111 import Automatic1111Provider
+from abby_core.generation.base import (
+    ImageToImageRequest,
+    Progress,
+    TextToImageRequest,
+    UpscaleRequest,
+    reporting_progress,
+)
 from abby_core.generation.params import MAX_SEED
 from tests.fixtures import fake_a1111 as fake_module
 from tests.fixtures.fake_a1111 import CHECKPOINTS, FakeA1111
@@ -62,6 +73,29 @@ def _sent(fake: FakeA1111, path: str = TXT2IMG) -> dict[str, Any]:
 def _size(data: bytes) -> tuple[int, int]:
     with Image.open(io.BytesIO(data)) as img:
         return img.size
+
+
+@contextlib.contextmanager
+def listening() -> Iterator[list[Progress]]:
+    """Collect the progress of the generations started inside the block."""
+    events: list[Progress] = []
+    with reporting_progress(events.append):
+        yield events
+
+
+def _stages(events: list[Progress]) -> list[str]:
+    """The stages in order, repeats folded."""
+    folded: list[str] = []
+    for event in events:
+        if not folded or folded[-1] != event.stage:
+            folded.append(event.stage)
+    return folded
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 # -- making images -------------------------------------------------------------------------
@@ -174,18 +208,46 @@ async def test_api_auth(make: Make, fake_a1111: FakeA1111) -> None:
     assert fake_a1111.requests[-1].headers["authorization"] == "Basic " + base64.b64encode(b"abby:s3cret").decode()
 
 
-async def test_server_down_is_unavailable_after_retries(fake_a1111: FakeA1111) -> None:
+async def test_server_down_is_unreachable_after_retries(fake_a1111: FakeA1111) -> None:
     url = fake_a1111.url
     await fake_a1111.stop()
     sleep = SleepRecorder()
-    provider = Automatic1111Provider(url, max_retries=2, sleep=sleep, model="x")
+    provider = Automatic1111Provider(url, max_retries=2, sleep=sleep, model="x")  # the name check fails
     try:
-        with pytest.raises(GenerationUnavailable, match="could not be reached") as info:
+        with pytest.raises(ProviderUnreachable, match="is not reachable right now") as info:
             await provider.text_to_image(TextToImageRequest("a red fox"))
         assert isinstance(info.value.__cause__, httpx.ConnectError)
         assert len(sleep.delays) == 2
     finally:
         await provider.aclose()
+
+
+@pytest.mark.parametrize("kind", ["txt2img", "img2img", "upscale"])
+async def test_a_closed_port_is_unreachable_for_each_kind_of_job(kind: str) -> None:
+    port = _closed_port()
+    provider = Automatic1111Provider(f"http://abby:s3cret@127.0.0.1:{port}", max_retries=1, sleep=SleepRecorder())
+    try:
+        with pytest.raises(ProviderUnreachable) as info:
+            if kind == "txt2img":  # no model or sampler to check: the POST itself cannot connect
+                await provider.text_to_image(TextToImageRequest("a red fox"))
+            elif kind == "img2img":
+                await provider.image_to_image(ImageToImageRequest(png((64, 64)), "a blue fox"))
+            else:  # the upscaler name check
+                await provider.upscale(UpscaleRequest(png((64, 48))))
+    finally:
+        await provider.aclose()
+    assert info.value.code == "provider_unreachable"
+    assert f"http://127.0.0.1:{port}" in str(info.value) and "s3cret" not in str(info.value) + repr(provider)
+
+
+@pytest.mark.parametrize("fake_a1111", [SLOW], indirect=True)
+async def test_a_server_that_dies_during_the_job_is_not_unreachable(make: Make, fake_a1111: FakeA1111) -> None:
+    task = asyncio.create_task(make(steps=150).text_to_image(TextToImageRequest("a red fox")))
+    await fake_a1111.wait_until(lambda: fake_a1111.state.sampling_step >= 2)
+    await fake_a1111.stop()
+    with pytest.raises(GenerationUnavailable) as info:
+        await asyncio.wait_for(task, 10)
+    assert not isinstance(info.value, ProviderUnreachable)
 
 
 @pytest.mark.parametrize("fake_a1111", [{"api_enabled": False}], indirect=True)
@@ -222,32 +284,71 @@ def test_settings_are_checked() -> None:
 
 
 @pytest.mark.parametrize("fake_a1111", [SLOW], indirect=True)
-async def test_progress_events_with_previews(make: Make, fake_a1111: FakeA1111) -> None:
+async def test_progress_with_previews(make: Make, fake_a1111: FakeA1111) -> None:
     fake_a1111.options["show_progress_every_n_steps"] = 3
-    events: list[ProgressEvent] = []
+    events: list[Progress] = []
 
-    async def collect(event: ProgressEvent) -> None:
-        events.append(event)
+    async def collect(progress: Progress) -> None:
+        events.append(progress)
 
-    await make(on_progress=collect, steps=30).text_to_image(TextToImageRequest("a red fox"))
+    with reporting_progress(collect):
+        await make(steps=30).text_to_image(TextToImageRequest("a red fox"))
+    assert _stages(events) == ["running", "finished"]  # the server was idle: never queued
     sampling = [e for e in events if e.steps == 30]
-    assert len(sampling) >= 3 and {e.kind for e in events} == {"text-to-image"}
-    assert [e.step for e in sampling] == sorted(e.step for e in sampling) and sampling[-1].step > sampling[0].step
-    assert all(0 <= e.step < 30 and 0 < e.progress <= 1 for e in sampling)
-    previews = [e.preview for e in sampling if e.preview is not None]
-    assert previews and all(p.startswith(b"\x89PNG") for p in previews)
+    steps = [e.step for e in sampling if e.step is not None]
+    assert len(sampling) >= 3 and steps == sorted(steps) and steps[-1] > steps[0]
+    assert all(1 <= step <= 30 for step in steps)  # steps done, counted from 1
+    previews = [e for e in sampling if e.preview is not None]
+    assert previews and all(e.preview_type == "image/png" for e in previews)
+    assert all(e.preview is not None and e.preview.startswith(b"\x89PNG") for e in previews)
+    assert len({e.preview for e in previews}) == len(previews)  # each preview once
+    assert all(a != b for a, b in itertools.pairwise(events))  # no report repeats the last one
+    assert fake_a1111.paths_hit("/sdapi/v1/progress") > len(events)  # what did not change was not reported
 
 
 @pytest.mark.parametrize("fake_a1111", [SLOW], indirect=True)
-async def test_a_failing_progress_callback_does_not_stop_the_job(
+async def test_queued_behind_another_clients_job(make: Make, fake_a1111: FakeA1111) -> None:
+    async with httpx.AsyncClient(base_url=fake_a1111.url) as other_client:
+        body = {"prompt": "someone else's", "steps": 20, "width": 64, "height": 64}
+        theirs = asyncio.create_task(other_client.post(TXT2IMG, json=body, timeout=30))
+        await fake_a1111.wait_until(lambda: fake_a1111.state.sampling_step >= 1)
+        with listening() as events:
+            await make(steps=10).text_to_image(TextToImageRequest("a red fox"))
+        assert (await theirs).status_code == 200
+    assert events[0] == Progress("queued")  # the server says nothing of a place in its queue
+    assert _stages(events) == ["queued", "running", "finished"]
+    steps = [e.step for e in events if e.stage == "running" and e.step is not None]
+    assert steps and steps == sorted(steps) and steps[-1] > steps[0]
+    assert all(e.steps == 10 for e in events if e.step is not None)
+
+
+@pytest.mark.parametrize("fake_a1111", [SLOW], indirect=True)
+async def test_nobody_listening_means_no_reports_and_no_previews_fetched(
+    make: Make, fake_a1111: FakeA1111, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_a1111.options["show_progress_every_n_steps"] = 1
+    reported: list[Progress] = []
+
+    async def spy(progress: Progress) -> None:
+        reported.append(progress)
+
+    monkeypatch.setattr(automatic1111, "report_progress", spy)
+    image = await make(steps=10).text_to_image(TextToImageRequest("a red fox"))
+    assert image.data and reported == []
+    reads = [r.query for r in fake_a1111.requests if r.path == "/sdapi/v1/progress"]
+    assert len(reads) >= 3 and all(q == {"skip_current_image": "true"} for q in reads)
+
+
+@pytest.mark.parametrize("fake_a1111", [SLOW], indirect=True)
+async def test_a_failing_listener_does_not_stop_the_job(
     make: Make, fake_a1111: FakeA1111, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(event: ProgressEvent) -> None:
+    def broken(progress: Progress) -> None:
         raise RuntimeError("the message to edit is gone")
 
-    with caplog.at_level(logging.WARNING, "abby.generation"):
-        image = await make(on_progress=broken, steps=10).text_to_image(TextToImageRequest("a red fox"))
-    assert image.data and "progress callback failed" in caplog.text
+    with caplog.at_level(logging.WARNING, "abby.generation"), reporting_progress(broken):
+        image = await make(steps=10).text_to_image(TextToImageRequest("a red fox"))
+    assert image.data and "progress listener failed" in caplog.text
 
 
 @pytest.mark.parametrize("fake_a1111", [SLOW], indirect=True)
@@ -299,9 +400,9 @@ async def test_a_job_left_behind_by_a_failed_upscale_is_not_taken_for_ours(
         body = {"image": base64.b64encode(png((64, 64))).decode(), "upscaler_1": "Magic 8x"}
         assert (await other_client.post("/sdapi/v1/extra-single-image", json=body)).status_code == 500
     assert fake_a1111.state.job == "extras"  # never ended; ours most likely starts in the same second
-    events: list[ProgressEvent] = []
-    task = asyncio.create_task(make(steps=150, on_progress=events.append).text_to_image(TextToImageRequest("a fox")))
-    await fake_a1111.wait_until(lambda: any(e.steps == 150 and e.step >= 2 for e in events))
+    with listening() as events:
+        task = asyncio.create_task(make(steps=150).text_to_image(TextToImageRequest("a fox")))
+    await fake_a1111.wait_until(lambda: any(e.steps == 150 and (e.step or 0) >= 3 for e in events))
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import io
+import itertools
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,17 @@ from abby_core.errors import (
     NotConfigured,
     ProviderAuthError,
     ProviderRejected,
+    ProviderUnreachable,
 )
-from abby_core.generation.base import ImageToImageRequest, TextToImageRequest, UpscaleRequest
-from abby_core.generation.comfyui import ComfyUIProvider, ProgressEvent, Workflow, default_workflows
+from abby_core.generation import comfyui
+from abby_core.generation.base import (
+    ImageToImageRequest,
+    Progress,
+    TextToImageRequest,
+    UpscaleRequest,
+    reporting_progress,
+)
+from abby_core.generation.comfyui import ComfyUIProvider, Workflow, default_workflows
 from abby_core.generation.params import MAX_SEED
 from tests.fixtures.fake_comfyui import FakeComfyUI, running_fake
 
@@ -44,12 +54,31 @@ def small_workflows() -> dict[str, Workflow]:
     return {kind: dataclasses.replace(wf, base_size=256) for kind, wf in default_workflows().items()}
 
 
-def make(fake: FakeComfyUI, events: list[ProgressEvent] | None = None, **kw: Any) -> ComfyUIProvider:
+def make(fake: FakeComfyUI, **kw: Any) -> ComfyUIProvider:
     kw.setdefault("workflows", small_workflows())
     kw.setdefault("poll_interval", 0.05)
-    if events is not None:
-        kw["on_progress"] = events.append
     return ComfyUIProvider(fake.url, **kw)
+
+
+@contextlib.contextmanager
+def listening() -> Iterator[list[Progress]]:
+    """Collect the progress of the generations started inside the block."""
+    events: list[Progress] = []
+    with reporting_progress(events.append):
+        yield events
+
+
+def stages(events: list[Progress]) -> list[str]:
+    """The stages in order, repeats folded: ``["queued", "running", "finished"]``."""
+    folded: list[str] = []
+    for event in events:
+        if not folded or folded[-1] != event.stage:
+            folded.append(event.stage)
+    return folded
+
+
+def steps_of(events: list[Progress]) -> list[tuple[int | None, int | None]]:
+    return [(e.step, e.steps) for e in events if e.step is not None and e.preview is None]
 
 
 def png(size: tuple[int, int] = (64, 48), colour: tuple[int, int, int] = (10, 200, 30)) -> bytes:
@@ -71,8 +100,7 @@ def posted(fake: FakeComfyUI, path: str) -> list[Any]:
 
 
 async def test_text_to_image(fake: FakeComfyUI) -> None:
-    events: list[ProgressEvent] = []
-    provider = make(fake, events)
+    provider = make(fake)
     try:
         image = await provider.text_to_image(FOX)
     finally:
@@ -93,61 +121,109 @@ async def test_text_to_image(fake: FakeComfyUI) -> None:
     assert fake.history[prompt_id]["prompt"][3] == {"client_id": body["client_id"]}
 
 
-async def test_progress_events_come_in_order(fake: FakeComfyUI) -> None:
-    events: list[ProgressEvent] = []
-    provider = make(fake, events)
+async def test_progress_comes_in_order(fake: FakeComfyUI) -> None:
+    fake.pause()
+    provider = make(fake)
     try:
-        await provider.text_to_image(FOX)
+        with listening() as events:
+            task = asyncio.create_task(provider.text_to_image(FOX))
+        await fake.wait_until(lambda: bool(events))
+        assert events == [Progress("queued", queue_position=0)]  # nothing ahead, not started yet
+        fake.resume()
+        await asyncio.wait_for(task, 5)
     finally:
         await provider.aclose()
-    prompt_id, _ = only_prompt(fake)
-    assert {e.prompt_id for e in events} == {prompt_id}
-    assert all(e.request is FOX for e in events)
-    kinds = [e.kind for e in events]
-    assert kinds[:2] == ["queued", "started"] and kinds[-1] == "finished"
-    nodes = [(e.node, e.node_type) for e in events if e.kind == "node"]
-    assert nodes == [("4", "CheckpointLoaderSimple"), ("6", "CLIPTextEncode"), ("7", "CLIPTextEncode"),
-                     ("5", "EmptyLatentImage"), ("3", "KSampler"), ("8", "VAEDecode"), ("9", "SaveImage")]
-    steps = [(e.value, e.total) for e in events if e.kind == "step"]
-    assert steps == [(i, 25) for i in range(1, 26)]
-    # Steps belong to the sampler: they come after it starts and before the decoder does.
-    assert kinds.index("step") > kinds.index("node") and events[kinds.index("step")].node == "3"
-    assert [e.node for e in events if e.kind in ("node", "step")][-2:] == ["8", "9"]
+    assert stages(events) == ["queued", "running", "finished"]
+    assert steps_of(events) == [(i, 25) for i in range(1, 26)]
+    # A node after the sampler (decode, save) clears the step count.
+    last_step = max(i for i, e in enumerate(events) if e.step is not None)
+    assert events[last_step + 1] == Progress("running")
+    assert all(e.preview is None for e in events)  # the server sends none unless asked to
+    assert all(a != b for a, b in itertools.pairwise(events))  # no report repeats the last one
 
 
-async def test_previews_reach_the_callback(fake: FakeComfyUI) -> None:
+async def test_queued_behind_other_jobs_reports_the_place(fake: FakeComfyUI) -> None:
+    fake.pause()
+    other, provider = make(fake), make(fake)
+    theirs = [asyncio.create_task(other.text_to_image(dataclasses.replace(FOX, seed=s))) for s in (1, 2)]
+    try:
+        await fake.wait_until(lambda: len(fake.pending_ids) == 2)
+        with listening() as events:
+            ours = asyncio.create_task(provider.text_to_image(FOX))
+            await fake.wait_until(lambda: bool(events))
+        assert events == [Progress("queued", queue_position=2)]
+        fake.resume()
+        image = await asyncio.wait_for(ours, 10)
+        await asyncio.gather(*theirs)
+    finally:
+        await provider.aclose()
+        await other.aclose()
+    queued = [e for e in events if e.stage == "queued"]
+    places = [e.queue_position for e in queued if e.queue_position is not None]
+    assert len(places) == len(queued)  # the place was always known
+    assert places[0] == 2 and 1 in places and places == sorted(places, reverse=True)
+    assert len(places) == len(set(places))  # a place is reported once, when it changes
+    assert stages(events) == ["queued", "running", "finished"]
+    assert steps_of(events) == [(i, 25) for i in range(1, 26)]
+    assert image.request_id in fake.history
+
+
+async def test_previews_are_reported(fake: FakeComfyUI) -> None:
     fake.previews = "JPEG"
-    events: list[ProgressEvent] = []
-    provider = make(fake, events)
+    provider = make(fake)
     try:
-        await provider.text_to_image(FOX)
+        with listening() as events:
+            await provider.text_to_image(FOX)
     finally:
         await provider.aclose()
-    previews = [e for e in events if e.kind == "preview"]
+    previews = [e for e in events if e.preview is not None]
     assert len(previews) == 25
+    assert [(e.stage, e.step, e.steps) for e in previews] == [("running", i, 25) for i in range(1, 26)]
     assert previews[0].preview_type == "image/jpeg"
     assert previews[0].preview is not None and Image.open(io.BytesIO(previews[0].preview)).format == "JPEG"
+    assert stages(events)[-1] == "finished"
 
 
-async def test_an_async_callback_is_awaited_and_a_failing_one_does_not_stop_the_job(
-    fake: FakeComfyUI, caplog: pytest.LogCaptureFixture
+async def test_nobody_listening_means_no_reports_and_no_queue_reads(
+    fake: FakeComfyUI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen: list[str] = []
+    reported: list[Progress] = []
 
-    async def callback(event: ProgressEvent) -> None:
-        await asyncio.sleep(0)
-        seen.append(event.kind)
-        if event.kind == "started":
-            raise RuntimeError("the progress message could not be edited")
+    async def spy(progress: Progress) -> None:
+        reported.append(progress)
 
-    provider = make(fake, on_progress=callback)
+    monkeypatch.setattr(comfyui, "report_progress", spy)
+    fake.previews = "JPEG"
+    provider = make(fake, poll_interval=30)  # the websocket says when it is done: no polling needed
     try:
         image = await provider.text_to_image(FOX)
     finally:
         await provider.aclose()
     assert image.width == 320
-    assert seen[0] == "queued" and seen[-1] == "finished"
-    assert "progress callback failed" in caplog.text
+    assert reported == []
+    assert [r.path for r in fake.requests if r.path == "/queue"] == []
+
+
+async def test_an_async_listener_is_awaited_and_a_failing_one_does_not_stop_the_job(
+    fake: FakeComfyUI, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[str] = []
+
+    async def listener(progress: Progress) -> None:
+        await asyncio.sleep(0)
+        seen.append(progress.stage)
+        if progress.stage == "running":
+            raise RuntimeError("the progress message could not be edited")
+
+    provider = make(fake)
+    try:
+        with reporting_progress(listener):
+            image = await provider.text_to_image(FOX)
+    finally:
+        await provider.aclose()
+    assert image.width == 320
+    assert "running" in seen and seen[-1] == "finished"
+    assert "progress listener failed" in caplog.text
 
 
 async def test_seed_zero_picks_a_seed_and_reports_it(fake: FakeComfyUI) -> None:
@@ -193,33 +269,38 @@ async def test_image_to_image_uploads_the_picture(fake: FakeComfyUI) -> None:
 
 
 async def test_upscale(fake: FakeComfyUI) -> None:
-    events: list[ProgressEvent] = []
-    provider = make(fake, events)
+    provider = make(fake)
     try:
-        image = await provider.upscale(UpscaleRequest(image=png((64, 48)), mode="fast"))
+        with listening() as events:
+            image = await provider.upscale(UpscaleRequest(image=png((64, 48)), mode="fast"))
     finally:
         await provider.aclose()
     assert (image.width, image.height) == (256, 192)
     assert image.label == "ComfyUI (RealESRGAN 4x)"
     _, graph = only_prompt(fake)
     assert graph["1"]["inputs"]["image"].startswith("abby/abby-")
-    assert [(e.value, e.total) for e in events if e.kind == "step"] == [(1, 2), (2, 2)]
+    assert steps_of(events) == [(1, 2), (2, 2)]
 
 
-async def test_two_jobs_at_once_each_get_their_own_messages(fake: FakeComfyUI) -> None:
-    events: list[ProgressEvent] = []
-    provider = make(fake, events)
+async def test_two_jobs_at_once_each_get_their_own_progress(fake: FakeComfyUI) -> None:
+    provider = make(fake)
+    first_events: list[Progress] = []
+    second_events: list[Progress] = []
+
+    async def run(request: TextToImageRequest, events: list[Progress]) -> Any:
+        with reporting_progress(events.append):
+            return await provider.text_to_image(request)
+
     try:
         first, second = await asyncio.gather(
-            provider.text_to_image(FOX), provider.text_to_image(dataclasses.replace(FOX, seed=43))
+            run(FOX, first_events), run(dataclasses.replace(FOX, seed=43), second_events)
         )
     finally:
         await provider.aclose()
     assert (first.seed, second.seed) == (42, 43) and first.data != second.data
-    for image in (first, second):
-        mine = [e for e in events if e.prompt_id == image.request_id]
-        assert [e.kind for e in mine][-1] == "finished"
-        assert len([e for e in mine if e.kind == "step"]) == 25
+    for events in (first_events, second_events):
+        assert stages(events)[-2:] == ["running", "finished"]  # queued too, unless it started at once
+        assert steps_of(events) == [(i, 25) for i in range(1, 26)]
 
 
 # -- refusals and failures --------------------------------------------------------------------------
@@ -316,18 +397,68 @@ async def test_a_cleared_queue_does_not_leave_the_job_waiting(fake: FakeComfyUI)
         await provider.aclose()
 
 
-async def test_server_down_is_unavailable() -> None:
+def closed_port() -> int:
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    provider = ComfyUIProvider(f"http://127.0.0.1:{port}", small_workflows())
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("request_", [FOX, UpscaleRequest(image=png())], ids=["txt2img", "upscale"])
+async def test_server_down_is_unreachable(request_: TextToImageRequest | UpscaleRequest) -> None:
+    port = closed_port()
+    provider = ComfyUIProvider(f"http://abby:s3cret@127.0.0.1:{port}/?token=t0ken", small_workflows())
     try:
-        with pytest.raises(GenerationUnavailable, match="could not be reached") as down:
-            await provider.text_to_image(FOX)
+        with pytest.raises(ProviderUnreachable) as down:
+            if isinstance(request_, UpscaleRequest):
+                await provider.upscale(request_)
+            else:
+                await provider.text_to_image(request_)
     finally:
         await provider.aclose()
-    assert not isinstance(down.value, GenerationTimeout)
+    assert down.value.code == "provider_unreachable"
+    assert f"The ComfyUI server at http://127.0.0.1:{port}/ is not reachable" in str(down.value)
+    assert "s3cret" not in str(down.value) + repr(provider) and "t0ken" not in str(down.value)
     assert isinstance(down.value.__cause__, httpx.ConnectError)
+
+
+class RefusePrompt(httpx.AsyncBaseTransport):
+    """A real transport whose connection for ``POST /prompt`` cannot be opened."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path == "/prompt":
+            raise httpx.ConnectError("connection refused", request=request)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_prompt_that_could_not_be_sent_is_unreachable_and_nothing_is_withdrawn(fake: FakeComfyUI) -> None:
+    provider = make(fake, transport=RefusePrompt())
+    try:
+        with pytest.raises(ProviderUnreachable):
+            await provider.image_to_image(ImageToImageRequest(image=png(), prompt="x", seed=1))
+    finally:
+        await provider.aclose()
+    assert fake.prompts == {} and posted(fake, "/queue") == [] and fake.interrupt_requests == []
+    assert any(key[0] == "input" for key in fake.files)  # the websocket and the upload got through
+
+
+async def test_a_server_that_dies_after_taking_the_job_is_not_unreachable(fake: FakeComfyUI) -> None:
+    fake.pause()
+    provider = make(fake)
+    try:
+        task = asyncio.create_task(provider.text_to_image(FOX))
+        await fake.wait_until(lambda: bool(fake.pending_ids))
+        await fake.stop()
+        with pytest.raises(GenerationUnavailable) as down:
+            await asyncio.wait_for(task, 5)
+    finally:
+        await provider.aclose()
+    assert not isinstance(down.value, ProviderUnreachable)
 
 
 async def test_a_closed_provider_refuses_work(fake: FakeComfyUI) -> None:
@@ -412,31 +543,37 @@ async def test_a_timeout_in_the_queue_deletes_without_interrupting(fake: FakeCom
 
 async def test_a_dropped_websocket_falls_back_to_polling(fake: FakeComfyUI) -> None:
     fake.step_delay = 0.02
-    events: list[ProgressEvent] = []
-    provider = make(fake, events)
+    provider = make(fake)
     try:
-        task = asyncio.create_task(provider.text_to_image(FOX))
-        await fake.wait_until(lambda: any(e.kind == "step" for e in events))
+        with listening() as events:
+            task = asyncio.create_task(provider.text_to_image(FOX))
+        await fake.wait_until(lambda: any(e.step is not None for e in events))
         await fake.drop_sockets()
         image = await asyncio.wait_for(task, 5)
     finally:
         await provider.aclose()
     assert image.width == 320
-    assert [e.kind for e in events][-1] == "finished"
-    assert len([e for e in events if e.kind == "step"]) < 25
+    assert stages(events)[-2:] == ["running", "finished"]
+    assert len(steps_of(events)) < 25
     assert any(r.path.startswith("/history/") for r in fake.requests)
 
 
 async def test_a_proxy_without_websockets_still_works(fake: FakeComfyUI) -> None:
     fake.websockets = False
-    events: list[ProgressEvent] = []
-    provider = make(fake, events)
+    fake.step_delay = 0.02
+    fake.pause()
+    provider = make(fake)
     try:
-        image = await provider.text_to_image(FOX)
+        with listening() as events:
+            task = asyncio.create_task(provider.text_to_image(FOX))
+        await fake.wait_until(lambda: bool(events))
+        fake.resume()
+        image = await asyncio.wait_for(task, 5)
     finally:
         await provider.aclose()
     assert image.width == 320
-    assert [e.kind for e in events] == ["queued", "finished"]
+    # Polling /queue still shows the job start; there are no steps without the websocket.
+    assert events == [Progress("queued", queue_position=0), Progress("running"), Progress("finished")]
 
 
 async def test_without_a_websocket_failures_are_read_from_the_history(fake: FakeComfyUI) -> None:
@@ -456,16 +593,16 @@ async def test_without_a_websocket_failures_are_read_from_the_history(fake: Fake
 
 async def test_the_auth_header_goes_on_every_request() -> None:
     async with running_fake(auth=("Authorization", "Bearer let-me-in")) as fake:
-        events: list[ProgressEvent] = []
-        provider = make(fake, events, auth_header="Bearer let-me-in")
+        provider = make(fake, auth_header="Bearer let-me-in")
         try:
-            image = await provider.image_to_image(ImageToImageRequest(image=png(), prompt="x", seed=1))
+            with listening() as events:
+                image = await provider.image_to_image(ImageToImageRequest(image=png(), prompt="x", seed=1))
         finally:
             await provider.aclose()
         assert image.width == 64
         assert {r.headers.get("authorization") for r in fake.requests} == {"Bearer let-me-in"}
         assert any(r.path == "/ws" for r in fake.requests)
-        assert any(e.kind == "step" for e in events)  # the websocket got through too
+        assert steps_of(events)  # the websocket got through too
 
 
 async def test_a_wrong_auth_header_is_the_operators_problem() -> None:

@@ -16,6 +16,7 @@ from abby_core.errors import (
     ProviderAuthError,
     ProviderOutOfCredits,
     ProviderRejected,
+    ProviderUnreachable,
     RateLimited,
     RequestTooLarge,
 )
@@ -158,7 +159,7 @@ async def test_connection_errors_are_retried_then_unavailable() -> None:
     async with gen:
         with pytest.raises(GenerationUnavailable) as info:
             await gen.text_to_image("a fox")
-    assert type(info.value) is GenerationUnavailable
+    assert type(info.value) is ProviderUnreachable
     assert len(sleep.delays) == 2
     assert "httpx" not in type(info.value).__module__
     assert API_KEY not in str(info.value)

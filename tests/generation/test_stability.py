@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import io
+import socket
 
+import httpx
 import pytest
 from PIL import Image
 from pydantic import SecretStr
 
 from abby_core.config import load_settings
-from abby_core.errors import ConfigError, ContentFiltered, GenerationTimeout, GenerationUnavailable, NotConfigured
+from abby_core.errors import (
+    ConfigError,
+    ContentFiltered,
+    GenerationTimeout,
+    GenerationUnavailable,
+    NotConfigured,
+    ProviderUnreachable,
+)
 from abby_core.generation import ImageGenerator
+from abby_core.generation.base import TextToImageRequest, UpscaleRequest
 from abby_core.generation.stability import StabilityProvider
 from tests.fixtures.fake_stability import API_KEY, FakeStability, Reply
 from tests.generation.helpers import SleepRecorder, generator, png
@@ -217,3 +227,61 @@ async def test_aclose_twice_is_fine(fake_stability: FakeStability) -> None:
     with pytest.raises(GenerationUnavailable, match="closed"):
         await gen.text_to_image("a fox")
     assert fake_stability.routes_hit("core") == 1
+
+
+# -- unreachable: nothing was sent -------------------------------------------------------------
+
+
+async def test_a_closed_port_is_unreachable_after_the_retries() -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    sleep = SleepRecorder()
+    provider = StabilityProvider(API_KEY, f"http://127.0.0.1:{port}", max_retries=2, sleep=sleep)
+    try:
+        with pytest.raises(ProviderUnreachable, match="not reachable right now") as info:
+            await provider.text_to_image(TextToImageRequest(prompt="a fox"))
+    finally:
+        await provider.aclose()
+    assert info.value.code == "provider_unreachable"
+    assert isinstance(info.value.__cause__, httpx.ConnectError)
+    assert len(sleep.delays) == 2 and API_KEY not in str(info.value)
+
+
+async def test_a_service_that_answered_once_is_not_unreachable() -> None:
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if len(calls) == 1:
+            return httpx.Response(503, json={"name": "service_unavailable", "errors": ["busy"]})
+        raise httpx.ConnectError("connection refused", request=request)
+
+    provider = StabilityProvider(API_KEY, "http://stability.test", max_retries=1, sleep=SleepRecorder(),
+                                 transport=httpx.MockTransport(handler))
+    try:
+        with pytest.raises(GenerationUnavailable) as info:
+            await provider.text_to_image(TextToImageRequest(prompt="a fox"))
+    finally:
+        await provider.aclose()
+    assert len(calls) == 2 and not isinstance(info.value, ProviderUnreachable)
+
+
+async def test_an_unreachable_poll_after_the_job_was_sent_is_not_unreachable() -> None:
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(200, json={"id": "a1b2c3"})
+        raise httpx.ConnectError("connection refused", request=request)
+
+    provider = StabilityProvider(API_KEY, "http://stability.test", sleep=sleep, clock=lambda: now[0],
+                                 poll_deadline=30, transport=httpx.MockTransport(handler))
+    try:
+        with pytest.raises(GenerationTimeout):  # the upscale was paid for: it is waited for, never moved
+            await provider.upscale(UpscaleRequest(image=png((128, 128)), prompt="a castle", mode="creative"))
+    finally:
+        await provider.aclose()
