@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from abby_core.config import Settings
-from abby_core.errors import NotConfigured, StorageError
+from abby_core.errors import InvalidPrompt, NotConfigured, StorageError
 from abby_core.generation import (
     GeneratedImage,
     GenerationRequest,
@@ -30,11 +30,14 @@ from abby_core.generation import (
 )
 from abby_core.generation.stability import NOT_CONFIGURED
 from abby_core.images import clean_prompt, compress_for_storage
+from abby_core.moderation import REFUSAL, Blocklist, load_blocklist
 from abby_core.storage import QuotaStatus, StorageManager, StoredImage, check_user_id
 
 __all__ = ["GenerationResult", "ImageService"]
 
 log = logging.getLogger("abby.pipeline")
+# One line per refused request, with its reason (for operators and, later, the analytics).
+events = logging.getLogger("abby.events")
 Kind = Literal["imagine", "img2img", "upscale"]
 
 
@@ -65,16 +68,18 @@ class ImageService:
         store_format: Literal["png", "webp"] = "png",
         store_quality: int = 90,
         store_lossless: bool = False,
+        blocklist: Blocklist | None = None,
     ) -> None:
         self.storage = storage
         self.generator = generator
+        self.blocklist = blocklist or Blocklist()
         self.store_format: Literal["png", "webp"] = store_format
         self.store_quality = store_quality
         self.store_lossless = store_lossless
 
     @classmethod
     def from_settings(cls, settings: Settings, storage: StorageManager, generator: ImageGenerator) -> ImageService:
-        """The service with the storage format settings (``IMAGE_STORE_*``) applied."""
+        """The service with the storage format (``IMAGE_STORE_*``) and the prompt blocklist applied."""
         api = settings.api
         return cls(
             storage,
@@ -82,7 +87,18 @@ class ImageService:
             store_format=api.store_format,
             store_quality=api.store_quality,
             store_lossless=api.store_lossless,
+            blocklist=load_blocklist(settings.moderation),
         )
+
+    def check_prompt(self, prompt: str) -> str:
+        """The prompt cleaned and checked against the blocklist (:class:`InvalidPrompt` if refused)."""
+        cleaned = clean_prompt(prompt)
+        found = self.blocklist.find(cleaned)
+        if found is not None:
+            # The operator sees which entry matched; the member is never told (it would teach evasion).
+            events.info("refused code=blocked_prompt entry=%r", found.entry)
+            raise InvalidPrompt(REFUSAL)
+        return cleaned
 
     async def precheck(self, user_id: object, *, prompt: str | None = None, role_ids: Iterable[int] = ()) -> None:
         """Refuse early what :meth:`imagine` and friends would refuse, without holding anything.
@@ -95,7 +111,7 @@ class ImageService:
         """
         uid = check_user_id(user_id)
         if prompt is not None:
-            clean_prompt(prompt)
+            self.check_prompt(prompt)
         if not self.generator.configured:
             raise NotConfigured(NOT_CONFIGURED)
         await self.storage.precheck(uid, role_ids=tuple(role_ids))
@@ -162,6 +178,8 @@ class ImageService:
         role_ids: Iterable[int],
         progress: ProgressCallback | None,
     ) -> GenerationResult:
+        if prompt is not None:
+            self.check_prompt(prompt)
         if not self.generator.configured:
             raise NotConfigured(NOT_CONFIGURED)
         roles = tuple(role_ids)

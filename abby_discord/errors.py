@@ -47,7 +47,7 @@ from abby_core.errors import (
 )
 from abby_discord.limiter import QueueTimeout, UserBusy
 
-__all__ = ["PUBLIC_DEFER", "NotAdmin", "NotOwner", "report", "timestamp", "user_message"]
+__all__ = ["PUBLIC_DEFER", "ChannelNotAllowed", "NotAdmin", "NotOwner", "report", "timestamp", "user_message"]
 
 log = logging.getLogger("abby.discord")
 
@@ -58,6 +58,15 @@ PUBLIC_DEFER = "abby_public_defer"
 
 class NotAdmin(app_commands.CheckFailure):
     """A member without Manage Server or an admin role used an admin command."""
+
+
+class ChannelNotAllowed(app_commands.CheckFailure):
+    """Images are not made in this channel (``IMAGE_CHANNEL_IDS``, ``IMAGE_AGE_RESTRICTED_ONLY``)."""
+
+    def __init__(self, allowed: tuple[int, ...], *, age_restricted: bool) -> None:
+        super().__init__("images are not made in this channel")
+        self.allowed = allowed
+        self.age_restricted = age_restricted
 
 
 class NotOwner(Exception):
@@ -95,6 +104,10 @@ def user_message(error: BaseException) -> str:
             return f"I'm very busy right now and your request waited too long. {_NOTHING_CHARGED} — please try again."
         case NotOwner():
             return "Only the member who made this image can delete it."
+        case ChannelNotAllowed():
+            kind = "age-restricted channels" if exc.age_restricted else "some channels"
+            where = ", ".join(f"<#{c}>" for c in exc.allowed[:10])
+            return f"Images are only made in {kind} on this server" + (f": {where}." if where else ".")
         case NotAdmin():
             return "This command is for server admins (Manage Server permission or an admin role)."
         case app_commands.NoPrivateMessage():

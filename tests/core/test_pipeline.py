@@ -139,3 +139,20 @@ async def test_precheck_refuses_early_and_holds_nothing(offline: ImageService, s
         await ImageService(storage, ImageGenerator(api_key=None)).precheck("42", prompt="a cat")
     status = await storage.get_quota_status(USER)
     assert (status.daily_used, status.in_flight) == (2, 0)
+
+
+async def test_a_blocked_prompt_is_refused_before_anything_is_held(storage: StorageManager) -> None:
+    from abby_core.errors import InvalidPrompt
+    from abby_core.moderation import Blocklist
+
+    async with ImageGenerator(provider=OfflineProvider()) as generator:
+        service = ImageService(storage, generator, blocklist=Blocklist(["gore"]))
+        with pytest.raises(InvalidPrompt, match="does not allow"):
+            await service.imagine("123", "a G0RE scene")
+        picture = io.BytesIO()
+        Image.new("RGB", (64, 64), (10, 20, 30)).save(picture, "PNG")
+        with pytest.raises(InvalidPrompt):
+            await service.img2img("123", picture.getvalue(), "g o r e")
+        result = await service.imagine("123", "a glass of water")
+    status = await storage.get_quota_status("123")
+    assert (status.daily_used, status.in_flight) == (1, 0) and result.stored.size > 0

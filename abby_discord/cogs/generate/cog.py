@@ -24,7 +24,7 @@ from abby_core.errors import GenerationTimeout, InvalidImage, InvalidPrompt
 from abby_core.generation import ASPECT_RATIOS, MAX_SEED, STYLE_PRESETS, ProgressCallback
 from abby_core.pipeline import GenerationResult
 from abby_core.storage.keys import CONTENT_TYPES
-from abby_discord.errors import PUBLIC_DEFER, NotOwner
+from abby_discord.errors import PUBLIC_DEFER, ChannelNotAllowed, NotOwner
 from abby_discord.progress import ProgressMessage
 from abby_discord.render import PromptInfo, mb, prompt_of, render_result
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_UPLOAD_BYTES", "Images", "check_attachment", "role_ids"]
 
+events = logging.getLogger("abby.events")
 log = logging.getLogger("abby.discord")
 _ANSWER_WITHIN = timedelta(minutes=14)  # Discord's interaction token lasts 15
 
@@ -76,7 +77,18 @@ class Images(commands.Cog):
         self.bot = bot
 
     # -- the one flow ------------------------------------------------------------------------
+    def _check_channel(self, interaction: discord.Interaction) -> None:
+        """Refuse channels the owner did not open to image generation (nothing is held yet)."""
+        rules = self.bot.settings.moderation
+        channel = interaction.channel
+        nsfw = bool(channel is not None and getattr(channel, "is_nsfw", lambda: False)())
+        allowed = not rules.channel_ids or interaction.channel_id in rules.channel_ids
+        if not allowed or (rules.age_restricted_only and not nsfw):
+            events.info("refused code=channel_not_allowed channel=%s", interaction.channel_id)
+            raise ChannelNotAllowed(rules.channel_ids, age_restricted=rules.age_restricted_only)
+
     async def _generate(self, interaction: discord.Interaction, *, title: str, info: PromptInfo, run: Run) -> None:
+        self._check_channel(interaction)
         async with self.bot.limiter.claim(interaction.user.id) as ticket:
             # Refusals a member can be told about now (blocked, limits, bad prompt, not
             # configured) are answered privately before the public "thinking…" message.
