@@ -11,7 +11,14 @@ from tests.discord.conftest import Abby, refusal, result_of
 
 @pytest.mark.parametrize(
     "prompt",
-    ["a GORE scene", "a g\u043er\u0435 scene", "a g.o.r.e scene", "a g0re scene", "a gôre scene", "a \uff47\uff4f\uff52\uff45 scene"],
+    [
+        "a GORE scene",
+        "a g\u043er\u0435 scene",  # Cyrillic o and e
+        "a g.o.r.e scene",
+        "a g0re scene",
+        "a gôre scene",
+        "a \uff47\uff4f\uff52\uff45 scene",  # full-width letters
+    ],
 )
 async def test_a_blocked_prompt_is_refused_privately_and_costs_nothing(abby: Abby, prompt: str) -> None:
     await abby.start(PROMPT_BLOCKLIST="gore, re:blood\\w*")
