@@ -14,7 +14,8 @@ The checks, in order (``Check.name``)::
     conditional_writes  the server refuses a write whose precondition fails (exact quotas)
     presigned_link      S3: a presigned link to the probe, fetched at the public endpoint, works
     clock               S3: local UTC is within 5 minutes of the server's ``Date`` header
-    stability           the Stability key is accepted (``get_balance``)
+    stability           the Stability key is accepted (``get_balance``), when Stability is used
+    image_server        each local GPU server (ComfyUI, AUTOMATIC1111) answers and has what is configured
     discord_token       DISCORD_TOKEN has the shape of a bot token
 """
 
@@ -34,15 +35,21 @@ from typing import Literal
 
 import httpx
 
-from abby_core.config import Settings
+from abby_core.config import A1111Settings, ApiSettings, ProviderName, Settings, redact_url
 from abby_core.errors import (
     AbbyError,
     ConfigError,
+    GenerationTimeout,
     GenerationUnavailable,
     ProviderAuthError,
     ProviderOutOfCredits,
+    ProviderRejected,
+    ProviderUnreachable,
 )
 from abby_core.generation import ImageGenerator
+from abby_core.generation.automatic1111 import Automatic1111Provider, WebUIReport
+from abby_core.generation.comfyui import ComfyUIProvider, ServerReport, WorkflowIssue
+from abby_core.generation.generator import build_provider
 from abby_core.storage import StorageManager
 from abby_core.storage.backend import StorageBackend
 from abby_core.storage.filesystem import FilesystemBackend
@@ -72,6 +79,7 @@ TITLES: dict[str, str] = {
     "presigned_link": "Presigned links",
     "clock": "Clock",
     "stability": "Stability API key",
+    "image_server": "Image server",
     "discord_token": "Discord token",
 }
 CHECK_NAMES: tuple[str, ...] = tuple(TITLES)
@@ -127,25 +135,211 @@ def discord_token_check(settings: Settings) -> Check:
     )
 
 
+def _providers(api: ApiSettings) -> str:
+    """``IMAGE_PROVIDER=x`` (and the fallback), for a skip's detail."""
+    shown = f"IMAGE_PROVIDER={api.provider}"
+    return shown + (f", IMAGE_PROVIDER_FALLBACK={api.fallback}" if api.fallback else "")
+
+
 async def _stability_check(settings: Settings, generator: ImageGenerator) -> Check:
-    if settings.api.provider == "offline":
+    api = settings.api
+    if api.provider == "offline" and api.fallback != "stability":
         return _skip("stability", "IMAGE_PROVIDER=offline: no key needed, images are local previews")
-    if not generator.configured:
-        return _fail(
-            "stability",
-            "STABILITY_API_KEY is not set: image generation is disabled",
-            "Set STABILITY_API_KEY, or IMAGE_PROVIDER=offline to try Abby without a provider.",
-        )
+    if "stability" not in (api.provider, api.fallback):
+        return _skip("stability", f"{_providers(api)}: Stability is not used, so no key is needed")
+    if api.provider == "stability":
+        fix = "Set STABILITY_API_KEY, or IMAGE_PROVIDER=offline to try Abby without a provider."
+        return await _key_check(api, generator.configured, generator.get_balance, "image generation", fix)
+    # Stability is only the fallback: the generator's balance would be the first provider's.
+    fallback = build_provider("stability", api)
     try:
-        credits = await generator.get_balance()
+        fix = "Set STABILITY_API_KEY, or unset IMAGE_PROVIDER_FALLBACK."
+        return await _key_check(api, fallback.configured, fallback.get_balance, "the Stability fallback", fix)
+    finally:
+        await fallback.aclose()
+
+
+async def _key_check(
+    api: ApiSettings, configured: bool, balance: Callable[[], Awaitable[float | None]], what: str, missing_fix: str
+) -> Check:
+    if not configured:
+        return _fail("stability", f"STABILITY_API_KEY is not set: {what} is disabled", missing_fix)
+    try:
+        credits = await balance()
     except (ProviderAuthError, ProviderOutOfCredits) as exc:
         return _fail("stability", exc.message, "Check STABILITY_API_KEY and the account at platform.stability.ai.")
     except GenerationUnavailable as exc:
-        return _fail("stability", exc.message, f"Check that {settings.api.stability_api_host} is reachable.")
+        return _fail("stability", exc.message, f"Check that {api.stability_api_host} is reachable.")
     except AbbyError as exc:
         return _fail("stability", exc.message)
     shown = f" ({credits:g} credits left)" if credits is not None else ""
     return _ok("stability", f"the key is accepted{shown}")
+
+
+# -- image servers ------------------------------------------------------------------------
+
+_LOCAL: dict[ProviderName, str] = {"comfyui": "ComfyUI", "automatic1111": "AUTOMATIC1111"}
+_UNREACHABLE_FIX = {
+    "comfyui": "Check COMFYUI_URL. On another machine, ComfyUI must be started with --listen "
+    "and its port (8188 by default) let through the firewall.",
+    "automatic1111": "Check A1111_URL. On another machine, the web UI must be started with --listen --api "
+    "and its port (7860 by default) let through the firewall.",
+}
+_WEBUI_SETTINGS = {"model": "A1111_MODEL", "sampler": "A1111_SAMPLER", "upscaler": "A1111_UPSCALER"}
+_WEBUI_FIX = {
+    "model": "Set A1111_MODEL to a checkpoint the server lists (or empty for its current one), "
+    "or put the checkpoint in the web UI's models/Stable-diffusion folder.",
+    "sampler": "Set A1111_SAMPLER to a sampler the server lists, or leave it empty for the default.",
+    "upscaler": "Set A1111_UPSCALER to an upscaler the server lists, or put the model in the web UI's "
+    "models/ESRGAN (or RealESRGAN) folder.",
+}
+
+
+def _names(names: tuple[str, ...], limit: int = 8) -> str:
+    if not names:
+        return "none"
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _comfyui_verdict(report: ServerReport, url: str) -> Check:
+    where = f"ComfyUI {report.version} at {url}" if report.version else f"ComfyUI at {url}"
+    if report.device:
+        # "cuda:0 NVIDIA GeForce RTX 4090 : cudaMallocAsync": the allocator says nothing to an operator
+        device = report.device.split(" : ")[0]
+        vram = f", {report.vram_total / 1024**3:.0f} GB VRAM" if report.vram_total else ""
+        where += f" ({device}{vram})"
+    if not report.issues:
+        kinds = _and(list(report.workflows)) if report.workflows else "no"
+        return _ok("image_server", f"{where}: every node and model of the {kinds} workflows is installed")
+    problems = [_issue_text(issue) for issue in report.issues[:3]]
+    if len(report.issues) > 3:
+        problems.append(f"and {len(report.issues) - 3} more")
+    return _fail("image_server", f"{where}: " + "; ".join(problems), _issue_fixes(report.issues))
+
+
+def _issue_text(issue: WorkflowIssue) -> str:
+    node = f"the {issue.kind} workflow ({issue.workflow}) node {issue.node_id}"
+    if issue.input_name is None:
+        return f"{node} uses {issue.class_type}, which is not installed"
+    return (
+        f"{node} ({issue.class_type}) loads {issue.input_name} {issue.value!r}, which the server does "
+        f"not have (it has: {_names(issue.choices)})"
+    )
+
+
+def _issue_fixes(issues: tuple[WorkflowIssue, ...]) -> str:
+    """One fix per missing node class or file (the first three), naming the workflow files that use it."""
+    used_by: dict[tuple[str, str | None, bool], list[str]] = {}  # (class or file, folder, is a node) -> kinds
+    for issue in issues:
+        node = issue.input_name is None
+        kinds = used_by.setdefault((issue.class_type if node else issue.value or "", issue.folder, node), [])
+        if issue.kind not in kinds:
+            kinds.append(issue.kind)
+    fixes: list[str] = []
+    for (missing, folder, node), kinds in list(used_by.items())[:3]:
+        files = ", ".join(f"{kind}.json" for kind in kinds)
+        workflow = f"the workflow{'s' if len(kinds) > 1 else ''} (COMFYUI_WORKFLOWS/{files})"
+        if node:
+            fixes.append(
+                f"Install the custom node that provides {missing} (e.g. with ComfyUI-Manager) and restart "
+                f"ComfyUI, or point {workflow} at nodes you have."
+            )
+        else:
+            where = f"ComfyUI's {folder} folder" if folder else "the matching folder under ComfyUI's models/"
+            fixes.append(f"Put {missing} in {where}, or point {workflow} at one you have.")
+    return " ".join(fixes)
+
+
+def _webui_verdict(report: WebUIReport, url: str, a1111: A1111Settings) -> Check:
+    where = f"AUTOMATIC1111 at {url}"
+    if report.unknown:
+        problems = [
+            f"{_WEBUI_SETTINGS[u.setting]} {u.wanted!r} is not on the server (it has: {_names(u.available)})"
+            for u in report.unknown
+        ]
+        return _fail(
+            "image_server", f"{where}: " + "; ".join(problems), " ".join(_WEBUI_FIX[u.setting] for u in report.unknown)
+        )
+    lists = f"{len(report.models)} checkpoints, {len(report.samplers)} samplers and {len(report.upscalers)} upscalers"
+    configured = [
+        f"{_WEBUI_SETTINGS[k]} {v!r}"
+        for k, v in (("model", a1111.model), ("sampler", a1111.sampler), ("upscaler", a1111.upscaler))
+        if v
+    ]
+    found = f"; {_and(configured)} {'is' if len(configured) == 1 else 'are'} among them" if configured else ""
+    return _ok("image_server", f"{where}: the API answers with {lists}{found}")
+
+
+async def _image_server(name: ProviderName, api: ApiSettings) -> Check:
+    """One local server's verdict: its provider's ``inspect()``, each error with its fix."""
+    label = _LOCAL[name]
+    url = redact_url(api.comfyui.url if name == "comfyui" else api.a1111.url)
+    try:
+        provider = build_provider(name, api)
+    except ConfigError as exc:
+        return _fail("image_server", f"{label}: {exc.message}", "Fix the setting or workflow file named above.")
+    try:
+        if isinstance(provider, ComfyUIProvider):
+            return _comfyui_verdict(await provider.inspect(), url)
+        assert isinstance(provider, Automatic1111Provider)
+        return _webui_verdict(await provider.inspect(), url, api.a1111)
+    except ProviderUnreachable:
+        return _fail("image_server", f"{label}: the image server at {url} is not reachable", _UNREACHABLE_FIX[name])
+    except ProviderAuthError as exc:
+        status = f" (HTTP {exc.status})" if exc.status else ""
+        if name == "comfyui":
+            return _fail(
+                "image_server",
+                f"{label} at {url} refused the request{status}",
+                "Check COMFYUI_AUTH_HEADER and COMFYUI_AUTH_HEADER_NAME (the header a proxy in front of "
+                "ComfyUI requires).",
+            )
+        asked = "refused A1111_USERNAME/A1111_PASSWORD" if api.a1111.username else "requires a user name and password"
+        return _fail(
+            "image_server",
+            f"{label} at {url} {asked}{status}",
+            "Check A1111_USERNAME/A1111_PASSWORD: they must match the web UI's --api-auth user:password.",
+        )
+    except (ConfigError, ProviderRejected) as exc:
+        if isinstance(exc, ConfigError) or exc.status == 404:
+            if name == "comfyui":
+                return _fail(
+                    "image_server",
+                    f"{label}: {url} does not answer as ComfyUI (HTTP 404)",
+                    "Check that COMFYUI_URL is ComfyUI's address, as in http://gpu-box:8188.",
+                )
+            return _fail(
+                "image_server",
+                f"{label}: {url} does not answer as the web UI API (HTTP 404)",
+                "Start the web UI with --api (add it to COMMANDLINE_ARGS), and check A1111_URL.",
+            )
+        return _fail("image_server", f"{label} at {url}: {exc.message}")
+    except GenerationTimeout:
+        return _fail(
+            "image_server",
+            f"{label} at {url} did not answer in time",
+            "Check that the server is not stuck or still starting, then try again.",
+        )
+    except AbbyError as exc:
+        return _fail("image_server", f"{label} at {url}: {exc.message}")
+    finally:
+        await provider.aclose()
+
+
+async def _image_server_check(api: ApiSettings) -> Check:
+    local = [name for name in (api.provider, api.fallback) if name in _LOCAL]
+    if not local:
+        return _skip("image_server", f"{_providers(api)}: no local image server (ComfyUI, AUTOMATIC1111) to check")
+    verdicts = [await _image_server(name, api) for name in local]
+    if len(verdicts) == 1:
+        return verdicts[0]
+    failed = [v for v in verdicts if v.status == "fail"]
+    fix = " ".join(v.fix for v in failed if v.fix) or None
+    return Check("image_server", "fail" if failed else "ok", "; ".join(v.detail for v in verdicts), fix)
 
 
 def _config_check(settings: Settings, backend: StorageBackend) -> Check:
@@ -347,6 +541,7 @@ class _Doctor:
         finally:
             await self.delete_probe()
         checks.append(await _stability_check(self.settings, self.generator))
+        checks.append(await _image_server_check(self.settings.api))
         checks.append(discord_token_check(self.settings))
         return checks
 

@@ -44,7 +44,11 @@ def describe_progress(progress: Progress) -> str:
 
 
 class ProgressMessage:
-    """A progress listener that edits one interaction's reply, rate-limited."""
+    """A progress listener that edits one interaction's reply, rate-limited.
+
+    Each edit while the job runs carries the newest preview seen so far, even one that
+    came with a report that was not shown; queued and finished edits carry none.
+    """
 
     def __init__(
         self,
@@ -59,27 +63,36 @@ class ProgressMessage:
         self.edits = 0
         self._last: float | None = None
         self._shown: str | None = None
+        self._preview: Progress | None = None  # the newest report that carried a preview
+        self._shown_preview: Progress | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
     async def __call__(self, progress: Progress) -> None:
-        if self._closed or (self._task is not None and not self._task.done()):
+        if self._closed:
+            return
+        if progress.preview:
+            # Kept even when this report is not shown: servers send a step, then its preview,
+            # so the report that gets the next edit is usually the step without a picture.
+            self._preview = progress
+        if self._task is not None and not self._task.done():
             return  # one edit at a time; the next report brings the news up to date
         now = self.clock()
         if self._last is not None and now - self._last < self.interval:
             return
         text = describe_progress(progress)
-        if text == self._shown and progress.preview is None:
+        preview = self._preview if progress.stage == "running" else None
+        if text == self._shown and preview is self._shown_preview:
             return
-        self._last, self._shown = now, text
+        self._last, self._shown, self._shown_preview = now, text, preview
         # The edit runs beside the generation: a slow Discord never holds up the image server.
-        self._task = asyncio.create_task(self._edit(text, progress))
+        self._task = asyncio.create_task(self._edit(text, preview))
 
-    async def _edit(self, text: str, progress: Progress) -> None:
+    async def _edit(self, text: str, preview: Progress | None) -> None:
         attachments: list[discord.File] = []
-        if progress.preview:
-            ext = _EXTENSIONS.get(progress.preview_type or "", "png")
-            attachments.append(discord.File(io.BytesIO(progress.preview), filename=f"preview.{ext}", spoiler=True))
+        if preview is not None and preview.preview:
+            ext = _EXTENSIONS.get(preview.preview_type or "", "png")
+            attachments.append(discord.File(io.BytesIO(preview.preview), filename=f"preview.{ext}", spoiler=True))
         try:
             await self.interaction.edit_original_response(content=text, attachments=attachments)
             self.edits += 1

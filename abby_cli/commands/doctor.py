@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
         show_settings: Annotated[bool, typer.Option("--settings", help="Also print the settings (no secrets)")] = False,
         json_mode: JsonFlag = False,
     ) -> None:
-        """Check the configuration, storage, provider key and bot token; explain each fix."""
+        """Check the configuration, storage, image provider (key or GPU server) and bot token; explain each fix."""
         import asyncio
 
         out = Output(json_mode)

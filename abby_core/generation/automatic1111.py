@@ -39,6 +39,7 @@ import math
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -72,12 +73,15 @@ from abby_core.generation.base import (
 from abby_core.generation.params import MAX_SEED
 from abby_core.images import probe_image, sniff_format
 
-__all__ = ["Automatic1111Provider", "JobKind"]
+__all__ = ["Automatic1111Provider", "JobKind", "Setting", "UnknownName", "WebUIReport"]
 
 log = logging.getLogger("abby.generation")
 
 JobKind = Literal["text-to-image", "image-to-image", "upscale"]
+Setting = Literal["model", "sampler", "upscaler"]
 _API = "/sdapi/v1"
+_LISTINGS: dict[Setting, str] = {"model": "sd-models", "sampler": "samplers", "upscaler": "upscalers"}
+_INSPECT_TIMEOUT = 15.0
 _GRACE = 30.0  # seconds an interrupted or abandoned job is given to answer
 _STOP_WAIT = 5.0  # how long a cancelled call waits for its interrupt to be sent
 _SNAPSHOT_TIMEOUT = 10.0
@@ -143,6 +147,40 @@ class _Info(_Model):
 
 class _Upscaled(_Model):
     image: str | None = None
+
+
+@dataclass(frozen=True)
+class UnknownName:
+    """A configured ``setting`` whose name ``wanted`` the web UI does not have; ``available`` are its names."""
+
+    setting: Setting
+    wanted: str
+    available: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class WebUIReport:
+    """What the web UI's API lists (checkpoint titles, sampler and upscaler names), and the
+    configured names it lacks (``abby doctor``). Unset settings (no model, no sampler) are not judged."""
+
+    models: tuple[str, ...]
+    samplers: tuple[str, ...]
+    upscalers: tuple[str, ...]
+    unknown: tuple[UnknownName, ...]
+
+
+def _match(setting: Setting, wanted: str | None, listing: Any) -> tuple[str | None, list[str]]:
+    """The server's name for ``wanted`` in a ``/sd-models``, ``/samplers`` or ``/upscalers`` answer
+    (None when it is not there, or not asked), and the names the server offers."""
+    if setting == "model":
+        checkpoints = _parse(list[_Checkpoint], listing)
+        found = next((c.title for c in checkpoints if wanted and wanted in c.names()), None)
+        return found, [c.title for c in checkpoints]
+    items = _parse(list[_Named], listing)
+    # The API does not resolve aliases itself (it falls back to its default).
+    lookup = {alias.lower(): i.name for i in items for alias in (i.name, *i.aliases)}
+    found = lookup.get(wanted.lower()) if wanted and wanted.lower() != "none" else None
+    return found, [i.name for i in items if i.name != "None"]
 
 
 def _parse(kind: type[_T], data: Any) -> _T:
@@ -319,7 +357,7 @@ class Automatic1111Provider(Provider):
         return await self._generate("image-to-image", "img2img", payload, request.output_format)
 
     async def upscale(self, request: UpscaleRequest) -> GeneratedImage:
-        upscaler = await self._known("upscaler", self._upscaler, "upscalers")
+        upscaler = await self._known("upscaler", self._upscaler)
         _, width, height = _inspect(request.image, _UNREADABLE_INPUT)
         factor = max(1.0, min(self._upscale_factor, _MAX_UPSCALE_SIDE / max(width, height)))
         payload = {
@@ -343,6 +381,30 @@ class Automatic1111Provider(Provider):
         if client is not None:
             await client.aclose()
 
+    async def inspect(self) -> WebUIReport:
+        """Read ``/sd-models``, ``/samplers`` and ``/upscalers`` once each and judge the configured
+        names by them (nothing is remembered; no job is sent; a connection is not retried).
+
+        Raises :class:`~abby_core.errors.ProviderUnreachable` when no connection opens,
+        :class:`~abby_core.errors.ProviderAuthError` on 401 (``--api-auth`` and no or wrong
+        credentials), :class:`~abby_core.errors.ConfigError` when the address does not answer
+        as the API (FastAPI's 404: a web UI started without ``--api``),
+        :class:`~abby_core.errors.GenerationTimeout`, and other Abby errors for other answers.
+        """
+        listings: dict[Setting, Any] = {}
+        for setting, route in _LISTINGS.items():
+            listings[setting] = await self._call("GET", f"{_API}/{route}", timeout=_INSPECT_TIMEOUT, retry=False)
+        configured: dict[Setting, str | None] = {"model": self._model, "sampler": self._sampler,
+                                                 "upscaler": self._upscaler}
+        offered: dict[Setting, tuple[str, ...]] = {}
+        unknown: list[UnknownName] = []
+        for setting, wanted in configured.items():
+            found, names = _match(setting, wanted, listings[setting])
+            offered[setting] = tuple(names)
+            if wanted is not None and found is None:
+                unknown.append(UnknownName(setting, wanted, tuple(names)))
+        return WebUIReport(offered["model"], offered["sampler"], offered["upscaler"], tuple(unknown))
+
     # -- requests ------------------------------------------------------------------------
 
     async def _sampling_payload(self, prompt: str, negative: str | None, seed: int) -> dict[str, Any]:
@@ -360,9 +422,9 @@ class Automatic1111Provider(Provider):
             "force_task_id": f"abby-{uuid.uuid4().hex}",
         }
         if self._sampler is not None:
-            payload["sampler_name"] = await self._known("sampler", self._sampler, "samplers")
+            payload["sampler_name"] = await self._known("sampler", self._sampler)
         if self._model is not None:
-            payload["override_settings"] = {"sd_model_checkpoint": await self._known("model", self._model, "sd-models")}
+            payload["override_settings"] = {"sd_model_checkpoint": await self._known("model", self._model)}
         return payload
 
     async def _generate(
@@ -381,20 +443,11 @@ class Automatic1111Provider(Provider):
         seed = info.seed if info.seed is not None else int(payload["seed"])
         return await self._result(_decode(body.images[0]), seed, label, output_format, task_id)
 
-    async def _known(self, setting: str, wanted: str, listing: str) -> str:
+    async def _known(self, setting: Setting, wanted: str) -> str:
         """The server's name for a configured model, sampler or upscaler, or a ConfigError."""
         if setting in self._names:
             return self._names[setting]
-        if setting == "model":
-            checkpoints = _parse(list[_Checkpoint], await self._call("GET", f"{_API}/{listing}"))
-            found = next((c.title for c in checkpoints if wanted in c.names()), None)
-            offered = [c.title for c in checkpoints]
-        else:
-            items = _parse(list[_Named], await self._call("GET", f"{_API}/{listing}"))
-            # The API does not resolve aliases itself (it falls back to its default).
-            lookup = {alias.lower(): i.name for i in items for alias in (i.name, *i.aliases)}
-            found = lookup.get(wanted.lower()) if wanted.lower() != "none" else None
-            offered = [i.name for i in items if i.name != "None"]
+        found, offered = _match(setting, wanted, await self._call("GET", f"{_API}/{_LISTINGS[setting]}"))
         if found is None:
             shown = ", ".join(offered[:12]) + (", ..." if len(offered) > 12 else "")
             raise ConfigError(f"The image server has no {setting} {wanted!r}. It has: {shown or 'none'}.")

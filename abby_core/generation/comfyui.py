@@ -90,10 +90,13 @@ from abby_core.generation.params import MAX_SEED
 from abby_core.images import probe_image, sniff_format
 
 __all__ = [
+    "MODEL_FOLDERS",
     "SLOTS",
     "WORKFLOW_KINDS",
     "ComfyUIProvider",
+    "ServerReport",
     "Workflow",
+    "WorkflowIssue",
     "default_workflows",
 ]
 
@@ -248,6 +251,95 @@ def default_workflows() -> dict[str, Workflow]:
     return found
 
 
+# -- what the server has ---------------------------------------------------------------------------
+
+# Where ComfyUI looks for the files a loader's list input names: "Class.input" first, then "input".
+MODEL_FOLDERS: dict[str, str] = {
+    "ckpt_name": "models/checkpoints",
+    "UpscaleModelLoader.model_name": "models/upscale_models",
+    "lora_name": "models/loras",
+    "vae_name": "models/vae",
+    "control_net_name": "models/controlnet",
+    "unet_name": "models/diffusion_models",
+    "CLIPVisionLoader.clip_name": "models/clip_vision",
+    "clip_name": "models/text_encoders",
+    "clip_name1": "models/text_encoders",
+    "clip_name2": "models/text_encoders",
+    "style_model_name": "models/style_models",
+}
+
+
+@dataclass(frozen=True)
+class WorkflowIssue:
+    """Something a configured workflow uses that the server does not have.
+
+    ``input_name`` is ``None`` when the node class ``class_type`` is not installed. Otherwise
+    the loader's list input ``input_name`` names ``value`` (a model file), which is not among
+    the server's ``choices``; ``folder`` is where ComfyUI looks for such files, when known.
+    """
+
+    kind: WorkflowKind
+    workflow: str  # the file name, e.g. txt2img.json
+    node_id: str
+    class_type: str
+    input_name: str | None = None
+    value: str | None = None
+    choices: tuple[str, ...] = ()
+    folder: str | None = None
+
+
+@dataclass(frozen=True)
+class ServerReport:
+    """What a ComfyUI server is, and what the configured workflows need from it (``abby doctor``).
+
+    ``version``, ``device`` (the first device's name) and ``vram_total`` (bytes) are ``None``
+    when ``/system_stats`` does not say. ``workflows`` are the kinds checked, in order;
+    ``issues`` is empty when every node class and model they use is installed.
+    """
+
+    version: str | None
+    device: str | None
+    vram_total: int | None
+    workflows: tuple[str, ...]
+    issues: tuple[WorkflowIssue, ...]
+
+
+def _choices(spec: Any, input_name: str) -> list[str] | None:
+    """The values an ``/object_info`` node spec allows for a list input, or None if it is no list."""
+    declared = spec.get("input") if isinstance(spec, dict) else None
+    for group in ("required", "optional"):
+        inputs = declared.get(group) if isinstance(declared, dict) else None
+        entry = inputs.get(input_name) if isinstance(inputs, dict) else None
+        if not isinstance(entry, list) or not entry:
+            continue
+        options = entry[0]
+        if options == "COMBO" and len(entry) > 1 and isinstance(entry[1], dict):  # the newer spelling
+            options = entry[1].get("options")
+        return [str(o) for o in options] if isinstance(options, list) else None
+    return None
+
+
+def _issues(kind: WorkflowKind, workflow: Workflow, info: Mapping[str, Any]) -> Iterator[WorkflowIssue]:
+    """Each node class of ``workflow`` that ``info`` (``/object_info``) lacks, and each loader input
+    naming a file the server does not list. Inputs a request fills in are not judged."""
+    filled = set(workflow.inputs.values())
+    for node_id, node in workflow.graph.items():
+        class_type = str(node["class_type"])
+        spec = info.get(class_type)
+        if not isinstance(spec, dict):
+            yield WorkflowIssue(kind, workflow.name, node_id, class_type)
+            continue
+        if "Loader" not in class_type:
+            continue
+        for input_name, value in node["inputs"].items():
+            if (node_id, input_name) in filled or not isinstance(value, str):
+                continue
+            choices = _choices(spec, input_name)
+            if choices is not None and value not in choices:
+                folder = MODEL_FOLDERS.get(f"{class_type}.{input_name}") or MODEL_FOLDERS.get(input_name)
+                yield WorkflowIssue(kind, workflow.name, node_id, class_type, input_name, value, tuple(choices), folder)
+
+
 # -- websocket -------------------------------------------------------------------------------------
 
 
@@ -391,6 +483,7 @@ class _Job:
     step: int | None = None  # the current node's last reported step, for its previews
     steps: int | None = None
     reported: Progress | None = None
+    queued_at: float = 0.0  # loop time when the server accepted the prompt
 
 
 class ComfyUIProvider(Provider):
@@ -450,6 +543,8 @@ class ComfyUIProvider(Provider):
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._closed = False
+        self._queue_lock = asyncio.Lock()
+        self._queue_copy: tuple[float, dict[str, Any]] | None = None
 
     def __repr__(self) -> str:
         return f"ComfyUIProvider(url={self._shown_url!r}, workflows={sorted(self._workflows)})"
@@ -481,6 +576,35 @@ class ComfyUIProvider(Provider):
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+
+    async def inspect(self) -> ServerReport:
+        """Ask the server what it is and has, and judge the configured workflows by it.
+
+        ``GET /system_stats`` (version, first device) and ``GET /object_info`` (the node
+        classes installed, with the choices of their list inputs). Starts no job. Raises
+        :class:`~abby_core.errors.ProviderUnreachable` when no connection opens,
+        :class:`~abby_core.errors.ProviderAuthError` when the server (or a proxy in front of
+        it) refuses the auth header, :class:`~abby_core.errors.GenerationTimeout`, and other
+        :class:`~abby_core.errors.GenerationError` for any other answer (an unknown route
+        is a :class:`~abby_core.errors.ProviderRejected` with ``status`` 404).
+        """
+        stats = _json(await self._call("GET", "/system_stats", before_job=True))
+        info = _json(await self._call("GET", "/object_info", before_job=True))
+        if not info:
+            raise GenerationUnavailable("The ComfyUI server gave an unreadable answer to /object_info.")
+        system = stats.get("system") if isinstance(stats.get("system"), dict) else {}
+        devices = stats.get("devices") if isinstance(stats.get("devices"), list) else []
+        first = devices[0] if devices and isinstance(devices[0], dict) else {}
+        version = system.get("comfyui_version") if isinstance(system, dict) else None
+        vram = first.get("vram_total")
+        kinds = tuple(kind for kind in WORKFLOW_KINDS if kind in self._workflows)
+        return ServerReport(
+            version=str(version) if version else None,
+            device=str(first["name"]) if first.get("name") else None,
+            vram_total=vram if isinstance(vram, int) and not isinstance(vram, bool) and vram > 0 else None,
+            workflows=kinds,
+            issues=tuple(issue for kind in kinds for issue in _issues(kind, self._workflows[kind], info)),
+        )
 
     # -- one job -------------------------------------------------------------------------
 
@@ -527,6 +651,7 @@ class ComfyUIProvider(Provider):
             job.done = True  # the connection never opened: nothing was queued
             raise
         job.done = not response.is_success  # an answered refusal queued nothing
+        job.queued_at = asyncio.get_running_loop().time()
         answer = _json(response)
         if response.status_code == 400 and ("error" in answer or "node_errors" in answer):
             raise self._refusal(job, answer)
@@ -543,7 +668,7 @@ class ComfyUIProvider(Provider):
             job.done = True
             raise self._refusal(job, answer)
         if wants_progress():
-            await self._report_place(job, await self._queue_or_none())
+            await self._report_place(job, await self._queue_or_none(job.queued_at))
 
     async def _follow(self, job: _Job, socket: _Socket | None) -> dict[str, Any]:
         """Wait until the server is done with the job; return its history entry.
@@ -583,7 +708,7 @@ class ComfyUIProvider(Provider):
                 return done_entry
             entry = await self._history(job.prompt_id)
             if entry is None:
-                queue = await self._queue()
+                queue = await self._queue(asyncio.get_running_loop().time())
                 if job.prompt_id in _ids(queue.get("queue_running")) | _ids(queue.get("queue_pending")):
                     await self._report_place(job, queue)
                 else:
@@ -612,7 +737,7 @@ class ComfyUIProvider(Provider):
         kind = parsed.get("type") if isinstance(parsed, dict) else None
         if kind == "status":  # the queue changed: where is ours now?
             if not job.running and wants_progress():
-                await self._report_place(job, await self._queue_or_none())
+                await self._report_place(job, await self._queue_or_none(asyncio.get_running_loop().time()))
             return False
         if not isinstance(data, dict) or data.get("prompt_id") != job.prompt_id:
             return False  # another client's job
@@ -788,13 +913,25 @@ class ComfyUIProvider(Provider):
         entry = _json(await self._call("GET", f"/history/{prompt_id}")).get(prompt_id)
         return entry if isinstance(entry, dict) else None
 
-    async def _queue(self) -> dict[str, Any]:
-        return _json(await self._call("GET", "/queue"))
+    async def _queue(self, taken_after: float) -> dict[str, Any]:
+        """``/queue`` as it was at some moment after ``taken_after`` (loop time), shared by every
+        job of this provider: one read serves all the jobs that ask about the same moment.
 
-    async def _queue_or_none(self) -> dict[str, Any] | None:
+        Every ``status`` message (the queue changed) reaches every waiting job's socket; without
+        sharing, each of them would read and parse the whole queue each time.
+        """
+        async with self._queue_lock:
+            if self._queue_copy is not None and self._queue_copy[0] >= taken_after:
+                return self._queue_copy[1]
+            started = asyncio.get_running_loop().time()
+            answer = _json(await self._call("GET", "/queue"))
+            self._queue_copy = (started, answer)
+            return answer
+
+    async def _queue_or_none(self, taken_after: float) -> dict[str, Any] | None:
         """``/queue`` for a progress report, or None when it cannot be read (the job goes on)."""
         try:
-            return await self._queue()
+            return await self._queue(taken_after)
         except GenerationError as exc:
             log.debug("Could not read the ComfyUI queue for a progress report: %s", exc)
             return None

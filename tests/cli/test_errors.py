@@ -14,7 +14,8 @@ from tests.cli.conftest import USER, Invoke, one_json
 
 EXPECTED_EXIT = {
     "config_error": EXIT_CONFIG, "not_configured": EXIT_CONFIG,
-    "storage_unavailable": EXIT_STORAGE, "ledger_corrupt": EXIT_STORAGE, "storage_error": EXIT_STORAGE,
+    "storage_unavailable": EXIT_STORAGE, "save_outcome_unknown": EXIT_STORAGE, "ledger_corrupt": EXIT_STORAGE,
+    "storage_error": EXIT_STORAGE,
     "reservation_invalid": EXIT_STORAGE,
 }
 

@@ -38,7 +38,7 @@ def test_init_then_doctor_all_green(
     assert doctor.exit_code == 0, obj
     assert statuses == {
         "config": "ok", "storage": "ok", "privacy": "ok", "lifecycle": "ok", "conditional_writes": "ok",
-        "presigned_link": "ok", "clock": "ok", "stability": "ok", "discord_token": "ok",
+        "presigned_link": "ok", "clock": "ok", "stability": "ok", "image_server": "skip", "discord_token": "ok",
     }
     assert all({"name", "status", "detail"} <= set(c) for c in obj["checks"])
     text = abby("doctor")

@@ -57,7 +57,8 @@ async def test_filesystem_root_missing_is_not_created(tmp_path: Path) -> None:
     checks = await _run(STORAGE_ROOT=root, IMAGE_PROVIDER="offline")
     assert checks["storage"].status == "ok" and "created on first use" in checks["storage"].detail
     assert not root.exists()
-    assert {checks[n].status for n in ("privacy", "lifecycle", "presigned_link", "clock", "stability")} == {"skip"}
+    skipped = ("privacy", "lifecycle", "presigned_link", "clock", "stability", "image_server")
+    assert {checks[n].status for n in skipped} == {"skip"}
 
 
 async def test_filesystem_existing_root(tmp_path: Path) -> None:
