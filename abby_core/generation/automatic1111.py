@@ -32,11 +32,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import io
 import json
 import logging
 import math
-import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -44,7 +42,6 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, SecretStr, TypeAdapter, ValidationError
 
 from abby_core.errors import (
@@ -58,6 +55,7 @@ from abby_core.errors import (
     ProviderUnreachable,
 )
 from abby_core.generation._policy import RetryPolicy
+from abby_core.generation._results import generated_image, random_seed
 from abby_core.generation._status import OWNER, error_for_status, sanitize
 from abby_core.generation.base import (
     GeneratedImage,
@@ -70,7 +68,6 @@ from abby_core.generation.base import (
     report_progress,
     wants_progress,
 )
-from abby_core.generation.params import MAX_SEED
 from abby_core.images import probe_image, sniff_format
 
 __all__ = ["Automatic1111Provider", "JobKind", "Setting", "UnknownName", "WebUIReport"]
@@ -412,7 +409,7 @@ class Automatic1111Provider(Provider):
             "prompt": prompt,
             "negative_prompt": negative or "",
             # Seed 0 asks for a random one: picked here, so it is known even if ``info`` is lost.
-            "seed": seed or secrets.randbelow(MAX_SEED) + 1,
+            "seed": seed or random_seed(),
             "steps": self._steps,
             "cfg_scale": self._cfg_scale,
             "batch_size": 1,
@@ -669,19 +666,10 @@ class Automatic1111Provider(Provider):
     async def _result(
         self, data: bytes, seed: int, label: str, output_format: OutputFormat, request_id: str | None
     ) -> GeneratedImage:
-        fmt, width, height = _inspect(data, _UNREADABLE_IMAGE)
-        if fmt != output_format:  # the server encodes in its own samples_format
-            data = await asyncio.to_thread(_convert, data, output_format)
-        return GeneratedImage(
-            data=data,
-            content_type=f"image/{output_format}",
-            seed=seed,
-            width=width,
-            height=height,
-            provider=self.name,
-            finish_reason="SUCCESS",
-            label=label,
-            request_id=request_id,
+        # The server encodes in its own samples_format.
+        return await asyncio.to_thread(
+            generated_image, data, provider=self.name, label=label, seed=seed, request_id=request_id,
+            unreadable=_UNREADABLE_IMAGE, output_format=output_format,
         )
 
 
@@ -706,16 +694,3 @@ def _inspect(data: bytes, unreadable: str) -> tuple[str, int, int]:
     except InvalidImage as exc:
         raise GenerationUnavailable(unreadable) from exc
 
-
-def _convert(data: bytes, output_format: OutputFormat) -> bytes:
-    """Re-encode a result in the requested format (CPU work: run it in a thread)."""
-    buf = io.BytesIO()
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            if output_format == "jpeg":
-                img.convert("RGB").save(buf, format="JPEG", quality=90)
-            else:
-                img.save(buf, format=output_format.upper(), quality=90)
-    except (OSError, ValueError) as exc:
-        raise GenerationUnavailable(_UNREADABLE_IMAGE) from exc
-    return buf.getvalue()

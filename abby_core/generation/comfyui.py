@@ -1,7 +1,7 @@
 """A self-hosted ComfyUI server: the only module that speaks to it.
 
-A job is one API-format graph (a :class:`Workflow`) with the request's values written
-into the inputs the workflow declares. For one image:
+A job is one API-format graph (a :class:`~abby_core.generation.comfyui_workflows.Workflow`)
+with the request's values written into the inputs the workflow declares. For one image:
 
 1. open ``/ws?clientId=<new id>``: the server reports the job there (when the socket
    cannot be opened, e.g. a proxy that does not pass websockets, the job is followed
@@ -31,49 +31,41 @@ passed) is deleted from the queue and, if it is already running, interrupted, so
 GPU does not keep working for nobody. Interrupts name the prompt id, and are only sent
 while that prompt is the one running (older servers interrupt whatever runs).
 
-httpx and socket errors stop here and become :mod:`abby_core.errors` classes
-(``raise ... from exc``); HTTP statuses go through
-:func:`~abby_core.generation._status.error_for_status`.
+The websocket is the ``websockets`` library's client, on its own connection (the injected
+httpx ``transport`` carries only the HTTP calls). httpx, websockets and socket errors stop
+here and become :mod:`abby_core.errors` classes (``raise ... from exc``); HTTP statuses go
+through :func:`~abby_core.generation._status.error_for_status`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import copy
-import hashlib
-import io
 import json
 import logging
-import math
-import os
 import re
-import secrets
 import struct
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
-import httpcore
 import httpx
-from PIL import Image
 from pydantic import SecretStr
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from abby_core.errors import (
     ConfigError,
     GenerationError,
     GenerationTimeout,
     GenerationUnavailable,
-    InvalidImage,
     NotConfigured,
     ProviderRejected,
     ProviderUnreachable,
 )
+from abby_core.generation._results import generated_image, random_seed
 from abby_core.generation._status import error_for_status, sanitize
 from abby_core.generation.base import (
     GeneratedImage,
@@ -86,8 +78,17 @@ from abby_core.generation.base import (
     report_progress,
     wants_progress,
 )
-from abby_core.generation.params import MAX_SEED
-from abby_core.images import probe_image, sniff_format
+from abby_core.generation.comfyui_workflows import (
+    MODEL_FOLDERS,
+    SLOTS,
+    WORKFLOW_KINDS,
+    Workflow,
+    WorkflowIssue,
+    WorkflowKind,
+    default_workflows,
+    workflow_issues,
+)
+from abby_core.images import sniff_format
 
 __all__ = [
     "MODEL_FOLDERS",
@@ -102,190 +103,11 @@ __all__ = [
 
 log = logging.getLogger("abby.generation.comfyui")
 
-WorkflowKind = Literal["txt2img", "img2img", "upscale"]
-WORKFLOW_KINDS: tuple[WorkflowKind, ...] = ("txt2img", "img2img", "upscale")
-# Where a request's values can go; each workflow declares the node input of those it uses.
-SLOTS = ("prompt", "negative_prompt", "seed", "width", "height", "strength", "image")
-_NEEDS: dict[WorkflowKind, tuple[str, ...]] = {
-    "txt2img": ("prompt", "seed"),
-    "img2img": ("prompt", "seed", "image"),
-    "upscale": ("image",),
-}
 UPLOAD_SUBFOLDER = "abby"
 _HEADER_VALUE = re.compile(r"[\x20-\x7e]{1,4096}")
 _LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30)
-_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_MESSAGE = 32 * 1024 * 1024  # previews are small; anything larger is not ComfyUI talking
 _PREVIEW_TYPES = {1: "image/jpeg", 2: "image/png"}
-
-
-# -- workflows ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Workflow:
-    """An API-format graph and where a request's values go in it.
-
-    ``inputs`` maps a slot of :data:`SLOTS` to ``(node id, input name)``; ``output`` is
-    the node whose first image is the result. ``base_size`` is the side of a square
-    image; other aspect ratios keep about the same number of pixels (multiples of 64).
-    Every way of making one (:meth:`load`, :meth:`from_dict`, the constructor,
-    ``dataclasses.replace``) checks the graph and each declared node and input, and
-    raises :class:`~abby_core.errors.ConfigError` naming the file and the node.
-    """
-
-    name: str
-    graph: Mapping[str, Any] = field(repr=False)
-    inputs: Mapping[str, tuple[str, str]]
-    output: str
-    label: str = "ComfyUI"
-    base_size: int = 1024
-
-    @classmethod
-    def load(cls, path: str | Path) -> Workflow:
-        """Read a workflow file (``{label, base_size, inputs, output, graph}``)."""
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"ComfyUI workflow {path.name} could not be read: {exc}") from exc
-        return cls.from_dict(data, name=path.name)
-
-    @classmethod
-    def from_dict(cls, data: Any, *, name: str) -> Workflow:
-        """Build from a workflow file's JSON object; ``name`` is used in error messages."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"ComfyUI workflow {name}: the file must hold a JSON object with 'inputs', "
-                              "'output' and 'graph'.")
-        declared = data.get("inputs")
-        if not isinstance(declared, dict):
-            raise ConfigError(f"ComfyUI workflow {name}: 'inputs' must map slots (prompt, seed, ...) "
-                              "to [node id, input name].")
-        inputs: dict[str, tuple[str, str]] = {}
-        for slot, target in declared.items():
-            if not (isinstance(target, list) and len(target) == 2 and all(isinstance(t, str) for t in target)):
-                raise ConfigError(f"ComfyUI workflow {name}: '{slot}' must be [node id, input name], "
-                                  f"not {target!r}.")
-            inputs[str(slot)] = (target[0], target[1])
-        graph: Any = data.get("graph")
-        output: Any = data.get("output")
-        return cls(name, graph, inputs, output, data.get("label", "ComfyUI"), data.get("base_size", 1024))
-
-    def __post_init__(self) -> None:
-        def bad(problem: str) -> ConfigError:
-            return ConfigError(f"ComfyUI workflow {self.name}: {problem}")
-
-        graph = self.graph
-        if not isinstance(graph, Mapping) or not graph:
-            raise bad("'graph' must be the API-format graph (ComfyUI's 'Save (API Format)').")
-        for node_id, node in graph.items():
-            if not isinstance(node, Mapping) or not isinstance(node.get("class_type"), str):
-                raise bad(f"node '{node_id}' has no class_type.")
-            if not isinstance(node.get("inputs"), Mapping):
-                raise bad(f"node '{node_id}' ({node['class_type']}) has no inputs object.")
-            for input_name, value in node["inputs"].items():
-                if isinstance(value, list) and (len(value) != 2 or str(value[0]) not in graph):
-                    raise bad(f"node '{node_id}' links its input '{input_name}' to {value!r}, "
-                              "which is not a node of the graph.")
-        for slot, (node_id, input_name) in self.inputs.items():
-            if slot not in SLOTS:
-                raise bad(f"unknown input slot '{slot}' (known: {', '.join(SLOTS)}).")
-            if node_id not in graph:
-                raise bad(f"'{slot}' is declared on node '{node_id}', which is not in the graph.")
-            node = graph[node_id]
-            if input_name not in node["inputs"]:
-                raise bad(f"'{slot}' is declared on node '{node_id}' ({node['class_type']}), "
-                          f"which has no input '{input_name}'.")
-            if isinstance(node["inputs"][input_name], list):
-                raise bad(f"'{slot}' is declared on node '{node_id}' input '{input_name}', which is a link.")
-        if ("width" in self.inputs) != ("height" in self.inputs):
-            raise bad("declare both 'width' and 'height', or neither.")
-        if not isinstance(self.output, str) or self.output not in graph:
-            raise bad(f"the output node '{self.output}' is not in the graph.")
-        if not isinstance(self.label, str) or not self.label.strip():
-            raise bad("'label' must be a non-empty string.")
-        size = self.base_size
-        if isinstance(size, bool) or not isinstance(size, int) or not 64 <= size <= 8192:
-            raise bad("'base_size' must be a whole number of pixels between 64 and 8192.")
-        # Frozen, and the graph is the caller's dict: keep a private copy.
-        object.__setattr__(self, "graph", copy.deepcopy(dict(graph)))
-        object.__setattr__(self, "inputs", dict(self.inputs))
-        object.__setattr__(self, "label", self.label.strip())
-
-    def check_kind(self, kind: WorkflowKind) -> None:
-        """Raise ConfigError unless the workflow declares what a ``kind`` job needs."""
-        missing = [slot for slot in _NEEDS[kind] if slot not in self.inputs]
-        if missing:
-            raise ConfigError(
-                f"ComfyUI workflow {self.name} is used for {kind} but declares no input for {', '.join(missing)}."
-            )
-
-    def build(self, values: Mapping[str, object]) -> dict[str, Any]:
-        """A copy of the graph with each value written into its declared input (undeclared ones are skipped)."""
-        graph = copy.deepcopy(dict(self.graph))
-        for slot, value in values.items():
-            if slot in self.inputs and value is not None:
-                node_id, input_name = self.inputs[slot]
-                graph[node_id]["inputs"][input_name] = value
-        return graph
-
-    def size(self, aspect_ratio: str) -> tuple[int, int]:
-        """Width and height for an ``"w:h"`` aspect ratio, about ``base_size``² pixels, multiples of 64."""
-        w, h = (int(part) for part in aspect_ratio.split(":"))
-        area = self.base_size * self.base_size
-        width = max(64, round(math.sqrt(area * w / h) / 64) * 64)
-        height = max(64, round(area / width / 64) * 64)
-        return width, height
-
-
-def default_workflows() -> dict[str, Workflow]:
-    """The workflows shipped with Abby (``workflows/{txt2img,img2img,upscale}.json``)."""
-    folder = resources.files("abby_core.generation") / "workflows"
-    found: dict[str, Workflow] = {}
-    for kind in WORKFLOW_KINDS:
-        source = folder / f"{kind}.json"
-        try:
-            found[kind] = Workflow.from_dict(json.loads(source.read_text(encoding="utf-8")), name=source.name)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"The bundled ComfyUI workflow {kind}.json could not be read: {exc}") from exc
-    return found
-
-
-# -- what the server has ---------------------------------------------------------------------------
-
-# Where ComfyUI looks for the files a loader's list input names: "Class.input" first, then "input".
-MODEL_FOLDERS: dict[str, str] = {
-    "ckpt_name": "models/checkpoints",
-    "UpscaleModelLoader.model_name": "models/upscale_models",
-    "lora_name": "models/loras",
-    "vae_name": "models/vae",
-    "control_net_name": "models/controlnet",
-    "unet_name": "models/diffusion_models",
-    "CLIPVisionLoader.clip_name": "models/clip_vision",
-    "clip_name": "models/text_encoders",
-    "clip_name1": "models/text_encoders",
-    "clip_name2": "models/text_encoders",
-    "style_model_name": "models/style_models",
-}
-
-
-@dataclass(frozen=True)
-class WorkflowIssue:
-    """Something a configured workflow uses that the server does not have.
-
-    ``input_name`` is ``None`` when the node class ``class_type`` is not installed. Otherwise
-    the loader's list input ``input_name`` names ``value`` (a model file), which is not among
-    the server's ``choices``; ``folder`` is where ComfyUI looks for such files, when known.
-    """
-
-    kind: WorkflowKind
-    workflow: str  # the file name, e.g. txt2img.json
-    node_id: str
-    class_type: str
-    input_name: str | None = None
-    value: str | None = None
-    choices: tuple[str, ...] = ()
-    folder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -302,170 +124,6 @@ class ServerReport:
     vram_total: int | None
     workflows: tuple[str, ...]
     issues: tuple[WorkflowIssue, ...]
-
-
-def _choices(spec: Any, input_name: str) -> list[str] | None:
-    """The values an ``/object_info`` node spec allows for a list input, or None if it is no list."""
-    declared = spec.get("input") if isinstance(spec, dict) else None
-    for group in ("required", "optional"):
-        inputs = declared.get(group) if isinstance(declared, dict) else None
-        entry = inputs.get(input_name) if isinstance(inputs, dict) else None
-        if not isinstance(entry, list) or not entry:
-            continue
-        options = entry[0]
-        if options == "COMBO" and len(entry) > 1 and isinstance(entry[1], dict):  # the newer spelling
-            options = entry[1].get("options")
-        return [str(o) for o in options] if isinstance(options, list) else None
-    return None
-
-
-def _issues(kind: WorkflowKind, workflow: Workflow, info: Mapping[str, Any]) -> Iterator[WorkflowIssue]:
-    """Each node class of ``workflow`` that ``info`` (``/object_info``) lacks, and each loader input
-    naming a file the server does not list. Inputs a request fills in are not judged."""
-    filled = set(workflow.inputs.values())
-    for node_id, node in workflow.graph.items():
-        class_type = str(node["class_type"])
-        spec = info.get(class_type)
-        if not isinstance(spec, dict):
-            yield WorkflowIssue(kind, workflow.name, node_id, class_type)
-            continue
-        if "Loader" not in class_type:
-            continue
-        for input_name, value in node["inputs"].items():
-            if (node_id, input_name) in filled or not isinstance(value, str):
-                continue
-            choices = _choices(spec, input_name)
-            if choices is not None and value not in choices:
-                folder = MODEL_FOLDERS.get(f"{class_type}.{input_name}") or MODEL_FOLDERS.get(input_name)
-                yield WorkflowIssue(kind, workflow.name, node_id, class_type, input_name, value, tuple(choices), folder)
-
-
-# -- websocket -------------------------------------------------------------------------------------
-
-
-class _Stream(Protocol):
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes: ...
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None: ...
-
-
-class _SocketClosed(Exception):
-    """The websocket ended (closed, broken, or spoke something that is not the protocol)."""
-
-
-class _Socket:
-    """The client side of a websocket (RFC 6455) over an upgraded httpx connection.
-
-    :meth:`receive` may be cancelled at any await (a timeout): bytes stay in the buffer
-    until a whole frame is there, so no frame is lost or cut.
-    """
-
-    def __init__(self, stream: _Stream) -> None:
-        self._stream = stream
-        self._buffer = bytearray()
-        self._parts: list[bytes] = []
-        self._opcode = 0
-
-    async def receive(self) -> str | bytes:
-        """The next text or binary message; answers pings; raises _SocketClosed at the end."""
-        while True:
-            frame = self._frame()
-            if frame is None:
-                try:
-                    chunk = await self._stream.read(65536)
-                except (httpcore.NetworkError, OSError) as exc:
-                    raise _SocketClosed(str(exc)) from exc
-                if not chunk:
-                    raise _SocketClosed("connection closed")
-                self._buffer += chunk
-                continue
-            fin, opcode, payload = frame
-            if opcode == 0x8:
-                raise _SocketClosed("closed by the server")
-            if opcode == 0x9:
-                await self._send(0xA, payload)
-                continue
-            if opcode == 0xA:
-                continue
-            if opcode in (0x1, 0x2):
-                self._opcode, self._parts = opcode, []
-            elif opcode != 0x0 or not self._opcode:
-                raise _SocketClosed(f"unexpected frame opcode {opcode}")
-            self._parts.append(payload)
-            if sum(len(part) for part in self._parts) > _MAX_MESSAGE:
-                raise _SocketClosed("message too large")
-            if not fin:
-                continue
-            data, kind = b"".join(self._parts), self._opcode
-            self._parts, self._opcode = [], 0
-            if kind == 0x2:
-                return data
-            try:
-                return data.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise _SocketClosed("a text message is not UTF-8") from exc
-
-    def _frame(self) -> tuple[bool, int, bytes] | None:
-        """Take one whole frame off the buffer, or None while it is incomplete."""
-        buf = self._buffer
-        if len(buf) < 2:
-            return None
-        fin, opcode = bool(buf[0] & 0x80), buf[0] & 0x0F
-        length, offset = buf[1] & 0x7F, 2
-        if length == 126:
-            if len(buf) < 4:
-                return None
-            length, offset = struct.unpack_from(">H", buf, 2)[0], 4
-        elif length == 127:
-            if len(buf) < 10:
-                return None
-            length, offset = struct.unpack_from(">Q", buf, 2)[0], 10
-        if length > _MAX_MESSAGE:
-            raise _SocketClosed("frame too large")
-        mask = b""
-        if buf[1] & 0x80:  # servers must not mask, but a masked frame is still readable
-            if len(buf) < offset + 4:
-                return None
-            mask, offset = bytes(buf[offset : offset + 4]), offset + 4
-        if len(buf) < offset + length:
-            return None
-        payload = bytes(buf[offset : offset + length])
-        del buf[: offset + length]
-        return fin, opcode, _masked(payload, mask) if mask else payload
-
-    async def _send(self, opcode: int, payload: bytes) -> None:
-        mask = os.urandom(4)
-        size = len(payload)
-        if size < 126:
-            header = struct.pack(">BB", 0x80 | opcode, 0x80 | size)
-        elif size < 65536:
-            header = struct.pack(">BBH", 0x80 | opcode, 0x80 | 126, size)
-        else:
-            header = struct.pack(">BBQ", 0x80 | opcode, 0x80 | 127, size)
-        try:
-            await self._stream.write(header + mask + _masked(payload, mask))
-        except (httpcore.NetworkError, OSError) as exc:
-            raise _SocketClosed(str(exc)) from exc
-
-    async def close(self) -> None:
-        """Say goodbye (best effort: the connection is dropped right after)."""
-        with contextlib.suppress(_SocketClosed, TimeoutError):
-            async with asyncio.timeout(1):
-                await self._send(0x8, struct.pack(">H", 1000))
-
-
-def _masked(payload: bytes, mask: bytes) -> bytes:
-    if not payload:
-        return payload
-    repeated = (mask * (len(payload) // 4 + 1))[: len(payload)]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(len(payload), "big")
-
-
-def _accept_key(key: str) -> str:
-    return base64.b64encode(hashlib.sha1((key + _WS_GUID).encode()).digest()).decode()
-
-
-# -- the provider ------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -494,7 +152,9 @@ class ComfyUIProvider(Provider):
     :class:`~abby_core.errors.NotConfigured` when used. ``auth_header`` is sent as
     ``auth_header_name`` on every request, the websocket included (for a server behind
     an authenticating reverse proxy). ``timeout`` bounds a whole job, queue wait
-    included; ``request_timeout`` one HTTP call. Progress goes to the listener set with
+    included; ``request_timeout`` one HTTP call (and, up to 10 seconds, opening a
+    connection or the websocket). ``transport`` carries the HTTP calls, not the websocket.
+    Progress goes to the listener set with
     :func:`~abby_core.generation.base.reporting_progress` around the call, if any.
     Every upscale mode runs the ``upscale`` workflow.
     Uploaded pictures stay in the server's ``input/abby`` folder (there is no API to
@@ -553,7 +213,7 @@ class ComfyUIProvider(Provider):
 
     async def text_to_image(self, request: TextToImageRequest) -> GeneratedImage:
         workflow = self._workflow("txt2img")
-        seed = request.seed or secrets.randbelow(MAX_SEED) + 1
+        seed = request.seed or random_seed()
         width, height = workflow.size(request.aspect_ratio)
         # No negative prompt: the workflow's own (often a default like "blurry") stays.
         values: dict[str, object] = {"prompt": request.prompt, "negative_prompt": request.negative_prompt,
@@ -561,7 +221,7 @@ class ComfyUIProvider(Provider):
         return await self._generate("txt2img", values, None, request.output_format, seed)
 
     async def image_to_image(self, request: ImageToImageRequest) -> GeneratedImage:
-        seed = request.seed or secrets.randbelow(MAX_SEED) + 1
+        seed = request.seed or random_seed()
         values: dict[str, object] = {"prompt": request.prompt, "negative_prompt": request.negative_prompt,
                                      "seed": seed, "strength": request.strength}
         return await self._generate("img2img", values, request.image, request.output_format, seed)
@@ -603,7 +263,7 @@ class ComfyUIProvider(Provider):
             device=str(first["name"]) if first.get("name") else None,
             vram_total=vram if isinstance(vram, int) and not isinstance(vram, bool) and vram > 0 else None,
             workflows=kinds,
-            issues=tuple(issue for kind in kinds for issue in _issues(kind, self._workflows[kind], info)),
+            issues=tuple(issue for kind in kinds for issue in workflow_issues(kind, self._workflows[kind], info)),
         )
 
     # -- one job -------------------------------------------------------------------------
@@ -640,7 +300,11 @@ class ComfyUIProvider(Provider):
             await asyncio.shield(self._abandon(job))
             raise
         data = await self._output(job, entry)
-        return await asyncio.to_thread(self._image, data, job, output_format, seed)
+        return await asyncio.to_thread(
+            generated_image, data, provider=self.name, label=job.workflow.label, seed=seed,
+            request_id=job.prompt_id, unreadable="The ComfyUI server sent an unreadable image.",
+            output_format=output_format,
+        )
 
     async def _submit(self, job: _Job) -> None:
         body = {"prompt": job.graph, "client_id": job.client_id, "prompt_id": job.prompt_id}
@@ -670,7 +334,7 @@ class ComfyUIProvider(Provider):
         if wants_progress():
             await self._report_place(job, await self._queue_or_none(job.queued_at))
 
-    async def _follow(self, job: _Job, socket: _Socket | None) -> dict[str, Any]:
+    async def _follow(self, job: _Job, socket: ClientConnection | None) -> dict[str, Any]:
         """Wait until the server is done with the job; return its history entry.
 
         The socket reports the job; every ``poll_interval`` seconds ``/history`` and
@@ -691,10 +355,10 @@ class ComfyUIProvider(Provider):
                     try:
                         # Not asyncio.wait_for: on 3.11 it can swallow a cancellation.
                         async with asyncio.timeout(wait):
-                            message = await socket.receive()
+                            message = await socket.recv()  # cancelling it loses no message
                     except TimeoutError:
                         pass
-                    except _SocketClosed as exc:
+                    except ConnectionClosed as exc:
                         log.info("ComfyUI websocket ended (%s); following prompt %s by polling", exc, job.prompt_id)
                         socket = None
             if message is not None:
@@ -823,26 +487,6 @@ class ComfyUIProvider(Provider):
         params = {"filename": str(first["filename"]), "subfolder": str(first.get("subfolder", "")),
                   "type": str(first.get("type", "output"))}
         return (await self._call("GET", "/view", params=params)).content
-
-    def _image(self, data: bytes, job: _Job, output_format: OutputFormat, seed: int) -> GeneratedImage:
-        try:
-            fmt, width, height = probe_image(data)
-            if fmt != output_format:
-                data = _encode(data, output_format)
-                fmt = output_format
-        except (InvalidImage, OSError, ValueError) as exc:
-            raise GenerationUnavailable("The ComfyUI server sent an unreadable image.") from exc
-        return GeneratedImage(
-            data=data,
-            content_type=f"image/{fmt}",
-            seed=seed,
-            width=width,
-            height=height,
-            provider=self.name,
-            finish_reason="SUCCESS",
-            label=job.workflow.label,
-            request_id=job.prompt_id,
-        )
 
     async def _abandon(self, job: _Job) -> None:
         """Withdraw a prompt the server may still hold: delete it if queued, interrupt it if running."""
@@ -995,10 +639,7 @@ class ComfyUIProvider(Provider):
             yield
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             if before_job:
-                raise ProviderUnreachable(
-                    f"The ComfyUI server at {self._shown_url} is not reachable right now; "
-                    "nothing was used from your quota."
-                ) from exc
+                raise self._unreachable() from exc
             if isinstance(exc, httpx.ConnectTimeout):
                 raise GenerationTimeout("The ComfyUI server did not answer in time.") from exc
             raise GenerationUnavailable(f"The ComfyUI server at {self._shown_url} could not be reached.") from exc
@@ -1014,31 +655,48 @@ class ComfyUIProvider(Provider):
                 f"The connection to the ComfyUI server failed ({type(exc).__name__})."
             ) from exc
 
+    def _unreachable(self) -> ProviderUnreachable:
+        return ProviderUnreachable(
+            f"The ComfyUI server at {self._shown_url} is not reachable right now; nothing was used from your quota."
+        )
+
     @contextlib.asynccontextmanager
-    async def _connect(self, client_id: str) -> AsyncIterator[_Socket | None]:
-        """The job's websocket, or None when the server (or a proxy) will not open one."""
-        key = base64.b64encode(os.urandom(16)).decode()
-        headers = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
-                   "Sec-WebSocket-Key": key}
-        async with contextlib.AsyncExitStack() as stack:
-            with self._translated(before_job=True):
-                response = await stack.enter_async_context(
-                    self._http().stream("GET", "/ws", params={"clientId": client_id}, headers=headers)
-                )
-            stream = response.extensions.get("network_stream")
-            if response.status_code in (401, 403):
-                self._check(response)
-            if response.status_code != 101 or stream is None or \
-                    response.headers.get("sec-websocket-accept") != _accept_key(key):
-                log.info("The ComfyUI server opened no websocket (HTTP %s); following jobs by polling",
-                         response.status_code)
-                yield None
-                return
-            socket = _Socket(stream)
-            try:
-                yield socket
-            finally:
-                await socket.close()
+    async def _connect(self, client_id: str) -> AsyncIterator[ClientConnection | None]:
+        """The job's websocket, or None when the server (or a proxy) will not open one.
+
+        A connection that cannot be opened at all is ProviderUnreachable (no job exists yet);
+        a refused auth header is the operator's error, as on any call.
+        """
+        url = self._http().build_request("GET", "/ws", params={"clientId": client_id}).url
+        url = url.copy_with(scheme="wss" if url.scheme == "https" else "ws")
+        try:
+            socket = await connect(
+                str(url),
+                additional_headers=self._headers,
+                open_timeout=self._http_timeout.connect,
+                max_size=_MAX_MESSAGE,
+                compression=None,  # previews are JPEG or PNG already
+                ping_interval=None,  # the job's /history and /queue checks notice a dead server
+                close_timeout=1,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                raise error_for_status(status, {}, secrets=self._secrets()) from exc
+            log.info("The ComfyUI server opened no websocket (HTTP %s); following jobs by polling", status)
+            socket = None
+        except (OSError, TimeoutError) as exc:
+            raise self._unreachable() from exc
+        except WebSocketException as exc:  # not the protocol (a proxy's answer, a bad accept key)
+            log.info("The ComfyUI server opened no websocket (%s); following jobs by polling", type(exc).__name__)
+            socket = None
+        if socket is None:
+            yield None
+            return
+        try:
+            yield socket
+        finally:
+            await socket.close()
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -1081,10 +739,3 @@ def _int(value: Any) -> int:
     except (TypeError, ValueError):
         return 0
 
-
-def _encode(data: bytes, fmt: OutputFormat) -> bytes:
-    with Image.open(io.BytesIO(data)) as img:
-        out = img.convert("RGB") if fmt == "jpeg" or img.mode not in ("RGB", "RGBA") else img.copy()
-    buf = io.BytesIO()
-    out.save(buf, format=fmt.upper(), quality=90)
-    return buf.getvalue()

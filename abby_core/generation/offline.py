@@ -21,7 +21,6 @@ import asyncio
 import functools
 import io
 import random
-import secrets
 import textwrap
 import threading
 import unicodedata
@@ -29,6 +28,7 @@ from collections.abc import Callable
 
 from PIL import Image, ImageDraw, ImageFont
 
+from abby_core.generation._results import random_seed
 from abby_core.generation.base import (
     GeneratedImage,
     ImageToImageRequest,
@@ -37,7 +37,6 @@ from abby_core.generation.base import (
     TextToImageRequest,
     UpscaleRequest,
 )
-from abby_core.generation.params import MAX_SEED
 
 __all__ = ["LABEL", "NOT_SHOWN", "PLACEHOLDER", "OfflineProvider", "caption_text", "has_glyph", "random_seed"]
 
@@ -51,11 +50,6 @@ UPSCALE_MAX_SIDE = 4096
 _FOLD = {"—": "-", "–": "-", "‐": "-", "‑": "-", "−": "-", "“": '"', "”": '"', "„": '"', "‘": "'", "«": '"', "»": '"'}
 _NOT_A_CHARACTER = "\U0010fffd"  # private use: no font draws it, so it renders as the font's .notdef box
 _glyph_lock = threading.Lock()  # one FreeType face, used from worker threads
-
-
-def random_seed() -> int:
-    """A fresh random seed from 1 to ``MAX_SEED`` (never 0, which asks for one)."""
-    return secrets.randbelow(MAX_SEED) + 1
 
 
 @functools.cache

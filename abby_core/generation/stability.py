@@ -32,11 +32,11 @@ from abby_core.errors import (
     GenerationError,
     GenerationTimeout,
     GenerationUnavailable,
-    InvalidImage,
     NotConfigured,
     ProviderUnreachable,
 )
 from abby_core.generation._policy import RetryPolicy, parse_retry_after
+from abby_core.generation._results import generated_image
 from abby_core.generation._status import error_for_status
 from abby_core.generation.base import (
     GeneratedImage,
@@ -45,7 +45,6 @@ from abby_core.generation.base import (
     TextToImageRequest,
     UpscaleRequest,
 )
-from abby_core.images import probe_image
 
 __all__ = ["MODELS", "NOT_CONFIGURED", "StabilityProvider"]
 
@@ -327,24 +326,12 @@ class StabilityProvider(Provider):
             )
         if finish != "SUCCESS":
             raise GenerationError(f"The image service did not finish the image ({finish[:30]}).")
-        try:
-            fmt, width, height = probe_image(response.content)
-        except InvalidImage as exc:
-            raise GenerationUnavailable(
-                "The image service sent an unreadable image. Please try again."
-            ) from exc
         with contextlib.suppress(ValueError):
             seed = int(response.headers.get("seed", seed))
-        return GeneratedImage(
-            data=response.content,
-            content_type=f"image/{fmt}",
-            seed=seed,
-            width=width,
-            height=height,
-            provider=self.name,
-            finish_reason="SUCCESS",
-            label=label,
-            request_id=request_id,
+        # As sent: the service was asked for the output format.
+        return generated_image(
+            response.content, provider=self.name, label=label, seed=seed, request_id=request_id,
+            unreadable="The image service sent an unreadable image. Please try again.",
         )
 
 
