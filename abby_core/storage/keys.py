@@ -6,6 +6,7 @@ Layout (the same on the filesystem, under ``STORAGE_ROOT``, and in a bucket)::
     ledger/users/{user_id}.json                                      a user's quota ledger
     ledger/global.json                                               server-wide usage
     ledger/members/{user_id}.json                                    blocks, grants, deletions
+    ledger/slots/{user_id}.json                                      the member's generation in flight
     temp/  logs/                                                     scratch and logs
 
 The ledger sits outside ``images/`` so the lifecycle rule that expires images never
@@ -26,6 +27,7 @@ __all__ = [
     "LEDGER_PREFIX",
     "LOGS_PREFIX",
     "MEMBERS_PREFIX",
+    "SLOTS_PREFIX",
     "TEMP_PREFIX",
     "USERS_LEDGER_PREFIX",
     "USERS_PREFIX",
@@ -35,6 +37,7 @@ __all__ = [
     "image_candidates",
     "image_key",
     "member_key",
+    "slot_key",
     "time_of_key",
     "user_from_key",
     "user_ledger_key",
@@ -47,6 +50,7 @@ LEDGER_PREFIX = "ledger/"
 USERS_LEDGER_PREFIX = "ledger/users/"
 GLOBAL_LEDGER_KEY = "ledger/global.json"
 MEMBERS_PREFIX = "ledger/members/"
+SLOTS_PREFIX = "ledger/slots/"
 TEMP_PREFIX = "temp/"
 LOGS_PREFIX = "logs/"
 
@@ -86,6 +90,10 @@ def user_ledger_key(user_id: str) -> str:
 
 def member_key(user_id: str) -> str:
     return f"{MEMBERS_PREFIX}{check_user_id(user_id)}.json"
+
+
+def slot_key(user_id: str) -> str:
+    return f"{SLOTS_PREFIX}{check_user_id(user_id)}.json"
 
 
 def extension_for(content_type: str) -> str:
