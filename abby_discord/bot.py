@@ -26,6 +26,7 @@ from abby_core.errors import AbbyError, NotConfigured
 from abby_core.generation import ImageGenerator
 from abby_core.pipeline import ImageService
 from abby_core.storage import StorageManager
+from abby_core.storage.slots import AsyncMemberSlots, MemberSlots
 from abby_discord.buttons import GalleryButton, ResultButton
 from abby_discord.cogs import EXTENSIONS
 from abby_discord.errors import report
@@ -78,6 +79,8 @@ class AbbyBot(commands.Bot):
         self.generator = generator
         self.service = service
         self.limiter = GenerationLimiter(settings.discord.max_concurrent_generations)
+        # "One generation at a time" for a member across every bot process on this storage.
+        self.slots = AsyncMemberSlots(MemberSlots(storage.backend, clock=storage.clock))
         self.maintenance_delay = maintenance_delay
         self.maintenance_interval = maintenance_interval
         self.maintenance_runs = 0

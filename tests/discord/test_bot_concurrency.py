@@ -78,3 +78,27 @@ async def test_a_generation_is_stopped_and_refunded_before_discord_stops_listeni
     assert "nothing was charged" in (reply.content or "").lower()
     status = await abby.status(ann)
     assert (status.daily_used, status.in_flight) == (0, 0)
+
+
+async def test_a_request_while_another_bot_process_runs_the_members_first_is_refused(abby: Abby) -> None:
+    from datetime import UTC, datetime
+
+    from abby_core.storage import FilesystemBackend
+    from abby_core.storage.slots import MemberSlots
+
+    await abby.start()
+    member = abby.fake.make_member(name="ann")
+    assert abby.storage is not None
+    # Another bot process on the same storage folder is generating for this member.
+    other = MemberSlots(FilesystemBackend(abby.storage.backend.root), clock=lambda: datetime.now(UTC))  # type: ignore[attr-defined]
+    lease = other.claim(str(member.id))
+    assert lease is not None
+    handle = await abby.fake.slash("imagine", user=member, options={"prompt": "a cat"}, expect_error=True)
+    error, reply = await refusal(handle)
+    assert isinstance(error, UserBusy) and reply.type == 4
+    assert (await abby.status(member)).daily_used == 0
+    assert other.release(lease)
+    done = await result_of(await abby.fake.slash("imagine", user=member, options={"prompt": "a cat"}))
+    assert field(done.embeds[0], "Your quota").startswith("1/5 today")
+    # The bot gave its own slot back: the other process can take the member's next one.
+    assert other.holder(str(member.id)) is None

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -20,11 +20,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from abby_core.errors import GenerationTimeout, InvalidImage, InvalidPrompt
+from abby_core.errors import AbbyError, GenerationTimeout, InvalidImage, InvalidPrompt
 from abby_core.generation import ASPECT_RATIOS, MAX_SEED, STYLE_PRESETS, ProgressCallback
 from abby_core.pipeline import GenerationResult
 from abby_core.storage.keys import CONTENT_TYPES
 from abby_discord.errors import PUBLIC_DEFER, ChannelNotAllowed, NotOwner
+from abby_discord.limiter import UserBusy
 from abby_discord.progress import ProgressMessage
 from abby_discord.render import PromptInfo, mb, prompt_of, render_result
 
@@ -77,6 +78,20 @@ class Images(commands.Cog):
         self.bot = bot
 
     # -- the one flow ------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _member_slot(self, user_id: int) -> AsyncIterator[None]:
+        """The member's slot across bot processes (the limiter keeps it within this one)."""
+        lease = await self.bot.slots.claim(str(user_id))
+        if lease is None:
+            raise UserBusy(str(user_id))
+        try:
+            yield
+        finally:
+            try:
+                await asyncio.shield(self.bot.slots.release(lease))
+            except AbbyError as exc:  # it then expires by itself
+                log.warning("Could not release the generation slot of member %s: %s", user_id, exc)
+
     def _check_channel(self, interaction: discord.Interaction) -> None:
         """Refuse channels the owner did not open to image generation (nothing is held yet)."""
         rules = self.bot.settings.moderation
@@ -89,7 +104,7 @@ class Images(commands.Cog):
 
     async def _generate(self, interaction: discord.Interaction, *, title: str, info: PromptInfo, run: Run) -> None:
         self._check_channel(interaction)
-        async with self.bot.limiter.claim(interaction.user.id) as ticket:
+        async with self.bot.limiter.claim(interaction.user.id) as ticket, self._member_slot(interaction.user.id):
             # Refusals a member can be told about now (blocked, limits, bad prompt, not
             # configured) are answered privately before the public "thinking…" message.
             await self.bot.service.precheck(
