@@ -10,7 +10,6 @@ replace the finished image).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 import time
@@ -19,11 +18,11 @@ from collections.abc import Callable
 import discord
 
 from abby_core.generation import Progress
+from abby_core.storage.keys import CONTENT_TYPES
 
 __all__ = ["ProgressMessage", "describe_progress"]
 
 log = logging.getLogger("abby.discord")
-_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 _BAR = 12
 
 
@@ -91,7 +90,7 @@ class ProgressMessage:
     async def _edit(self, text: str, preview: Progress | None) -> None:
         attachments: list[discord.File] = []
         if preview is not None and preview.preview:
-            ext = _EXTENSIONS.get(preview.preview_type or "", "png")
+            ext = CONTENT_TYPES.get(preview.preview_type or "", "png")
             attachments.append(discord.File(io.BytesIO(preview.preview), filename=f"preview.{ext}", spoiler=True))
         try:
             await self.interaction.edit_original_response(content=text, attachments=attachments)
@@ -103,5 +102,7 @@ class ProgressMessage:
         """Stop editing and wait for an edit in flight, so the final answer always comes last."""
         self._closed = True
         if self._task is not None:
-            with contextlib.suppress(Exception):
+            try:
                 await self._task
+            except Exception:  # a progress edit is cosmetic: the answer still goes out
+                log.warning("A progress edit failed unexpectedly.", exc_info=True)
