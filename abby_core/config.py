@@ -163,7 +163,11 @@ class ApiSettings(_Section):
 
 
 class DiscordSettings(_Section):
-    """The bot's Discord side."""
+    """The bot's Discord side.
+
+    ``shard_count`` None lets Discord pick it and runs every shard in this process; ``shard_ids``
+    empty runs every shard of ``shard_count`` here, otherwise only those (each below ``shard_count``).
+    """
 
     token: SecretStr | None
     guild_id: int | None
@@ -171,6 +175,8 @@ class DiscordSettings(_Section):
     delivery: Literal["attach", "link", "both"]
     max_concurrent_generations: int
     log_level: str
+    shard_count: int | None
+    shard_ids: tuple[int, ...]
 
 
 _URL_FIELDS = ("s3_endpoint_url", "s3_public_endpoint_url", "stability_api_host", "comfyui_url", "a1111_url")
@@ -444,10 +450,16 @@ class Settings(BaseSettings):
         "INFO", alias="LOG_LEVEL", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$",
         description="DEBUG, INFO, WARNING, ERROR or CRITICAL",
     )
+    shard_count: int | None = Field(
+        None, alias="SHARD_COUNT", ge=1, le=1000, description="a whole number from 1 to 1000"
+    )
+    shard_ids: Annotated[tuple[Annotated[int, Field(ge=0)], ...], NoDecode] = Field(
+        (), alias="SHARD_IDS", description="shard ids (0, 1, ...) separated by commas"
+    )
 
     @field_validator(
         "s3_endpoint_url", "s3_public_endpoint_url", "s3_access_key_id", "s3_secret_access_key",
-        "stability_api_key", "discord_token", "discord_guild_id",
+        "stability_api_key", "discord_token", "discord_guild_id", "shard_count",
         "image_provider_fallback", "comfyui_url", "comfyui_auth_header", "comfyui_workflows",
         "a1111_url", "a1111_username", "a1111_password", "a1111_model", "a1111_sampler", "prompt_blocklist_file",
         mode="before",
@@ -470,7 +482,7 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str | None) -> str | None:
         return None if value is None else _check_http_url(value)
 
-    @field_validator("admin_role_ids", "image_channel_ids", mode="before")
+    @field_validator("admin_role_ids", "image_channel_ids", "shard_ids", mode="before")
     @classmethod
     def _parse_role_ids(cls, value: Any) -> Any:
         return _csv_ints(value)
@@ -526,6 +538,13 @@ class Settings(BaseSettings):
             raise ValueError("IMAGE_PROVIDER_FALLBACK must name another provider than IMAGE_PROVIDER")
         if (self.a1111_username is None) != (self.a1111_password is None):
             raise ValueError("A1111_USERNAME and A1111_PASSWORD must be set together (as in --api-auth user:password)")
+        if self.shard_ids and self.shard_count is None:
+            raise ValueError("SHARD_IDS needs SHARD_COUNT (the number of shards all processes share)")
+        if self.shard_count is not None and any(i >= self.shard_count for i in self.shard_ids):
+            last = self.shard_count - 1
+            raise ValueError(f"SHARD_IDS must each be below SHARD_COUNT ({self.shard_count}): from 0 to {last}")
+        if len(set(self.shard_ids)) != len(self.shard_ids):
+            raise ValueError("SHARD_IDS names a shard twice")
         return self
 
     # -- sections ----------------------------------------------------------------
@@ -608,6 +627,8 @@ class Settings(BaseSettings):
             delivery=self.image_delivery,
             max_concurrent_generations=self.max_concurrent_generations,
             log_level=self.log_level,
+            shard_count=self.shard_count,
+            shard_ids=self.shard_ids,
         )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import aiohttp
 import discord
@@ -49,8 +50,12 @@ class AbbyTree(app_commands.CommandTree["AbbyBot"]):
         await report(interaction, error)
 
 
-class AbbyBot(commands.Bot):
+class AbbyBot(commands.AutoShardedBot):
     """Abby in Discord. Owns no resources: storage, generator and service are handed in and closed by the caller.
+
+    Runs the shards ``settings.discord`` names (``SHARD_COUNT`` / ``SHARD_IDS``), all of them by
+    default; several processes on one storage can split the shards between them. Only the
+    :attr:`primary` process syncs application commands and runs maintenance, so they do not race.
 
     ``maintenance_delay`` is how long after start the first cleanup + reconcile runs,
     ``maintenance_interval`` the time between runs (a day). Maintenance errors are logged
@@ -67,12 +72,16 @@ class AbbyBot(commands.Bot):
         maintenance_delay: float = 60.0,
         maintenance_interval: float = DAY,
     ) -> None:
+        # discord.py takes no shard_ids at all for "every shard" (None is refused by its types).
+        only: dict[str, Any] = {"shard_ids": list(settings.discord.shard_ids)} if settings.discord.shard_ids else {}
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents.default(),
             tree_cls=AbbyTree,
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),
+            shard_count=settings.discord.shard_count,
+            **only,
         )
         self.settings = settings
         self.storage = storage
@@ -86,15 +95,39 @@ class AbbyBot(commands.Bot):
         self.maintenance_runs = 0
         self._background: list[asyncio.Task[None]] = []
 
+    @property
+    def primary(self) -> bool:
+        """Whether this process syncs commands and runs maintenance: it runs shard 0 (or every shard)."""
+        shard_ids = self.settings.discord.shard_ids
+        return not shard_ids or 0 in shard_ids
+
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         self.add_dynamic_items(ResultButton, GalleryButton)
-        await self._sync_commands()
+        self._log_shards()
+        if self.primary:
+            await self._sync_commands()
         if not self.generator.configured:
             log.warning("Image generation is not configured (no STABILITY_API_KEY): image commands will say so.")
         self._background.append(asyncio.create_task(self._check_storage(), name="abby-storage-check"))
-        self._background.append(asyncio.create_task(self._maintenance(), name="abby-maintenance"))
+        if self.primary:
+            self._background.append(asyncio.create_task(self._maintenance(), name="abby-maintenance"))
+
+    def _log_shards(self) -> None:
+        count, shard_ids = self.settings.discord.shard_count, self.settings.discord.shard_ids
+        if count is None:
+            log.info("Running every shard in this process (Discord picks how many).")
+        elif not shard_ids:
+            log.info("Running all %d shard(s) in this process.", count)
+        else:
+            role = (
+                "syncs commands and runs maintenance"
+                if self.primary
+                else "leaves command sync and maintenance to shard 0's process"
+            )
+            listed = ", ".join(str(i) for i in shard_ids)
+            log.info("Running shard(s) %s of %d in this process; it %s.", listed, count, role)
 
     async def _sync_commands(self) -> None:
         guild_id = self.settings.discord.guild_id

@@ -128,3 +128,33 @@ def test_every_variable_has_a_description() -> None:
     for name, info in Settings.model_fields.items():
         assert info.alias and info.alias.isupper(), name
         assert info.description, name
+
+
+def test_shards_default_to_automatic_and_parse() -> None:
+    s = load_settings(env_file=None)
+    assert (s.discord.shard_count, s.discord.shard_ids) == (None, ())
+    s = load_settings(env_file=None, SHARD_COUNT="", SHARD_IDS="")
+    assert (s.discord.shard_count, s.discord.shard_ids) == (None, ())
+    s = load_settings(env_file=None, SHARD_COUNT="4", SHARD_IDS=" 1, 3 ")
+    assert (s.discord.shard_count, s.discord.shard_ids) == (4, (1, 3))
+    assert load_settings(env_file=None, SHARD_COUNT="2").discord.shard_ids == ()
+
+
+@pytest.mark.parametrize(
+    ("env", "name", "hint"),
+    [
+        ({"SHARD_COUNT": "0"}, "SHARD_COUNT", "from 1 to 1000"),
+        ({"SHARD_COUNT": "1001"}, "SHARD_COUNT", "from 1 to 1000"),
+        ({"SHARD_COUNT": "two"}, "SHARD_COUNT", "whole number"),
+        ({"SHARD_IDS": "0"}, "SHARD_IDS", "needs SHARD_COUNT"),
+        ({"SHARD_COUNT": "2", "SHARD_IDS": "2"}, "SHARD_IDS", "below SHARD_COUNT (2)"),
+        ({"SHARD_COUNT": "2", "SHARD_IDS": "0,x"}, "SHARD_IDS", "separated by commas"),
+        ({"SHARD_COUNT": "2", "SHARD_IDS": "-1"}, "SHARD_IDS", "separated by commas"),
+        ({"SHARD_COUNT": "3", "SHARD_IDS": "1,1"}, "SHARD_IDS", "twice"),
+    ],
+)
+def test_bad_shards_name_the_variable(env: dict[str, str], name: str, hint: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(env_file=None, **env)
+    assert name in str(refused.value) and hint in str(refused.value)
+    assert len(refused.value.problems) == 1

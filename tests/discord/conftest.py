@@ -64,11 +64,19 @@ class Abby:
         self.generator: ImageGenerator | None = None
         self.bot: AbbyBot | None = None
         self.maintenance_delay = 3600.0
+        self.alongside = False
         self._opened: list[Any] = []
 
     async def start(
-        self, *, generator: ImageGenerator | None = None, maintenance_delay: float = 3600, **env: Any
+        self,
+        *,
+        generator: ImageGenerator | None = None,
+        maintenance_delay: float = 3600,
+        alongside: bool = False,
+        **env: Any,
     ) -> AbbyBot:
+        """Build settings from ``env`` and start the bot; ``alongside``: next to another ``Abby``'s bot
+        (another shard process on the same storage folder), see ``FakeDiscord.run_bot``."""
         values: dict[str, Any] = {
             "STORAGE_ROOT": str(self.tmp_path / "shared"),
             "IMAGE_PROVIDER": "offline",
@@ -84,13 +92,14 @@ class Abby:
         )
         self._opened += [self.generator, self.storage]
         self.maintenance_delay = maintenance_delay
+        self.alongside = alongside
         return await self.restart(first=True)
 
     async def restart(self, *, first: bool = False) -> AbbyBot:
         """A new bot on the same storage and generator (the old one is stopped first)."""
         assert self.settings is not None and self.storage is not None and self.generator is not None
-        if not first:
-            await self.fake.stop_bot()
+        if not first and self.bot is not None:
+            await self.fake.stop_bot(self.bot)
         service = ImageService.from_settings(self.settings, self.storage, self.generator)
         self.bot = AbbyBot(
             self.settings,
@@ -99,11 +108,12 @@ class Abby:
             service=service,
             maintenance_delay=self.maintenance_delay,
         )
-        await self.fake.run_bot(self.bot)
+        await self.fake.run_bot(self.bot, alongside=self.alongside)
         return self.bot
 
     async def close(self) -> None:
-        await self.fake.stop_bot()
+        if self.bot is not None:
+            await self.fake.stop_bot(self.bot)
         for resource in reversed(self._opened):
             await resource.aclose()
 

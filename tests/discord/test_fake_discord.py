@@ -16,8 +16,10 @@ from tests.fixtures.fake_discord import (
     BotError,
     CommandNotVisible,
     FakeDiscord,
+    FakeDiscordError,
     InvalidInteraction,
     WaitTimeout,
+    shard_of,
 )
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
@@ -288,6 +290,59 @@ async def test_sync_rejects_what_discord_rejects(fake_discord: FakeDiscord) -> N
 async def test_login_with_a_wrong_token_fails(fake_discord: FakeDiscord) -> None:
     with pytest.raises(AssertionError, match="LoginFailure"):
         await fake_discord.run_bot(TinyBot(), token="wrong")
+
+
+class ShardBot(commands.Bot):
+    """One shard of a sharded application; ``/where`` says which shard answered."""
+
+    def __init__(self, shard_id: int, shard_count: int) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=discord.Intents.default(),
+            shard_id=shard_id,
+            shard_count=shard_count,
+        )
+
+    async def setup_hook(self) -> None:
+        @self.tree.command()
+        async def where(interaction: discord.Interaction) -> None:
+            """Tell the shard."""
+            await interaction.response.send_message(f"shard {interaction.client.shard_id}")
+
+
+async def test_sharded_bots_get_only_their_guilds_and_interactions(fake_discord: FakeDiscord) -> None:
+    fake = fake_discord
+    # Two guilds, one per shard: ids one step of 2**22 apart land on different shards of two.
+    first = fake.guild
+    second = fake.make_guild("Second", guild_id=first.id + (1 << 22))
+    by_shard = {shard_of(first.id, 2): first, shard_of(second.id, 2): second}
+    assert set(by_shard) == {0, 1}
+    bots = [ShardBot(0, 2), ShardBot(1, 2)]
+    await fake.run_bot(bots[0])
+    await fake.run_bot(bots[1], alongside=True)
+    assert fake.shards == [(0, 2), (1, 2)]
+    assert sum(1 for r in fake.requests if r.method == "PUT") == 1  # the one alongside does not sync
+
+    for shard_id, bot in enumerate(bots):
+        guild = by_shard[shard_id]
+        assert [g.id for g in bot.guilds] == [guild.id]
+        member = fake.make_member(name=f"on-{shard_id}", guild=guild)
+        reply = await (await fake.slash("where", user=member)).response()
+        assert reply.content == f"shard {shard_id}"
+
+    with pytest.raises(RuntimeError, match="already running"):
+        await fake.run_bot(ShardBot(0, 2))
+    await fake.stop_bot(bots[1])
+    assert fake.shards == [(0, 2)]
+    with pytest.raises(FakeDiscordError, match="no connected shard serves"):
+        await fake.slash("where", user=fake.make_member(name="late", guild=by_shard[1]))
+    reply = await (await fake.slash("where", user=fake.make_member(name="still", guild=by_shard[0]))).response()
+    assert reply.content == "shard 0"
+
+
+async def test_an_invalid_shard_is_refused(fake_discord: FakeDiscord) -> None:
+    with pytest.raises(AssertionError, match="4010"):
+        await fake_discord.run_bot(ShardBot(2, 2))
 
 
 def test_discord_py_is_restored_after_the_fixture() -> None:
