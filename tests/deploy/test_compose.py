@@ -75,18 +75,30 @@ def _env(service: dict[str, Any]) -> dict[str, str]:
 
 def test_compose_has_both_storage_profiles_and_nothing_outside_them(services: dict[str, Any]) -> None:
     expected = {
-        "minio": "minio",
-        "minio-init": "minio",
-        "abby": "minio",
-        "seaweedfs": "seaweedfs",
-        "seaweedfs-init": "seaweedfs",
-        "seaweedfs-storage-init": "seaweedfs",
-        "abby-seaweedfs": "seaweedfs",
+        "minio": ["minio", "minio-scale"],
+        "minio-init": ["minio", "minio-scale"],
+        "abby": ["minio"],
+        "abby-shard-0": ["minio-scale"],
+        "abby-shard-1": ["minio-scale"],
+        "seaweedfs": ["seaweedfs"],
+        "seaweedfs-init": ["seaweedfs"],
+        "seaweedfs-storage-init": ["seaweedfs"],
+        "abby-seaweedfs": ["seaweedfs"],
     }
     assert set(services) == set(expected)
-    for name, profile in expected.items():
+    for name, profiles in expected.items():
         # A service without a profile would start with either storage.
-        assert services[name].get("profiles") == [profile], name
+        assert services[name].get("profiles") == profiles, name
+
+
+def test_the_scale_profile_runs_two_shards_of_one_bot_on_one_bucket(services: dict[str, Any]) -> None:
+    single = services["abby"]["environment"]
+    shards = [services[f"abby-shard-{i}"]["environment"] for i in (0, 1)]
+    for i, env in enumerate(shards):
+        assert (env["SHARD_COUNT"], env["SHARD_IDS"]) == ("2", str(i))
+        # The same storage and the same blanked admin credentials as the single bot.
+        assert {k: v for k, v in env.items() if not k.startswith("SHARD_")} == single
+        assert services[f"abby-shard-{i}"]["depends_on"] == services["abby"]["depends_on"]
 
 
 def test_every_image_is_pinned(services: dict[str, Any]) -> None:
