@@ -123,4 +123,8 @@ async def open_generator(settings: Settings, provider: str | None = None) -> Asy
 @contextlib.asynccontextmanager
 async def open_service(settings: Settings, provider: str | None = None) -> AsyncIterator[ImageService]:
     async with open_storage(settings) as storage, open_generator(settings, provider) as generator:
-        yield ImageService.from_settings(settings, storage, generator)
+        service = ImageService.from_settings(settings, storage, generator)
+        try:
+            yield service
+        finally:
+            await service.flush_events()  # a one-shot command still records what it did

@@ -40,6 +40,7 @@ from abby_core.errors import ConfigError
 
 __all__ = [
     "A1111Settings",
+    "AnalyticsSettings",
     "ApiSettings",
     "ComfyUISettings",
     "DiscordSettings",
@@ -143,6 +144,13 @@ class ModerationSettings(_Section):
     blocklist_file: Path | None
     channel_ids: tuple[int, ...]
     age_restricted_only: bool
+
+
+class AnalyticsSettings(_Section):
+    """Usage events (``ANALYTICS_*``)."""
+
+    store_prompts: bool
+    retention_days: int
 
 
 class ApiSettings(_Section):
@@ -387,6 +395,14 @@ class Settings(BaseSettings):
         300, alias="A1111_TIMEOUT_SECONDS", gt=0, le=3600, description="seconds above 0 and at most 3600"
     )
 
+    # -- analytics ---------------------------------------------------------------
+    analytics_store_prompts: bool = Field(
+        False, alias="ANALYTICS_STORE_PROMPTS", description="true or false (prompts are not recorded by default)"
+    )
+    analytics_retention_days: int = Field(
+        90, alias="ANALYTICS_RETENTION_DAYS", ge=1, le=3650, description="a whole number of days from 1 to 3650"
+    )
+
     # -- content controls --------------------------------------------------------
     prompt_blocklist: Annotated[tuple[str, ...], NoDecode] = Field(
         (), alias="PROMPT_BLOCKLIST",
@@ -607,6 +623,12 @@ class Settings(BaseSettings):
             store_format=self.image_store_format,
             store_quality=self.image_store_quality,
             store_lossless=self.image_store_lossless,
+        )
+
+    @cached_property
+    def analytics(self) -> AnalyticsSettings:
+        return AnalyticsSettings(
+            store_prompts=self.analytics_store_prompts, retention_days=self.analytics_retention_days
         )
 
     @cached_property

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from abby_core.analytics import OK, EventKind, EventLog, UsageEvent
 from abby_core.config import Settings
-from abby_core.errors import InvalidPrompt, NotConfigured, StorageError
+from abby_core.errors import AbbyError, InvalidPrompt, NotConfigured, StorageError
 from abby_core.generation import (
     GeneratedImage,
     GenerationRequest,
@@ -69,10 +71,13 @@ class ImageService:
         store_quality: int = 90,
         store_lossless: bool = False,
         blocklist: Blocklist | None = None,
+        events: EventLog | None = None,
     ) -> None:
         self.storage = storage
         self.generator = generator
         self.blocklist = blocklist or Blocklist()
+        self.events = events
+        self._recording: set[asyncio.Task[bool]] = set()
         self.store_format: Literal["png", "webp"] = store_format
         self.store_quality = store_quality
         self.store_lossless = store_lossless
@@ -88,7 +93,51 @@ class ImageService:
             store_quality=api.store_quality,
             store_lossless=api.store_lossless,
             blocklist=load_blocklist(settings.moderation),
+            events=EventLog(
+                storage.backend,
+                clock=storage.clock,
+                store_prompts=settings.analytics.store_prompts,
+                retention_days=settings.analytics.retention_days,
+            ),
         )
+
+    def record(
+        self,
+        kind: EventKind,
+        user_id: object,
+        outcome: str,
+        *,
+        guild_id: int | None = None,
+        stored: int = 0,
+        latency: float | None = None,
+        prompt: str | None = None,
+    ) -> None:
+        """Record one outcome in the usage events, in the background: never fails, never waits."""
+        if self.events is None:
+            return
+        try:
+            event = UsageEvent(
+                time=self.storage.clock(),
+                user_id=str(user_id),
+                guild_id=str(guild_id) if guild_id else None,
+                kind=kind,
+                provider=self.generator.provider_name,
+                outcome=outcome,
+                bytes_stored=stored,
+                latency_seconds=latency,
+                prompt=prompt,
+            )
+        except ValueError:
+            log.warning("Not recording an event for %r: it is not a valid user.", user_id)
+            return
+        task = asyncio.get_running_loop().create_task(self.events.arecord(event))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+
+    async def flush_events(self) -> None:
+        """Wait for events still being written (before a one-shot command exits)."""
+        if self._recording:
+            await asyncio.gather(*self._recording, return_exceptions=True)
 
     def check_prompt(self, prompt: str) -> str:
         """The prompt cleaned and checked against the blocklist (:class:`InvalidPrompt` if refused)."""
@@ -100,7 +149,14 @@ class ImageService:
             raise InvalidPrompt(REFUSAL)
         return cleaned
 
-    async def precheck(self, user_id: object, *, prompt: str | None = None, role_ids: Iterable[int] = ()) -> None:
+    async def precheck(
+        self,
+        user_id: object,
+        *,
+        prompt: str | None = None,
+        role_ids: Iterable[int] = (),
+        kind: EventKind = "imagine",
+    ) -> None:
         """Refuse early what :meth:`imagine` and friends would refuse, without holding anything.
 
         For adapters that must answer before they start a long task (Discord shows a
@@ -110,11 +166,15 @@ class ImageService:
         the real call. Only a hint: the reservation inside the real call still decides.
         """
         uid = check_user_id(user_id)
-        if prompt is not None:
-            self.check_prompt(prompt)
-        if not self.generator.configured:
-            raise NotConfigured(NOT_CONFIGURED)
-        await self.storage.precheck(uid, role_ids=tuple(role_ids))
+        try:
+            if prompt is not None:
+                self.check_prompt(prompt)
+            if not self.generator.configured:
+                raise NotConfigured(NOT_CONFIGURED)
+            await self.storage.precheck(uid, role_ids=tuple(role_ids))
+        except AbbyError as exc:
+            self.record(kind, uid, exc.code)
+            raise
 
     async def imagine(
         self,
@@ -178,14 +238,37 @@ class ImageService:
         role_ids: Iterable[int],
         progress: ProgressCallback | None,
     ) -> GenerationResult:
+        try:
+            result, latency = await self._generate(kind, uid, request, prompt, role_ids, progress)
+        except AbbyError as exc:
+            self.record(kind, uid, exc.code, prompt=prompt)
+            raise
+        except asyncio.CancelledError:
+            self.record(kind, uid, "interrupted", prompt=prompt)
+            raise
+        self.record(kind, uid, OK, stored=result.stored.size, latency=latency, prompt=prompt)
+        return result
+
+    async def _generate(
+        self,
+        kind: Kind,
+        uid: str,
+        request: GenerationRequest,
+        prompt: str | None,
+        role_ids: Iterable[int],
+        progress: ProgressCallback | None,
+    ) -> tuple[GenerationResult, float | None]:
         if prompt is not None:
             self.check_prompt(prompt)
         if not self.generator.configured:
             raise NotConfigured(NOT_CONFIGURED)
         roles = tuple(role_ids)
         reservation = await self.storage.reserve(uid, role_ids=roles)
+        latency: float | None = None
         try:
+            started = time.monotonic()
             image = await self.generator.generate(request, progress=progress)
+            latency = time.monotonic() - started
             compressed = await asyncio.to_thread(
                 compress_for_storage,
                 image.data,
@@ -213,4 +296,4 @@ class ImageService:
                 log.warning("Taking back interrupted generation %s is retried later: %s", reservation.id, exc)
             raise
         # The image is stored and charged: from here nothing may turn it into a failure.
-        return GenerationResult(kind, stored, image, status, prompt, compressed.bytes_before)
+        return GenerationResult(kind, stored, image, status, prompt, compressed.bytes_before), latency

@@ -164,6 +164,11 @@ class AbbyBot(commands.AutoShardedBot):
                 "Maintenance reconcile: %d user(s), %d image(s), drift for %d user(s).",
                 fixed.users, fixed.objects, len(fixed.drift),
             )
+            if self.service.events is not None:
+                events = self.service.events
+                compacted = await asyncio.wait_for(asyncio.to_thread(events.compact_finished), _MAINTENANCE_TIMEOUT)
+                pruned = await asyncio.wait_for(asyncio.to_thread(events.prune), _MAINTENANCE_TIMEOUT)
+                log.info("Maintenance analytics: %d day(s) compacted; %s.", len(compacted), pruned)
         except AbbyError as exc:
             log.error("Maintenance failed: %s", exc.message)
         except TimeoutError:

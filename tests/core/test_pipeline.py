@@ -156,3 +156,30 @@ async def test_a_blocked_prompt_is_refused_before_anything_is_held(storage: Stor
         result = await service.imagine("123", "a glass of water")
     status = await storage.get_quota_status("123")
     assert (status.daily_used, status.in_flight) == (1, 0) and result.stored.size > 0
+
+
+async def test_every_outcome_is_recorded_as_a_usage_event(tmp_path: Path) -> None:
+    from abby_core.analytics import EventLog
+    from abby_core.errors import DailyLimitExceeded
+    from abby_core.storage import FilesystemBackend
+
+    backend = FilesystemBackend(tmp_path / "shared")
+    storage = StorageManager(backend, max_user_daily_gens=1)
+    async with storage, ImageGenerator(provider=OfflineProvider()) as generator:
+        service = ImageService(storage, generator, events=EventLog(backend, clock=storage.clock))
+        made = await service.imagine("123", "a secret lighthouse")
+        with pytest.raises(DailyLimitExceeded):
+            await service.imagine("123", "one more")
+        with pytest.raises(DailyLimitExceeded):
+            await service.precheck("123", prompt="and another")
+        await service.flush_events()
+        summary = service.events.summary(days=1)  # type: ignore[union-attr]
+    assert (summary.images, summary.refusals_total, summary.refusals) == (1, 2, {"daily_limit": 2})
+    assert summary.per_day[-1].images == 1 and summary.bytes == made.stored.size
+    raw = [o.key for o in backend.list_objects("events/raw/")]
+    assert len(raw) == 3
+    bodies = [backend.get_object(k).decode() for k in raw]
+    assert sum('"outcome":"ok"' in b for b in bodies) == 1
+    assert sum('"outcome":"daily_limit"' in b for b in bodies) == 2
+    assert all("lighthouse" not in b for b in bodies)  # prompts are not recorded by default
+    assert any(f'"bytes_stored":{made.stored.size}' in b for b in bodies)

@@ -100,6 +100,9 @@ class Images(commands.Cog):
         allowed = not rules.channel_ids or interaction.channel_id in rules.channel_ids
         if not allowed or (rules.age_restricted_only and not nsfw):
             events.info("refused code=channel_not_allowed channel=%s", interaction.channel_id)
+            self.bot.service.record(
+                "imagine", interaction.user.id, "channel_not_allowed", guild_id=interaction.guild_id
+            )
             raise ChannelNotAllowed(rules.channel_ids, age_restricted=rules.age_restricted_only)
 
     async def _generate(self, interaction: discord.Interaction, *, title: str, info: PromptInfo, run: Run) -> None:

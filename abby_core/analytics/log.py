@@ -1,0 +1,270 @@
+"""The usage event log over a :class:`~abby_core.storage.StorageBackend`.
+
+Layout (beside ``images/`` and ``ledger/``, so the image lifecycle rule never touches it)::
+
+    events/raw/{YYYY-MM-DD}/{YYYYmmddTHHMMSSffffff}Z-{random}.json   one event, written once
+    events/daily/{YYYY-MM-DD}.json                                   a finished day, compacted
+
+Recording writes one small object per event: no shared document, so nothing to contend on
+and nothing to retry. The day in a raw key is the day the event was *recorded* (this log's
+clock), so a day's folder only grows while the day lasts; compaction waits ``settle`` past
+midnight for the last writes in flight, folds the folder into the daily summary, and only
+then deletes it. A summary that already exists is never rewritten: the raw objects beside it
+were counted in it (a compaction stopped before its deletion), so they are only deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Literal
+
+from pydantic import ValidationError
+
+from abby_core.analytics.models import DailySummary, Tally, UsageEvent, UsageSummary
+from abby_core.errors import ImageNotFound, StorageError
+from abby_core.storage.backend import ConditionFailed, StorageBackend
+
+__all__ = ["DAILY_PREFIX", "EVENTS_PREFIX", "RAW_PREFIX", "CompactReport", "EventLog", "PruneReport"]
+
+log = logging.getLogger("abby.analytics")
+
+EVENTS_PREFIX = "events/"
+RAW_PREFIX = "events/raw/"
+DAILY_PREFIX = "events/daily/"
+_JSON = "application/json"
+
+
+def raw_prefix(day: date) -> str:
+    return f"{RAW_PREFIX}{day.isoformat()}/"
+
+
+def daily_key(day: date) -> str:
+    return f"{DAILY_PREFIX}{day.isoformat()}.json"
+
+
+def _day_of(key: str, prefix: str) -> date | None:
+    """The day in a raw or daily key (``None`` for anything else under the prefix)."""
+    name = key[len(prefix):].split("/", 1)[0].removesuffix(".json")
+    try:
+        return date.fromisoformat(name) if len(name) == 10 else None
+    except ValueError:
+        return None
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class CompactReport:
+    """What :meth:`EventLog.compact` did with one day.
+
+    ``status``: ``compacted`` (summary written, raw deleted), ``already_compacted`` (a
+    summary existed; leftover raw objects deleted), ``empty`` (nothing recorded),
+    ``not_finished`` (the day is today, or ended less than ``settle`` ago: nothing done),
+    ``unreadable`` (the existing summary cannot be parsed: raw objects kept, logged).
+    """
+
+    day: date
+    status: Literal["compacted", "already_compacted", "empty", "not_finished", "unreadable"]
+    events: int = 0
+    deleted: int = 0
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    cutoff: date
+    """Days before this one were removed."""
+    summaries: int
+    raw_objects: int
+
+
+class EventLog:
+    """Record usage events, compact finished days, summarise a window, prune old days.
+
+    Synchronous and thread-safe like the backend; call it from a worker thread (or use
+    :meth:`arecord`). ``clock`` returns timezone-aware UTC. Prompts are stored only with
+    ``store_prompts`` (``ANALYTICS_STORE_PROMPTS``); ``retention_days``
+    (``ANALYTICS_RETENTION_DAYS``) is how many days :meth:`prune` keeps.
+    """
+
+    def __init__(
+        self,
+        backend: StorageBackend,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        store_prompts: bool = False,
+        retention_days: int = 90,
+        settle: timedelta = timedelta(minutes=15),
+        max_workers: int = 8,
+    ) -> None:
+        if retention_days < 1:
+            raise ValueError("retention_days must be at least 1")
+        self.backend = backend
+        self.clock = clock or _utcnow
+        self.store_prompts = store_prompts
+        self.retention_days = retention_days
+        self.settle = settle
+        self.max_workers = max_workers
+
+    # -- recording ---------------------------------------------------------------------------
+    def record(self, event: UsageEvent) -> bool:
+        """Store ``event`` as its own object; ``False`` (logged) if storage refused. Never raises.
+
+        A generation must never fail because of analytics, so every error here is logged
+        and turned into ``False``.
+        """
+        try:
+            if not self.store_prompts and event.prompt is not None:
+                event = event.model_copy(update={"prompt": None})
+            now = self.clock()
+            key = f"{raw_prefix(now.date())}{now:%Y%m%dT%H%M%S%f}Z-{secrets.token_hex(8)}.json"
+            self.backend.put_object(key, event.model_dump_json(exclude_none=True).encode(), _JSON)
+            return True
+        except StorageError as exc:
+            log.warning("Usage event not recorded (%s %s): %s", event.kind, event.outcome, exc)
+        except Exception:
+            log.exception("Usage event not recorded (%s %s)", event.kind, event.outcome)
+        return False
+
+    async def arecord(self, event: UsageEvent) -> bool:
+        """:meth:`record` on a worker thread."""
+        return await asyncio.to_thread(self.record, event)
+
+    # -- compaction --------------------------------------------------------------------------
+    def compact(self, day: date) -> CompactReport:
+        """Fold a finished ``day`` into ``events/daily/{day}.json``, then delete its raw objects.
+
+        Safe to run twice, from several processes, and while today's events arrive: the
+        summary is created only if missing, and raw objects are deleted only once a
+        summary holds them. Storage errors propagate (nothing is lost: run it again).
+        """
+        if datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC) + self.settle > self.clock():
+            return CompactReport(day, "not_finished")
+        raw = [info.key for info in self.backend.list_objects(raw_prefix(day))]
+        existing = self._read_summary(day)
+        if existing == "unreadable":
+            return CompactReport(day, "unreadable")
+        if existing is not None:
+            self._delete(raw)
+            return CompactReport(day, "already_compacted", existing.tally.events, len(raw))
+        if not raw:
+            return CompactReport(day, "empty")
+        tally, complete = self._fold_checked(raw)
+        if not complete:
+            # Raw objects vanished while we read them: another compaction finished first.
+            theirs = self._read_summary(day)
+            if isinstance(theirs, DailySummary):
+                self._delete(raw)
+                return CompactReport(day, "already_compacted", theirs.tally.events, len(raw))
+        summary = DailySummary(day=day, compacted_at=self.clock(), tally=tally)
+        status: Literal["compacted", "already_compacted"] = "compacted"
+        try:
+            self.backend.write_doc(daily_key(day), summary.model_dump_json().encode(), etag=None)
+        except ConditionFailed:
+            # Another compactor got there first; its summary stands.
+            status = "already_compacted"
+            theirs = self._read_summary(day)
+            if isinstance(theirs, DailySummary) and theirs.tally != tally:
+                log.warning("Two compactions of %s disagree (%d vs %d events); the first one stands.",
+                            day, theirs.tally.events, tally.events)
+        self._delete(raw)
+        return CompactReport(day, status, tally.events, len(raw))
+
+    def compact_finished(self) -> list[CompactReport]:
+        """Compact every day that has raw events and is finished (the daily housekeeping job)."""
+        days = sorted({d for d in self._raw_days() if d < self.clock().date()})
+        return [self.compact(day) for day in days]
+
+    # -- reading -----------------------------------------------------------------------------
+    def summary(self, days: int = 30, *, top: int = 10) -> UsageSummary:
+        """The last ``days`` days, today included: one read per past day plus today's raw events.
+
+        A past day not compacted yet is folded from its raw objects instead.
+        """
+        if days < 1:
+            raise ValueError("days must be at least 1")
+        today = self.clock().date()
+        start = today - timedelta(days=days - 1)
+        raw: dict[date, list[str]] = {}
+        for info in self.backend.list_objects(RAW_PREFIX):
+            day = _day_of(info.key, RAW_PREFIX)
+            if day is not None and start <= day <= today:
+                raw.setdefault(day, []).append(info.key)
+        tallies: dict[date, Tally] = {}
+        for offset in range(days):
+            day = start + timedelta(days=offset)
+            found = self._read_summary(day) if day < today else None
+            if isinstance(found, DailySummary):
+                tallies[day] = found.tally
+            elif day in raw:
+                tally, complete = self._fold_checked(raw[day])
+                if not complete and day < today:
+                    # Compacted while we read it: its summary now holds every event.
+                    again = self._read_summary(day)
+                    tally = again.tally if isinstance(again, DailySummary) else tally
+                tallies[day] = tally
+        return UsageSummary.build(start, today, tallies, top=top)
+
+    # -- retention ---------------------------------------------------------------------------
+    def prune(self) -> PruneReport:
+        """Delete daily summaries and raw days older than ``retention_days``."""
+        cutoff = self.clock().date() - timedelta(days=self.retention_days)
+        old_summaries = self._older(DAILY_PREFIX, cutoff)
+        old_raw = self._older(RAW_PREFIX, cutoff)
+        self._delete(old_summaries + old_raw)
+        return PruneReport(cutoff, len(old_summaries), len(old_raw))
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _older(self, prefix: str, cutoff: date) -> list[str]:
+        keys = []
+        for info in self.backend.list_objects(prefix):
+            day = _day_of(info.key, prefix)
+            if day is not None and day < cutoff:
+                keys.append(info.key)
+        return keys
+
+    def _raw_days(self) -> set[date]:
+        found = (_day_of(info.key, RAW_PREFIX) for info in self.backend.list_objects(RAW_PREFIX))
+        return {day for day in found if day is not None}
+
+    def _read_summary(self, day: date) -> DailySummary | Literal["unreadable"] | None:
+        found = self.backend.read_doc(daily_key(day))
+        if found is None:
+            return None
+        try:
+            return DailySummary.model_validate_json(found[0])
+        except ValidationError as exc:
+            log.error("The usage summary %s is unreadable; its raw events are kept: %s", daily_key(day), exc)
+            return "unreadable"
+
+    def _fold_checked(self, keys: Sequence[str]) -> tuple[Tally, bool]:
+        """The tally of the events at ``keys`` and whether every one was still there."""
+        tally = Tally()
+        complete = True
+        with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="abby-analytics") as pool:
+            for key, body in zip(keys, pool.map(self._get, keys), strict=True):
+                if body is None:
+                    complete = False
+                    continue
+                try:
+                    tally.add(UsageEvent.model_validate_json(body))
+                except ValidationError as exc:
+                    log.warning("Skipped an unreadable usage event %s: %s", key, exc)
+        return tally, complete
+
+    def _get(self, key: str) -> bytes | None:
+        try:
+            return self.backend.get_object(key)
+        except ImageNotFound:
+            return None
+
+    def _delete(self, keys: list[str]) -> None:
+        if keys:
+            self.backend.delete_objects(keys)
