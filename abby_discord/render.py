@@ -25,6 +25,7 @@ __all__ = [
     "OFFLINE_LABEL",
     "PromptInfo",
     "Rendered",
+    "attach_chart",
     "mb",
     "prompt_of",
     "quota_embed",
@@ -147,6 +148,12 @@ def render_result(
     embed.set_footer(text=f"{stored.name} · /gallery shows your images")
     view = result_view(stored.user_id, stored.name, can_remix=info.prompt is not None)
     return Rendered(content, embed, file, view)
+
+
+def attach_chart(embed: discord.Embed, png: bytes, filename: str) -> discord.File:
+    """The chart ``png`` as a file to send with ``embed``, which shows it as its image."""
+    embed.set_image(url=f"attachment://{filename}")
+    return discord.File(io.BytesIO(png), filename=filename)
 
 
 def quota_embed(status: QuotaStatus, *, title: str = "Your image quota") -> discord.Embed:

@@ -26,9 +26,10 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from abby_core.analytics.models import DailySummary, Tally, UsageEvent, UsageSummary
+from abby_core.analytics.models import DailySummary, DayUsage, Tally, UsageEvent, UsageSummary, UserTally
 from abby_core.errors import ImageNotFound, StorageError
 from abby_core.storage.backend import ConditionFailed, StorageBackend
+from abby_core.storage.keys import check_user_id
 
 __all__ = ["DAILY_PREFIX", "EVENTS_PREFIX", "RAW_PREFIX", "CompactReport", "EventLog", "PruneReport"]
 
@@ -188,6 +189,29 @@ class EventLog:
 
         A past day not compacted yet is folded from its raw objects instead.
         """
+        start, today, tallies = self._window(days)
+        return UsageSummary.build(start, today, tallies, top=top)
+
+    def member_days(self, user_id: object, days: int = 30) -> list[DayUsage]:
+        """One member's last ``days`` days, oldest first, today included (every day listed, zeros too).
+
+        Read like :meth:`summary` (the daily summaries' per-member counts plus today's raw
+        events). Daily summaries keep no per-member failure count, so ``failures`` is what is
+        left of a member's events after images and refusals. :class:`InvalidUser` for a bad id.
+        """
+        uid = check_user_id(user_id)
+        start, _, tallies = self._window(days)
+        found: list[DayUsage] = []
+        for offset in range(days):
+            day = start + timedelta(days=offset)
+            tally = tallies.get(day)
+            user = (tally.users.get(uid) if tally is not None else None) or UserTally()
+            failures = max(0, user.events - user.images - user.refusals)
+            found.append(DayUsage(day=day, failures=failures, **user.model_dump()))
+        return found
+
+    def _window(self, days: int) -> tuple[date, date, dict[date, Tally]]:
+        """The first and last day of the last ``days`` days and the tally of each day that has events."""
         if days < 1:
             raise ValueError("days must be at least 1")
         today = self.clock().date()
@@ -210,7 +234,7 @@ class EventLog:
                     again = self._read_summary(day)
                     tally = again.tally if isinstance(again, DailySummary) else tally
                 tallies[day] = tally
-        return UsageSummary.build(start, today, tallies, top=top)
+        return start, today, tallies
 
     # -- retention ---------------------------------------------------------------------------
     def prune(self) -> PruneReport:

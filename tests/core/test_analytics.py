@@ -13,7 +13,7 @@ import pytest
 
 from abby_core.analytics import EventLog, UsageEvent
 from abby_core.analytics.log import DAILY_PREFIX, RAW_PREFIX, daily_key
-from abby_core.errors import StorageUnavailable
+from abby_core.errors import InvalidUser, StorageUnavailable
 from abby_core.storage import StorageBackend
 from tests.storage import conftest as storage_fixtures
 from tests.storage.conftest import Clock
@@ -105,6 +105,30 @@ def test_summary_of_todays_raw_events(backend: StorageBackend, clock: Clock) -> 
     assert stability.latency is not None
     assert stability.latency.p50 == pytest.approx(2.0, rel=0.11) and stability.latency.p99 == 10.0
     assert summary.failure_rate == pytest.approx(1 / 7)
+
+
+def test_member_days_reads_compacted_days_and_todays_raw_events(backend: StorageBackend, clock: Clock) -> None:
+    log = EventLog(backend, clock=clock)
+    for outcome in ("ok", "ok", "daily_limit", "generation_timeout"):
+        log.record(event(clock, outcome))
+    log.record(event(clock, user_id=BOB))
+    first = clock().date()
+    clock.advance(days=2)
+    assert log.compact(first).status == "compacted"
+    log.record(event(clock))
+    log.record(event(clock, "content_filtered", user_id=BOB))
+
+    alice = log.member_days(ALICE, days=7)
+    assert [d.day for d in alice] == [clock().date() - timedelta(days=n) for n in range(6, -1, -1)]
+    counts = {d.day: (d.events, d.images, d.refusals, d.failures, d.bytes) for d in alice if d.events}
+    assert counts == {first: (4, 2, 1, 1, 2000), clock().date(): (1, 1, 0, 0, 1000)}
+    assert [d.images for d in log.member_days(int(BOB), days=3)] == [1, 0, 0]
+    assert log.member_days(BOB, days=1)[0].refusals == 1
+    assert all(d.events == 0 for d in log.member_days("333333333333333333", days=7))
+    with pytest.raises(InvalidUser):
+        log.member_days("../1")
+    with pytest.raises(ValueError):
+        log.member_days(ALICE, days=0)
 
 
 def test_compaction_of_a_finished_day_while_today_keeps_recording(backend: StorageBackend, clock: Clock) -> None:

@@ -7,6 +7,7 @@ subcommand also checks at run time: Manage Server, or a role listed in ``ADMIN_R
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -14,10 +15,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from abby_core.errors import GenerationError, NotConfigured
+from abby_core.errors import GenerationError, NotConfigured, StorageError
+from abby_discord.charts import daily_chart
 from abby_discord.cogs.generate.cog import role_ids
 from abby_discord.errors import NotAdmin
-from abby_discord.render import COLOUR, mb, quota_embed
+from abby_discord.render import COLOUR, attach_chart, mb, quota_embed
 
 if TYPE_CHECKING:
     from abby_discord.bot import AbbyBot
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
 __all__ = ["Admin", "is_admin"]
 
 log = logging.getLogger("abby.discord.admin")
+
+HISTORY_DAYS = 30
+HISTORY = f"Last {HISTORY_DAYS} days"
 
 
 def is_admin(interaction: discord.Interaction, admin_role_ids: tuple[int, ...]) -> bool:
@@ -75,7 +80,32 @@ class Admin(commands.GroupCog, group_name="abby-admin", group_description="Image
         embed.add_field(name="Provider credits", value=credits)
         top = "\n".join(f"{n}. <@{uid}> — {mb(size)} MB" for n, (uid, size) in enumerate(stats.top_users, start=1))
         embed.add_field(name="Top members by storage", value=top or "nobody yet", inline=False)
-        await interaction.followup.send(embed=embed, ephemeral=True)
+        chart = await self._history(embed)
+        await interaction.followup.send(embed=embed, files=[chart] if chart else [], ephemeral=True)
+
+    async def _history(self, embed: discord.Embed) -> discord.File | None:
+        """Add the last 30 days to ``embed``: a line of totals and, once there are events, the chart."""
+        events = self.bot.service.events
+        if events is None:
+            embed.add_field(name=HISTORY, value="Usage history is not recorded.", inline=False)
+            return None
+        try:
+            summary = await asyncio.to_thread(events.summary, HISTORY_DAYS)
+        except StorageError as exc:
+            log.warning("Usage history unavailable for /abby-admin stats: %s", exc)
+            embed.add_field(name=HISTORY, value=f"Usage history unavailable ({exc.code}).", inline=False)
+            return None
+        if not summary.events:
+            embed.add_field(name=HISTORY, value="No usage recorded yet: the chart appears after the first request.",
+                            inline=False)
+            return None
+        embed.add_field(
+            name=HISTORY,
+            value=f"{summary.images} image(s) · {summary.refusals_total} refused · {summary.failures} failed",
+            inline=False,
+        )
+        png = await asyncio.to_thread(daily_chart, summary.per_day, title=f"Images per day, last {HISTORY_DAYS} days")
+        return attach_chart(embed, png, f"usage-{HISTORY_DAYS}-days.png")
 
     @app_commands.command(name="cleanup")
     async def cleanup(self, interaction: discord.Interaction) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 from typing import TYPE_CHECKING
 
@@ -9,18 +11,22 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from abby_core.errors import InvalidInput
+from abby_core.errors import InvalidInput, StorageError
 from abby_discord.buttons import gallery_view
+from abby_discord.charts import member_sparkline
 from abby_discord.cogs.generate.cog import role_ids
 from abby_discord.errors import timestamp
-from abby_discord.render import COLOUR, mb, quota_embed
+from abby_discord.render import COLOUR, attach_chart, mb, quota_embed
 
 if TYPE_CHECKING:
     from abby_discord.bot import AbbyBot
 
-__all__ = ["PAGE_SIZE", "Gallery"]
+__all__ = ["HISTORY_DAYS", "PAGE_SIZE", "Gallery"]
+
+log = logging.getLogger("abby.discord.gallery")
 
 PAGE_SIZE = 8
+HISTORY_DAYS = 30
 
 
 class Gallery(commands.Cog):
@@ -35,7 +41,33 @@ class Gallery(commands.Cog):
         """See how many images you can still make today and how much storage you use."""
         await interaction.response.defer(ephemeral=True, thinking=True)
         status = await self.bot.storage.get_quota_status(interaction.user.id, role_ids=role_ids(interaction.user))
-        await interaction.followup.send(embed=quota_embed(status), ephemeral=True)
+        embed = quota_embed(status)
+        chart = await self._history(embed, interaction.user.id)
+        await interaction.followup.send(embed=embed, files=[chart] if chart else [], ephemeral=True)
+
+    async def _history(self, embed: discord.Embed, user_id: int) -> discord.File | None:
+        """Add the member's last 30 days to ``embed``: a chart of images per day, or a line when there are none."""
+        events = self.bot.service.events
+        if events is None:
+            return None
+        name = f"Your last {HISTORY_DAYS} days"
+        try:
+            days = await asyncio.to_thread(events.member_days, user_id, HISTORY_DAYS)
+        except StorageError as exc:
+            log.warning("Usage history of member %s unavailable for /quota: %s", user_id, exc)
+            return None
+        images = sum(d.images for d in days)
+        if not images:
+            embed.add_field(name=name, value=f"No images in the last {HISTORY_DAYS} days.", inline=False)
+            return None
+        active = sum(1 for d in days if d.images)
+        embed.add_field(
+            name=name,
+            value=f"{images} image{'s' if images != 1 else ''} on {active} day{'s' if active != 1 else ''}",
+            inline=False,
+        )
+        png = await asyncio.to_thread(member_sparkline, days)
+        return attach_chart(embed, png, f"your-{HISTORY_DAYS}-days.png")
 
     @app_commands.command(name="gallery")
     @app_commands.guild_only()
