@@ -44,6 +44,7 @@ __all__ = [
     "ApiSettings",
     "ComfyUISettings",
     "DiscordSettings",
+    "MetricsSettings",
     "ModerationSettings",
     "ProviderName",
     "QuotaTier",
@@ -151,6 +152,23 @@ class AnalyticsSettings(_Section):
 
     store_prompts: bool
     retention_days: int
+
+
+class MetricsSettings(_Section):
+    """The Prometheus ``/metrics`` endpoint (``METRICS_*``); off while ``port`` is None."""
+
+    port: int | None
+    host: str
+
+    @property
+    def enabled(self) -> bool:
+        return self.port is not None
+
+    @property
+    def url(self) -> str:
+        """Where Prometheus scrapes, e.g. ``http://127.0.0.1:9108/metrics`` (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
 
 
 class ApiSettings(_Section):
@@ -403,6 +421,16 @@ class Settings(BaseSettings):
         90, alias="ANALYTICS_RETENTION_DAYS", ge=1, le=3650, description="a whole number of days from 1 to 3650"
     )
 
+    # -- metrics -----------------------------------------------------------------
+    metrics_port: int | None = Field(
+        None, alias="METRICS_PORT", ge=1, le=65535,
+        description="a port number from 1 to 65535, or empty for no metrics endpoint",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", alias="METRICS_HOST",
+        description="the address the metrics endpoint listens on: an IP address or host name",
+    )
+
     # -- content controls --------------------------------------------------------
     prompt_blocklist: Annotated[tuple[str, ...], NoDecode] = Field(
         (), alias="PROMPT_BLOCKLIST",
@@ -478,7 +506,7 @@ class Settings(BaseSettings):
         "stability_api_key", "discord_token", "discord_guild_id", "shard_count",
         "image_provider_fallback", "comfyui_url", "comfyui_auth_header", "comfyui_workflows",
         "a1111_url", "a1111_username", "a1111_password", "a1111_model", "a1111_sampler", "prompt_blocklist_file",
-        mode="before",
+        "metrics_port", mode="before",
     )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
@@ -497,6 +525,18 @@ class Settings(BaseSettings):
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         return None if value is None else _check_http_url(value)
+
+    @field_validator("metrics_host")
+    @classmethod
+    def _listen_host(cls, value: str) -> str:
+        value = value.strip().removeprefix("[").removesuffix("]")
+        if not value:
+            raise ValueError("it is empty (127.0.0.1 listens on this machine only, 0.0.0.0 on every interface)")
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            _check_host(value)
+        return value
 
     @field_validator("admin_role_ids", "image_channel_ids", "shard_ids", mode="before")
     @classmethod
@@ -630,6 +670,10 @@ class Settings(BaseSettings):
         return AnalyticsSettings(
             store_prompts=self.analytics_store_prompts, retention_days=self.analytics_retention_days
         )
+
+    @cached_property
+    def metrics(self) -> MetricsSettings:
+        return MetricsSettings(port=self.metrics_port, host=self.metrics_host)
 
     @cached_property
     def moderation(self) -> ModerationSettings:

@@ -32,6 +32,7 @@ from abby_core.generation import (
 )
 from abby_core.generation.stability import NOT_CONFIGURED
 from abby_core.images import clean_prompt, compress_for_storage
+from abby_core.metrics import Metrics
 from abby_core.moderation import REFUSAL, Blocklist, load_blocklist
 from abby_core.storage import QuotaStatus, StorageManager, StoredImage, check_user_id
 
@@ -72,11 +73,13 @@ class ImageService:
         store_lossless: bool = False,
         blocklist: Blocklist | None = None,
         events: EventLog | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.storage = storage
         self.generator = generator
         self.blocklist = blocklist or Blocklist()
         self.events = events
+        self.metrics = metrics
         self._recording: set[asyncio.Task[bool]] = set()
         self.store_format: Literal["png", "webp"] = store_format
         self.store_quality = store_quality
@@ -84,7 +87,11 @@ class ImageService:
 
     @classmethod
     def from_settings(cls, settings: Settings, storage: StorageManager, generator: ImageGenerator) -> ImageService:
-        """The service with the storage format (``IMAGE_STORE_*``) and the prompt blocklist applied."""
+        """The service with the storage format (``IMAGE_STORE_*``) and the prompt blocklist applied.
+
+        With ``METRICS_PORT`` set it also counts into a new :class:`Metrics` (``service.metrics``),
+        which the entry point serves; without it ``metrics`` is None.
+        """
         api = settings.api
         return cls(
             storage,
@@ -99,6 +106,7 @@ class ImageService:
                 store_prompts=settings.analytics.store_prompts,
                 retention_days=settings.analytics.retention_days,
             ),
+            metrics=Metrics() if settings.metrics.enabled else None,
         )
 
     def record(
@@ -112,8 +120,8 @@ class ImageService:
         latency: float | None = None,
         prompt: str | None = None,
     ) -> None:
-        """Record one outcome in the usage events, in the background: never fails, never waits."""
-        if self.events is None:
+        """Record one outcome in the usage events (in the background) and the metrics: never fails, never waits."""
+        if self.events is None and self.metrics is None:
             return
         try:
             event = UsageEvent(
@@ -129,6 +137,13 @@ class ImageService:
             )
         except ValueError:
             log.warning("Not recording an event for %r: it is not a valid user.", user_id)
+            return
+        if self.metrics is not None:
+            try:
+                self.metrics.observe(event)
+            except Exception:
+                log.exception("Could not count event %s in the metrics.", event.outcome)
+        if self.events is None:
             return
         task = asyncio.get_running_loop().create_task(self.events.arecord(event))
         self._recording.add(task)

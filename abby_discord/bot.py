@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
+from prometheus_client import start_http_server
 
 from abby_core.config import Settings
 from abby_core.errors import AbbyError, NotConfigured
 from abby_core.generation import ImageGenerator
+from abby_core.metrics import Metrics
 from abby_core.pipeline import ImageService
 from abby_core.storage import StorageManager
 from abby_core.storage.slots import AsyncMemberSlots, MemberSlots
@@ -41,6 +45,7 @@ log = logging.getLogger("abby.discord")
 DAY = 24 * 60 * 60.0
 _STARTUP_CHECK_TIMEOUT = 60.0
 _MAINTENANCE_TIMEOUT = 30 * 60.0
+_METRICS_STATS_TIMEOUT = 30.0
 
 
 class AbbyTree(app_commands.CommandTree["AbbyBot"]):
@@ -60,6 +65,10 @@ class AbbyBot(commands.AutoShardedBot):
     ``maintenance_delay`` is how long after start the first cleanup + reconcile runs,
     ``maintenance_interval`` the time between runs (a day). Maintenance errors are logged
     and never stop the bot.
+
+    With ``METRICS_PORT`` set, ``setup_hook`` serves ``service.metrics`` (made if the service has
+    none) at ``settings.metrics.url`` and refreshes the storage gauges every ``metrics_interval``
+    seconds; the server stops with :meth:`close`.
     """
 
     def __init__(
@@ -71,6 +80,7 @@ class AbbyBot(commands.AutoShardedBot):
         service: ImageService,
         maintenance_delay: float = 60.0,
         maintenance_interval: float = DAY,
+        metrics_interval: float = 60.0,
     ) -> None:
         # discord.py takes no shard_ids at all for "every shard" (None is refused by its types).
         only: dict[str, Any] = {"shard_ids": list(settings.discord.shard_ids)} if settings.discord.shard_ids else {}
@@ -93,6 +103,9 @@ class AbbyBot(commands.AutoShardedBot):
         self.maintenance_delay = maintenance_delay
         self.maintenance_interval = maintenance_interval
         self.maintenance_runs = 0
+        self.metrics_interval = metrics_interval
+        self._metrics_server: WSGIServer | None = None
+        self._storage_down = False
         self._background: list[asyncio.Task[None]] = []
 
     @property
@@ -102,6 +115,8 @@ class AbbyBot(commands.AutoShardedBot):
         return not shard_ids or 0 in shard_ids
 
     async def setup_hook(self) -> None:
+        if self.settings.metrics.enabled:
+            self._start_metrics()  # first: a port in use stops the start before anything else
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         self.add_dynamic_items(ResultButton, GalleryButton)
@@ -113,6 +128,57 @@ class AbbyBot(commands.AutoShardedBot):
         self._background.append(asyncio.create_task(self._check_storage(), name="abby-storage-check"))
         if self.primary:
             self._background.append(asyncio.create_task(self._maintenance(), name="abby-maintenance"))
+        if self._metrics_server is not None:
+            self._background.append(asyncio.create_task(self._metrics_loop(), name="abby-metrics"))
+
+    def _start_metrics(self) -> None:
+        """Serve the metrics from a daemon thread; :class:`NotConfigured` naming METRICS_PORT if it cannot."""
+        section = self.settings.metrics
+        assert section.port is not None
+        if self.service.metrics is None:
+            self.service.metrics = Metrics()
+        metrics = self.service.metrics
+        limiter = self.limiter
+        metrics.track_queue(waiting=lambda: limiter.waiting, running=lambda: limiter.active)
+        try:
+            self._metrics_server, _ = start_http_server(section.port, addr=section.host, registry=metrics.registry)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                why = "that port is already in use by another program: choose another METRICS_PORT"
+            else:
+                why = f"{exc.strerror or exc}: check METRICS_PORT and METRICS_HOST"
+            raise NotConfigured(
+                f"Cannot serve metrics on {section.host}:{section.port}: {why}, or leave METRICS_PORT empty.",
+                setting="METRICS_PORT",
+            ) from None
+        log.info("Prometheus metrics at %s", section.url)
+
+    async def refresh_metrics(self) -> None:
+        """Read storage usage into the storage gauges now; a failure sets ``abby_storage_up`` to 0 (logged once)."""
+        metrics = self.service.metrics
+        if metrics is None:
+            return
+        try:
+            stats = await asyncio.wait_for(self.storage.stats(top=0), _METRICS_STATS_TIMEOUT)
+        except Exception as exc:
+            metrics.set_storage(None)
+            if not self._storage_down:  # once per outage, not every minute
+                self._storage_down = True
+                if isinstance(exc, AbbyError | TimeoutError):
+                    reason = exc.message if isinstance(exc, AbbyError) else "it did not answer in time"
+                    log.warning("Metrics: storage cannot be read (abby_storage_up is 0 until it can): %s", reason)
+                else:
+                    log.exception("Metrics: unexpected error while reading storage (abby_storage_up is 0).")
+            return
+        metrics.set_storage(stats)
+        if self._storage_down:
+            log.info("Metrics: storage can be read again.")
+        self._storage_down = False
+
+    async def _metrics_loop(self) -> None:
+        while not self.is_closed():
+            await self.refresh_metrics()
+            await asyncio.sleep(self.metrics_interval)
 
     def _log_shards(self) -> None:
         count, shard_ids = self.settings.discord.shard_count, self.settings.discord.shard_ids
@@ -191,6 +257,10 @@ class AbbyBot(commands.AutoShardedBot):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 5)
         self._background.clear()
+        server, self._metrics_server = self._metrics_server, None
+        if server is not None:
+            await asyncio.to_thread(server.shutdown)  # waits for the serving thread's loop to stop
+            server.server_close()
         await super().close()
 
 
@@ -198,7 +268,8 @@ def run_bot(settings: Settings) -> None:
     """Run the bot until it is stopped (Ctrl+C or a service stop). Blocking.
 
     Raises :class:`~abby_core.errors.NotConfigured` without ``DISCORD_TOKEN``, when Discord
-    refuses the token, or when Discord cannot be reached. Starts
+    refuses the token, when Discord cannot be reached, or when ``METRICS_PORT`` is set and
+    cannot be listened on (in use, say). Starts
     without a Stability key (image commands then say generation is not configured) and
     with broken storage (the problem is logged at start and reported on use).
     """
