@@ -7,6 +7,7 @@ Layout (the same on the filesystem, under ``STORAGE_ROOT``, and in a bucket)::
     ledger/global.json                                               server-wide usage
     ledger/members/{user_id}.json                                    blocks, grants, deletions
     ledger/slots/{user_id}.json                                      the member's generation in flight
+    events/                                                          usage events (abby_core.analytics)
     temp/  logs/                                                     scratch and logs
 
 The ledger sits outside ``images/`` so the lifecycle rule that expires images never
