@@ -2,8 +2,9 @@
 # Prepare a MinIO server for Abby. Safe to run again: every step checks first.
 #
 #   1. the bucket (S3_BUCKET), private: no anonymous access
-#   2. one lifecycle rule: objects under images/ expire after STORAGE_CLEANUP_DAYS days
-#      (the quota ledger under ledger/ is never expired)
+#   2. two lifecycle rules: objects under images/ expire after STORAGE_CLEANUP_DAYS days;
+#      usage events under events/ after ANALYTICS_RETENTION_DAYS + 7 days, a backstop for
+#      the bot's daily prune (the quota ledger under ledger/ is never expired)
 #   3. the least-privilege policy from abby-policy.json, for S3_BUCKET only
 #   4. the application user (S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY) with that policy
 #
@@ -16,6 +17,7 @@
 #   MINIO_ROOT_PASSWORD
 #   S3_BUCKET              abby-images
 #   STORAGE_CLEANUP_DAYS   7
+#   ANALYTICS_RETENTION_DAYS 90
 #   S3_ACCESS_KEY_ID       the application user's access key (required)
 #   S3_SECRET_ACCESS_KEY   its secret, 8 characters or more (required)
 #   ABBY_POLICY_NAME       abby-app
@@ -30,12 +32,15 @@ case $0 in */*) HERE=${0%/*} ;; *) HERE=. ;; esac
 MINIO_URL=${MINIO_URL:-http://minio:9000}
 S3_BUCKET=${S3_BUCKET:-abby-images}
 STORAGE_CLEANUP_DAYS=${STORAGE_CLEANUP_DAYS:-7}
+ANALYTICS_RETENTION_DAYS=${ANALYTICS_RETENTION_DAYS:-90}
 ABBY_POLICY_NAME=${ABBY_POLICY_NAME:-abby-app}
 ABBY_POLICY_FILE=${ABBY_POLICY_FILE:-$HERE/abby-policy.json}
 INIT_RETRIES=${INIT_RETRIES:-30}
 INIT_RETRY_DELAY=${INIT_RETRY_DELAY:-2}
 ALIAS=abby
 RULE_ID=abby-images-expiry
+EVENTS_RULE_ID=abby-events-expiry
+EVENTS_MARGIN_DAYS=7 # the bot's daily prune and compaction run first (EVENTS_EXPIRY_MARGIN_DAYS)
 TEMPLATE_BUCKET=abby-images
 
 
@@ -59,6 +64,11 @@ case $STORAGE_CLEANUP_DAYS in
 esac
 [ "$STORAGE_CLEANUP_DAYS" -ge 1 ] && [ "$STORAGE_CLEANUP_DAYS" -le 3650 ] ||
     fail "STORAGE_CLEANUP_DAYS must be from 1 to 3650."
+case $ANALYTICS_RETENTION_DAYS in
+    '' | *[!0-9]*) fail "ANALYTICS_RETENTION_DAYS '$ANALYTICS_RETENTION_DAYS' must be a whole number of days." ;;
+esac
+[ "$ANALYTICS_RETENTION_DAYS" -ge 1 ] && [ "$ANALYTICS_RETENTION_DAYS" -le 3650 ] ||
+    fail "ANALYTICS_RETENTION_DAYS must be from 1 to 3650."
 [ -r "$ABBY_POLICY_FILE" ] || fail "policy file $ABBY_POLICY_FILE not found."
 
 TARGET=$ALIAS/$S3_BUCKET
@@ -79,26 +89,27 @@ echo "==> Making $S3_BUCKET private (no anonymous access)"
 mc anonymous set none "$TARGET"
 
 # -- 2. lifecycle ------------------------------------------------------------------
-# One rule with a fixed ID. `mc ilm import` replaces the bucket's whole lifecycle
-# configuration, so a re-run never adds a second rule; it only runs when the rule is
-# missing or its number of days changed.
-echo "==> Lifecycle: images/ expire after $STORAGE_CLEANUP_DAYS days"
-rules=$(mc ilm rule ls --json "$TARGET" 2>/dev/null) || rules=""
+# Two rules with fixed IDs. `mc ilm import` replaces the bucket's whole lifecycle
+# configuration, so a re-run never adds a second copy of either; it only runs when a
+# rule is missing or its number of days changed, and then writes both.
 days=$STORAGE_CLEANUP_DAYS
-has_rule=no
-case $rules in
-    *"\"$RULE_ID\""*)
-        case $rules in
-            *"\"Days\": $days"[!0-9]* | *"\"Days\":$days"[!0-9]*) has_rule=yes ;;
-        esac
-        ;;
-esac
-if [ "$has_rule" = yes ]; then
-    echo "    already in place (rule $RULE_ID)"
+events_days=$((ANALYTICS_RETENTION_DAYS + EVENTS_MARGIN_DAYS))
+echo "==> Lifecycle: images/ expire after $days days, events/ after $events_days days"
+rules=$(mc ilm rule ls --json "$TARGET" 2>/dev/null) || rules=""
+if has_expiry_rule "$rules" "$RULE_ID" images/ "$days" &&
+    has_expiry_rule "$rules" "$EVENTS_RULE_ID" events/ "$events_days"; then
+    echo "    already in place (rules $RULE_ID, $EVENTS_RULE_ID)"
 else
-    printf '{"Rules":[{"ID":"%s","Status":"Enabled","Filter":{"Prefix":"images/"},"Expiration":{"Days":%s}}]}\n' \
-        "$RULE_ID" "$days" | mc ilm import "$TARGET"
-    echo "    set (rule $RULE_ID)"
+    fmt='{"ID":"%s","Status":"Enabled","Filter":{"Prefix":"%s"},"Expiration":{"Days":%s}}'
+    {
+        printf '{"Rules":['
+        # shellcheck disable=SC2059 # $fmt is the fixed format above
+        printf "$fmt," "$RULE_ID" images/ "$days"
+        # shellcheck disable=SC2059
+        printf "$fmt" "$EVENTS_RULE_ID" events/ "$events_days"
+        printf ']}\n'
+    } | mc ilm import "$TARGET"
+    echo "    set (rules $RULE_ID, $EVENTS_RULE_ID)"
 fi
 
 # -- 3. policy ---------------------------------------------------------------------

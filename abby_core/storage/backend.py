@@ -14,7 +14,11 @@ from datetime import datetime
 
 from abby_core.storage.models import ObjectInfo, ReadyReport
 
-__all__ = ["ConditionFailed", "StorageBackend"]
+__all__ = ["EVENTS_EXPIRY_MARGIN_DAYS", "ConditionFailed", "StorageBackend"]
+
+#: Days the ``events/`` lifecycle backstop waits beyond ``ANALYTICS_RETENTION_DAYS``, so the
+#: bot's daily prune and compaction always run first; the same margin as ``minio/init.sh``.
+EVENTS_EXPIRY_MARGIN_DAYS = 7
 
 
 class ConditionFailed(Exception):
@@ -100,8 +104,13 @@ class StorageBackend(ABC):
         """``(url, path)`` for a stored image: a presigned URL, or a local file path."""
 
     @abstractmethod
-    def ensure_ready(self, *, cleanup_days: int, create: bool = True) -> ReadyReport:
-        """Make the storage usable (folders; bucket, privacy, lifecycle) and say what was done."""
+    def ensure_ready(self, *, cleanup_days: int, create: bool = True, events_days: int | None = None) -> ReadyReport:
+        """Make the storage usable (folders; bucket, privacy, lifecycle) and say what was done.
+
+        ``events_days``: where the storage has lifecycle rules, usage events under
+        ``events/`` expire after that many days, a backstop for the daily prune;
+        ``None`` leaves any such rule as it is.
+        """
 
     def check_conditional_writes(self) -> bool:
         """Whether the server refuses a write whose precondition fails (needed for exact quotas)."""

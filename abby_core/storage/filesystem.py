@@ -275,7 +275,7 @@ class FilesystemBackend(StorageBackend):
     def link(self, key: str, *, content_type: str, ttl: int) -> tuple[str | None, str | None]:
         return None, str(self._path(key).resolve())
 
-    def ensure_ready(self, *, cleanup_days: int, create: bool = True) -> ReadyReport:
+    def ensure_ready(self, *, cleanup_days: int, create: bool = True, events_days: int | None = None) -> ReadyReport:
         created = not self.root.exists()
         try:
             for prefix in (IMAGES_PREFIX + "users/", LEDGER_PREFIX, TEMP_PREFIX, LOGS_PREFIX):
@@ -289,6 +289,9 @@ class FilesystemBackend(StorageBackend):
             probe.unlink()
         except OSError as exc:
             raise _explain(exc, f"prepare the storage folder {self.root}") from exc
+        notes = [f"Images older than {cleanup_days} days are removed by cleanup (no lifecycle rules here)."]
+        if events_days is not None:
+            notes.append("Usage events under events/ are pruned by the daily maintenance (no lifecycle rules here).")
         return ReadyReport(
             backend=self.name,
             location=self.location,
@@ -296,5 +299,5 @@ class FilesystemBackend(StorageBackend):
             private=None,
             lifecycle_days=None,
             conditional_writes=True,
-            notes=[f"Images older than {cleanup_days} days are removed by cleanup (no lifecycle rules here)."],
+            notes=notes,
         )

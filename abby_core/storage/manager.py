@@ -45,7 +45,7 @@ from abby_core.errors import (
 )
 from abby_core.storage import keys, rules
 from abby_core.storage.accounts import Accounts
-from abby_core.storage.backend import StorageBackend
+from abby_core.storage.backend import EVENTS_EXPIRY_MARGIN_DAYS, StorageBackend
 from abby_core.storage.documents import MemberRecord, UserLedger
 from abby_core.storage.filesystem import FilesystemBackend
 from abby_core.storage.housekeeping import Housekeeping
@@ -98,6 +98,7 @@ class StorageManager:
         clock: Callable[[], datetime] | None = None,
         max_workers: int = 8,
         settle_seconds: float = 30.0,
+        events_retention_days: int | None = None,
     ) -> None:
         if backend is None:
             backend = FilesystemBackend(storage_root if storage_root is not None else "shared")
@@ -107,6 +108,9 @@ class StorageManager:
         self.global_limit_bytes = int(max_global_storage_mb * MB)
         self.default_limits = UserLimits(max_user_daily_gens, int(max_user_storage_mb * MB))
         self.cleanup_days = cleanup_days
+        #: ``ANALYTICS_RETENTION_DAYS``: with it, ``ensure_ready`` asks for the ``events/``
+        #: lifecycle backstop (that many days plus a margin); ``None`` leaves events alone.
+        self.events_retention_days = events_retention_days
         self.estimate_bytes = int(image_gen_size_mb * MB)
         self.reservation_ttl = reservation_ttl_seconds
         self.link_ttl = presigned_url_ttl_seconds
@@ -149,7 +153,9 @@ class StorageManager:
                 backend = S3Backend(settings.s3)
             else:
                 backend = FilesystemBackend(settings.storage.root)
-        return cls.from_section(settings.storage, backend, clock=clock)
+        manager = cls.from_section(settings.storage, backend, clock=clock)
+        manager.events_retention_days = settings.analytics.retention_days
+        return manager
 
     @classmethod
     def from_section(
@@ -449,8 +455,16 @@ class StorageManager:
         return await self._run(self.housekeeping.stats, top)
 
     async def ensure_ready(self, *, create: bool = True) -> ReadyReport:
-        """Prepare the storage: folders, or bucket + privacy + lifecycle rule (S3)."""
-        return await self._run(self.backend.ensure_ready, cleanup_days=self.cleanup_days, create=create)
+        """Prepare the storage: folders, or bucket + privacy + lifecycle rules (S3)."""
+        if self.events_retention_days is None:
+            # Not passed at all, so backends written before events_days keep working.
+            return await self._run(self.backend.ensure_ready, cleanup_days=self.cleanup_days, create=create)
+        return await self._run(
+            self.backend.ensure_ready,
+            cleanup_days=self.cleanup_days,
+            create=create,
+            events_days=self.events_retention_days + EVENTS_EXPIRY_MARGIN_DAYS,
+        )
 
     # -- admin overrides -------------------------------------------------------------------------
     def _admin(

@@ -41,11 +41,13 @@ from abby_core.storage.backend import ConditionFailed, StorageBackend
 from abby_core.storage.keys import IMAGES_PREFIX
 from abby_core.storage.models import ObjectInfo, ReadyReport
 
-__all__ = ["LIFECYCLE_RULE_ID", "S3Backend"]
+__all__ = ["EVENTS_LIFECYCLE_RULE_ID", "LIFECYCLE_RULE_ID", "S3Backend"]
 
 log = logging.getLogger("abby.storage")
 
 LIFECYCLE_RULE_ID = "abby-images-expiry"  # the same id minio/init.sh uses
+EVENTS_LIFECYCLE_RULE_ID = "abby-events-expiry"  # ditto; a backstop for the daily prune of usage events
+_EVENTS_PREFIX = "events/"  # abby_core.analytics.log.EVENTS_PREFIX (not imported: analytics imports storage)
 _DELETE_BATCH = 1000  # the DeleteObjects maximum
 _NOT_SUPPORTED = ("NotImplemented", "MethodNotAllowed", "XNotImplemented", "UnsupportedOperation")
 # What an anonymous GET of a private object answers; anything else proves nothing.
@@ -80,6 +82,10 @@ def _code(exc: ClientError) -> str:
 
 def _status(exc: ClientError) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+def _expiry_rule(rule_id: str, prefix: str, days: int) -> dict[str, Any]:
+    return {"ID": rule_id, "Status": "Enabled", "Filter": {"Prefix": prefix}, "Expiration": {"Days": days}}
 
 
 class S3Backend(StorageBackend):
@@ -356,8 +362,14 @@ class S3Backend(StorageBackend):
         except BotoCoreError as exc:
             raise self._translate(exc, f"open the bucket {self.bucket!r}") from exc
 
-    def ensure_ready(self, *, cleanup_days: int, create: bool = True) -> ReadyReport:
-        """Create the bucket if missing (when allowed), keep it private, install the lifecycle rule."""
+    def ensure_ready(self, *, cleanup_days: int, create: bool = True, events_days: int | None = None) -> ReadyReport:
+        """Create the bucket if missing (when allowed), keep it private, install the lifecycle rules.
+
+        Always the ``images/`` rule (``cleanup_days``); with ``events_days``, also the
+        ``events/`` backstop. Other rules of the bucket are kept.
+        """
+        if events_days is not None and events_days < 1:
+            raise ValueError("events_days must be at least 1")
         notes: list[str] = []
         created = False
         if not self._bucket_exists():
@@ -369,7 +381,7 @@ class S3Backend(StorageBackend):
             self._call(f"create the bucket {self.bucket!r}", lambda: self.client.create_bucket(**params))
             created = True
         private = self._make_private(notes)
-        self._install_lifecycle(cleanup_days, notes)
+        self._install_lifecycle(cleanup_days, notes, events_days=events_days)
         return ReadyReport(
             backend=self.name,
             location=self.location,
@@ -468,7 +480,11 @@ class S3Backend(StorageBackend):
         finally:
             self.delete_objects([key])
 
-    def _install_lifecycle(self, days: int, notes: list[str]) -> None:
+    def _install_lifecycle(self, days: int, notes: list[str], *, events_days: int | None = None) -> None:
+        """Put our rules in the bucket's lifecycle configuration, keeping every other rule.
+
+        ``events_days`` ``None`` leaves an existing events rule exactly as it is.
+        """
         rules: list[dict[str, Any]] = []
         try:
             rules = self.client.get_bucket_lifecycle_configuration(Bucket=self.bucket).get("Rules", [])
@@ -477,20 +493,23 @@ class S3Backend(StorageBackend):
                 raise self._translate(exc, "read the bucket's lifecycle rules") from exc
         except BotoCoreError as exc:
             raise self._translate(exc, "read the bucket's lifecycle rules") from exc
-        ours = {
-            "ID": LIFECYCLE_RULE_ID,
-            "Status": "Enabled",
-            "Filter": {"Prefix": IMAGES_PREFIX},
-            "Expiration": {"Days": days},
-        }
-        kept = [r for r in rules if r.get("ID") != LIFECYCLE_RULE_ID]
+        ours: list[dict[str, Any]] = [_expiry_rule(LIFECYCLE_RULE_ID, IMAGES_PREFIX, days)]
+        if events_days is not None:
+            ours.append(_expiry_rule(EVENTS_LIFECYCLE_RULE_ID, _EVENTS_PREFIX, events_days))
+        replaced = {rule["ID"] for rule in ours}
+        kept = [r for r in rules if r.get("ID") not in replaced]
         self._call(
-            "install the lifecycle rule",
+            "install the lifecycle rules",
             lambda: self.client.put_bucket_lifecycle_configuration(
-                Bucket=self.bucket, LifecycleConfiguration={"Rules": [*kept, ours]}
+                Bucket=self.bucket, LifecycleConfiguration={"Rules": [*kept, *ours]}
             ),
         )
         notes.append(f"Lifecycle rule {LIFECYCLE_RULE_ID!r}: images expire after {days} days.")
+        if events_days is not None:
+            notes.append(
+                f"Lifecycle rule {EVENTS_LIFECYCLE_RULE_ID!r}: usage events expire after {events_days} days "
+                "(a backstop; the bot's daily maintenance prunes them sooner)."
+            )
 
     def lifecycle_days(self) -> int | None:
         """The expiry days of our lifecycle rule, or ``None`` when it is not installed."""

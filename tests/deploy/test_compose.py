@@ -403,7 +403,10 @@ def test_minio_init_first_run_sets_up_everything(fake_minio: FakeMinio) -> None:
     assert bucket["anonymous"] == "none"
     assert bucket["rules"] == [
         {"ID": "abby-images-expiry", "Status": "Enabled", "Filter": {"Prefix": "images/"},
-         "Expiration": {"Days": 7}}
+         "Expiration": {"Days": 7}},
+        # ANALYTICS_RETENTION_DAYS (90) + 7: a backstop behind the bot's daily prune.
+        {"ID": "abby-events-expiry", "Status": "Enabled", "Filter": {"Prefix": "events/"},
+         "Expiration": {"Days": 97}},
     ]
     assert state["policies"]["abby-app"] == json.loads(POLICY.read_text(encoding="utf-8"))
     assert state["users"] == {"abby-app": {"secret": "app-secret-123", "policies": ["abby-app"]}}
@@ -429,17 +432,55 @@ def test_minio_init_second_run_changes_nothing(fake_minio: FakeMinio) -> None:
     assert "already in place" in out and "already attached" in out
 
 
+def _days(fake_minio: FakeMinio) -> dict[str, int]:
+    rules = fake_minio.state["buckets"]["abby-images"]["rules"]
+    assert len(rules) == len({rule["ID"] for rule in rules})
+    return {rule["ID"]: rule["Expiration"]["Days"] for rule in rules}
+
+
 def test_minio_init_follows_a_new_cleanup_days_with_one_rule(fake_minio: FakeMinio) -> None:
     _ok(fake_minio.run())
     _ok(fake_minio.run(STORAGE_CLEANUP_DAYS="30"))
-    rules = fake_minio.state["buckets"]["abby-images"]["rules"]
-    assert len(rules) == 1 and rules[0]["Expiration"] == {"Days": 30}
+    assert _days(fake_minio) == {"abby-images-expiry": 30, "abby-events-expiry": 97}
     # 3 is a prefix of 30: it must still be seen as a change.
     _ok(fake_minio.run(STORAGE_CLEANUP_DAYS="3"))
-    assert fake_minio.state["buckets"]["abby-images"]["rules"][0]["Expiration"] == {"Days": 3}
+    assert _days(fake_minio) == {"abby-images-expiry": 3, "abby-events-expiry": 97}
 
 
-def test_minio_init_replaces_duplicate_rules_with_one(fake_minio: FakeMinio) -> None:
+def test_minio_init_follows_a_new_analytics_retention(fake_minio: FakeMinio) -> None:
+    _ok(fake_minio.run())
+    _ok(fake_minio.run(ANALYTICS_RETENTION_DAYS="30"))
+    assert _days(fake_minio) == {"abby-images-expiry": 7, "abby-events-expiry": 37}
+    out = _ok(fake_minio.run(ANALYTICS_RETENTION_DAYS="30"))
+    assert "already in place" in out
+    _ok(fake_minio.run())
+    assert _days(fake_minio) == {"abby-images-expiry": 7, "abby-events-expiry": 97}
+    # 2 + 7 = 9 is a prefix of 97: it must still be seen as a change.
+    _ok(fake_minio.run(ANALYTICS_RETENTION_DAYS="2"))
+    assert _days(fake_minio) == {"abby-images-expiry": 7, "abby-events-expiry": 9}
+
+
+def test_minio_init_checks_each_rule_for_its_own_days(fake_minio: FakeMinio) -> None:
+    _ok(fake_minio.run())
+    state = fake_minio.state
+    rules = state["buckets"]["abby-images"]["rules"]
+    # The days swapped between the two rules: both numbers are present, neither rule is right.
+    rules[0]["Expiration"], rules[1]["Expiration"] = rules[1]["Expiration"], rules[0]["Expiration"]
+    fake_minio.state_file.write_text(json.dumps(state), encoding="utf-8")
+    out = _ok(fake_minio.run())
+    assert "already in place" not in out
+    assert _days(fake_minio) == {"abby-images-expiry": 7, "abby-events-expiry": 97}
+    # A disabled rule, or one on another prefix, is not ours either.
+    for broken in ({"Status": "Disabled"}, {"Filter": {"Prefix": "other/"}}):
+        state = fake_minio.state
+        state["buckets"]["abby-images"]["rules"][1].update(broken)
+        fake_minio.state_file.write_text(json.dumps(state), encoding="utf-8")
+        assert "already in place" not in _ok(fake_minio.run())
+        assert fake_minio.state["buckets"]["abby-images"]["rules"][1]["Status"] == "Enabled"
+        assert fake_minio.state["buckets"]["abby-images"]["rules"][1]["Filter"] == {"Prefix": "events/"}
+
+
+def test_minio_init_replaces_duplicate_rules_with_ours(fake_minio: FakeMinio) -> None:
     _ok(fake_minio.run())
     state = fake_minio.state
     extra = {"ID": "hand-made", "Status": "Enabled", "Filter": {"Prefix": "images/"}, "Expiration": {"Days": 9}}
@@ -447,7 +488,7 @@ def test_minio_init_replaces_duplicate_rules_with_one(fake_minio: FakeMinio) -> 
     fake_minio.state_file.write_text(json.dumps(state), encoding="utf-8")
     _ok(fake_minio.run())
     rules = fake_minio.state["buckets"]["abby-images"]["rules"]
-    assert [rule["ID"] for rule in rules] == ["abby-images-expiry"]
+    assert [rule["ID"] for rule in rules] == ["abby-images-expiry", "abby-events-expiry"]
 
 
 def test_minio_init_scopes_the_policy_to_another_bucket(fake_minio: FakeMinio) -> None:
@@ -477,6 +518,9 @@ def test_minio_init_follows_a_new_app_secret(fake_minio: FakeMinio) -> None:
         ({"S3_BUCKET": "Bad_Bucket"}, "S3_BUCKET"),
         ({"STORAGE_CLEANUP_DAYS": "0"}, "STORAGE_CLEANUP_DAYS"),
         ({"STORAGE_CLEANUP_DAYS": "7d"}, "STORAGE_CLEANUP_DAYS"),
+        ({"ANALYTICS_RETENTION_DAYS": "0"}, "ANALYTICS_RETENTION_DAYS"),
+        ({"ANALYTICS_RETENTION_DAYS": "90d"}, "ANALYTICS_RETENTION_DAYS"),
+        ({"ANALYTICS_RETENTION_DAYS": "3651"}, "ANALYTICS_RETENTION_DAYS"),
     ],
 )
 def test_minio_init_refuses_bad_settings_before_calling_mc(
@@ -609,7 +653,7 @@ def test_seaweedfs_init_twice_against_a_real_server(seaweedfs: Any, tmp_path: Pa
             presigned_url_ttl_seconds=3600, timeout_seconds=10, max_attempts=2,
         )
     )
-    report = backend.ensure_ready(cleanup_days=7, create=False)
+    report = backend.ensure_ready(cleanup_days=7, create=False, events_days=97)
     assert (report.created, report.private, report.lifecycle_days, report.conditional_writes) == (
         False, True, 7, True
     )
@@ -636,7 +680,10 @@ def test_seaweedfs_init_twice_against_a_real_server(seaweedfs: Any, tmp_path: Pa
     assert "exists with this access key" in second and "already private" in second
     after = snapshot()
     assert after == before
-    assert len(after["rules"]) == 1 and after["rules"][0]["Expiration"] == {"Days": 7}
+    assert {rule["ID"]: rule["Expiration"] for rule in after["rules"]} == {
+        "abby-images-expiry": {"Days": 7},
+        "abby-events-expiry": {"Days": 97},
+    }
     assert httpx.get(f"{seaweedfs.endpoint}/{bucket}/images/users/1/probe.png", timeout=10).status_code == 403
 
 

@@ -121,6 +121,38 @@ def test_ensure_ready_creates_the_documented_folders(tmp_path: Path) -> None:
         assert (tmp_path / "shared" / folder).is_dir()
 
 
+def test_ensure_ready_notes_that_the_daily_maintenance_prunes_events(tmp_path: Path) -> None:
+    backend = FilesystemBackend(tmp_path / "shared")
+    plain = backend.ensure_ready(cleanup_days=7)
+    assert not any("events/" in note for note in plain.notes)
+    report = backend.ensure_ready(cleanup_days=7, events_days=97)
+    assert report.lifecycle_days is None
+    assert any("events/" in note and "daily maintenance" in note for note in report.notes)
+    assert not (tmp_path / "shared" / "events").exists()  # no lifecycle, nothing written for it
+
+
+async def test_manager_from_settings_passes_the_events_retention(tmp_path: Path) -> None:
+    from abby_core.config import load_settings
+
+    settings = load_settings(
+        env_file=None, STORAGE_BACKEND="filesystem", STORAGE_ROOT=str(tmp_path), ANALYTICS_RETENTION_DAYS=30
+    )
+    manager = StorageManager.from_settings(settings)
+    try:
+        assert manager.events_retention_days == 30
+        report = await manager.ensure_ready()
+        assert any("events/" in note for note in report.notes)
+    finally:
+        await manager.aclose()
+    # Built by hand, without the keyword: events are left alone, as before.
+    plain = StorageManager(storage_root=tmp_path)
+    try:
+        assert plain.events_retention_days is None
+        assert not any("events/" in note for note in (await plain.ensure_ready()).notes)
+    finally:
+        await plain.aclose()
+
+
 REPO = Path(__file__).resolve().parents[2]
 _KEY = "images/users/1/20260101T000000Z-0123abcd.png"
 # A writer that stops inside ``_atomic_write`` (data written, not yet fsynced/renamed)

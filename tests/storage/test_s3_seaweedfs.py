@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 
 from abby_core.errors import StorageUnavailable
 from abby_core.storage import StorageManager
-from abby_core.storage.s3 import LIFECYCLE_RULE_ID, S3Backend, _redact
+from abby_core.storage.s3 import EVENTS_LIFECYCLE_RULE_ID, LIFECYCLE_RULE_ID, S3Backend, _redact
 from tests.fixtures.seaweedfs import SeaweedFS
 from tests.storage.conftest import Clock, s3_settings
 from tests.storage.test_manager import ALICE, BOB, png
@@ -114,6 +114,80 @@ def test_ensure_bucket_installs_lifecycle_and_keeps_other_rules(seaweedfs: Seawe
     assert ids == sorted(["operator-temp", LIFECYCLE_RULE_ID])
     ours = next(r for r in rules if r["ID"] == LIFECYCLE_RULE_ID)
     assert ours["Expiration"]["Days"] == 3 and ours["Filter"]["Prefix"] == "images/"
+
+
+@pytest.fixture(params=["moto", pytest.param("seaweedfs", marks=pytest.mark.seaweedfs)])
+def fresh_s3(request: pytest.FixtureRequest) -> S3Backend:
+    """An S3 backend on a new (not yet created) bucket: moto in-process, or the real server."""
+    if request.param == "moto":
+        request.getfixturevalue("moto_env")
+        return S3Backend(s3_settings(None, None, None))
+    server: SeaweedFS = request.getfixturevalue("seaweedfs")
+    return S3Backend(s3_settings(server.endpoint, server.access_key, server.secret_key))
+
+
+def _rules(backend: S3Backend) -> dict[str, dict[str, Any]]:
+    rules = backend.client.get_bucket_lifecycle_configuration(Bucket=backend.bucket)["Rules"]
+    assert len(rules) == len({r["ID"] for r in rules})
+    return {r["ID"]: r for r in rules}
+
+
+def _expiry(rule: dict[str, Any]) -> tuple[str, int, str]:
+    return rule["Filter"]["Prefix"], rule["Expiration"]["Days"], rule["Status"]
+
+
+def test_events_backstop_rule_is_installed_beside_the_images_rule(fresh_s3: S3Backend) -> None:
+    backend = fresh_s3
+    report = backend.ensure_ready(cleanup_days=7, events_days=97)
+    rules = _rules(backend)
+    assert set(rules) == {LIFECYCLE_RULE_ID, EVENTS_LIFECYCLE_RULE_ID}
+    assert _expiry(rules[LIFECYCLE_RULE_ID]) == ("images/", 7, "Enabled")
+    assert _expiry(rules[EVENTS_LIFECYCLE_RULE_ID]) == ("events/", 97, "Enabled")
+    assert report.lifecycle_days == 7 and backend.lifecycle_days() == 7  # what `abby doctor` reads
+    assert any(EVENTS_LIFECYCLE_RULE_ID in note and "97 days" in note for note in report.notes)
+
+    # Twice: the same two rules, no copies.
+    backend.ensure_ready(cleanup_days=7, events_days=97)
+    assert _rules(backend) == rules
+
+    # A new retention replaces our events rule only; without events_days it is left alone.
+    backend.ensure_ready(cleanup_days=3, events_days=37)
+    assert _expiry(_rules(backend)[EVENTS_LIFECYCLE_RULE_ID]) == ("events/", 37, "Enabled")
+    plain = backend.ensure_ready(cleanup_days=7)
+    assert not any(EVENTS_LIFECYCLE_RULE_ID in note for note in plain.notes)
+    after = _rules(backend)
+    assert _expiry(after[LIFECYCLE_RULE_ID]) == ("images/", 7, "Enabled")
+    assert _expiry(after[EVENTS_LIFECYCLE_RULE_ID]) == ("events/", 37, "Enabled")
+
+
+def test_events_backstop_keeps_foreign_rules(fresh_s3: S3Backend) -> None:
+    backend = fresh_s3
+    backend.ensure_ready(cleanup_days=7)
+    foreign = {"ID": "operator-temp", "Status": "Enabled", "Filter": {"Prefix": "temp/"}, "Expiration": {"Days": 1}}
+    backend.client.put_bucket_lifecycle_configuration(
+        Bucket=backend.bucket,
+        LifecycleConfiguration={"Rules": [foreign, *_rules(backend).values()]},
+    )
+    backend.ensure_ready(cleanup_days=7, events_days=97)
+    backend.ensure_ready(cleanup_days=7, events_days=97)
+    rules = _rules(backend)
+    assert set(rules) == {"operator-temp", LIFECYCLE_RULE_ID, EVENTS_LIFECYCLE_RULE_ID}
+    assert _expiry(rules["operator-temp"]) == ("temp/", 1, "Enabled")
+    assert _expiry(rules[EVENTS_LIFECYCLE_RULE_ID]) == ("events/", 97, "Enabled")
+
+
+def test_events_days_must_be_positive(fresh_s3: S3Backend) -> None:
+    with pytest.raises(ValueError, match="events_days"):
+        fresh_s3.ensure_ready(cleanup_days=7, events_days=0)
+
+
+async def test_manager_asks_for_retention_plus_the_margin(fresh_s3: S3Backend, clock: Clock) -> None:
+    manager = StorageManager(fresh_s3, clock=clock, events_retention_days=30)
+    try:
+        await manager.ensure_ready()
+    finally:
+        await manager.aclose()
+    assert _expiry(_rules(fresh_s3)[EVENTS_LIFECYCLE_RULE_ID]) == ("events/", 37, "Enabled")
 
 
 def test_missing_bucket_without_create_names_the_fix(seaweedfs: SeaweedFS) -> None:
