@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ EVENTS_PREFIX = "events/"
 RAW_PREFIX = "events/raw/"
 DAILY_PREFIX = "events/daily/"
 _JSON = "application/json"
+_EVENTS_REMEMBERED = 200_000
 
 
 def raw_prefix(day: date) -> str:
@@ -113,6 +115,8 @@ class EventLog:
         self.retention_days = retention_days
         self.settle = settle
         self.max_workers = max_workers
+        self._read_events: dict[str, UsageEvent] = {}  # raw events already read, by key (oldest first)
+        self._cache_lock = threading.Lock()
 
     # -- recording ---------------------------------------------------------------------------
     def record(self, event: UsageEvent) -> bool:
@@ -222,9 +226,13 @@ class EventLog:
             if day is not None and start <= day <= today:
                 raw.setdefault(day, []).append(info.key)
         tallies: dict[date, Tally] = {}
+        finished = [start + timedelta(days=offset) for offset in range(days - 1)]
+        # One document per finished day, read side by side: on a remote bucket the round trips add up.
+        with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="abby-analytics") as pool:
+            summaries = dict(zip(finished, pool.map(self._read_summary, finished), strict=True))
         for offset in range(days):
             day = start + timedelta(days=offset)
-            found = self._read_summary(day) if day < today else None
+            found = summaries.get(day)
             if isinstance(found, DailySummary):
                 tallies[day] = found.tally
             elif day in raw:
@@ -269,18 +277,35 @@ class EventLog:
             return "unreadable"
 
     def _fold_checked(self, keys: Sequence[str]) -> tuple[Tally, bool]:
-        """The tally of the events at ``keys`` and whether every one was still there."""
+        """The tally of the events at ``keys`` and whether every one was still there.
+
+        Raw events are written once and never change, so each is read from storage once per
+        process: today's summary then costs a read per *new* event, not per event of the day.
+        """
         tally = Tally()
         complete = True
+        with self._cache_lock:
+            missing = [k for k in keys if k not in self._read_events]
         with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="abby-analytics") as pool:
-            for key, body in zip(keys, pool.map(self._get, keys), strict=True):
+            bodies = dict(zip(missing, pool.map(self._get, missing), strict=True))
+        for key in keys:
+            with self._cache_lock:
+                event = self._read_events.get(key)
+            if event is None:
+                body = bodies.get(key)
                 if body is None:
                     complete = False
                     continue
                 try:
-                    tally.add(UsageEvent.model_validate_json(body))
+                    event = UsageEvent.model_validate_json(body)
                 except ValidationError as exc:
                     log.warning("Skipped an unreadable usage event %s: %s", key, exc)
+                    continue
+                with self._cache_lock:
+                    self._read_events[key] = event
+                    while len(self._read_events) > _EVENTS_REMEMBERED:
+                        self._read_events.pop(next(iter(self._read_events)))
+            tally.add(event)
         return tally, complete
 
     def _get(self, key: str) -> bytes | None:
