@@ -18,7 +18,6 @@ Every method is synchronous and runs on the manager's worker threads.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -246,8 +245,3 @@ class Accounts:
         changed, doc = self.update_user(uid, drop)
         if changed:
             self.sync_global(uid, doc)
-
-    @staticmethod
-    def dumps(doc: BaseModel) -> str:
-        """A document as stored, for tools and tests."""
-        return json.dumps(json.loads(doc.model_dump_json(by_alias=True)), indent=2, sort_keys=True)

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
 
-from abby_core.errors import ReservationInvalid, SaveOutcomeUnknown, StorageError, StorageUnavailable
+from abby_core.errors import SaveOutcomeUnknown, StorageError, StorageUnavailable
 from abby_core.storage import keys, rules
 from abby_core.storage.accounts import Accounts
 from abby_core.storage.documents import Hold, UserLedger
@@ -260,7 +260,3 @@ class Accounting:
         self.accounts.update_user(res.user_id, undo)
         _, doc = self.accounts.update_user(res.user_id, lambda d: None)
         self.accounts.sync_global(res.user_id, doc)
-
-    def check_reservation(self, res: Reservation) -> None:
-        if not isinstance(res, Reservation):
-            raise ReservationInvalid("save_image needs the Reservation returned by reserve().")

@@ -41,6 +41,7 @@ __all__ = [
     "hold",
     "limits_for",
     "next_midnight",
+    "precheck",
     "roll_day",
     "settle",
     "snapshot",
