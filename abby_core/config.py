@@ -20,6 +20,7 @@ import ipaddress
 import json
 import re
 import unicodedata
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,18 +35,23 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from abby_core.errors import ConfigError
 
 __all__ = [
+    "ARCHIVE_STORAGE_CLASSES",
     "A1111Settings",
     "AnalyticsSettings",
     "ApiSettings",
     "ComfyUISettings",
+    "CreditPack",
+    "DashboardSettings",
     "DiscordSettings",
     "MetricsSettings",
     "ModerationSettings",
+    "PremiumTier",
     "ProviderName",
     "QuotaTier",
     "S3Settings",
@@ -57,10 +63,27 @@ __all__ = [
 ]
 
 MB = 1_000_000
+#: S3 storage classes an archived copy may use (S3_ARCHIVE_STORAGE_CLASS): those read at once.
+ARCHIVE_STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR")
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True)
+
+
+class PremiumTier(_Section):
+    """Limits for members subscribed to a Discord SKU of the app (``PREMIUM_TIERS``)."""
+
+    sku_id: int
+    daily_gens: int
+    storage_mb: float
+
+
+class CreditPack(_Section):
+    """A consumable Discord SKU that gives the member credits (``CREDIT_PACKS``)."""
+
+    sku_id: int
+    credits: int
 
 
 class QuotaTier(_Section):
@@ -83,7 +106,19 @@ class StorageSettings(_Section):
     image_gen_size_mb: float
     reservation_ttl_seconds: int
     quota_tiers: tuple[QuotaTier, ...] = ()
+    premium_tiers: tuple[PremiumTier, ...] = ()  # PREMIUM_TIERS: subscription SKU → limits
     link_ttl_seconds: int = 3600  # PRESIGNED_URL_TTL_SECONDS: how long a link to an image works
+    escrow: bool = False  # STORAGE_ESCROW: each process leases slices of the global budget
+    # -- archive (STORAGE_ARCHIVE): old images are shrunk and kept instead of deleted --
+    archive: bool = False  # STORAGE_ARCHIVE
+    archive_days: int = 90  # ARCHIVE_DAYS: how long an archived image is kept
+    max_user_archive_mb: float = 200  # MAX_USER_ARCHIVE_MB: each member's archive, at archived size
+    archive_quality: int = 60  # ARCHIVE_QUALITY: WebP quality of archived copies
+    archive_storage_class: str | None = None  # S3_ARCHIVE_STORAGE_CLASS: keep the original bytes in this class
+
+    @property
+    def max_user_archive_bytes(self) -> int:
+        return int(self.max_user_archive_mb * MB)
 
     @property
     def max_global_bytes(self) -> int:
@@ -171,6 +206,71 @@ class MetricsSettings(_Section):
         return f"http://{host}:{self.port}/metrics"
 
 
+class DashboardSettings(_Section):
+    """The web dashboard (``abby dashboard``): where it listens, how admins sign in.
+
+    Sign-in with Discord needs ``client_id``, ``client_secret`` and ``guild_id``; the token
+    form needs ``token``. :meth:`check_sign_in` says which is missing. ``bot_token`` (the
+    bot's ``DISCORD_TOKEN``) lets the dashboard look members' names up; ``secret_key`` None
+    means a random key is made at start (sessions then end when the dashboard restarts).
+    """
+
+    host: str
+    port: int
+    public_url: str
+    token: SecretStr | None
+    secret_key: SecretStr | None
+    client_id: str | None
+    client_secret: SecretStr | None
+    oauth_url: str
+    api_url: str
+    guild_id: int | None
+    admin_role_ids: tuple[int, ...]
+    bot_token: SecretStr | None
+
+    @property
+    def oauth_enabled(self) -> bool:
+        return self.client_id is not None and self.client_secret is not None and self.guild_id is not None
+
+    @property
+    def token_enabled(self) -> bool:
+        return self.token is not None
+
+    @property
+    def redirect_uri(self) -> str:
+        """The OAuth2 redirect URL to register in the Discord application: ``{public_url}/auth/callback``."""
+        return f"{self.public_url}/auth/callback"
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies carry ``Secure`` when browsers reach the dashboard over https."""
+        return self.public_url.lower().startswith("https://")
+
+    def check_sign_in(self) -> None:
+        """Raise :class:`ConfigError` unless at least one sign-in method is fully configured.
+
+        Sign-in with Discord half configured (a client id without its secret, or without
+        ``DISCORD_GUILD_ID``) is refused too, naming what is missing.
+        """
+        oauth = {
+            "DISCORD_CLIENT_ID": self.client_id,
+            "DISCORD_CLIENT_SECRET": self.client_secret,
+            "DISCORD_GUILD_ID": self.guild_id,
+        }
+        missing = [name for name, value in oauth.items() if value is None]
+        if self.client_id is not None or self.client_secret is not None:
+            if missing:
+                problem = f"Sign-in with Discord is half configured: set {', '.join(missing)} as well"
+                raise ConfigError(f"Invalid configuration:\n  - {problem}", problems=[problem])
+            return
+        if self.token is None:
+            problem = (
+                "The dashboard has no way to sign in: set DISCORD_CLIENT_ID, DISCORD_CLIENT_SECRET and "
+                "DISCORD_GUILD_ID (sign-in with Discord), or DASHBOARD_TOKEN (a shared token of 16 characters or more)"
+            )
+            raise ConfigError(f"Invalid configuration:\n  - {problem}", problems=[problem])
+
+
 class ApiSettings(_Section):
     """The image provider and how results are stored."""
 
@@ -203,9 +303,23 @@ class DiscordSettings(_Section):
     log_level: str
     shard_count: int | None
     shard_ids: tuple[int, ...]
+    # "shared": MAX_CONCURRENT_GENERATIONS and the queue are those of every process on the storage.
+    generation_queue: Literal["local", "shared"] = "local"
+    # What the server sells through Discord's store (nothing configured: no store anywhere).
+    premium_tiers: tuple[PremiumTier, ...] = ()
+    credit_packs: tuple[CreditPack, ...] = ()
+
+    @property
+    def sells(self) -> bool:
+        return bool(self.premium_tiers or self.credit_packs)
 
 
-_URL_FIELDS = ("s3_endpoint_url", "s3_public_endpoint_url", "stability_api_host", "comfyui_url", "a1111_url")
+_URL_FIELDS = (
+    "s3_endpoint_url", "s3_public_endpoint_url", "stability_api_host", "comfyui_url", "a1111_url",
+    "dashboard_public_url", "discord_oauth_url", "discord_api_url",
+)
+DASHBOARD_TOKEN_MIN = 16
+DASHBOARD_SECRET_KEY_MIN = 32
 # A DNS name: labels of letters, digits and hyphens (botocore refuses anything else).
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -305,6 +419,29 @@ def _csv_ints(value: Any) -> Any:
     return value
 
 
+def _entries(
+    value: Any, fields: tuple[tuple[str, type[int] | type[float]], ...], check: Callable[[dict[str, Any]], str | None]
+) -> Any:
+    """``A:B:C`` entries separated by commas, as dicts of ``fields``; ``check`` says what is wrong with one."""
+    if not isinstance(value, str):
+        return value
+    shape = ":".join(name.upper() for name, _ in fields)
+    found = []
+    for entry in _csv_ints(value):
+        parts = entry.split(":")
+        if len(parts) != len(fields):
+            raise ValueError(f"entry {entry!r} is not {shape}")
+        try:
+            item = {name: kind(part) for (name, kind), part in zip(fields, parts, strict=True)}
+        except ValueError:
+            raise ValueError(f"entry {entry!r} has a part that is not a number") from None
+        problem = check(item)
+        if problem is not None:
+            raise ValueError(f"entry {entry!r} {problem}")
+        found.append(item)
+    return found
+
+
 class Settings(BaseSettings):
     """Every variable Abby reads. Build it with :func:`load_settings`, not directly."""
 
@@ -344,6 +481,29 @@ class Settings(BaseSettings):
     reservation_ttl_seconds: int = Field(
         900, alias="RESERVATION_TTL_SECONDS", ge=30, le=86_400,
         description="a whole number of seconds from 30 to 86400",
+    )
+    storage_escrow: bool = Field(
+        False, alias="STORAGE_ESCROW",
+        description="true or false (true: each bot process leases slices of the global storage budget)",
+    )
+    storage_archive: bool = Field(
+        False, alias="STORAGE_ARCHIVE",
+        description="on or off (or true/false): on keeps old images in a smaller archive instead of deleting them",
+    )
+    archive_days: int = Field(
+        90, alias="ARCHIVE_DAYS", ge=1, le=3650,
+        description="a whole number of days from 1 to 3650 (how long archived images are kept)",
+    )
+    max_user_archive_mb: float = Field(
+        200, alias="MAX_USER_ARCHIVE_MB", gt=0, le=100_000_000,
+        description="a number of megabytes above 0 and at most 100000000 (each member's archive)",
+    )
+    archive_quality: int = Field(
+        60, alias="ARCHIVE_QUALITY", ge=1, le=100, description="a whole number from 1 to 100 (WebP quality)"
+    )
+    s3_archive_storage_class: str | None = Field(
+        None, alias="S3_ARCHIVE_STORAGE_CLASS",
+        description="empty, or an S3 storage class that is read at once: " + ", ".join(ARCHIVE_STORAGE_CLASSES),
     )
 
     # -- S3 ----------------------------------------------------------------------
@@ -431,6 +591,43 @@ class Settings(BaseSettings):
         description="the address the metrics endpoint listens on: an IP address or host name",
     )
 
+    # -- dashboard ---------------------------------------------------------------
+    dashboard_host: str = Field(
+        "127.0.0.1", alias="DASHBOARD_HOST",
+        description="the address the dashboard listens on: an IP address or host name",
+    )
+    dashboard_port: int = Field(
+        8765, alias="DASHBOARD_PORT", ge=1, le=65535, description="a port number from 1 to 65535"
+    )
+    dashboard_public_url: str | None = Field(
+        None, alias="DASHBOARD_PUBLIC_URL",
+        description="the http(s) URL browsers use to reach the dashboard, such as https://abby.example.org, "
+        "or empty for http://DASHBOARD_HOST:DASHBOARD_PORT",
+    )
+    dashboard_token: SecretStr | None = Field(
+        None, alias="DASHBOARD_TOKEN",
+        description=f"a token of {DASHBOARD_TOKEN_MIN} characters or more (generate one: openssl rand -hex 24), "
+        "or empty",
+    )
+    dashboard_secret_key: SecretStr | None = Field(
+        None, alias="DASHBOARD_SECRET_KEY",
+        description=f"a key of {DASHBOARD_SECRET_KEY_MIN} characters or more (generate one: openssl rand -hex 32), "
+        "or empty for a new key at each start",
+    )
+    discord_client_id: str | None = Field(
+        None, alias="DISCORD_CLIENT_ID", pattern=r"^[0-9]{1,20}$",
+        description="the Discord application's client id, digits only",
+    )
+    discord_client_secret: SecretStr | None = Field(
+        None, alias="DISCORD_CLIENT_SECRET", description="the Discord application's client secret"
+    )
+    discord_oauth_url: str = Field(
+        "https://discord.com", alias="DISCORD_OAUTH_URL", description="an http(s) URL"
+    )
+    discord_api_url: str = Field(
+        "https://discord.com/api/v10", alias="DISCORD_API_URL", description="an http(s) URL"
+    )
+
     # -- content controls --------------------------------------------------------
     prompt_blocklist: Annotated[tuple[str, ...], NoDecode] = Field(
         (), alias="PROMPT_BLOCKLIST",
@@ -484,11 +681,23 @@ class Settings(BaseSettings):
         (), alias="QUOTA_TIERS",
         description="entries ROLE_ID:DAILY_GENS:STORAGE_MB separated by commas, e.g. 123:20:2000",
     )
+    premium_tiers: Annotated[tuple[PremiumTier, ...], NoDecode] = Field(
+        (), alias="PREMIUM_TIERS",
+        description="entries SKU_ID:DAILY_GENS:STORAGE_MB separated by commas, e.g. 1234:50:5000",
+    )
+    credit_packs: Annotated[tuple[CreditPack, ...], NoDecode] = Field(
+        (), alias="CREDIT_PACKS",
+        description="entries SKU_ID:CREDITS separated by commas, e.g. 5678:20",
+    )
     image_delivery: Literal["attach", "link", "both"] = Field(
         "both", alias="IMAGE_DELIVERY", description="'attach', 'link' or 'both'"
     )
     max_concurrent_generations: int = Field(
         4, alias="MAX_CONCURRENT_GENERATIONS", ge=1, le=256, description="a whole number from 1 to 256"
+    )
+    generation_queue: Literal["local", "shared"] = Field(
+        "local", alias="GENERATION_QUEUE",
+        description="'local' (each bot process has its own queue) or 'shared' (one queue for every process)",
     )
     log_level: str = Field(
         "INFO", alias="LOG_LEVEL", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$",
@@ -506,7 +715,8 @@ class Settings(BaseSettings):
         "stability_api_key", "discord_token", "discord_guild_id", "shard_count",
         "image_provider_fallback", "comfyui_url", "comfyui_auth_header", "comfyui_workflows",
         "a1111_url", "a1111_username", "a1111_password", "a1111_model", "a1111_sampler", "prompt_blocklist_file",
-        "metrics_port", mode="before",
+        "metrics_port", "dashboard_public_url", "dashboard_token", "dashboard_secret_key", "discord_client_id",
+        "discord_client_secret", mode="before",
     )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
@@ -526,7 +736,43 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str | None) -> str | None:
         return None if value is None else _check_http_url(value)
 
-    @field_validator("metrics_host")
+    @field_validator("dashboard_port", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise PydanticUseDefault
+        return value
+
+    @field_validator("dashboard_token")
+    @classmethod
+    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value().strip()
+        if len(text) < DASHBOARD_TOKEN_MIN:
+            raise ValueError(f"it is only {len(text)} characters long")
+        if not re.fullmatch(r"[\x21-\x7e]+", text):
+            raise ValueError("it has a space or a character outside ASCII")
+        return SecretStr(text)
+
+    @field_validator("dashboard_secret_key")
+    @classmethod
+    def _long_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < DASHBOARD_SECRET_KEY_MIN:
+            raise ValueError(f"it is shorter than {DASHBOARD_SECRET_KEY_MIN} characters")
+        return value
+
+    @field_validator("dashboard_public_url")
+    @classmethod
+    def _origin_only(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).path not in ("", "/"):
+            raise ValueError("give the origin only (scheme, host and port), without a path: "
+                             "the dashboard is served at the root of its address")
+        if value is not None and (urlsplit(value).query or urlsplit(value).fragment or "@" in urlsplit(value).netloc):
+            raise ValueError("give the origin only (scheme, host and port), without user, query or fragment")
+        return value
+
+    @field_validator("metrics_host", "dashboard_host")
     @classmethod
     def _listen_host(cls, value: str) -> str:
         value = value.strip().removeprefix("[").removesuffix("]")
@@ -553,28 +799,63 @@ class Settings(BaseSettings):
     @field_validator("quota_tiers", mode="before")
     @classmethod
     def _parse_tiers(cls, value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        tiers = []
-        for entry in _csv_ints(value):
-            parts = entry.split(":")
-            if len(parts) != 3:
-                raise ValueError(f"entry {entry!r} is not ROLE_ID:DAILY_GENS:STORAGE_MB")
-            role, daily, storage = parts
-            try:
-                tiers.append({"role_id": int(role), "daily_gens": int(daily), "storage_mb": float(storage)})
-            except ValueError:
-                raise ValueError(f"entry {entry!r} has a part that is not a number") from None
-            if int(role) < 1 or int(daily) < 1 or not 0 < float(storage) <= 100_000_000:
-                raise ValueError(f"entry {entry!r} must have a role id, daily gens and storage above 0")
-            if int(daily) > 100_000:
-                raise ValueError(f"entry {entry!r} allows more than 100000 generations a day")
-        return tiers
+        def check(tier: dict[str, Any]) -> str | None:
+            if tier["role_id"] < 1 or tier["daily_gens"] < 1 or not 0 < tier["storage_mb"] <= 100_000_000:
+                return "must have a role id, daily gens and storage above 0"
+            return "allows more than 100000 generations a day" if tier["daily_gens"] > 100_000 else None
+
+        return _entries(value, (("role_id", int), ("daily_gens", int), ("storage_mb", float)), check)
+
+    @field_validator("premium_tiers", mode="before")
+    @classmethod
+    def _parse_premium(cls, value: Any) -> Any:
+        def check(tier: dict[str, Any]) -> str | None:
+            daily_ok = 1 <= tier["daily_gens"] <= 100_000
+            if tier["sku_id"] < 1 or not daily_ok or not 0 < tier["storage_mb"] <= 100_000_000:
+                return "needs a SKU id, 1 to 100000 daily gens and storage above 0"
+            return None
+
+        return _entries(value, (("sku_id", int), ("daily_gens", int), ("storage_mb", float)), check)
+
+    @field_validator("credit_packs", mode="before")
+    @classmethod
+    def _parse_packs(cls, value: Any) -> Any:
+        def check(pack: dict[str, Any]) -> str | None:
+            if pack["sku_id"] < 1 or not 1 <= pack["credits"] <= 100_000:
+                return "needs a SKU id and 1 to 100000 credits"
+            return None
+
+        return _entries(value, (("sku_id", int), ("credits", int)), check)
 
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:
         return value.upper()
+
+    @field_validator("s3_archive_storage_class", mode="before")
+    @classmethod
+    def _storage_class(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        name = value.strip().upper()
+        if not name:
+            return None
+        if name in ("GLACIER", "DEEP_ARCHIVE"):
+            raise ValueError(
+                f"{name} objects cannot be read without a restore request that takes hours; "
+                "use GLACIER_IR (Glacier Instant Retrieval) or STANDARD_IA"
+            )
+        if name not in ARCHIVE_STORAGE_CLASSES:
+            raise ValueError(f"{name!r} is not one of {', '.join(ARCHIVE_STORAGE_CLASSES)}")
+        return name
+
+    @model_validator(mode="after")
+    def _archive_consistent(self) -> Settings:
+        if self.s3_archive_storage_class is not None and self.storage_backend != "s3":
+            raise ValueError(
+                "S3_ARCHIVE_STORAGE_CLASS only applies with STORAGE_BACKEND=s3; leave it empty for a folder"
+            )
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -601,6 +882,12 @@ class Settings(BaseSettings):
             raise ValueError(f"SHARD_IDS must each be below SHARD_COUNT ({self.shard_count}): from 0 to {last}")
         if len(set(self.shard_ids)) != len(self.shard_ids):
             raise ValueError("SHARD_IDS names a shard twice")
+        tier_skus = [t.sku_id for t in self.premium_tiers]
+        pack_skus = [p.sku_id for p in self.credit_packs]
+        if len(set(tier_skus)) != len(tier_skus) or len(set(pack_skus)) != len(pack_skus):
+            raise ValueError("PREMIUM_TIERS or CREDIT_PACKS names a SKU twice")
+        if set(tier_skus) & set(pack_skus):
+            raise ValueError("a SKU is in both PREMIUM_TIERS (subscriptions) and CREDIT_PACKS (consumables)")
         return self
 
     # -- sections ----------------------------------------------------------------
@@ -616,7 +903,14 @@ class Settings(BaseSettings):
             image_gen_size_mb=self.image_gen_size_mb,
             reservation_ttl_seconds=self.reservation_ttl_seconds,
             quota_tiers=self.quota_tiers,
+            premium_tiers=self.premium_tiers,
             link_ttl_seconds=self.presigned_url_ttl_seconds,
+            escrow=self.storage_escrow,
+            archive=self.storage_archive,
+            archive_days=self.archive_days,
+            max_user_archive_mb=self.max_user_archive_mb,
+            archive_quality=self.archive_quality,
+            archive_storage_class=self.s3_archive_storage_class,
         )
 
     @cached_property
@@ -676,6 +970,24 @@ class Settings(BaseSettings):
         return MetricsSettings(port=self.metrics_port, host=self.metrics_host)
 
     @cached_property
+    def dashboard(self) -> DashboardSettings:
+        host = f"[{self.dashboard_host}]" if ":" in self.dashboard_host else self.dashboard_host
+        return DashboardSettings(
+            host=self.dashboard_host,
+            port=self.dashboard_port,
+            public_url=self.dashboard_public_url or f"http://{host}:{self.dashboard_port}",
+            token=self.dashboard_token,
+            secret_key=self.dashboard_secret_key,
+            client_id=self.discord_client_id,
+            client_secret=self.discord_client_secret,
+            oauth_url=self.discord_oauth_url,
+            api_url=self.discord_api_url,
+            guild_id=self.discord_guild_id,
+            admin_role_ids=self.admin_role_ids,
+            bot_token=self.discord_token,
+        )
+
+    @cached_property
     def moderation(self) -> ModerationSettings:
         return ModerationSettings(
             blocklist=self.prompt_blocklist,
@@ -695,6 +1007,9 @@ class Settings(BaseSettings):
             log_level=self.log_level,
             shard_count=self.shard_count,
             shard_ids=self.shard_ids,
+            generation_queue=self.generation_queue,
+            premium_tiers=self.premium_tiers,
+            credit_packs=self.credit_packs,
         )
 
 

@@ -441,6 +441,10 @@ class _Doctor:
         except AbbyError as exc:
             return _fail("lifecycle", exc.message)
         wanted = self.settings.storage.cleanup_days
+        if self.settings.storage.archive:  # the maintenance archives first (StorageManager.ensure_ready)
+            from abby_core.storage.backend import ARCHIVE_GRACE_DAYS
+
+            wanted += ARCHIVE_GRACE_DAYS
         if days is None:
             return _fail("lifecycle", "no expiry rule for images is installed", "Run 'abby storage init'.")
         if days != wanted:

@@ -54,6 +54,7 @@ class GenerationResult:
     status: QuotaStatus
     prompt: str | None
     bytes_before_compression: int
+    paid_with_credit: bool = False  # past the daily allowance: one of the member's credits paid
 
     @property
     def data(self) -> bytes:
@@ -119,6 +120,7 @@ class ImageService:
         stored: int = 0,
         latency: float | None = None,
         prompt: str | None = None,
+        paid_with_credit: bool = False,
     ) -> None:
         """Record one outcome in the usage events (in the background) and the metrics: never fails, never waits."""
         if self.events is None and self.metrics is None:
@@ -134,6 +136,7 @@ class ImageService:
                 bytes_stored=stored,
                 latency_seconds=latency,
                 prompt=prompt,
+                paid_with_credit=paid_with_credit,
             )
         except ValueError:
             log.warning("Not recording an event for %r: it is not a valid user.", user_id)
@@ -170,6 +173,7 @@ class ImageService:
         *,
         prompt: str | None = None,
         role_ids: Iterable[int] = (),
+        sku_ids: Iterable[int] = (),
         kind: EventKind = "imagine",
     ) -> None:
         """Refuse early what :meth:`imagine` and friends would refuse, without holding anything.
@@ -186,7 +190,7 @@ class ImageService:
                 self.check_prompt(prompt)
             if not self.generator.configured:
                 raise NotConfigured(NOT_CONFIGURED)
-            await self.storage.precheck(uid, role_ids=tuple(role_ids))
+            await self.storage.precheck(uid, role_ids=tuple(role_ids), sku_ids=tuple(sku_ids))
         except AbbyError as exc:
             self.record(kind, uid, exc.code)
             raise
@@ -201,6 +205,7 @@ class ImageService:
         seed: int = 0,
         style_preset: str | None = None,
         role_ids: Iterable[int] = (),
+        sku_ids: Iterable[int] = (),
         progress: ProgressCallback | None = None,
     ) -> GenerationResult:
         """Text to image for ``user_id`` (``/imagine``, ``abby imagine``)."""
@@ -208,7 +213,7 @@ class ImageService:
         request = validate_text_to_image(
             prompt, negative_prompt=negative_prompt, aspect_ratio=aspect_ratio, seed=seed, style_preset=style_preset
         )
-        return await self._run("imagine", uid, request, request.prompt, role_ids, progress)
+        return await self._run("imagine", uid, request, request.prompt, (tuple(role_ids), tuple(sku_ids)), progress)
 
     async def img2img(
         self,
@@ -220,6 +225,7 @@ class ImageService:
         negative_prompt: str | None = None,
         seed: int = 0,
         role_ids: Iterable[int] = (),
+        sku_ids: Iterable[int] = (),
         progress: ProgressCallback | None = None,
     ) -> GenerationResult:
         """A new image from ``image`` and a prompt (``/imgimg``, variations)."""
@@ -227,7 +233,7 @@ class ImageService:
         request = await asyncio.to_thread(
             validate_image_to_image, image, prompt, strength=strength, negative_prompt=negative_prompt, seed=seed
         )
-        return await self._run("img2img", uid, request, request.prompt, role_ids, progress)
+        return await self._run("img2img", uid, request, request.prompt, (tuple(role_ids), tuple(sku_ids)), progress)
 
     async def upscale(
         self,
@@ -237,12 +243,13 @@ class ImageService:
         mode: str = "fast",
         prompt: str | None = None,
         role_ids: Iterable[int] = (),
+        sku_ids: Iterable[int] = (),
         progress: ProgressCallback | None = None,
     ) -> GenerationResult:
         """A larger copy of ``image`` (``/upscale``)."""
         uid = check_user_id(user_id)
         request = await asyncio.to_thread(validate_upscale, image, prompt=prompt, mode=mode)
-        return await self._run("upscale", uid, request, request.prompt, role_ids, progress)
+        return await self._run("upscale", uid, request, request.prompt, (tuple(role_ids), tuple(sku_ids)), progress)
 
     async def _run(
         self,
@@ -250,18 +257,21 @@ class ImageService:
         uid: str,
         request: GenerationRequest,
         prompt: str | None,
-        role_ids: Iterable[int],
+        tiers: tuple[tuple[int, ...], tuple[int, ...]],
         progress: ProgressCallback | None,
     ) -> GenerationResult:
         try:
-            result, latency = await self._generate(kind, uid, request, prompt, role_ids, progress)
+            result, latency = await self._generate(kind, uid, request, prompt, tiers, progress)
         except AbbyError as exc:
             self.record(kind, uid, exc.code, prompt=prompt)
             raise
         except asyncio.CancelledError:
             self.record(kind, uid, "interrupted", prompt=prompt)
             raise
-        self.record(kind, uid, OK, stored=result.stored.size, latency=latency, prompt=prompt)
+        self.record(
+            kind, uid, OK, stored=result.stored.size, latency=latency, prompt=prompt,
+            paid_with_credit=result.paid_with_credit,
+        )
         return result
 
     async def _generate(
@@ -270,15 +280,15 @@ class ImageService:
         uid: str,
         request: GenerationRequest,
         prompt: str | None,
-        role_ids: Iterable[int],
+        tiers: tuple[tuple[int, ...], tuple[int, ...]],
         progress: ProgressCallback | None,
     ) -> tuple[GenerationResult, float | None]:
         if prompt is not None:
             self.check_prompt(prompt)
         if not self.generator.configured:
             raise NotConfigured(NOT_CONFIGURED)
-        roles = tuple(role_ids)
-        reservation = await self.storage.reserve(uid, role_ids=roles)
+        roles, skus = tiers  # the member's role ids, and the SKU ids of their subscriptions
+        reservation = await self.storage.reserve(uid, role_ids=roles, sku_ids=skus)
         latency: float | None = None
         try:
             started = time.monotonic()
@@ -302,7 +312,7 @@ class ImageService:
                 log.warning("Release of reservation %s deferred to its expiry: %s", reservation.id, exc)
             raise
         try:
-            status = await self.storage.get_quota_status(uid, role_ids=roles, allow_cached=True)
+            status = await self.storage.get_quota_status(uid, role_ids=roles, sku_ids=skus, allow_cached=True)
         except asyncio.CancelledError:
             # Interrupted before the success was reported: it costs nothing after all.
             try:
@@ -311,4 +321,7 @@ class ImageService:
                 log.warning("Taking back interrupted generation %s is retried later: %s", reservation.id, exc)
             raise
         # The image is stored and charged: from here nothing may turn it into a failure.
-        return GenerationResult(kind, stored, image, status, prompt, compressed.bytes_before), latency
+        result = GenerationResult(
+            kind, stored, image, status, prompt, compressed.bytes_before, paid_with_credit=reservation.credit
+        )
+        return result, latency

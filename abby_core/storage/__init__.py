@@ -9,8 +9,12 @@ from abby_core.storage.filesystem import FilesystemBackend
 from abby_core.storage.keys import check_image_key, check_user_id
 from abby_core.storage.manager import StorageManager
 from abby_core.storage.models import (
+    ArchivedImage,
+    ArchiveReport,
+    ArchiveStats,
     CleanupReport,
     GlobalStats,
+    LeaseInfo,
     ObjectInfo,
     QuotaStatus,
     ReadyReport,
@@ -21,9 +25,13 @@ from abby_core.storage.models import (
 )
 
 __all__ = [
+    "ArchiveReport",
+    "ArchiveStats",
+    "ArchivedImage",
     "CleanupReport",
     "FilesystemBackend",
     "GlobalStats",
+    "LeaseInfo",
     "ObjectInfo",
     "QuotaStatus",
     "ReadyReport",

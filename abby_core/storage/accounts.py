@@ -50,10 +50,15 @@ def _rebuilt_version(known: int) -> int:
 class Accounts:
     """The user, global and member documents in ``backend``, with repair."""
 
-    def __init__(self, backend: StorageBackend, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, backend: StorageBackend, clock: Callable[[], datetime], *, lease_margin: timedelta = rules.PURGE_MARGIN
+    ) -> None:
         self.backend = backend
         self.clock = clock
         self.ledger = Ledger(backend)
+        #: How long past its expiry a lease of the global budget is taken for dead.
+        self.lease_margin = lease_margin
+        self.recovered_leases = 0  # dead leases dropped by this process, for tests and stats
 
     # -- reading ------------------------------------------------------------------------
     def _read_or_repair(self, key: str, model: type[D], build: Callable[[], D]) -> D:
@@ -98,6 +103,8 @@ class Accounts:
         today = rules.day_of(now)
         record = self.member(uid)
         doc = UserLedger(user_id=uid, day=today, blocked=record.blocked, bonus=record.grants.get(today, 0))
+        doc.credits, doc.credits_spent = record.credits, record.credits_spent
+        doc.credit_log = dict(record.credit_sources) | {"refund:" + k: -v for k, v in record.credit_refunds.items()}
         reset = record.resets.get(today)
         made_today: set[str] = {k for k, day in record.deleted.items() if day == today}
         for obj in self.backend.list_objects(keys.user_prefix(uid)):
@@ -206,13 +213,40 @@ class Accounts:
         for uid in stale[:_REFRESH_PER_UPDATE]:
             _, doc = self.update_user(uid, lambda d: None)
             fresh[uid] = rules.snapshot(doc, self.clock())
+        scanned_at = self.clock()
+        recovering = bool(rules.dead_leases(current, scanned_at, self.lease_margin))
+        if recovering:
+            fresh.update(self._every_snapshot())
+        dropped: list[str] = []
 
         def change(doc: GlobalLedger) -> _T:
             for uid, snap in fresh.items():
                 rules.apply_snapshot(doc, uid, snap)
+            dropped.clear()
+            if recovering:
+                # Dead before the scan began: every hold their owners admitted is in a user
+                # document read since, so the snapshots now cover what the leases did.
+                for lid in rules.dead_leases(doc, scanned_at, self.lease_margin):
+                    dropped.append(f"{lid} ({doc.leases.pop(lid).owner})")
             return mutate(doc)
 
-        return self._update(keys.GLOBAL_LEDGER_KEY, GlobalLedger, change, self.rebuild_global)
+        result = self._update(keys.GLOBAL_LEDGER_KEY, GlobalLedger, change, self.rebuild_global)
+        if dropped:
+            self.recovered_leases += len(dropped)
+            log.warning("Took back %d expired lease(s) of the global storage budget: %s.", len(dropped), dropped)
+        return result
+
+    def _every_snapshot(self) -> dict[str, Snapshot]:
+        """A snapshot of every user document (to take over from a lease whose owner died)."""
+        found: dict[str, Snapshot] = {}
+        for uid in sorted(self.users_with_documents()):
+            try:
+                read = self.ledger.read(keys.user_ledger_key(uid), UserLedger)
+            except LedgerCorrupt:
+                read = None
+            doc = read[0] if read is not None else self.user(uid)
+            found[uid] = rules.snapshot(doc, self.clock())
+        return found
 
     def sync_global(self, uid: str, doc: UserLedger) -> None:
         """Record ``doc`` (a stored version of ``uid``'s document) in the global document."""

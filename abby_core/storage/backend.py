@@ -14,11 +14,15 @@ from datetime import datetime
 
 from abby_core.storage.models import ObjectInfo, ReadyReport
 
-__all__ = ["EVENTS_EXPIRY_MARGIN_DAYS", "ConditionFailed", "StorageBackend"]
+__all__ = ["ARCHIVE_GRACE_DAYS", "EVENTS_EXPIRY_MARGIN_DAYS", "ConditionFailed", "StorageBackend"]
 
 #: Days the ``events/`` lifecycle backstop waits beyond ``ANALYTICS_RETENTION_DAYS``, so the
 #: bot's daily prune and compaction always run first; the same margin as ``minio/init.sh``.
 EVENTS_EXPIRY_MARGIN_DAYS = 7
+#: With STORAGE_ARCHIVE, the lifecycle rules of ``images/`` and ``archive/`` wait this many days
+#: longer than STORAGE_CLEANUP_DAYS and ARCHIVE_DAYS, so the daily maintenance archives (and
+#: prunes) first; the same margin as ``minio/init.sh``.
+ARCHIVE_GRACE_DAYS = 2
 
 
 class ConditionFailed(Exception):
@@ -104,12 +108,20 @@ class StorageBackend(ABC):
         """``(url, path)`` for a stored image: a presigned URL, or a local file path."""
 
     @abstractmethod
-    def ensure_ready(self, *, cleanup_days: int, create: bool = True, events_days: int | None = None) -> ReadyReport:
+    def ensure_ready(
+        self,
+        *,
+        cleanup_days: int,
+        create: bool = True,
+        events_days: int | None = None,
+        archive_days: int | None = None,
+    ) -> ReadyReport:
         """Make the storage usable (folders; bucket, privacy, lifecycle) and say what was done.
 
         ``events_days``: where the storage has lifecycle rules, usage events under
         ``events/`` expire after that many days, a backstop for the daily prune;
-        ``None`` leaves any such rule as it is.
+        ``None`` leaves any such rule as it is. ``archive_days`` does the same for archived
+        images under ``archive/`` (STORAGE_ARCHIVE).
         """
 
     def check_conditional_writes(self) -> bool:

@@ -5,7 +5,8 @@ Three kinds of document, all outside ``images/`` so lifecycle rules never expire
     ledger/users/{id}.json     UserLedger    the member's hot document: today's count, their
                                              committed images and the holds in flight
     ledger/global.json         GlobalLedger  one snapshot of every user document (committed
-                                             bytes and holds, with its version)
+                                             bytes and holds, with its version), and the
+                                             processes' leases of the budget (escrow)
     ledger/members/{id}.json   MemberRecord  what must survive damage to the hot document:
                                              blocks, grants, daily resets, today's deletions
 
@@ -25,6 +26,7 @@ __all__ = [
     "Entry",
     "GlobalLedger",
     "Hold",
+    "Lease",
     "MemberRecord",
     "Snapshot",
     "SnapshotHold",
@@ -59,6 +61,7 @@ class Hold(_Record):
     day: date
     stem: str
     void: bool = False
+    credit: bool = False  # past the daily allowance: paid with one of the member's credits at commit
 
 
 class Entry(_Record):
@@ -78,6 +81,12 @@ class UserLedger(_Document):
     blocked: bool = False  # mirrors MemberRecord
     objects: dict[str, Entry] = Field(default_factory=dict)
     holds: dict[str, Hold] = Field(default_factory=dict)
+    # Credits (bought packs, admin grants): spent one a generation past the daily allowance,
+    # at commit. ``credit_log``: every source applied (id → credits), and every refund
+    # ("refund:" + id → credits removed), so each applies once; mirrored in MemberRecord.
+    credits: NonNegativeInt = 0
+    credits_spent: NonNegativeInt = 0
+    credit_log: dict[str, int] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -108,10 +117,23 @@ class Snapshot(_Record):
     holds: dict[str, SnapshotHold] = Field(default_factory=dict)
 
 
+class Lease(_Record):
+    """A process's slice of the global budget (escrow): it admits holds from it in memory.
+
+    Counted in full against the global limit until its owner settles it or it expires
+    (``abby_core.storage.escrow`` explains why that is exact).
+    """
+
+    bytes: NonNegativeInt
+    expires: AwareDatetime
+    owner: str = ""  # host:pid, for stats
+
+
 class GlobalLedger(_Document):
-    """``ledger/global.json``: usage is the sum of the snapshots' bytes and holds."""
+    """``ledger/global.json``: usage is the sum of the snapshots' bytes and holds, plus the leases."""
 
     users: dict[str, Snapshot]  # required: an empty document must not read as zero usage
+    leases: dict[str, Lease] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -152,3 +174,44 @@ class MemberRecord(_Document):
     grants: dict[date, NonNegativeInt] = Field(default_factory=dict)
     resets: dict[date, datetime] = Field(default_factory=dict)
     deleted: dict[str, date] = Field(default_factory=dict)
+    # Credits: each source (an entitlement id, an admin grant) with its credits, each refund
+    # with the credits it removed, and the credits spent as of the last mirror of the hot
+    # document (a rebuild may give back the few spent after it; see docs/STORAGE_SYSTEM.md).
+    credit_sources: dict[str, NonNegativeInt] = Field(default_factory=dict)
+    credit_refunds: dict[str, NonNegativeInt] = Field(default_factory=dict)
+    credits_spent: NonNegativeInt = 0
+
+    @property
+    def credits(self) -> int:
+        """The balance this record accounts for."""
+        return max(0, sum(self.credit_sources.values()) - sum(self.credit_refunds.values()) - self.credits_spent)
+
+
+# -- the archive (STORAGE_ARCHIVE) ---------------------------------------------------------
+
+
+class ArchiveEntry(_Record):
+    """One archived image: its archived size, the image it came from, and when."""
+
+    size: NonNegativeInt
+    original: str  # the image key it was archived from
+    created: AwareDatetime  # when the original was made
+    archived: AwareDatetime
+    storage_class: str | None = None  # set when the original bytes were copied in that S3 class
+
+
+class ArchiveLedger(_Document):
+    """``ledger/archive/{id}.json``: a member's archived images (``entries`` by archived key).
+
+    Rebuilt from the ``archive/users/{id}/`` listing when missing or unreadable.
+    """
+
+    user_id: str
+    entries: dict[str, ArchiveEntry] = Field(default_factory=dict)
+
+    @property
+    def bytes(self) -> int:
+        return sum(e.size for e in self.entries.values())
+
+
+__all__ += ["ArchiveEntry", "ArchiveLedger"]

@@ -25,7 +25,7 @@ from filelock import FileLock, Timeout
 
 from abby_core.errors import ImageNotFound, InvalidKey, StorageUnavailable
 from abby_core.storage.backend import ConditionFailed, StorageBackend
-from abby_core.storage.keys import IMAGES_PREFIX, LEDGER_PREFIX, LOGS_PREFIX, TEMP_PREFIX
+from abby_core.storage.keys import ARCHIVE_USERS_PREFIX, IMAGES_PREFIX, LEDGER_PREFIX, LOGS_PREFIX, TEMP_PREFIX
 from abby_core.storage.models import ObjectInfo, ReadyReport
 
 __all__ = ["FilesystemBackend"]
@@ -275,10 +275,18 @@ class FilesystemBackend(StorageBackend):
     def link(self, key: str, *, content_type: str, ttl: int) -> tuple[str | None, str | None]:
         return None, str(self._path(key).resolve())
 
-    def ensure_ready(self, *, cleanup_days: int, create: bool = True, events_days: int | None = None) -> ReadyReport:
+    def ensure_ready(
+        self,
+        *,
+        cleanup_days: int,
+        create: bool = True,
+        events_days: int | None = None,
+        archive_days: int | None = None,
+    ) -> ReadyReport:
         created = not self.root.exists()
         try:
-            for prefix in (IMAGES_PREFIX + "users/", LEDGER_PREFIX, TEMP_PREFIX, LOGS_PREFIX):
+            folders = [IMAGES_PREFIX + "users/", LEDGER_PREFIX, TEMP_PREFIX, LOGS_PREFIX]
+            for prefix in folders + ([ARCHIVE_USERS_PREFIX] if archive_days is not None else []):
                 folder = self._path(prefix.rstrip("/"))
                 if create:
                     folder.mkdir(parents=True, exist_ok=True)
@@ -292,6 +300,8 @@ class FilesystemBackend(StorageBackend):
         notes = [f"Images older than {cleanup_days} days are removed by cleanup (no lifecycle rules here)."]
         if events_days is not None:
             notes.append("Usage events under events/ are pruned by the daily maintenance (no lifecycle rules here).")
+        if archive_days is not None:
+            notes.append("Archived images under archive/ are pruned by the daily maintenance (no lifecycle rules).")
         return ReadyReport(
             backend=self.name,
             location=self.location,

@@ -14,8 +14,9 @@ from datetime import datetime, timedelta
 from abby_core.errors import InvalidInput
 from abby_core.storage import keys, rules
 from abby_core.storage.accounts import Accounts
+from abby_core.storage.archive import Archiver
 from abby_core.storage.documents import Entry, UserLedger
-from abby_core.storage.models import CleanupReport, GlobalStats, ObjectInfo, ReconcileReport
+from abby_core.storage.models import CleanupReport, GlobalStats, LeaseInfo, ObjectInfo, ReconcileReport
 
 __all__ = ["MAX_CLEANUP_DAYS", "Housekeeping"]
 
@@ -24,8 +25,22 @@ MAX_CLEANUP_DAYS = 36_500
 
 
 class Housekeeping:
-    def __init__(self, accounts: Accounts, *, cleanup_days: int, reservation_ttl: int, global_limit: int) -> None:
+    def __init__(
+        self,
+        accounts: Accounts,
+        *,
+        cleanup_days: int,
+        reservation_ttl: int,
+        global_limit: int,
+        archiver: Archiver | None = None,
+        archive: bool = False,
+    ) -> None:
         self.accounts = accounts
+        #: Reconcile and stats cover the archive (images archived earlier stay, even once
+        #: STORAGE_ARCHIVE is off); with ``archive`` (STORAGE_ARCHIVE) cleanup archives old
+        #: images instead of deleting them.
+        self.archiver = archiver
+        self.archive = archive and archiver is not None
         self.backend = accounts.backend
         self.cleanup_days = cleanup_days
         self.ttl = reservation_ttl
@@ -49,6 +64,8 @@ class Housekeeping:
         now = self.accounts.clock()
         # Never an image younger than a hold's lifetime: it may not be committed yet.
         cutoff = min(now - timedelta(days=days), self._young())
+        if self.archive:
+            return self._cleanup_by_archiving(cutoff, dry_run)
         old = [o for o in self.backend.list_objects(keys.USERS_PREFIX) if o.last_modified < cutoff]
         by_user: dict[str, list[str]] = defaultdict(list)
         for obj in old:
@@ -68,6 +85,21 @@ class Housekeeping:
         removed = [o for o in old if keys.user_from_key(o.key) is not None]
         return CleanupReport(len(removed), sum(o.size for o in removed), len(by_user), cutoff, dry_run, partial)
 
+    def _cleanup_by_archiving(self, cutoff: datetime, dry_run: bool) -> CleanupReport:
+        """Cleanup with STORAGE_ARCHIVE: old images are archived (or deleted when a member's
+        archive is full), old archived images pruned, then temporary files swept as usual."""
+        assert self.archiver is not None
+        report = self.archiver.run(cutoff, dry_run=dry_run)
+        partial = 0
+        if not dry_run:
+            stale_temp = [o.key for o in self.backend.list_objects(keys.TEMP_PREFIX) if o.last_modified < cutoff]
+            self.backend.delete_objects(stale_temp)
+            partial = self._sweep_partial()
+        moved = report.archived + report.deleted
+        return CleanupReport(
+            moved, report.original_bytes + report.deleted_bytes, report.users, cutoff, dry_run, partial, report
+        )
+
     # -- reconcile ------------------------------------------------------------------------
     def reconcile(self) -> ReconcileReport:
         started = self.accounts.clock()
@@ -86,7 +118,11 @@ class Housekeeping:
         partial = self._sweep_partial()
         objects = sum(len(v) for v in truth.values())
         size = sum(o.size for v in truth.values() for o in v.values())
-        return ReconcileReport(len(users), objects, size, drift, partial)
+        if self.archiver is None:
+            return ReconcileReport(len(users), objects, size, drift, partial)
+        # After the images: an image in both states is settled against fresh quota documents.
+        archived, archived_bytes, archive_drift = self.archiver.tidy()
+        return ReconcileReport(len(users), objects, size, drift, partial, archived, archived_bytes, archive_drift)
 
     def _reconcile_user(self, uid: str, found: dict[str, ObjectInfo], started: datetime) -> tuple[int, int]:
         """Make ``uid``'s ledger agree with the listing ``found`` (taken at ``started``).
@@ -127,4 +163,9 @@ class Housekeeping:
             users=len(ranked),
             in_flight=sum(len(s.holds) for s in glob.users.values()),
             top_users=ranked[:top],
+            leases=[
+                LeaseInfo(lid, lease.owner, lease.bytes, lease.expires)
+                for lid, lease in sorted(glob.leases.items(), key=lambda item: item[1].expires)
+            ],
+            archive=self.archiver.stats(top) if self.archiver is not None else None,
         )

@@ -7,6 +7,9 @@ Layout (the same on the filesystem, under ``STORAGE_ROOT``, and in a bucket)::
     ledger/global.json                                               server-wide usage
     ledger/members/{user_id}.json                                    blocks, grants, deletions
     ledger/slots/{user_id}.json                                      the member's generation in flight
+    ledger/queue/{joined}-{id}.json                                  a generation waiting or running (shared queue)
+    archive/users/{user_id}/{YYYYmmddTHHMMSSZ}-{reservation_id}.{ext} archived images (STORAGE_ARCHIVE)
+    ledger/archive/{user_id}.json                                    a member's archive document
     events/                                                          usage events (abby_core.analytics)
     temp/  logs/                                                     scratch and logs
 
@@ -22,24 +25,34 @@ from datetime import UTC, date, datetime
 from abby_core.errors import InvalidKey, InvalidUser
 
 __all__ = [
+    "ARCHIVE_LEDGER_PREFIX",
+    "ARCHIVE_PREFIX",
+    "ARCHIVE_USERS_PREFIX",
     "CONTENT_TYPES",
     "GLOBAL_LEDGER_KEY",
     "IMAGES_PREFIX",
     "LEDGER_PREFIX",
     "LOGS_PREFIX",
     "MEMBERS_PREFIX",
+    "QUEUE_PREFIX",
     "SLOTS_PREFIX",
     "TEMP_PREFIX",
     "USERS_LEDGER_PREFIX",
     "USERS_PREFIX",
+    "archive_ledger_key",
+    "archive_prefix",
+    "archived_key",
+    "check_archived_key",
     "check_user_id",
     "content_type_of",
     "day_of_key",
     "image_candidates",
     "image_key",
     "member_key",
+    "restored_stem",
     "slot_key",
     "time_of_key",
+    "user_from_archived_key",
     "user_from_key",
     "user_ledger_key",
     "user_prefix",
@@ -52,8 +65,12 @@ USERS_LEDGER_PREFIX = "ledger/users/"
 GLOBAL_LEDGER_KEY = "ledger/global.json"
 MEMBERS_PREFIX = "ledger/members/"
 SLOTS_PREFIX = "ledger/slots/"
+QUEUE_PREFIX = "ledger/queue/"
 TEMP_PREFIX = "temp/"
 LOGS_PREFIX = "logs/"
+ARCHIVE_PREFIX = "archive/"
+ARCHIVE_USERS_PREFIX = "archive/users/"
+ARCHIVE_LEDGER_PREFIX = "ledger/archive/"
 
 # Discord snowflakes are 64-bit integers: at most 20 ASCII digits. ``str.isdigit`` would
 # accept other scripts' digits ("١٢٣"), so the pattern spells out ASCII.
@@ -162,6 +179,67 @@ def check_image_key(user_id: str, key: object) -> str:
     owner = user_from_key(full)
     if owner is None:
         raise InvalidKey(f"{key[:80]!r} is not an image key from your gallery.")
+    if owner != uid:
+        raise InvalidKey("You can only manage your own images.")
+    return full
+
+
+# -- the archive (STORAGE_ARCHIVE) ----------------------------------------------------------
+# An archived image keeps its image's file name (the same pattern, ``_NAME``) under
+# ``archive/users/{id}/``; only the extension may change (a WebP copy of a PNG).
+
+
+def archive_prefix(user_id: str) -> str:
+    return f"{ARCHIVE_USERS_PREFIX}{check_user_id(user_id)}/"
+
+
+def archive_ledger_key(user_id: str) -> str:
+    return f"{ARCHIVE_LEDGER_PREFIX}{check_user_id(user_id)}.json"
+
+
+def _owner(key: str, prefix: str) -> str | None:
+    if not key.startswith(prefix):
+        return None
+    rest = key[len(prefix) :].split("/")
+    if len(rest) != 2 or not _SNOWFLAKE.fullmatch(rest[0]) or not _NAME.fullmatch(rest[1]):
+        return None
+    return rest[0]
+
+
+def user_from_archived_key(key: str) -> str | None:
+    """The owner of an archived image's key, or ``None`` when the key is not one."""
+    return _owner(key, ARCHIVE_USERS_PREFIX)
+
+
+def archived_key(image: str, content_type: str) -> str:
+    """Where the archived copy of image key ``image`` goes, stored as ``content_type``."""
+    uid = user_from_key(image)
+    if uid is None:
+        raise InvalidKey(f"{image[:80]!r} is not an image key.")
+    stem = image.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return f"{ARCHIVE_USERS_PREFIX}{uid}/{stem}.{extension_for(content_type)}"
+
+
+def restored_stem(archived: str) -> str:
+    """The image stem an archived key came from (and where a restore puts it back)."""
+    uid = user_from_archived_key(archived)
+    if uid is None:
+        raise InvalidKey(f"{archived[:80]!r} is not an archived image key.")
+    return f"{USERS_PREFIX}{uid}/{archived.rsplit('/', 1)[-1].rsplit('.', 1)[0]}"
+
+
+def check_archived_key(user_id: str, key: object) -> str:
+    """Return ``key`` when it names one of ``user_id``'s archived images, else raise :class:`InvalidKey`.
+
+    Accepts the full key or just the file name; traversal and other users' keys are refused.
+    """
+    uid = check_user_id(user_id)
+    if not isinstance(key, str) or not key or len(key) > 200:
+        raise InvalidKey("That is not an archived image from your gallery.")
+    full = key if "/" in key else f"{ARCHIVE_USERS_PREFIX}{uid}/{key}"
+    owner = user_from_archived_key(full)
+    if owner is None:
+        raise InvalidKey(f"{key[:80]!r} is not an archived image from your gallery.")
     if owner != uid:
         raise InvalidKey("You can only manage your own images.")
     return full

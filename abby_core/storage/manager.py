@@ -25,16 +25,17 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from abby_core.config import MB, QuotaTier, Settings, StorageSettings
+from abby_core.config import MB, PremiumTier, QuotaTier, Settings, StorageSettings
 from abby_core.errors import (
     ImageNotFound,
     InvalidImage,
@@ -45,12 +46,16 @@ from abby_core.errors import (
 )
 from abby_core.storage import keys, rules
 from abby_core.storage.accounts import Accounts
-from abby_core.storage.backend import EVENTS_EXPIRY_MARGIN_DAYS, StorageBackend
+from abby_core.storage.archive import Archiver
+from abby_core.storage.backend import ARCHIVE_GRACE_DAYS, EVENTS_EXPIRY_MARGIN_DAYS, StorageBackend
 from abby_core.storage.documents import MemberRecord, UserLedger
+from abby_core.storage.escrow import Escrow
 from abby_core.storage.filesystem import FilesystemBackend
 from abby_core.storage.housekeeping import Housekeeping
 from abby_core.storage.ledger import Ledger
 from abby_core.storage.models import (
+    ArchivedImage,
+    ArchiveReport,
     CleanupReport,
     GlobalStats,
     QuotaStatus,
@@ -60,13 +65,18 @@ from abby_core.storage.models import (
     StoredImage,
     UserLimits,
 )
-from abby_core.storage.protocol import Accounting
+from abby_core.storage.protocol import CLOCK_SKEW, Accounting
 
 __all__ = ["StorageManager"]
 
 log = logging.getLogger("abby.storage")
 _T = TypeVar("_T")
 _SPENT_REMEMBERED = 10_000
+# Escrow (STORAGE_ESCROW): how long a lease of the global budget lasts between renewals
+# (at most half a hold's lifetime), and the largest slice, in estimated images.
+LEASE_LIFETIME = timedelta(seconds=60)
+LEASE_SLICE_IMAGES = 32
+_CREDIT_SOURCE = re.compile(r"[A-Za-z0-9:_-]{1,100}")
 
 
 def _utcnow() -> datetime:
@@ -95,16 +105,26 @@ class StorageManager:
         reservation_ttl_seconds: int = 900,
         presigned_url_ttl_seconds: int = 3600,
         quota_tiers: Sequence[QuotaTier] = (),
+        premium_tiers: Sequence[PremiumTier] = (),
         clock: Callable[[], datetime] | None = None,
         max_workers: int = 8,
         settle_seconds: float = 30.0,
         events_retention_days: int | None = None,
+        escrow: bool = False,
+        archive: bool = False,
+        archive_days: int = 90,
+        max_user_archive_mb: float = 200,
+        archive_quality: int = 60,
+        archive_storage_class: str | None = None,
     ) -> None:
         if backend is None:
             backend = FilesystemBackend(storage_root if storage_root is not None else "shared")
         self.backend = backend
         self.clock = clock or _utcnow
-        self.accounts = Accounts(backend, lambda: self.clock())
+        # A lease is renewed a margin before it expires, and taken for dead that margin after.
+        lease_lifetime = min(LEASE_LIFETIME, timedelta(seconds=reservation_ttl_seconds / 2))
+        lease_margin = min(CLOCK_SKEW, lease_lifetime / 4)
+        self.accounts = Accounts(backend, lambda: self.clock(), lease_margin=lease_margin)
         self.global_limit_bytes = int(max_global_storage_mb * MB)
         self.default_limits = UserLimits(max_user_daily_gens, int(max_user_storage_mb * MB))
         self.cleanup_days = cleanup_days
@@ -115,17 +135,45 @@ class StorageManager:
         self.reservation_ttl = reservation_ttl_seconds
         self.link_ttl = presigned_url_ttl_seconds
         self.quota_tiers = tuple(quota_tiers)
+        self.premium_tiers = tuple(premium_tiers)
+        self.escrow = (
+            Escrow(
+                self.accounts,
+                global_limit=self.global_limit_bytes,
+                lifetime=lease_lifetime,
+                margin=lease_margin,
+                max_slice=LEASE_SLICE_IMAGES * self.estimate_bytes,
+            )
+            if escrow
+            else None
+        )
         self.protocol = Accounting(
             self.accounts,
             global_limit=self.global_limit_bytes,
             reservation_ttl=reservation_ttl_seconds,
             settle_seconds=settle_seconds,
+            escrow=self.escrow,
+        )
+        #: STORAGE_ARCHIVE: cleanup archives old images instead of deleting them.
+        self.archive = archive
+        self.archiver = Archiver(
+            self.accounts,
+            self.protocol,
+            days=archive_days,
+            limit_bytes=int(max_user_archive_mb * MB),
+            quality=archive_quality,
+            storage_class=archive_storage_class,
+            global_limit=self.global_limit_bytes,
+            reservation_ttl=reservation_ttl_seconds,
+            link_ttl=presigned_url_ttl_seconds,
         )
         self.housekeeping = Housekeeping(
             self.accounts,
             cleanup_days=cleanup_days,
             reservation_ttl=reservation_ttl_seconds,
             global_limit=self.global_limit_bytes,
+            archiver=self.archiver,
+            archive=archive,
         )
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="abby-storage")
         self._closed = False
@@ -172,7 +220,14 @@ class StorageManager:
             reservation_ttl_seconds=section.reservation_ttl_seconds,
             presigned_url_ttl_seconds=section.link_ttl_seconds,
             quota_tiers=section.quota_tiers,
+            premium_tiers=section.premium_tiers,
             clock=clock,
+            escrow=section.escrow,
+            archive=section.archive,
+            archive_days=section.archive_days,
+            max_user_archive_mb=section.max_user_archive_mb,
+            archive_quality=section.archive_quality,
+            archive_storage_class=section.archive_storage_class,
         )
 
     # -- plumbing ------------------------------------------------------------------------
@@ -215,6 +270,8 @@ class StorageManager:
         self._closed = True
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._executor.shutdown)
+        if self.escrow is not None:
+            await loop.run_in_executor(None, self.escrow.close)  # gives the unused budget back
         self.backend.close()
 
     async def __aenter__(self) -> StorageManager:
@@ -223,9 +280,10 @@ class StorageManager:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def limits_for(self, role_ids: Iterable[int] = ()) -> UserLimits:
-        """The most generous of the defaults and every tier whose role the member holds."""
-        return rules.limits_for(self.default_limits, self.quota_tiers, role_ids)
+    def limits_for(self, role_ids: Iterable[int] = (), sku_ids: Iterable[int] = ()) -> UserLimits:
+        """The most generous of the defaults, every tier whose role the member holds, and every
+        premium tier whose subscription SKU they hold (``sku_ids``: their active entitlements)."""
+        return rules.limits_for(self.default_limits, self.quota_tiers, role_ids, self.premium_tiers, sku_ids)
 
     # -- reserve / save / release ----------------------------------------------------------
     def _size(self, size: object) -> int:
@@ -239,13 +297,18 @@ class StorageManager:
             )
         return int(size)
 
-    def _reserve(self, user_id: object, role_ids: Iterable[int], size: object) -> Reservation:
+    def _reserve(self, user_id: object, role_ids: Iterable[int], size: object, sku_ids: Iterable[int]) -> Reservation:
         uid = keys.check_user_id(user_id)
         nbytes = self._size(size)
-        return self.protocol.reserve(uid, self.limits_for(role_ids), nbytes)
+        return self.protocol.reserve(uid, self.limits_for(role_ids, sku_ids), nbytes)
 
     async def reserve(
-        self, user_id: object, *, role_ids: Iterable[int] = (), size_bytes: int | None = None
+        self,
+        user_id: object,
+        *,
+        role_ids: Iterable[int] = (),
+        size_bytes: int | None = None,
+        sku_ids: Iterable[int] = (),
     ) -> Reservation:
         """Hold one generation and ``IMAGE_GEN_SIZE_MB`` (or ``size_bytes``) for ``user_id``, atomically.
 
@@ -256,9 +319,12 @@ class StorageManager:
         be a whole number from 1 to the global limit (:class:`~abby_core.errors.InvalidInput`).
         Exact across threads and processes that share the backend. The hold expires after
         ``RESERVATION_TTL_SECONDS`` if it is neither saved nor released. ``role_ids`` select
-        a quota tier.
+        a quota tier, ``sku_ids`` (active subscriptions) a premium tier. Past the daily
+        allowance, one of the member's credits pays, if they have one (spent at commit only).
         """
-        return await self._run(self._reserve, user_id, tuple(role_ids), size_bytes, on_cancel=self._release)
+        return await self._run(
+            self._reserve, user_id, tuple(role_ids), size_bytes, tuple(sku_ids), on_cancel=self._release
+        )
 
     def _save(self, res: Reservation, data: bytes, content_type: str) -> StoredImage:
         if not isinstance(data, bytes | bytearray) or not data:
@@ -336,9 +402,11 @@ class StorageManager:
             raise
 
     # -- reading -----------------------------------------------------------------------------
-    def _status(self, user_id: object, role_ids: Iterable[int], allow_cached: bool = False) -> QuotaStatus:
+    def _status(
+        self, user_id: object, role_ids: Iterable[int], allow_cached: bool = False, sku_ids: Iterable[int] = ()
+    ) -> QuotaStatus:
         uid = keys.check_user_id(user_id)
-        limits = self.limits_for(role_ids)
+        limits = self.limits_for(role_ids, sku_ids)
         try:
             user = self.accounts.user(uid)
             glob = self.accounts.global_doc()
@@ -351,12 +419,18 @@ class StorageManager:
             user,
             limits=limits,
             now=self.clock(),
-            global_bytes=rules.global_usage(glob),
+            # This process's unused lease is room it can still admit from.
+            global_bytes=rules.global_usage(glob) - (self.escrow.free if self.escrow is not None else 0),
             global_limit=self.global_limit_bytes,
         )
 
     async def get_quota_status(
-        self, user_id: object, *, role_ids: Iterable[int] = (), allow_cached: bool = False
+        self,
+        user_id: object,
+        *,
+        role_ids: Iterable[int] = (),
+        allow_cached: bool = False,
+        sku_ids: Iterable[int] = (),
     ) -> QuotaStatus:
         """Where ``user_id`` stands today; ``daily_used`` counts generations in flight too.
 
@@ -365,15 +439,17 @@ class StorageManager:
         user's and the global ledger: then it answers from those copies. (Right after a
         save, so an image that was stored is never reported as a failure.)
         """
-        return await self._run(self._status, user_id, tuple(role_ids), allow_cached)
+        return await self._run(self._status, user_id, tuple(role_ids), allow_cached, tuple(sku_ids))
 
-    async def precheck(self, user_id: object, *, role_ids: Iterable[int] = ()) -> QuotaStatus:
+    async def precheck(
+        self, user_id: object, *, role_ids: Iterable[int] = (), sku_ids: Iterable[int] = ()
+    ) -> QuotaStatus:
         """Refuse now what a reservation would refuse, holding nothing; returns the status.
 
         Only a hint (the reservation still decides), for adapters that must answer before
         they start a long task. Raises the same errors as :meth:`reserve`.
         """
-        state = await self.get_quota_status(user_id, role_ids=role_ids)
+        state = await self.get_quota_status(user_id, role_ids=role_ids, sku_ids=sku_ids)
         rules.precheck(state, self.estimate_bytes)
         return state
 
@@ -450,12 +526,37 @@ class StorageManager:
         """
         return await self._run(self.housekeeping.reconcile)
 
+    def _stats(self, top: int) -> GlobalStats:
+        if self.escrow is not None:
+            self.escrow.settle()  # this process's members first; other processes' at their next settle
+        return self.housekeeping.stats(top)
+
     async def stats(self, *, top: int = 10) -> GlobalStats:
-        """Server-wide usage and the users using the most storage."""
-        return await self._run(self.housekeeping.stats, top)
+        """Server-wide usage and the users using the most storage.
+
+        With escrow, usage includes the leases (``GlobalStats.leases``), and the members other
+        processes served appear once those processes settle their leases (within a lease's
+        lifetime).
+        """
+        return await self._run(self._stats, top)
 
     async def ensure_ready(self, *, create: bool = True) -> ReadyReport:
-        """Prepare the storage: folders, or bucket + privacy + lifecycle rules (S3)."""
+        """Prepare the storage: folders, or bucket + privacy + lifecycle rules (S3).
+
+        With STORAGE_ARCHIVE the ``archive/`` rule is added and the ``images/`` rule waits
+        ``ARCHIVE_GRACE_DAYS`` longer, so the daily maintenance archives images first.
+        """
+        if self.archive:
+            return await self._run(
+                self.backend.ensure_ready,
+                cleanup_days=self.cleanup_days + ARCHIVE_GRACE_DAYS,
+                create=create,
+                events_days=(
+                    None if self.events_retention_days is None
+                    else self.events_retention_days + EVENTS_EXPIRY_MARGIN_DAYS
+                ),
+                archive_days=self.archiver.days + ARCHIVE_GRACE_DAYS,
+            )
         if self.events_retention_days is None:
             # Not passed at all, so backends written before events_days keep working.
             return await self._run(self.backend.ensure_ready, cleanup_days=self.cleanup_days, create=create)
@@ -468,16 +569,23 @@ class StorageManager:
 
     # -- admin overrides -------------------------------------------------------------------------
     def _admin(
-        self, user_id: object, record: Callable[[MemberRecord], None], mirror: Callable[[UserLedger], None]
+        self,
+        user_id: object,
+        record: Callable[[MemberRecord], None],
+        mirror: Callable[[UserLedger, MemberRecord], None],
     ) -> None:
-        """Change the member record (what survives damage) first, then its copy in the hot document."""
+        """Change the member record (what survives damage) first, then copy it into the hot document.
+
+        The copy is set from the record, not changed by the same amount: a hot document rebuilt
+        from the record (it did not exist yet) already has the change.
+        """
         uid = keys.check_user_id(user_id)
-        self.accounts.update_member(uid, record)
+        _, stored = self.accounts.update_member(uid, record)
         now = self.clock()
 
         def change(doc: UserLedger) -> None:
             rules.roll_day(doc, now)
-            mirror(doc)
+            mirror(doc, stored)
 
         self.accounts.update_user(uid, change)
 
@@ -487,8 +595,8 @@ class StorageManager:
         def record(r: MemberRecord) -> None:
             r.blocked = bool(blocked)
 
-        def mirror(doc: UserLedger) -> None:
-            doc.blocked = bool(blocked)
+        def mirror(doc: UserLedger, r: MemberRecord) -> None:
+            doc.blocked = r.blocked
 
         await self._run(self._admin, user_id, record, mirror)
 
@@ -501,11 +609,63 @@ class StorageManager:
         def record(r: MemberRecord) -> None:
             r.grants[day] = r.grants.get(day, 0) + extra
 
-        def mirror(doc: UserLedger) -> None:
+        def mirror(doc: UserLedger, r: MemberRecord) -> None:
             if doc.day == day:
-                doc.bonus += extra
+                doc.bonus = r.grants.get(day, 0)
 
         await self._run(self._admin, user_id, record, mirror)
+
+    # -- credits -----------------------------------------------------------------------------
+    def _add_credits(self, user_id: object, credits: int, source: str) -> bool:
+        uid = keys.check_user_id(user_id)
+
+        def record(r: MemberRecord) -> bool:
+            if source in r.credit_sources:
+                return False
+            r.credit_sources[source] = credits
+            return True
+
+        # The member record first (what a rebuild starts from), then the hot document; each
+        # step applies a source once, so a retry after a crash between them completes it.
+        new, _ = self.accounts.update_member(uid, record)
+        self.accounts.update_user(uid, partial(rules.add_credits, source=source, credits=credits))
+        return new
+
+    async def add_credits(self, user_id: object, credits: int, *, source: str) -> bool:
+        """Give ``user_id`` ``credits`` once per ``source`` (an entitlement id, an admin grant's id).
+
+        Credits are spent one a generation past the daily allowance, at commit (a failed
+        generation spends none), and do not expire. Calling again with the same source
+        changes nothing and returns ``False``; ``True`` the first time.
+        """
+        if isinstance(credits, bool) or not isinstance(credits, int) or not 1 <= credits <= 100_000:
+            raise InvalidInput("The number of credits must be a whole number from 1 to 100000.")
+        if not isinstance(source, str) or not _CREDIT_SOURCE.fullmatch(source):
+            raise InvalidInput("A credit source must be 1 to 100 letters, digits, ':', '_' or '-'.")
+        return await self._run(self._add_credits, user_id, credits, source)
+
+    def _refund_credits(self, user_id: object, source: str) -> int:
+        uid = keys.check_user_id(user_id)
+        credits = self.accounts.member(uid).credit_sources.get(source)
+        if credits is None:
+            credits = max(self.accounts.user(uid).credit_log.get(source, 0), 0)
+        if not credits:
+            return 0
+        removed, _ = self.accounts.update_user(
+            uid, partial(rules.refund_credits, source=source, credits=credits, now=self.clock())
+        )
+        self.accounts.update_member(uid, lambda r: r.credit_refunds.__setitem__(source, removed))
+        return removed
+
+    async def refund_credits(self, user_id: object, *, source: str) -> int:
+        """Take back the unspent credits of a refunded ``source``; returns how many were removed.
+
+        Never more than the source gave, nor credits promised to a generation in flight.
+        Idempotent: a second call returns the same number and removes nothing more.
+        """
+        if not isinstance(source, str) or not _CREDIT_SOURCE.fullmatch(source):
+            raise InvalidInput("A credit source must be 1 to 100 letters, digits, ':', '_' or '-'.")
+        return await self._run(self._refund_credits, user_id, source)
 
     async def reset_daily(self, user_id: object) -> None:
         """Set ``user_id``'s generations used today back to zero (and drop today's grants)."""
@@ -516,7 +676,59 @@ class StorageManager:
             r.grants[day] = 0
             r.resets[day] = now
 
-        def mirror(doc: UserLedger) -> None:
+        def mirror(doc: UserLedger, r: MemberRecord) -> None:
             doc.count, doc.bonus = 0, 0
 
         await self._run(self._admin, user_id, record, mirror)
+
+    # -- archive -------------------------------------------------------------------------------
+    # STORAGE_ARCHIVE: abby_core.storage.archive holds the logic and docs/STORAGE_SYSTEM.md
+    # ("Archive") the crash table. Archived images have their own limit (MAX_USER_ARCHIVE_MB)
+    # and count against neither the member's nor the server's active storage.
+    def _archive_old(self, days: int | None, dry_run: bool) -> ArchiveReport:
+        days = self.cleanup_days if days is None else days
+        if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 36_500:
+            raise InvalidInput("The archive age must be a whole number of days from 0 to 36500.")
+        # Never an image younger than a hold's lifetime: it may not be committed yet.
+        young = self.clock() - timedelta(seconds=self.reservation_ttl) - rules.PURGE_MARGIN
+        cutoff = min(self.clock() - timedelta(days=days), young)
+        return self.archiver.run(cutoff, dry_run=dry_run)
+
+    async def archive_old(self, days: int | None = None, *, dry_run: bool = False) -> ArchiveReport:
+        """Archive images older than ``days`` (default ``STORAGE_CLEANUP_DAYS``), then prune the archive.
+
+        Works whether or not STORAGE_ARCHIVE is on (cleanup archives only when it is). Like
+        cleanup, an image younger than a hold's lifetime is never touched. An image whose
+        member's archive is full (``MAX_USER_ARCHIVE_MB``) is deleted as cleanup would.
+        ``dry_run`` only counts (``archived_bytes`` is then 0: nothing was encoded).
+        """
+        return await self._run(self._archive_old, days, dry_run)
+
+    async def list_archived(self, user_id: object, *, limit: int | None = None) -> list[ArchivedImage]:
+        """``user_id``'s archived images, most recently archived first, each with a fresh link."""
+        return await self._run(self.archiver.list, keys.check_user_id(user_id), limit)
+
+    async def archived_link(self, user_id: object, key: str) -> ArchivedImage:
+        """One archived image with a fresh link (:class:`ImageNotFound` when there is none)."""
+        return await self._run(self.archiver.link, keys.check_user_id(user_id), key)
+
+    async def get_archived(self, user_id: object, key: str) -> bytes:
+        """The bytes of one of ``user_id``'s archived images."""
+        return await self._run(self.archiver.get, keys.check_user_id(user_id), key)
+
+    async def delete_archived(self, user_id: object, key: str) -> int:
+        """Delete one archived image for good; returns its size. Missing: :class:`ImageNotFound`."""
+        return await self._run(self.archiver.delete, keys.check_user_id(user_id), key)
+
+    async def restore_archived(
+        self, user_id: object, key: str, *, role_ids: Iterable[int] = (), sku_ids: Iterable[int] = ()
+    ) -> StoredImage:
+        """Bring an archived image back to the gallery (as archived: WebP, or the original bytes).
+
+        Reserves its size like a generation would, against the member's storage limit (their
+        tier's, from ``role_ids`` and ``sku_ids``) and the global limit, but uses none of the day's
+        generations. Raises :class:`~abby_core.errors.UserStorageFull` or
+        :class:`~abby_core.errors.GlobalStorageFull` when there is no room (it stays archived).
+        """
+        uid = keys.check_user_id(user_id)
+        return await self._run(self.archiver.restore, uid, key, self.limits_for(tuple(role_ids), tuple(sku_ids)))

@@ -6,8 +6,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 __all__ = [
+    "ArchiveReport",
+    "ArchiveStats",
+    "ArchivedImage",
     "CleanupReport",
     "GlobalStats",
+    "LeaseInfo",
     "ObjectInfo",
     "QuotaStatus",
     "ReadyReport",
@@ -46,6 +50,7 @@ class Reservation:
     day: str
     expires_at: datetime
     limits: UserLimits
+    credit: bool = False  # past the daily allowance: one of the member's credits is spent at commit
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class QuotaStatus:
     global_limit_bytes: int
     in_flight: int = 0
     blocked: bool = False
+    credits: int = 0  # credits the member can still spend (bought packs, grants), beyond daily_limit
 
     @property
     def daily_left(self) -> int:
@@ -100,6 +106,7 @@ class QuotaStatus:
             "global_limit_bytes": self.global_limit_bytes,
             "in_flight": self.in_flight,
             "blocked": self.blocked,
+            "credits": self.credits,
         }
 
 
@@ -111,6 +118,9 @@ class CleanupReport:
     cutoff: datetime
     dry_run: bool = False
     partial_files: int = 0  # temporary files of interrupted writes that were removed
+    #: With STORAGE_ARCHIVE: what became of the old images (``objects`` then counts every
+    #: image that left the gallery, archived or deleted).
+    archive: ArchiveReport | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +132,10 @@ class ReconcileReport:
     bytes: int
     drift: dict[str, tuple[int, int]] = field(default_factory=dict)
     partial_files: int = 0  # temporary files of interrupted writes that were removed
+    archived_objects: int = 0
+    archived_bytes: int = 0
+    #: user id → (archive document bytes before, archived bytes found)
+    archive_drift: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def drift_bytes(self) -> int:
@@ -129,12 +143,30 @@ class ReconcileReport:
 
 
 @dataclass(frozen=True)
+class LeaseInfo:
+    """A process's lease of the global budget (escrow), as the global document records it."""
+
+    lease_id: str
+    owner: str
+    bytes: int
+    expires: datetime
+
+
+@dataclass(frozen=True)
 class GlobalStats:
+    """``global_bytes`` counts stored bytes, holds and leases (``leased_bytes`` of it)."""
+
     global_bytes: int
     global_limit_bytes: int
     users: int
     in_flight: int
     top_users: list[tuple[str, int]]
+    leases: list[LeaseInfo] = field(default_factory=list)
+    archive: ArchiveStats | None = None  # archived images (not part of global_bytes)
+
+    @property
+    def leased_bytes(self) -> int:
+        return sum(lease.bytes for lease in self.leases)
 
 
 @dataclass(frozen=True)
@@ -148,3 +180,62 @@ class ReadyReport:
     lifecycle_days: int | None = None
     conditional_writes: bool | None = None
     notes: list[str] = field(default_factory=list)
+
+
+# -- the archive (STORAGE_ARCHIVE) --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArchivedImage:
+    """An archived image. ``url``/``path`` link the archived copy, like :class:`StoredImage`."""
+
+    key: str
+    user_id: str
+    size: int
+    original_key: str
+    created_at: datetime  # when the original was made
+    archived_at: datetime
+    content_type: str
+    url: str | None = None
+    path: str | None = None
+
+    @property
+    def link(self) -> str | None:
+        return self.url or self.path
+
+    @property
+    def name(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class ArchiveReport:
+    """One archive run: images archived (bytes before and after), deleted because a member's
+    archive was full, failed (left in place for the next run), and archived images pruned."""
+
+    archived: int
+    original_bytes: int
+    archived_bytes: int
+    deleted: int
+    deleted_bytes: int
+    users: int
+    cutoff: datetime
+    dry_run: bool = False
+    failed: int = 0
+    pruned: int = 0
+    pruned_bytes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def saved_bytes(self) -> int:
+        return self.original_bytes - self.archived_bytes
+
+
+@dataclass(frozen=True)
+class ArchiveStats:
+    """Archived images, kept apart from the active storage and its global limit."""
+
+    objects: int
+    bytes: int
+    users: int
+    top_users: list[tuple[str, int]] = field(default_factory=list)

@@ -37,6 +37,7 @@ from abby_core.errors import SaveOutcomeUnknown, StorageError, StorageUnavailabl
 from abby_core.storage import keys, rules
 from abby_core.storage.accounts import Accounts
 from abby_core.storage.documents import Hold, UserLedger
+from abby_core.storage.escrow import Escrow
 from abby_core.storage.ledger import UncertainWrite
 from abby_core.storage.models import Reservation, UserLimits
 
@@ -62,8 +63,13 @@ class Accounting:
         global_limit: int,
         reservation_ttl: int,
         settle_seconds: float = 30.0,
+        escrow: Escrow | None = None,
     ) -> None:
         self.accounts = accounts
+        #: With escrow, holds are admitted from this process's lease of the global budget
+        #: instead of a global write each (step 2), and commits reach the global document
+        #: when the lease is settled (step 5).
+        self.escrow = escrow
         self.backend = accounts.backend
         self.clock: Callable[[], datetime] = accounts.clock
         self.global_limit = global_limit
@@ -84,9 +90,12 @@ class Accounting:
         now = self.clock()
         stem = keys.key_stem(uid, now, rid)
         held = self._hold(uid, rid, stem, size, limits, renew=False)
-        return Reservation(rid, uid, held.bytes, stem, held.day.isoformat(), held.expires, limits)
+        return Reservation(rid, uid, held.bytes, stem, held.day.isoformat(), held.expires, limits, held.credit)
 
-    def _hold(self, uid: str, rid: str, stem: str, size: int, limits: UserLimits, *, renew: bool) -> Hold:
+    def _hold(
+        self, uid: str, rid: str, stem: str, size: int, limits: UserLimits, *, renew: bool, grow: int = 0
+    ) -> Hold:
+        """Step 1 (and, without escrow, step 2); ``renew``: grow a live hold by ``grow`` bytes and renew it."""
         step = partial(
             rules.hold,
             rid=rid,
@@ -98,6 +107,8 @@ class Accounting:
             skew=self.skew,
             renew=renew,
         )
+        if self.escrow is not None:
+            return self._hold_in_escrow(uid, rid, step, renew=renew, charge=grow if renew else size)
         try:
             held, doc = self.accounts.update_user(uid, step)
         except UncertainWrite:
@@ -115,6 +126,24 @@ class Accounting:
             raise
         return held
 
+    def _hold_in_escrow(
+        self, uid: str, rid: str, step: Callable[[UserLedger], Hold], *, renew: bool, charge: int
+    ) -> Hold:
+        assert self.escrow is not None
+        token = self.escrow.charge(charge)  # from the lease, before the hold can exist anywhere
+        try:
+            held, doc = self.accounts.update_user(uid, step)
+        except UncertainWrite:
+            self.escrow.uncertain(token, uid)
+            if not renew:
+                self.void_quietly(uid, rid)
+            raise
+        except BaseException:
+            self.escrow.refund(token)
+            raise
+        self.escrow.landed(token, uid, doc)
+        return held
+
     # -- steps 3 to 5 ----------------------------------------------------------------------
     def save(self, res: Reservation, data: bytes, content_type: str) -> tuple[str, UserLedger]:
         """Upload and commit; on any failure the generation is voided and the error raised."""
@@ -122,7 +151,8 @@ class Accounting:
         try:
             if len(data) > res.bytes or res.expires_at - self.clock() < self.save_margin:
                 # Grow the hold to the real size (checking the limits again) or renew it.
-                self._hold(res.user_id, res.id, res.key_stem, len(data), res.limits, renew=True)
+                grow = max(0, len(data) - res.bytes)
+                self._hold(res.user_id, res.id, res.key_stem, len(data), res.limits, renew=True, grow=grow)
             self.backend.put_object(key, data, content_type)
             commit = partial(rules.commit, rid=res.id, key=key, size=len(data), now=self.clock(), skew=self.skew)
             try:
@@ -133,7 +163,17 @@ class Accounting:
             self.void_quietly(res.user_id, res.id, res.key_stem)
             raise
         self._sync_quietly(res.user_id, doc)
+        if res.credit:
+            self._mirror_spent(res.user_id, doc)
         return key, doc
+
+    def _mirror_spent(self, uid: str, doc: UserLedger) -> None:
+        """Copy the credits spent into the member record (what a rebuild starts from); best effort."""
+        spent = doc.credits_spent
+        try:
+            self.accounts.update_member(uid, lambda r: setattr(r, "credits_spent", max(r.credits_spent, spent)))
+        except StorageError as exc:
+            log.warning("Could not record a spent credit of user %s in the member record (%s).", uid, exc)
 
     def _settle(self, res: Reservation, key: str) -> UserLedger:
         """Find out whether a commit whose answer was lost landed; if not, make sure it never does.
@@ -161,6 +201,9 @@ class Accounting:
             raise StorageUnavailable("Storage failed while saving the image; it was not kept and nothing was charged.")
 
     def _sync_quietly(self, uid: str, doc: UserLedger) -> None:
+        if self.escrow is not None:
+            self.escrow.served(uid, doc)
+            return
         try:
             self.accounts.sync_global(uid, doc)
         except StorageError as exc:
@@ -182,7 +225,7 @@ class Accounting:
             _, doc = self.accounts.update_user(uid, lambda d: None)  # deletes the uploads, then drops it
         elif stem is not None and not any(k.startswith(stem + ".") for k in doc.objects):
             self.accounts.delete_uploads([stem])
-        self.accounts.sync_global(uid, doc)
+        self._sync(uid, doc)
 
     def void_quietly(self, uid: str, rid: str, stem: str | None = None) -> None:
         """:meth:`void`, logging a failure: the hold then ends at its expiry, with its uploads."""
@@ -253,10 +296,19 @@ class Accounting:
         now = self.clock()
 
         def undo(doc: UserLedger) -> None:
-            if rules.uncommit(doc, key=key, day=day):
-                # A void hold marks the upload for deletion, whatever happens next.
-                doc.holds[res.id] = Hold(bytes=0, expires=now, day=day, stem=res.key_stem, void=True)
+            size = doc.objects[key].size if key in doc.objects else 0
+            if rules.uncommit(doc, key=key, day=day, credit=res.credit):
+                # A void hold marks the upload for deletion, whatever happens next; it keeps
+                # the image's bytes counted until the image is gone.
+                doc.holds[res.id] = Hold(bytes=size, expires=now, day=day, stem=res.key_stem, void=True)
 
         self.accounts.update_user(res.user_id, undo)
         _, doc = self.accounts.update_user(res.user_id, lambda d: None)
-        self.accounts.sync_global(res.user_id, doc)
+        self._sync(res.user_id, doc)
+
+    def _sync(self, uid: str, doc: UserLedger) -> None:
+        """Tell the global document about ``doc`` now, or (escrow) at the lease's next settle."""
+        if self.escrow is not None:
+            self.escrow.served(uid, doc)
+        else:
+            self.accounts.sync_global(uid, doc)

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from enum import Enum
 
-from abby_core.config import MB, QuotaTier
+from abby_core.config import MB, PremiumTier, QuotaTier
 from abby_core.errors import (
     DailyLimitExceeded,
     GlobalStorageFull,
@@ -70,16 +70,23 @@ def next_midnight(day: date) -> datetime:
     return datetime.combine(day + timedelta(days=1), time(0), tzinfo=UTC)
 
 
-def limits_for(defaults: UserLimits, tiers: Sequence[QuotaTier], role_ids: Iterable[int] = ()) -> UserLimits:
-    """The most generous of the defaults and every tier whose role the member holds."""
-    roles = set(role_ids)
+def limits_for(
+    defaults: UserLimits,
+    tiers: Sequence[QuotaTier],
+    role_ids: Iterable[int] = (),
+    premium: Sequence[PremiumTier] = (),
+    sku_ids: Iterable[int] = (),
+) -> UserLimits:
+    """The most generous of the defaults, every tier whose role the member holds and every
+    premium tier whose subscription SKU they hold."""
+    roles, skus = set(role_ids), set(sku_ids)
+    held = [t for t in tiers if t.role_id in roles] + [t for t in premium if t.sku_id in skus]
     limits = defaults
-    for tier in tiers:
-        if tier.role_id in roles:
-            limits = UserLimits(
-                max(limits.daily_gens, tier.daily_gens),
-                max(limits.storage_bytes, int(tier.storage_mb * MB)),
-            )
+    for tier in held:
+        limits = UserLimits(
+            max(limits.daily_gens, tier.daily_gens),
+            max(limits.storage_bytes, int(tier.storage_mb * MB)),
+        )
     return limits
 
 
@@ -112,6 +119,12 @@ def user_bytes(doc: UserLedger, now: datetime | None = None, *, skip: str | None
     if now is not None:
         total += sum(h.bytes for rid, h in doc.holds.items() if _live(h, now) and rid != skip)
     return total
+
+
+def credits_left(doc: UserLedger, now: datetime, *, skip: str | None = None) -> int:
+    """Credits not yet promised to a live hold."""
+    promised = sum(1 for rid, h in doc.holds.items() if h.credit and _live(h, now) and rid != skip)
+    return max(0, doc.credits - promised)
 
 
 def _daily_used(doc: UserLedger, now: datetime, *, skip: str | None = None) -> int:
@@ -166,11 +179,17 @@ def hold(
     if not renew and existing is not None:
         raise ReservationInvalid("This reservation id is already in use.")
     size = max(size, existing.bytes) if existing else size
+    daily_used = None if existing else _daily_used(doc, now)
+    daily_limit = limits.daily_gens + doc.bonus
+    # Past the daily allowance, a credit pays (spent at commit; a failure spends nothing).
+    credit = existing.credit if existing else daily_used is not None and daily_used >= daily_limit
+    if credit and not existing and credits_left(doc, now) > 0:
+        daily_used = None
     check_room(
         blocked=doc.blocked,
         user_id=doc.user_id,
-        daily_used=None if existing else _daily_used(doc, now),
-        daily_limit=limits.daily_gens + doc.bonus,
+        daily_used=daily_used,
+        daily_limit=daily_limit,
         resets_at=next_midnight(doc.day),
         user_used=user_bytes(doc, now, skip=rid),
         user_limit=limits.storage_bytes,
@@ -181,6 +200,7 @@ def hold(
         expires=now + timedelta(seconds=ttl),
         day=existing.day if existing else doc.day,
         stem=stem,
+        credit=credit,
     )
     doc.holds[rid] = entry
     return entry
@@ -204,6 +224,10 @@ def commit(doc: UserLedger, *, rid: str, key: str, size: int, now: datetime, ske
     del doc.holds[rid]
     if held.day == doc.day:
         doc.count += 1
+    if held.credit:
+        # Refunds never take credits promised to a live hold, so one is there to spend.
+        doc.credits = max(0, doc.credits - 1)
+        doc.credits_spent += 1
     doc.objects[key] = Entry(size=size, created=now)
 
 
@@ -217,12 +241,15 @@ def settle(doc: UserLedger, *, rid: str, key: str | None) -> Settled:
     return Settled.VOIDED
 
 
-def uncommit(doc: UserLedger, *, key: str, day: date) -> bool:
+def uncommit(doc: UserLedger, *, key: str, day: date, credit: bool = False) -> bool:
     """Take back a committed image whose success was never reported (it was interrupted)."""
     if doc.objects.pop(key, None) is None:
         return False
     if doc.day == day and doc.count > 0:
         doc.count -= 1
+    if credit and doc.credits_spent > 0:
+        doc.credits += 1
+        doc.credits_spent -= 1
     return True
 
 
@@ -243,6 +270,7 @@ def status(
         global_limit_bytes=global_limit,
         in_flight=len(live),
         blocked=doc.blocked,
+        credits=credits_left(doc, now),
     )
 
 
@@ -251,7 +279,7 @@ def precheck(state: QuotaStatus, size: int) -> None:
     check_room(
         blocked=state.blocked,
         user_id=state.user_id,
-        daily_used=state.daily_used,
+        daily_used=None if state.daily_used >= state.daily_limit and state.credits > 0 else state.daily_used,
         daily_limit=state.daily_limit,
         resets_at=state.resets_at,
         user_used=state.user_bytes,
@@ -264,21 +292,51 @@ def precheck(state: QuotaStatus, size: int) -> None:
 
 # -- the global ledger: a snapshot of every user document ---------------------------------
 def snapshot(doc: UserLedger, now: datetime) -> Snapshot:
-    """What the global ledger keeps of a user document: committed bytes and live holds.
+    """What the global ledger keeps of a user document: committed bytes and the holds not yet dropped.
 
-    A hold that expired can no longer commit anywhere (see ``_committable``), so it is left out.
+    A hold that expired (or was voided) can no longer commit, but the image its generation
+    uploaded may still be in storage until the hold is dropped (uploads first; an expired hold
+    ``PURGE_MARGIN`` after its expiry), so it counts until then: stored bytes never exceed
+    what the global ledger counts.
     """
-    return Snapshot(
-        version=doc.version,
-        bytes=user_bytes(doc),
-        holds={rid: SnapshotHold(bytes=h.bytes, expires=h.expires) for rid, h in doc.holds.items() if _live(h, now)},
-    )
+    holds = {
+        rid: SnapshotHold(bytes=h.bytes, expires=h.expires)
+        for rid, h in doc.holds.items()
+        if h.expires + PURGE_MARGIN > now
+    }
+    return Snapshot(version=doc.version, bytes=user_bytes(doc), holds=holds)
+
+
+def snapshot_usage(doc: GlobalLedger) -> int:
+    """Committed bytes plus every hold a user snapshot still has (expired or not: only the
+    user document drops a hold, so a hold counted here may still commit)."""
+    return sum(s.bytes + sum(h.bytes for h in s.holds.values()) for s in doc.users.values())
 
 
 def global_usage(doc: GlobalLedger) -> int:
-    """Committed bytes plus every hold a user document still has (expired or not: only the
-    user document drops a hold, so a hold counted here may still commit)."""
-    return sum(s.bytes + sum(h.bytes for h in s.holds.values()) for s in doc.users.values())
+    """What the global limit is checked against: the snapshots, plus every lease of the
+    budget (whatever a process admitted from its lease is in a snapshot or in its lease)."""
+    return snapshot_usage(doc) + sum(lease.bytes for lease in doc.leases.values())
+
+
+def lease_slice(doc: GlobalLedger, *, lease_id: str, covered: int, need: int, want: int, limit: int) -> int | None:
+    """How many free bytes lease ``lease_id`` gets on top of ``covered`` (admitted, still in flight).
+
+    At least ``need`` (``None`` when even that does not fit), at most ``want``, and never more
+    than a fair share of what is left: the rest divided among the other leases, this one
+    and one newcomer, so slices shrink as the budget runs out.
+    """
+    others = [lease for lid, lease in doc.leases.items() if lid != lease_id]
+    available = limit - snapshot_usage(doc) - sum(lease.bytes for lease in others) - covered
+    if available < need:
+        return None
+    share = available // (len(others) + 2)
+    return min(available, max(need, min(want, share)))
+
+
+def dead_leases(doc: GlobalLedger, now: datetime, margin: timedelta) -> list[str]:
+    """Leases whose owner stopped renewing them: past their expiry plus ``margin``."""
+    return [lid for lid, lease in doc.leases.items() if lease.expires + margin <= now]
 
 
 def apply_snapshot(doc: GlobalLedger, user_id: str, snap: Snapshot) -> None:
@@ -295,3 +353,26 @@ def global_hold(doc: GlobalLedger, *, user_id: str, snap: Snapshot, rid: str, li
     if rid in doc.users[user_id].holds and used > limit:
         mine = doc.users[user_id].holds[rid].bytes
         raise GlobalStorageFull(used=used - mine, limit=limit)
+
+
+# -- credits --------------------------------------------------------------------------------
+def add_credits(doc: UserLedger, *, source: str, credits: int) -> bool:
+    """Apply a credit source (a purchase, a grant) once; ``False`` if it was applied before."""
+    if source in doc.credit_log:
+        return False
+    doc.credit_log[source] = credits
+    doc.credits += credits
+    return True
+
+
+def refund_credits(doc: UserLedger, *, source: str, credits: int, now: datetime) -> int:
+    """Take back what is left of a refunded source: at most ``credits``, never credits a live
+    hold was promised (that generation may still commit). Returns the credits removed, the
+    same again when the refund was applied before."""
+    key = "refund:" + source
+    if key in doc.credit_log:
+        return -doc.credit_log[key]
+    removed = min(credits, credits_left(doc, now))
+    doc.credit_log[key] = -removed
+    doc.credits -= removed
+    return removed

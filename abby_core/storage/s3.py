@@ -41,12 +41,14 @@ from abby_core.storage.backend import ConditionFailed, StorageBackend
 from abby_core.storage.keys import IMAGES_PREFIX
 from abby_core.storage.models import ObjectInfo, ReadyReport
 
-__all__ = ["EVENTS_LIFECYCLE_RULE_ID", "LIFECYCLE_RULE_ID", "S3Backend"]
+__all__ = ["ARCHIVE_LIFECYCLE_RULE_ID", "EVENTS_LIFECYCLE_RULE_ID", "LIFECYCLE_RULE_ID", "S3Backend"]
 
 log = logging.getLogger("abby.storage")
 
 LIFECYCLE_RULE_ID = "abby-images-expiry"  # the same id minio/init.sh uses
 EVENTS_LIFECYCLE_RULE_ID = "abby-events-expiry"  # ditto; a backstop for the daily prune of usage events
+ARCHIVE_LIFECYCLE_RULE_ID = "abby-archive-expiry"  # ditto; a backstop for the daily prune of archived images
+_ARCHIVE_PREFIX = "archive/"  # abby_core.storage.keys.ARCHIVE_PREFIX
 _EVENTS_PREFIX = "events/"  # abby_core.analytics.log.EVENTS_PREFIX (not imported: analytics imports storage)
 _DELETE_BATCH = 1000  # the DeleteObjects maximum
 _NOT_SUPPORTED = ("NotImplemented", "MethodNotAllowed", "XNotImplemented", "UnsupportedOperation")
@@ -239,6 +241,33 @@ class S3Backend(StorageBackend):
                     f"Could not delete {len(errors)} image(s): the storage server answered {errors[0].get('Code')}."
                 )
 
+    def copy_object(self, source: str, target: str, *, storage_class: str) -> None:
+        """Copy ``source`` to ``target`` on the server, stored in ``storage_class`` (the archive).
+
+        A server that does not offer the class (MinIO without tiering offers only STANDARD
+        and REDUCED_REDUNDANCY) refuses with ``InvalidStorageClass``: a clear
+        :class:`StorageUnavailable`, and the image stays where it is.
+        """
+        try:
+            self.client.copy_object(
+                Bucket=self.bucket,
+                Key=target,
+                CopySource={"Bucket": self.bucket, "Key": source},
+                StorageClass=storage_class,
+                MetadataDirective="COPY",
+            )
+        except ClientError as exc:
+            if _code(exc) == "InvalidStorageClass":
+                raise StorageUnavailable(
+                    f"Could not archive the image: the storage server does not offer the storage class "
+                    f"{storage_class!r}. Set S3_ARCHIVE_STORAGE_CLASS to one it offers, or leave it empty."
+                ) from exc
+            if _code(exc) in ("NoSuchKey", "404") or _status(exc) == 404:
+                raise ImageNotFound(source) from None
+            raise self._translate(exc, "archive the image") from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, "archive the image") from exc
+
     def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
         try:
             paginator = self.client.get_paginator("list_objects_v2")
@@ -362,11 +391,19 @@ class S3Backend(StorageBackend):
         except BotoCoreError as exc:
             raise self._translate(exc, f"open the bucket {self.bucket!r}") from exc
 
-    def ensure_ready(self, *, cleanup_days: int, create: bool = True, events_days: int | None = None) -> ReadyReport:
+    def ensure_ready(
+        self,
+        *,
+        cleanup_days: int,
+        create: bool = True,
+        events_days: int | None = None,
+        archive_days: int | None = None,
+    ) -> ReadyReport:
         """Create the bucket if missing (when allowed), keep it private, install the lifecycle rules.
 
         Always the ``images/`` rule (``cleanup_days``); with ``events_days``, also the
-        ``events/`` backstop. Other rules of the bucket are kept.
+        ``events/`` backstop; with ``archive_days``, the ``archive/`` backstop. Other rules
+        of the bucket are kept.
         """
         if events_days is not None and events_days < 1:
             raise ValueError("events_days must be at least 1")
@@ -381,7 +418,7 @@ class S3Backend(StorageBackend):
             self._call(f"create the bucket {self.bucket!r}", lambda: self.client.create_bucket(**params))
             created = True
         private = self._make_private(notes)
-        self._install_lifecycle(cleanup_days, notes, events_days=events_days)
+        self._install_lifecycle(cleanup_days, notes, events_days=events_days, archive_days=archive_days)
         return ReadyReport(
             backend=self.name,
             location=self.location,
@@ -480,7 +517,9 @@ class S3Backend(StorageBackend):
         finally:
             self.delete_objects([key])
 
-    def _install_lifecycle(self, days: int, notes: list[str], *, events_days: int | None = None) -> None:
+    def _install_lifecycle(
+        self, days: int, notes: list[str], *, events_days: int | None = None, archive_days: int | None = None
+    ) -> None:
         """Put our rules in the bucket's lifecycle configuration, keeping every other rule.
 
         ``events_days`` ``None`` leaves an existing events rule exactly as it is.
@@ -496,6 +535,8 @@ class S3Backend(StorageBackend):
         ours: list[dict[str, Any]] = [_expiry_rule(LIFECYCLE_RULE_ID, IMAGES_PREFIX, days)]
         if events_days is not None:
             ours.append(_expiry_rule(EVENTS_LIFECYCLE_RULE_ID, _EVENTS_PREFIX, events_days))
+        if archive_days is not None:
+            ours.append(_expiry_rule(ARCHIVE_LIFECYCLE_RULE_ID, _ARCHIVE_PREFIX, archive_days))
         replaced = {rule["ID"] for rule in ours}
         kept = [r for r in rules if r.get("ID") not in replaced]
         self._call(
@@ -508,6 +549,11 @@ class S3Backend(StorageBackend):
         if events_days is not None:
             notes.append(
                 f"Lifecycle rule {EVENTS_LIFECYCLE_RULE_ID!r}: usage events expire after {events_days} days "
+                "(a backstop; the bot's daily maintenance prunes them sooner)."
+            )
+        if archive_days is not None:
+            notes.append(
+                f"Lifecycle rule {ARCHIVE_LIFECYCLE_RULE_ID!r}: archived images expire after {archive_days} days "
                 "(a backstop; the bot's daily maintenance prunes them sooner)."
             )
 

@@ -22,8 +22,12 @@ def test_core_never_loads_discord_typer_or_rich() -> None:
     assert "abby_core.storage.s3" in modules and "abby_core.pipeline" in modules
     code = (
         "import importlib, sys\n"
+        # httpx's own command line (httpx._main) loads click and rich whenever both are
+        # installed (the dashboard's uvicorn brings click); it is not Abby's import.
+        "sys.modules['httpx._main'] = None\n"
         f"for name in {modules!r}: importlib.import_module(name)\n"
-        "print(','.join(m for m in ('discord', 'typer', 'rich', 'aiohttp') if m in sys.modules))\n"
+        "print(','.join(m for m in ('discord', 'typer', 'rich', 'aiohttp', 'abby_dashboard', 'starlette')"
+        " if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == ""
@@ -50,6 +54,18 @@ def test_adapters_reach_http_and_s3_only_through_core() -> None:
         for path, names in _imports(folder).items():
             forbidden = names & {"httpx", "boto3", "botocore"}
             assert not forbidden, f"{path} imports {forbidden}"
+
+
+def test_core_never_imports_the_dashboard() -> None:
+    for path, names in _imports(ROOT / "abby_core").items():
+        assert not names & {"abby_dashboard", "abby_discord", "abby_cli", "starlette", "jinja2"}, path
+
+
+def test_dashboard_never_imports_discord_and_reaches_http_in_one_module() -> None:
+    for path, names in _imports(ROOT / "abby_dashboard").items():
+        assert not names & {"discord", "abby_discord", "typer", "rich", "boto3", "botocore"}, path
+        if "httpx" in names:
+            assert path.endswith("discord_api.py"), f"{path} imports httpx (only discord_api.py may)"
 
 
 def test_only_config_reads_the_environment() -> None:

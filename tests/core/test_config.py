@@ -45,6 +45,26 @@ def test_quota_tiers_parse() -> None:
     ]
 
 
+def test_store_and_scale_out_settings_parse() -> None:
+    s = load_settings(
+        env_file=None,
+        PREMIUM_TIERS="1111:50:5000",
+        CREDIT_PACKS="2222:20, 3333:100",
+        STORAGE_ESCROW="true",
+        GENERATION_QUEUE="shared",
+    )
+    assert [(t.sku_id, t.daily_gens, t.storage_mb) for t in s.storage.premium_tiers] == [(1111, 50, 5000.0)]
+    assert s.discord.premium_tiers == s.storage.premium_tiers
+    assert [(p.sku_id, p.credits) for p in s.discord.credit_packs] == [(2222, 20), (3333, 100)]
+    assert s.discord.sells and s.storage.escrow and s.discord.generation_queue == "shared"
+    assert not load_settings(env_file=None).discord.sells
+
+
+def test_a_sku_is_a_pack_or_a_subscription_not_both() -> None:
+    with pytest.raises(ConfigError, match="both PREMIUM_TIERS"):
+        load_settings(env_file=None, PREMIUM_TIERS="1111:50:5000", CREDIT_PACKS="1111:20")
+
+
 NUMERIC = [
     "MAX_GLOBAL_STORAGE_MB",
     "MAX_USER_STORAGE_MB",
@@ -81,6 +101,13 @@ def test_bad_numbers_name_the_variable(name: str, value: str) -> None:
         ("S3_ENDPOINT_URL", "minio:9000", "http"),
         ("S3_BUCKET", "Bad_Bucket", "bucket name"),
         ("QUOTA_TIERS", "1:2", "ROLE_ID:DAILY_GENS:STORAGE_MB"),
+        ("PREMIUM_TIERS", "1:2", "SKU_ID:DAILY_GENS:STORAGE_MB"),
+        ("PREMIUM_TIERS", "5:0:10", "1 to 100000 daily gens"),
+        ("CREDIT_PACKS", "5:2:3", "SKU_ID:CREDITS"),
+        ("CREDIT_PACKS", "5:1.5", "not a number"),
+        ("CREDIT_PACKS", "5:0", "1 to 100000 credits"),
+        ("GENERATION_QUEUE", "global", "'shared' (one queue for every process)"),
+        ("STORAGE_ESCROW", "maybe", "true or false"),
         ("ADMIN_ROLE_IDS", "abc", "role ids"),
         ("LOG_LEVEL", "LOUD", "DEBUG"),
     ],

@@ -28,9 +28,10 @@ from typing import Any
 
 from abby_core.errors import SaveOutcomeUnknown, StorageUnavailable
 from abby_core.storage import StorageBackend, StorageManager
+from abby_core.storage.accounts import Accounts
 from abby_core.storage.keys import user_prefix
 from abby_core.storage.models import ObjectInfo, ReadyReport
-from abby_core.storage.rules import PURGE_MARGIN
+from abby_core.storage.rules import PURGE_MARGIN, global_usage
 
 __all__ = ["ACTIONS", "CrashPoints", "verdict"]
 
@@ -159,6 +160,11 @@ async def verdict(
 
     if same is not None:  # the same process, storage answering again
         judge("right after", await _state(backend, same, uid), settled=False)
+    # At no moment is more stored than the global ledger counts (snapshots plus leases).
+    glob = await asyncio.to_thread(Accounts(backend, clock).global_doc)
+    stored = sum(o.size for o in backend.list_objects("images/"))
+    if global_usage(glob) < stored:
+        wrong.append(f"right after: the global ledger counts {global_usage(glob)} bytes, {stored} are stored")
     clock.advance(seconds=TTL + PURGE_MARGIN.total_seconds() + 1)
     other = StorageManager(backend, reservation_ttl_seconds=TTL, clock=clock, settle_seconds=1)
     try:
@@ -168,6 +174,14 @@ async def verdict(
         docs = backend.read_doc(f"ledger/users/{uid}.json")
         if docs is not None and b'"holds":{}' not in docs[0]:
             wrong.append("a hold is still in the user's ledger after its lifetime")
+        # The whole store: the global total is what is stored, and no lease outlived its owner's
+        # use of it (an escrow lease is given back, or taken back once it is dead).
+        glob = await asyncio.to_thread(other.accounts.global_doc)
+        stored = sum(o.size for o in backend.list_objects("images/"))
+        if glob.leases:
+            wrong.append(f"leases of the global budget still held: {sorted(glob.leases)}")
+        if global_usage(glob) != stored:
+            wrong.append(f"global usage {global_usage(glob)} is not the {stored} bytes stored")
     finally:
         await other.aclose()
     return wrong

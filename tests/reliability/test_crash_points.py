@@ -18,14 +18,14 @@ from tests.reliability.crashpoints import ACTIONS, TTL, CrashPoints, describe, v
 from tests.storage.conftest import Clock
 
 
-def _manager(backend: StorageBackend, clock: Clock) -> StorageManager:
-    return StorageManager(backend, reservation_ttl_seconds=TTL, clock=clock, settle_seconds=1)
+def _manager(backend: StorageBackend, clock: Clock, *, escrow: bool = False) -> StorageManager:
+    return StorageManager(backend, reservation_ttl_seconds=TTL, clock=clock, settle_seconds=1, escrow=escrow)
 
 
-async def _clean_run(backend: StorageBackend, uid: str) -> list[str]:
-    """The storage calls of one uninterrupted generation, in order."""
+async def _clean_run(backend: StorageBackend, uid: str, *, escrow: bool = False) -> list[str]:
+    """The storage calls of one uninterrupted generation, in order (escrow: from a new lease)."""
     probe = CrashPoints(backend)
-    manager = _manager(probe, Clock(datetime.now(UTC)))
+    manager = _manager(probe, Clock(datetime.now(UTC)), escrow=escrow)
     try:
         await scenarios.service_with(manager, scenarios.FixedProvider([scenarios.noise_png(40)], delay=0)).imagine(
             uid, "counting"
@@ -35,9 +35,10 @@ async def _clean_run(backend: StorageBackend, uid: str) -> list[str]:
     return probe.calls
 
 
+@pytest.mark.parametrize("escrow", [False, True], ids=["global-writes", "escrow"])
 @pytest.mark.parametrize("action", ACTIONS)
-async def test_every_storage_call_interrupted_in_process(backend: StorageBackend, action: str) -> None:
-    calls = await _clean_run(backend, scenarios.user(8999))
+async def test_every_storage_call_interrupted_in_process(backend: StorageBackend, action: str, escrow: bool) -> None:
+    calls = await _clean_run(backend, scenarios.user(8999), escrow=escrow)
     assert len(calls) >= 8, calls  # reserve, upload, commit and their reads at least
     failures: dict[str, list[str]] = {}
     outcomes: set[str] = set()
@@ -45,7 +46,7 @@ async def test_every_storage_call_interrupted_in_process(backend: StorageBackend
         uid = scenarios.user(9000 + at)
         clock = Clock(datetime.now(UTC))
         crash = CrashPoints(backend, at=at, action=action)
-        manager = _manager(crash, clock)
+        manager = _manager(crash, clock, escrow=escrow)
         service = scenarios.service_with(manager, scenarios.FixedProvider([scenarios.noise_png(40)], delay=0))
         task = asyncio.create_task(service.imagine(uid, f"crash at {at}"))
         crash.on_cancel = partial(asyncio.get_running_loop().call_soon_threadsafe, task.cancel)

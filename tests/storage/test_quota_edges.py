@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -156,3 +157,16 @@ async def test_cancelled_save_is_taken_back(tmp_path: Path, clock: Clock) -> Non
         assert list(manager.backend.list_objects("images/")) == []
     finally:
         await manager.aclose()
+
+
+async def test_admin_actions_on_a_member_without_a_ledger_count_once(
+    make_manager: Callable[..., StorageManager],
+) -> None:
+    """The hot document is rebuilt from the member record, which already has the change."""
+    manager = make_manager(max_user_daily_gens=5)
+    await manager.grant("31337", 3)
+    assert (await manager.get_quota_status("31337")).daily_limit == 8
+    await manager.grant("31337", 2)
+    assert (await manager.get_quota_status("31337")).daily_limit == 10
+    await manager.set_blocked("31338", True)
+    assert (await manager.get_quota_status("31338")).blocked
