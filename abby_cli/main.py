@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup, TyperOption
 
-from abby_cli.commands import register, stats
+from abby_cli.commands import dashboard, register, stats
 from abby_cli.errors import describe_error
 from abby_cli.output import Output
 from abby_cli.runtime import State
@@ -99,3 +99,4 @@ def main(
 
 register(app)
 stats.register(app)
+dashboard.register(app)

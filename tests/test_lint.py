@@ -19,5 +19,5 @@ def test_ruff() -> None:
 
 
 def test_mypy_strict_core_and_adapters(tmp_path: Path) -> None:
-    result = _run("mypy", "--cache-dir", str(tmp_path), "abby_core", "abby_discord", "abby_cli")
+    result = _run("mypy", "--cache-dir", str(tmp_path), "abby_core", "abby_discord", "abby_cli", "abby_dashboard")
     assert result.returncode == 0, result.stdout + result.stderr

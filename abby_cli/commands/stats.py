@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import math
-from datetime import date, timedelta
+from datetime import date
 from typing import Annotated, Any
 
 import typer
@@ -14,6 +13,7 @@ from rich.table import Table
 from abby_cli.output import Output, escape, human_bytes
 from abby_cli.runtime import JsonFlag, open_storage, run_command
 from abby_core.analytics import EventLog, Percentiles, UsageSummary
+from abby_core.analytics.outlook import outlook
 from abby_core.config import Settings
 from abby_core.storage import GlobalStats
 
@@ -33,15 +33,7 @@ def bar(value: float, largest: float, width: int = BAR_WIDTH) -> str:
 
 def projection(summary: UsageSummary, usage: GlobalStats, today: date) -> dict[str, Any]:
     """When the global limit is reached if images keep arriving at the window's rate."""
-    left = max(0, usage.global_limit_bytes - usage.global_bytes)
-    rate = summary.bytes_per_day
-    days = None if rate <= 0 else left / rate
-    return {
-        "global_bytes": usage.global_bytes,
-        "global_limit_bytes": usage.global_limit_bytes,
-        "days_until_full": None if days is None else round(days, 1),
-        "full_on": None if days is None else (today + timedelta(days=math.ceil(days))).isoformat(),
-    }
+    return outlook(summary, usage, today).as_dict()
 
 
 def _seconds(value: float | None) -> str:
@@ -114,6 +106,7 @@ def _render(con: Console, summary: UsageSummary, outlook: dict[str, Any]) -> Non
                           _rate(summary.failure_rate), *_latency(summary.latency))
         con.print(providers)
     con.print(f"Credits spent: {summary.credits:g}")
+    con.print(f"Credits spent by members (images past their daily limit): {summary.credits_spent}")
     used, limit = outlook["global_bytes"], outlook["global_limit_bytes"]
     share = used / limit * 100 if limit else 0
     line = f"Storage: {human_bytes(used)} of {human_bytes(limit)} ({share:.1f}%)"

@@ -4,6 +4,8 @@ Layout (beside ``images/`` and ``ledger/``, so the image lifecycle rule never to
 
     events/raw/{YYYY-MM-DD}/{YYYYmmddTHHMMSSffffff}Z-{random}.json   one event, written once
     events/daily/{YYYY-MM-DD}.json                                   a finished day, compacted
+    events/audit/{YYYY-MM-DD}/{YYYYmmddTHHMMSSffffff}Z-{random}-{action}.json
+                                                                     an admin action or maintenance run
 
 Recording writes one small object per event: no shared document, so nothing to contend on
 and nothing to retry. The day in a raw key is the day the event was *recorded* (this log's
@@ -11,6 +13,10 @@ clock), so a day's folder only grows while the day lasts; compaction waits ``set
 midnight for the last writes in flight, folds the folder into the daily summary, and only
 then deletes it. A summary that already exists is never rewritten: the raw objects beside it
 were counted in it (a compaction stopped before its deletion), so they are only deleted.
+
+Audit records (who granted, reset, blocked; what cleanup and reconcile found) are few, are
+written once like raw events, are never compacted, and are pruned with the rest. The action
+is in the key, so the latest of an action is found from a listing alone.
 """
 
 from __future__ import annotations
@@ -27,18 +33,36 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from abby_core.analytics.models import DailySummary, DayUsage, Tally, UsageEvent, UsageSummary, UserTally
+from abby_core.analytics.models import (
+    AuditAction,
+    AuditEvent,
+    DailySummary,
+    DayUsage,
+    Tally,
+    UsageEvent,
+    UsageSummary,
+    UserTally,
+)
 from abby_core.errors import ImageNotFound, StorageError
 from abby_core.storage.backend import ConditionFailed, StorageBackend
 from abby_core.storage.keys import check_user_id
 
-__all__ = ["DAILY_PREFIX", "EVENTS_PREFIX", "RAW_PREFIX", "CompactReport", "EventLog", "PruneReport"]
+__all__ = [
+    "AUDIT_PREFIX",
+    "DAILY_PREFIX",
+    "EVENTS_PREFIX",
+    "RAW_PREFIX",
+    "CompactReport",
+    "EventLog",
+    "PruneReport",
+]
 
 log = logging.getLogger("abby.analytics")
 
 EVENTS_PREFIX = "events/"
 RAW_PREFIX = "events/raw/"
 DAILY_PREFIX = "events/daily/"
+AUDIT_PREFIX = "events/audit/"
 _JSON = "application/json"
 _EVENTS_REMEMBERED = 200_000
 
@@ -86,6 +110,7 @@ class PruneReport:
     """Days before this one were removed."""
     summaries: int
     raw_objects: int
+    audit_records: int = 0
 
 
 class EventLog:
@@ -141,6 +166,62 @@ class EventLog:
     async def arecord(self, event: UsageEvent) -> bool:
         """:meth:`record` on a worker thread."""
         return await asyncio.to_thread(self.record, event)
+
+    # -- audit --------------------------------------------------------------------------------
+    def record_audit(self, event: AuditEvent) -> bool:
+        """Store an admin action or maintenance run as its own object; ``False`` (logged) on failure.
+
+        Never raises: the action it describes already happened, and must not be reported as
+        failed because its record could not be written.
+        """
+        try:
+            now = self.clock()
+            stamp = f"{now:%Y%m%dT%H%M%S%f}Z-{secrets.token_hex(8)}-{event.action}"
+            key = f"{AUDIT_PREFIX}{now.date().isoformat()}/{stamp}.json"
+            self.backend.put_object(key, event.model_dump_json(exclude_none=True).encode(), _JSON)
+            return True
+        except StorageError as exc:
+            log.warning("Audit record not written (%s by %s): %s", event.action, event.actor, exc)
+        except Exception:
+            log.exception("Audit record not written (%s by %s)", event.action, event.actor)
+        return False
+
+    async def arecord_audit(self, event: AuditEvent) -> bool:
+        """:meth:`record_audit` on a worker thread."""
+        return await asyncio.to_thread(self.record_audit, event)
+
+    def audit_events(
+        self, limit: int = 50, *, action: AuditAction | None = None, target: str | None = None
+    ) -> list[AuditEvent]:
+        """The latest ``limit`` audit records, newest first, of ``action`` and about ``target`` if given.
+
+        One listing of ``events/audit/``, then a read per record returned (a read per record
+        looked at when ``target`` is given). Unreadable records are skipped (logged); records
+        deleted meanwhile are left out. Storage errors propagate.
+        """
+        found = sorted((info.key for info in self.backend.list_objects(AUDIT_PREFIX)), reverse=True)
+        if action is not None:
+            found = [key for key in found if key.endswith(f"-{action}.json")]
+        events: list[AuditEvent] = []
+        for key in found:
+            if len(events) >= limit:
+                break
+            body = self._get(key)
+            if body is None:
+                continue
+            try:
+                event = AuditEvent.model_validate_json(body)
+            except ValidationError as exc:
+                log.warning("Skipped an unreadable audit record %s: %s", key, exc)
+                continue
+            if target is None or event.target == target:
+                events.append(event)
+        return events
+
+    def latest_audit(self, action: AuditAction) -> AuditEvent | None:
+        """The newest record of ``action`` (the last cleanup, the last reconcile), or None."""
+        found = self.audit_events(1, action=action)
+        return found[0] if found else None
 
     # -- compaction --------------------------------------------------------------------------
     def compact(self, day: date) -> CompactReport:
@@ -246,12 +327,13 @@ class EventLog:
 
     # -- retention ---------------------------------------------------------------------------
     def prune(self) -> PruneReport:
-        """Delete daily summaries and raw days older than ``retention_days``."""
+        """Delete daily summaries, raw days and audit records older than ``retention_days``."""
         cutoff = self.clock().date() - timedelta(days=self.retention_days)
         old_summaries = self._older(DAILY_PREFIX, cutoff)
         old_raw = self._older(RAW_PREFIX, cutoff)
-        self._delete(old_summaries + old_raw)
-        return PruneReport(cutoff, len(old_summaries), len(old_raw))
+        old_audit = self._older(AUDIT_PREFIX, cutoff)
+        self._delete(old_summaries + old_raw + old_audit)
+        return PruneReport(cutoff, len(old_summaries), len(old_raw), len(old_audit))
 
     # -- plumbing ----------------------------------------------------------------------------
     def _older(self, prefix: str, cutoff: date) -> list[str]:

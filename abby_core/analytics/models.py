@@ -8,17 +8,21 @@ number of days come from merged histograms, accurate to about ±10 %.
 from __future__ import annotations
 
 import math
-from datetime import date
+from datetime import date, datetime
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from abby_core.errors import InvalidUser
 from abby_core.storage.keys import check_user_id
+from abby_core.storage.models import CleanupReport, ReconcileReport
 
 __all__ = [
+    "AUDIT_ACTORS",
     "OK",
     "REFUSAL_CODES",
+    "AuditAction",
+    "AuditEvent",
     "DailySummary",
     "DayUsage",
     "EventKind",
@@ -89,6 +93,8 @@ class UsageEvent(BaseModel):
     latency_seconds: float | None = Field(default=None, ge=0)
     queue_wait_seconds: float | None = Field(default=None, ge=0)
     credits: float | None = Field(default=None, ge=0)
+    #: The image was made past the member's daily allowance and paid with one of their credits.
+    paid_with_credit: bool = False
     prompt: str | None = None
 
     @field_validator("user_id", "guild_id", mode="before")
@@ -108,6 +114,89 @@ class UsageEvent(BaseModel):
     @property
     def failed(self) -> bool:
         return self.outcome != OK and not self.refused
+
+
+AuditAction = Literal[
+    "grant", "reset", "block", "unblock", "cleanup", "reconcile", "credit_purchase", "credit_refund", "credit_grant"
+]
+#: Who can act besides a Discord user (an admin's id): the dashboard's token, the bot's daily
+#: maintenance, the ``abby`` command line, Discord's store (a purchase or refund of credits).
+AUDIT_ACTORS = frozenset({"token", "maintenance", "cli", "store"})
+
+
+class AuditEvent(BaseModel):
+    """An admin action or a maintenance run, as recorded by :meth:`EventLog.record_audit`.
+
+    ``actor`` is the Discord user id of the admin who acted, or one of :data:`AUDIT_ACTORS`.
+    ``target`` is the member acted on (None for server-wide actions such as cleanup).
+    ``details`` holds small numbers (``extra`` for a grant; ``objects``, ``bytes``... for a
+    cleanup or reconcile; ``credits``, ``sku_id``, ``entitlement_id`` for a credit purchase or
+    refund, ``credits`` for a credit grant).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    v: Literal[1] = 1
+    time: AwareDatetime
+    actor: str
+    action: AuditAction
+    target: str | None = None
+    details: dict[str, int | float] = Field(default_factory=dict, max_length=32)
+
+    @field_validator("actor", mode="before")
+    @classmethod
+    def _actor(cls, value: object) -> object:
+        if isinstance(value, str) and value in AUDIT_ACTORS:
+            return value
+        try:
+            return check_user_id(value)
+        except InvalidUser:
+            raise ValueError(f"an actor is a user id or one of {sorted(AUDIT_ACTORS)}") from None
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _target(cls, value: object) -> object:
+        if value is None:
+            return None
+        try:
+            return check_user_id(value)
+        except InvalidUser as exc:
+            raise ValueError(str(exc)) from None
+
+    @classmethod
+    def of_credits(
+        cls,
+        action: Literal["credit_purchase", "credit_refund", "credit_grant"],
+        user_id: object,
+        credits: int,
+        *,
+        actor: str,
+        time: datetime,
+        sku_id: int | None = None,
+        entitlement_id: int | None = None,
+    ) -> AuditEvent:
+        """The record of credits bought, refunded (``credits`` taken back) or granted by an admin."""
+        details: dict[str, int | float] = {"credits": credits}
+        if sku_id is not None:
+            details["sku_id"] = sku_id
+        if entitlement_id is not None:
+            details["entitlement_id"] = entitlement_id
+        return cls(time=time, actor=actor, action=action, target=str(user_id), details=details)
+
+    @classmethod
+    def of_cleanup(cls, report: CleanupReport, *, actor: str, time: datetime, days: int) -> AuditEvent:
+        """The record of a cleanup that ran (not a dry run): what it removed, images older than ``days``."""
+        details: dict[str, int | float] = {"objects": report.objects, "bytes": report.bytes, "users": report.users,
+                   "partial_files": report.partial_files, "days": days}
+        return cls(time=time, actor=actor, action="cleanup", details=details)
+
+    @classmethod
+    def of_reconcile(cls, report: ReconcileReport, *, actor: str, time: datetime) -> AuditEvent:
+        """The record of a reconcile: what it counted and how much drift it fixed."""
+        details: dict[str, int | float] = {"users": report.users, "objects": report.objects, "bytes": report.bytes,
+                   "drift_users": len(report.drift), "drift_bytes": report.drift_bytes,
+                   "partial_files": report.partial_files}
+        return cls(time=time, actor=actor, action="reconcile", details=details)
 
 
 class Percentiles(BaseModel):
@@ -200,6 +289,7 @@ class Tally(BaseModel):
     failures: int = 0
     bytes: int = 0
     credits: float = 0.0
+    credits_spent: int = 0  # members' credits that paid for an image (past their daily allowance)
     by_kind: dict[str, int] = Field(default_factory=dict)
     by_outcome: dict[str, int] = Field(default_factory=dict)
     refusals: dict[str, int] = Field(default_factory=dict)
@@ -222,6 +312,7 @@ class Tally(BaseModel):
         if event.outcome == OK:
             self.images += 1
             user.images += 1
+            self.credits_spent += int(event.paid_with_credit)
         elif event.refused:
             _bump(self.refusals, event.outcome)
             user.refusals += 1
@@ -235,6 +326,7 @@ class Tally(BaseModel):
         self.failures += other.failures
         self.bytes += other.bytes
         self.credits += other.credits
+        self.credits_spent += other.credits_spent
         for mine, theirs in ((self.by_kind, other.by_kind), (self.by_outcome, other.by_outcome),
                              (self.refusals, other.refusals)):
             for name, count in theirs.items():
@@ -299,6 +391,8 @@ class UsageSummary(BaseModel):
     failures: int
     bytes: int
     credits: float
+    credits_spent: int
+    """Members' credits that paid for images past their daily allowance."""
     per_day: list[DayUsage]
     refusals: dict[str, int]
     top_members: list[MemberUsage]
@@ -336,6 +430,7 @@ class UsageSummary(BaseModel):
             failures=total.failures,
             bytes=total.bytes,
             credits=round(total.credits, 6),
+            credits_spent=total.credits_spent,
             per_day=per_day,
             refusals=dict(sorted(total.refusals.items(), key=lambda item: (-item[1], item[0]))),
             top_members=[MemberUsage(user_id=uid, **user.model_dump()) for uid, user in members[:top]],

@@ -1,0 +1,97 @@
+"""``abby dashboard``: serve the web dashboard with uvicorn until stopped.
+
+Storage, the event log and the Discord client are opened once here, handed to the app, and
+closed when the server stops.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from abby_cli.output import Output
+from abby_cli.runtime import open_storage, run_command
+from abby_core.analytics import EventLog
+from abby_core.config import DashboardSettings, Settings
+from abby_core.errors import NotConfigured
+
+__all__ = ["register"]
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _section(settings: Settings, host: str | None, port: int | None) -> DashboardSettings:
+    """The dashboard's settings with ``--host``/``--port`` applied (the default public URL follows them)."""
+    section = settings.dashboard
+    if host is None and port is None:
+        return section
+    host = host if host is not None else section.host
+    port = port if port is not None else section.port
+    shown = f"[{host}]" if ":" in host else host
+    public = settings.dashboard_public_url or f"http://{shown}:{port}"
+    return section.model_copy(update={"host": host, "port": port, "public_url": public})
+
+
+def _methods(section: DashboardSettings) -> list[str]:
+    return [name for name, on in (("discord", section.oauth_enabled), ("token", section.token_enabled)) if on]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("dashboard")
+    def dashboard(
+        ctx: typer.Context,
+        host: Annotated[
+            str | None, typer.Option("--host", show_default=False, help="Listen on this address (DASHBOARD_HOST).")
+        ] = None,
+        port: Annotated[
+            int | None,
+            typer.Option("--port", min=1, max=65535, show_default=False, help="Listen on this port (DASHBOARD_PORT)."),
+        ] = None,
+    ) -> None:
+        """Serve the web dashboard (charts, members, storage) until stopped with Ctrl+C."""
+        if host is not None and not host.strip():
+            raise typer.BadParameter("give an address such as 127.0.0.1 or 0.0.0.0.", ctx=ctx, param_hint="'--host'")
+
+        async def body(settings: Settings, out: Output) -> None:
+            # Imported here: the web stack is only loaded when the dashboard actually runs.
+            import uvicorn
+
+            from abby_dashboard import DiscordAPI, create_app
+
+            section = _section(settings, host, port)
+            section.check_sign_in()
+            if not logging.getLogger().handlers:
+                logging.basicConfig(level=settings.discord.log_level, format=LOG_FORMAT)
+            methods = _methods(section)
+            async with open_storage(settings) as storage:
+                retention = settings.analytics.retention_days
+                events = EventLog(storage.backend, clock=storage.clock, retention_days=retention)
+                api = DiscordAPI(section)
+                try:
+                    web = create_app(section, storage, events, api, clock=storage.clock)
+                    config = uvicorn.Config(
+                        web, host=section.host, port=section.port, log_level=settings.discord.log_level.lower(),
+                        server_header=False,
+                    )
+                    out.success(
+                        {"url": section.public_url, "sign_in": methods},
+                        lambda con: con.print(
+                            f"Abby dashboard at {section.public_url} (listening on {section.host}:{section.port}); "
+                            f"sign-in: {' and '.join('Discord' if m == 'discord' else 'token' for m in methods)}. "
+                            "Stop it with Ctrl+C."
+                        ),
+                    )
+                    try:
+                        await uvicorn.Server(config).serve()
+                    except SystemExit:  # uvicorn exits when it cannot listen (it logged why)
+                        raise NotConfigured(
+                            f"The dashboard could not listen on {section.host}:{section.port}: choose another "
+                            "DASHBOARD_PORT (or --port), or stop what uses it.",
+                            setting="DASHBOARD_PORT",
+                        ) from None
+                finally:
+                    await api.aclose()
+
+        run_command(ctx, False, body)
