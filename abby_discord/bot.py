@@ -25,15 +25,17 @@ from discord import app_commands
 from discord.ext import commands
 from prometheus_client import start_http_server
 
+from abby_core.analytics import AuditEvent
 from abby_core.config import Settings
 from abby_core.errors import AbbyError, NotConfigured
 from abby_core.generation import ImageGenerator
 from abby_core.metrics import Metrics
 from abby_core.pipeline import ImageService
 from abby_core.storage import StorageManager
+from abby_core.storage.queue import AsyncGenerationQueue, GenerationQueue
 from abby_core.storage.slots import AsyncMemberSlots, MemberSlots
 from abby_discord.buttons import GalleryButton, ResultButton
-from abby_discord.cogs import EXTENSIONS
+from abby_discord.cogs import EXTENSIONS, STORE_EXTENSION
 from abby_discord.errors import report
 from abby_discord.limiter import GenerationLimiter
 from abby_discord.logs import setup_logging
@@ -61,6 +63,8 @@ class AbbyBot(commands.AutoShardedBot):
     Runs the shards ``settings.discord`` names (``SHARD_COUNT`` / ``SHARD_IDS``), all of them by
     default; several processes on one storage can split the shards between them. Only the
     :attr:`primary` process syncs application commands and runs maintenance, so they do not race.
+    When the server sells quota (``PREMIUM_TIERS`` / ``CREDIT_PACKS``) the store cog is loaded
+    too; its sweep of unfinished pack purchases also runs on the primary only.
 
     ``maintenance_delay`` is how long after start the first cleanup + reconcile runs,
     ``maintenance_interval`` the time between runs (a day). Maintenance errors are logged
@@ -97,7 +101,11 @@ class AbbyBot(commands.AutoShardedBot):
         self.storage = storage
         self.generator = generator
         self.service = service
-        self.limiter = GenerationLimiter(settings.discord.max_concurrent_generations)
+        capacity = settings.discord.max_concurrent_generations
+        shared = None
+        if settings.discord.generation_queue == "shared":
+            shared = AsyncGenerationQueue(GenerationQueue(storage.backend, capacity=capacity, clock=storage.clock))
+        self.limiter = GenerationLimiter(capacity, shared=shared)
         # "One generation at a time" for a member across every bot process on this storage.
         self.slots = AsyncMemberSlots(MemberSlots(storage.backend, clock=storage.clock))
         self.maintenance_delay = maintenance_delay
@@ -119,6 +127,8 @@ class AbbyBot(commands.AutoShardedBot):
             self._start_metrics()  # first: a port in use stops the start before anything else
         for extension in EXTENSIONS:
             await self.load_extension(extension)
+        if self.settings.discord.sells:  # owners who sell nothing get no store listeners at all
+            await self.load_extension(STORE_EXTENSION)
         self.add_dynamic_items(ResultButton, GalleryButton)
         self._log_shards()
         if self.primary:
@@ -225,13 +235,19 @@ class AbbyBot(commands.AutoShardedBot):
         try:
             cleaned = await asyncio.wait_for(self.storage.cleanup_old_files(), _MAINTENANCE_TIMEOUT)
             log.info("Maintenance cleanup: removed %d image(s), %d bytes.", cleaned.objects, cleaned.bytes)
+            events = self.service.events
+            if events is not None:  # the dashboard's storage page shows the last run; never fails
+                now = self.storage.clock()
+                days = self.storage.cleanup_days
+                await events.arecord_audit(AuditEvent.of_cleanup(cleaned, actor="maintenance", time=now, days=days))
             fixed = await asyncio.wait_for(self.storage.reconcile(), _MAINTENANCE_TIMEOUT)
             log.info(
                 "Maintenance reconcile: %d user(s), %d image(s), drift for %d user(s).",
                 fixed.users, fixed.objects, len(fixed.drift),
             )
-            if self.service.events is not None:
-                events = self.service.events
+            if events is not None:
+                now = self.storage.clock()
+                await events.arecord_audit(AuditEvent.of_reconcile(fixed, actor="maintenance", time=now))
                 compacted = await asyncio.wait_for(asyncio.to_thread(events.compact_finished), _MAINTENANCE_TIMEOUT)
                 pruned = await asyncio.wait_for(asyncio.to_thread(events.prune), _MAINTENANCE_TIMEOUT)
                 log.info("Maintenance analytics: %d day(s) compacted; %s.", len(compacted), pruned)

@@ -2,8 +2,11 @@
 
 :func:`user_message` turns every core error (and the adapter's own refusals) into a
 short message; :func:`report` sends it ephemerally, whether or not the interaction
-was already answered. Anything unexpected is logged with a short reference id that
-the member sees, so an admin can find it in the logs; its text is never shown.
+was already answered. On a server that sells quota through Discord's store
+(``PREMIUM_TIERS``, ``CREDIT_PACKS``), a refusal for the daily limit or a full storage
+also offers what can lift it, as premium buttons under the message (:func:`store_offer`).
+Anything unexpected is logged with a short reference id that the member sees, so an
+admin can find it in the logs; its text is never shown.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from datetime import datetime
 import discord
 from discord import app_commands
 
+from abby_core.config import DiscordSettings
 from abby_core.errors import (
     AbbyError,
     ConfigError,
@@ -47,7 +51,18 @@ from abby_core.errors import (
 )
 from abby_discord.limiter import QueueTimeout, UserBusy
 
-__all__ = ["PUBLIC_DEFER", "ChannelNotAllowed", "NotAdmin", "NotOwner", "report", "timestamp", "user_message"]
+__all__ = [
+    "MAX_OFFERS",
+    "PUBLIC_DEFER",
+    "ChannelNotAllowed",
+    "NotAdmin",
+    "NotOwner",
+    "premium_view",
+    "report",
+    "store_offer",
+    "timestamp",
+    "user_message",
+]
 
 log = logging.getLogger("abby.discord")
 
@@ -83,6 +98,54 @@ def _mb(n: int) -> str:
 
 
 _NOTHING_CHARGED = "Nothing was charged"
+MAX_OFFERS = 5  # premium buttons under a refusal: one action row
+
+
+def store_offer(error: BaseException, store: DiscordSettings | None) -> tuple[int, ...]:
+    """The SKU ids a refusal offers to buy: none unless the server sells something.
+
+    Past the daily limit: the credit packs, then the subscriptions; storage full: the
+    subscriptions (a pack gives images, not room). At most :data:`MAX_OFFERS`.
+    """
+    if store is None or not store.sells:
+        return ()
+    exc = _unwrap(error)
+    subscriptions = tuple(t.sku_id for t in store.premium_tiers)
+    if isinstance(exc, DailyLimitExceeded):
+        return (*(p.sku_id for p in store.credit_packs), *subscriptions)[:MAX_OFFERS]
+    if isinstance(exc, UserStorageFull):
+        return subscriptions[:MAX_OFFERS]
+    return ()
+
+
+def premium_view(sku_ids: tuple[int, ...]) -> discord.ui.View:
+    """One premium button per SKU: Discord draws each one (name, price) and sells it.
+
+    A premium button carries only its ``sku_id``: Discord refuses a label, emoji, url or custom_id.
+    """
+    view = discord.ui.View(timeout=None)
+    for sku_id in sku_ids[:MAX_OFFERS]:
+        view.add_item(discord.ui.Button(style=discord.ButtonStyle.premium, sku_id=sku_id))
+    return view
+
+
+def _offer_sentence(error: BaseException, store: DiscordSettings | None) -> str:
+    """What the premium buttons under a refusal are for (empty when there are none)."""
+    offered = set(store_offer(error, store))
+    if store is None or not offered:
+        return ""
+    packs = any(p.sku_id in offered for p in store.credit_packs)
+    subscriptions = any(t.sku_id in offered for t in store.premium_tiers)
+    if isinstance(_unwrap(error), UserStorageFull):
+        return " Or subscribe below for more room."
+    if packs and subscriptions:
+        return (
+            " Can't wait? Buy a pack of credits below (each credit is one more image, on any day) "
+            "or subscribe for a bigger daily allowance."
+        )
+    if packs:
+        return " Can't wait? Buy a pack of credits below: each credit is one more image, on any day."
+    return " Want more every day? Subscribe below for a bigger daily allowance."
 
 
 def _unwrap(error: BaseException) -> BaseException:
@@ -94,8 +157,12 @@ def _unwrap(error: BaseException) -> BaseException:
     return error
 
 
-def user_message(error: BaseException) -> str:
-    """What the member is told about ``error``: short, actionable, never a secret or a traceback."""
+def user_message(error: BaseException, *, store: DiscordSettings | None = None) -> str:
+    """What the member is told about ``error``: short, actionable, never a secret or a traceback.
+
+    ``store``: the bot's Discord settings; when it sells something, a refusal that a purchase
+    can lift says so (the buttons are added by :func:`report`).
+    """
     exc = _unwrap(error)
     match exc:
         case UserBusy():
@@ -119,11 +186,15 @@ def user_message(error: BaseException) -> str:
         case DailyLimitExceeded():
             resets = exc.resets_at
             when = f"{timestamp(resets)} ({timestamp(resets, 't')})" if resets else "at midnight UTC"
-            return f"You've used all {exc.limit} of your image generations for today. Your quota resets {when}."
+            return (
+                f"You've used all {exc.limit} of your image generations for today. Your quota resets {when}."
+                + _offer_sentence(exc, store)
+            )
         case UserStorageFull():
             return (
                 f"Your image storage is full ({_mb(exc.used)} of {_mb(exc.limit)}). Delete some of your images "
                 "(the Delete button under each one; /gallery lists them) or wait for old ones to expire."
+                + _offer_sentence(exc, store)
             )
         case GlobalStorageFull():
             return (
@@ -201,18 +272,27 @@ def user_message(error: BaseException) -> str:
     )
 
 
+def _store_of(interaction: discord.Interaction) -> DiscordSettings | None:
+    """The bot's Discord settings, if the client is Abby (a bare client sells nothing)."""
+    section = getattr(getattr(interaction.client, "settings", None), "discord", None)
+    return section if isinstance(section, DiscordSettings) else None
+
+
 async def report(interaction: discord.Interaction, error: BaseException) -> None:
-    """Tell the member about ``error`` in a message only they see."""
-    message = user_message(error)
+    """Tell the member about ``error`` in a message only they see (with premium buttons, see :func:`store_offer`)."""
+    store = _store_of(interaction)
+    message = user_message(error, store=store)
+    offer = store_offer(error, store)
+    view: discord.ui.View = premium_view(offer) if offer else discord.utils.MISSING
     try:
         if not interaction.response.is_done():
-            await interaction.response.send_message(message, ephemeral=True)
+            await interaction.response.send_message(message, ephemeral=True, view=view)
             return
         if interaction.extras.get(PUBLIC_DEFER):
             # A followup would turn the public "thinking…" message into the error; drop it instead.
             interaction.extras[PUBLIC_DEFER] = False
             with contextlib.suppress(discord.HTTPException):
                 await interaction.delete_original_response()
-        await interaction.followup.send(message, ephemeral=True)
+        await interaction.followup.send(message, ephemeral=True, view=view)
     except discord.HTTPException:
         log.warning("Could not tell member %s about an error: %s", interaction.user.id, message, exc_info=True)

@@ -7,12 +7,14 @@ prompt is its description, and the options are fields read back by :func:`prompt
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
 import discord
 
+from abby_core.config import PremiumTier
 from abby_core.generation.offline import LABEL as OFFLINE_LABEL
 from abby_core.pipeline import GenerationResult
 from abby_core.storage import QuotaStatus, StoredImage
@@ -26,6 +28,7 @@ __all__ = [
     "PromptInfo",
     "Rendered",
     "attach_chart",
+    "credits_text",
     "mb",
     "prompt_of",
     "quota_embed",
@@ -45,12 +48,17 @@ def mb(n: int) -> str:
     return f"{value:.0f}" if value >= 10 and value == int(value) else f"{value:.1f}"
 
 
+def credits_text(n: int) -> str:
+    return f"{n} credit{'s' if n != 1 else ''}"
+
+
 def quota_line(status: QuotaStatus) -> str:
-    """``3/5 today · 12.4 of 500 MB · resets <t:…:R>``."""
-    return (
+    """``3/5 today · 12.4 of 500 MB · resets <t:…:R>``, then ``· 4 credits`` when the member has any."""
+    line = (
         f"{status.daily_used}/{status.daily_limit} today · {mb(status.user_bytes)} of "
         f"{mb(status.user_limit_bytes)} MB · resets {timestamp(status.resets_at)}"
     )
+    return f"{line} · {credits_text(status.credits)}" if status.credits else line
 
 
 @dataclass(frozen=True)
@@ -156,10 +164,33 @@ def attach_chart(embed: discord.Embed, png: bytes, filename: str) -> discord.Fil
     return discord.File(io.BytesIO(png), filename=filename)
 
 
-def quota_embed(status: QuotaStatus, *, title: str = "Your image quota") -> discord.Embed:
-    """A member's standing: generations today, storage, server storage, and when it resets."""
+def quota_embed(
+    status: QuotaStatus,
+    *,
+    title: str = "Your image quota",
+    sells_credits: bool = False,
+    premium: Sequence[PremiumTier] = (),
+) -> discord.Embed:
+    """A member's standing: generations today, storage, server storage, and when it resets.
+
+    Credits are shown when the member has some or the server sells them (``sells_credits``);
+    ``premium`` lists the tiers of the member's active subscriptions (shown when any).
+    """
     embed = discord.Embed(title=title, colour=COLOUR)
     embed.add_field(name="Today", value=f"{status.daily_used} of {status.daily_limit} used · {status.daily_left} left")
+    if status.credits or sells_credits:
+        embed.add_field(
+            name="Credits",
+            value=f"{credits_text(status.credits)} · each pays for one image past your daily limit",
+            inline=False,
+        )
+    if premium:
+        best = max(premium, key=lambda t: (t.daily_gens, t.storage_mb))
+        embed.add_field(
+            name="Subscription",
+            value=f"Active · up to {best.daily_gens} images a day and {best.storage_mb:g} MB of storage",
+            inline=False,
+        )
     embed.add_field(name="Storage", value=f"{mb(status.user_bytes)} of {mb(status.user_limit_bytes)} MB")
     embed.add_field(
         name="Server storage", value=f"{mb(status.global_bytes)} of {mb(status.global_limit_bytes)} MB"

@@ -1,4 +1,4 @@
-"""``abby cleanup`` and ``abby storage init|stats|reconcile``: the operator's housekeeping."""
+"""``abby cleanup`` and ``abby storage init|stats|reconcile|archive|archived``: the operator's housekeeping."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from abby_cli.output import FAIL, OK, Output, escape, human_bytes
-from abby_cli.runtime import JsonFlag, open_storage, run_command
+from abby_cli.runtime import JsonFlag, UserArg, UserOpt, open_storage, pick_user, run_command
+from abby_core.analytics import AuditEvent, EventLog
 from abby_core.config import Settings
 
 __all__ = ["register"]
@@ -85,6 +86,18 @@ def stats(
                 for uid, used in result.top_users:
                     table.add_row(escape(uid), human_bytes(used))
                 con.print(table)
+            if result.leases:
+                table = Table("Bot process", "Leased", "Until", title="Leases of the global budget (STORAGE_ESCROW)")
+                for lease in result.leases:
+                    until = f"{lease.expires:%H:%M:%S} UTC"
+                    table.add_row(escape(lease.owner or lease.lease_id), human_bytes(lease.bytes), until)
+                con.print(table)
+                con.print(f"{human_bytes(result.leased_bytes)} of the storage above is leased by bot processes.")
+            if result.archive is not None and result.archive.objects:
+                con.print(
+                    f"Archive: {result.archive.objects} image(s), {human_bytes(result.archive.bytes)} "
+                    f"from {result.archive.users} user(s) (not counted in the storage above)"
+                )
 
         out.success(
             {
@@ -93,6 +106,17 @@ def stats(
                 "users": result.users,
                 "in_flight": result.in_flight,
                 "top_users": [{"user_id": uid, "bytes": used} for uid, used in result.top_users],
+                "leases": [
+                    {"lease_id": lease.lease_id, "owner": lease.owner, "bytes": lease.bytes,
+                     "expires": lease.expires.isoformat()}
+                    for lease in result.leases
+                ],
+                "archive": None if result.archive is None else {
+                    "objects": result.archive.objects,
+                    "bytes": result.archive.bytes,
+                    "users": result.archive.users,
+                    "top_users": [{"user_id": uid, "bytes": used} for uid, used in result.archive.top_users],
+                },
             },
             render,
         )
@@ -108,6 +132,8 @@ def reconcile(ctx: typer.Context, json_mode: JsonFlag = False) -> None:
         async with open_storage(settings) as storage:
             with out.progress("Reconciling the quota ledger with storage…"):
                 report = await storage.reconcile()
+            record = AuditEvent.of_reconcile(report, actor="cli", time=storage.clock())
+            await EventLog(storage.backend, clock=storage.clock).arecord_audit(record)  # logs, never fails
         drift = [
             {"user_id": uid, "ledger_bytes": before, "actual_bytes": after, "difference": after - before}
             for uid, (before, after) in sorted(report.drift.items())
@@ -141,6 +167,108 @@ def reconcile(ctx: typer.Context, json_mode: JsonFlag = False) -> None:
     run_command(ctx, json_mode, body)
 
 
+@storage_app.command("archive")
+def archive(
+    ctx: typer.Context,
+    days: Annotated[
+        int | None,
+        typer.Option(
+            "--days", show_default=False,
+            help="Age in days, 0 to 36500 (default STORAGE_CLEANUP_DAYS).",
+        ),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be archived.")] = False,
+    json_mode: JsonFlag = False,
+) -> None:
+    """Archive images older than --days (smaller copies, kept ARCHIVE_DAYS), then prune the archive."""
+    if days is not None and not 0 <= days <= MAX_CLEANUP_DAYS:
+        raise typer.BadParameter(
+            f"{days} is out of range: give a whole number of days from 0 to {MAX_CLEANUP_DAYS}.",
+            ctx=ctx, param_hint="'--days'",
+        )
+
+    async def body(settings: Settings, out: Output) -> None:
+        async with open_storage(settings) as storage:
+            with out.progress("Looking for old images…" if dry_run else "Archiving old images…"):
+                report = await storage.archive_old(days, dry_run=dry_run)
+        age = settings.storage.cleanup_days if days is None else days
+
+        def render(con: Console) -> None:
+            verb = "Would archive" if dry_run else "Archived"
+            con.print(f"{OK} {verb} images older than {age} days (before {report.cutoff:%Y-%m-%d %H:%M} UTC).")
+            table = Table("", "Images", "Bytes", title="Archive run")
+            table.add_row("archived", str(report.archived), human_bytes(report.original_bytes))
+            if not dry_run:
+                table.add_row("  stored as", "", human_bytes(report.archived_bytes))
+                table.add_row("  saved", "", human_bytes(report.saved_bytes))
+                table.add_row("deleted (archive full)", str(report.deleted), human_bytes(report.deleted_bytes))
+                table.add_row("left for the next run", str(report.failed), "")
+                table.add_row("pruned (past ARCHIVE_DAYS)", str(report.pruned), human_bytes(report.pruned_bytes))
+            con.print(table)
+
+        out.success(
+            {
+                "dry_run": report.dry_run,
+                "days": age,
+                "cutoff": report.cutoff.isoformat(),
+                "archived": report.archived,
+                "original_bytes": report.original_bytes,
+                "archived_bytes": report.archived_bytes,
+                "deleted": report.deleted,
+                "deleted_bytes": report.deleted_bytes,
+                "failed": report.failed,
+                "pruned": report.pruned,
+                "pruned_bytes": report.pruned_bytes,
+                "users": report.users,
+            },
+            render,
+        )
+
+    run_command(ctx, json_mode, body)
+
+
+@storage_app.command("archived")
+def archived(
+    ctx: typer.Context,
+    user_arg: UserArg = None,
+    user_opt: UserOpt = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="Show at most this many.")] = 20,
+    json_mode: JsonFlag = False,
+) -> None:
+    """List USER's archived images, most recently archived first, with their links (or file paths)."""
+    user = pick_user(ctx, user_arg, user_opt)
+
+    async def body(settings: Settings, out: Output) -> None:
+        async with open_storage(settings) as storage:
+            found = await storage.list_archived(user, limit=limit)
+
+        def render(con: Console) -> None:
+            if not found:
+                con.print(f"User {escape(user)} has no archived images.")
+                return
+            table = Table("Name", "Size", "Made", "Archived", title=f"Archived images of {escape(user)}")
+            for image in found:
+                table.add_row(escape(image.name), human_bytes(image.size),
+                              f"{image.created_at:%Y-%m-%d}", f"{image.archived_at:%Y-%m-%d}")
+            con.print(table)
+
+        out.success(
+            {
+                "user_id": user,
+                "count": len(found),
+                "archived": [
+                    {"key": i.key, "name": i.name, "size": i.size, "original_key": i.original_key,
+                     "created_at": i.created_at.isoformat(), "archived_at": i.archived_at.isoformat(),
+                     **({"url": i.url} if i.url else {"path": i.path})}
+                    for i in found
+                ],
+            },
+            render,
+        )
+
+    run_command(ctx, json_mode, body)
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def cleanup(
@@ -167,7 +295,10 @@ def register(app: typer.Typer) -> None:
             async with open_storage(settings) as storage:
                 with out.progress("Looking for old images…" if dry_run else "Deleting old images…"):
                     report = await storage.cleanup_old_files(days, dry_run=dry_run)
-            age = settings.storage.cleanup_days if days is None else days
+                age = settings.storage.cleanup_days if days is None else days
+                if not dry_run:
+                    record = AuditEvent.of_cleanup(report, actor="cli", time=storage.clock(), days=age)
+                    await EventLog(storage.backend, clock=storage.clock).arecord_audit(record)  # logs, never fails
 
             def render(con: Console) -> None:
                 verb = "Would delete" if dry_run else "Deleted"

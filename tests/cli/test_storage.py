@@ -88,3 +88,29 @@ def test_reconcile_reports_drift(abby: Invoke) -> None:
     assert one_json(abby("quota", USER, "--json"))["user_bytes"] == 0
     text = abby("storage", "reconcile")
     assert "No drift" in text.stdout
+
+
+def test_stats_list_the_leases_of_bot_processes(abby: Invoke) -> None:
+    import asyncio
+
+    from abby_core.storage import FilesystemBackend, StorageManager
+
+    bot = StorageManager(FilesystemBackend("shared"), escrow=True)  # a bot process with STORAGE_ESCROW on
+
+    async def make() -> None:
+        res = await bot.reserve(USER, size_bytes=1000)
+        await bot.save_image(res, b"\x89PNG\r\n\x1a\n" + b"x" * 992)
+
+    try:
+        asyncio.run(make())
+        assert bot.escrow is not None
+        lease = bot.escrow.view()
+        obj = one_json(abby("storage", "stats", "--json"))
+        [shown] = obj["leases"]
+        assert (shown["lease_id"], shown["bytes"], shown["owner"]) == (lease.lease_id, lease.granted, bot.escrow.owner)
+        assert obj["global_bytes"] >= lease.granted
+        text = abby("storage", "stats").stdout
+        assert "Leases of the global budget" in text and "leased by bot processes" in text
+    finally:
+        asyncio.run(bot.aclose())
+    assert one_json(abby("storage", "stats", "--json"))["leases"] == []

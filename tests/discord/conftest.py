@@ -131,6 +131,16 @@ async def abby(fake_discord: harness.FakeDiscord, tmp_path: Path) -> AsyncIterat
         await instance.close()
 
 
+@pytest_asyncio.fixture
+async def second_abby(fake_discord: harness.FakeDiscord, tmp_path: Path) -> AsyncIterator[Abby]:  # noqa: F811
+    """A second bot process: its own settings, storage manager and generator, the same storage folder."""
+    instance = Abby(fake_discord, tmp_path)
+    try:
+        yield instance
+    finally:
+        await instance.close()
+
+
 @pytest.fixture
 def stability_generator(fake_stability: FakeStability) -> Callable[..., ImageGenerator]:
     """A Stability generator pointed at the fake server, fast to fail (no real sleeping)."""

@@ -7,6 +7,7 @@ import pytest
 
 from abby_core.errors import UserBlocked
 from abby_discord.errors import NotAdmin
+from abby_discord.render import mb
 from tests.discord.conftest import Abby, field, refusal, result_of
 from tests.fixtures.fake_discord import CommandNotVisible, FakeMember
 
@@ -108,3 +109,15 @@ async def test_block_and_unblock(abby: Abby, moderator: FakeMember) -> None:
 
     assert "can generate images again" in await _admin(abby, "unblock", moderator, options={"user": ann})
     await result_of(await abby.fake.slash("imagine", user=ann, options={"prompt": "a"}))
+
+
+async def test_stats_show_the_leases_of_the_global_budget(abby: Abby, moderator: FakeMember) -> None:
+    await abby.start(STORAGE_ESCROW="true")
+    ann = abby.fake.make_member(name="ann")
+    assert "Leased by bot processes" not in await _admin(abby, "stats", moderator)
+    await result_of(await abby.fake.slash("imagine", user=ann, options={"prompt": "from the lease"}))
+    stats = await _admin(abby, "stats", moderator)
+    assert abby.storage is not None and abby.storage.escrow is not None
+    assert f"Leased by bot processes ({mb(abby.storage.escrow.view().granted)} MB)" in stats
+    assert abby.storage.escrow.owner in stats
+    assert f"1. <@{ann.id}> — 0." in stats  # this process's members are settled before the figures

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from abby_core.generation import ImageGenerator
 from abby_discord.limiter import UserBusy
 from tests.discord.conftest import Abby, GatedProvider, field, refusal, result_of
 from tests.fixtures.fake_discord import FakeDiscord, FakeGuild, shard_of
-
-
-@pytest_asyncio.fixture
-async def shard_one(fake_discord: FakeDiscord, tmp_path: Path) -> AsyncIterator[Abby]:
-    """A second bot process: its own settings, storage manager and generator, the same storage folder."""
-    instance = Abby(fake_discord, tmp_path)
-    try:
-        yield instance
-    finally:
-        await instance.close()
 
 
 def guilds_by_shard(fake: FakeDiscord) -> dict[int, FakeGuild]:
@@ -39,7 +26,7 @@ def command_syncs(fake: FakeDiscord) -> int:
 
 
 async def test_two_shard_processes_split_guilds_and_share_member_limits(
-    abby: Abby, shard_one: Abby, caplog: pytest.LogCaptureFixture
+    abby: Abby, second_abby: Abby, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="abby")
     fake = abby.fake
@@ -52,7 +39,7 @@ async def test_two_shard_processes_split_guilds_and_share_member_limits(
     bot0 = await abby.start(
         generator=ImageGenerator(provider=provider), maintenance_delay=0, SHARD_COUNT="2", SHARD_IDS="0"
     )
-    bot1 = await shard_one.start(maintenance_delay=0, alongside=True, SHARD_COUNT="2", SHARD_IDS="1")
+    bot1 = await second_abby.start(maintenance_delay=0, alongside=True, SHARD_COUNT="2", SHARD_IDS="1")
     assert fake.shards == [(0, 2), (1, 2)]
     assert [g.id for g in bot0.guilds] == [guilds[0].id] and [g.id for g in bot1.guilds] == [guilds[1].id]
     assert bot0.primary and not bot1.primary

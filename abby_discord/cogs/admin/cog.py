@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from abby_core.errors import GenerationError, NotConfigured, StorageError
+from abby_core.analytics import AuditEvent
+from abby_core.errors import GenerationError, InvalidInput, NotConfigured, StorageError
 from abby_discord.charts import daily_chart
 from abby_discord.cogs.generate.cog import role_ids
-from abby_discord.errors import NotAdmin
-from abby_discord.render import COLOUR, attach_chart, mb, quota_embed
+from abby_discord.errors import NotAdmin, timestamp
+from abby_discord.render import COLOUR, attach_chart, credits_text, mb, quota_embed
 
 if TYPE_CHECKING:
     from abby_discord.bot import AbbyBot
@@ -78,6 +80,13 @@ class Admin(commands.GroupCog, group_name="abby-admin", group_description="Image
         embed.add_field(name="Members with images", value=str(stats.users))
         embed.add_field(name="Generations in progress", value=str(stats.in_flight))
         embed.add_field(name="Provider credits", value=credits)
+        if stats.leases:
+            # STORAGE_ESCROW: each bot process's slice of the budget, counted in the storage above.
+            leases = "\n".join(
+                f"{lease.owner or lease.lease_id}: {mb(lease.bytes)} MB until {timestamp(lease.expires, 'T')}"
+                for lease in stats.leases[:10]
+            )
+            embed.add_field(name=f"Leased by bot processes ({mb(stats.leased_bytes)} MB)", value=leases, inline=False)
         top = "\n".join(f"{n}. <@{uid}> — {mb(size)} MB" for n, (uid, size) in enumerate(stats.top_users, start=1))
         embed.add_field(name="Top members by storage", value=top or "nobody yet", inline=False)
         chart = await self._history(embed)
@@ -113,6 +122,10 @@ class Admin(commands.GroupCog, group_name="abby-admin", group_description="Image
         await self._defer(interaction)
         report = await self.bot.storage.cleanup_old_files()
         log.info("Cleanup by %s: %d objects, %d bytes.", interaction.user.id, report.objects, report.bytes)
+        if self.bot.service.events is not None:  # never fails: the images are already gone
+            record = AuditEvent.of_cleanup(report, actor=str(interaction.user.id), time=self.bot.storage.clock(),
+                                           days=self.bot.storage.cleanup_days)
+            await self.bot.service.events.arecord_audit(record)
         await interaction.followup.send(
             f"🧹 Cleanup removed {report.objects} image(s), {mb(report.bytes)} MB, from {report.users} member(s) "
             f"(images older than {self.bot.storage.cleanup_days} days).",
@@ -125,22 +138,51 @@ class Admin(commands.GroupCog, group_name="abby-admin", group_description="Image
         """See any member's quota."""
         await self._defer(interaction)
         status = await self.bot.storage.get_quota_status(user.id, role_ids=role_ids(user))
-        embed = quota_embed(status, title=f"Quota of {user.display_name}")
+        sells_credits = bool(self.bot.settings.discord.credit_packs)
+        embed = quota_embed(status, title=f"Quota of {user.display_name}", sells_credits=sells_credits)
         await interaction.followup.send(embed=embed, ephemeral=True)
 
     @app_commands.command(name="grant")
-    @app_commands.describe(user="The member", count="How many extra generations, for today only")
+    @app_commands.describe(
+        user="The member",
+        count="How many extra generations, for today only",
+        credits="How many credits: each pays for one image past the daily limit, on any day",
+    )
     async def grant(
-        self, interaction: discord.Interaction, user: discord.Member, count: app_commands.Range[int, 1, 1000]
+        self,
+        interaction: discord.Interaction,
+        user: discord.Member,
+        count: app_commands.Range[int, 1, 1000] | None = None,
+        credits: app_commands.Range[int, 1, 100_000] | None = None,
     ) -> None:
-        """Give a member extra generations for today (until midnight UTC)."""
+        """Give a member extra generations for today (until midnight UTC), credits that keep, or both."""
+        if count is None and credits is None:
+            raise InvalidInput("Say what to give: `count` (extra generations today), `credits`, or both.")
         await self._defer(interaction)
-        await self.bot.storage.grant(user.id, count)
+        admin, events, now = str(interaction.user.id), self.bot.service.events, self.bot.storage.clock()
+        given: list[str] = []
+        if count is not None:
+            await self.bot.storage.grant(user.id, count)
+            log.info("Admin %s granted %d generation(s) to %s.", admin, count, user.id)
+            if events is not None:
+                await events.arecord_audit(
+                    AuditEvent(time=now, actor=admin, action="grant", target=str(user.id), details={"extra": count})
+                )
+            given.append(f"{count} extra generation(s) for today")
+        if credits is not None:
+            # A grant is its own source: granting the same number twice gives it twice.
+            await self.bot.storage.add_credits(user.id, credits, source=f"grant:{secrets.token_hex(8)}")
+            log.info("Admin %s granted %s to %s.", admin, credits_text(credits), user.id)
+            if events is not None:
+                record = AuditEvent.of_credits("credit_grant", user.id, credits, actor=admin, time=now)
+                await events.arecord_audit(record)
+            given.append(credits_text(credits))
         status = await self.bot.storage.get_quota_status(user.id, role_ids=role_ids(user))
-        log.info("Admin %s granted %d generation(s) to %s.", interaction.user.id, count, user.id)
+        standing = f"{status.daily_used}/{status.daily_limit} used today"
+        if status.credits:
+            standing += f", {credits_text(status.credits)} to spend"
         await interaction.followup.send(
-            f"✅ {user.mention} got {count} extra generation(s) for today: "
-            f"{status.daily_used}/{status.daily_limit} used.",
+            f"✅ {user.mention} got {' and '.join(given)}: {standing}.",
             ephemeral=True,
         )
 

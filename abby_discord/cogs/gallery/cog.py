@@ -11,10 +11,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from abby_core.errors import InvalidInput, StorageError
+from abby_core.errors import GlobalStorageFull, InvalidInput, StorageError, UserStorageFull
 from abby_discord.buttons import gallery_view
 from abby_discord.charts import member_sparkline
-from abby_discord.cogs.generate.cog import role_ids
+from abby_discord.cogs.gallery.archive import ARCHIVE_PAGE_SIZE, archive_embed, archive_view, open_archive_button
+from abby_discord.cogs.generate.cog import tiers_of
 from abby_discord.errors import timestamp
 from abby_discord.render import COLOUR, attach_chart, mb, quota_embed
 
@@ -40,8 +41,16 @@ class Gallery(commands.Cog):
     async def quota(self, interaction: discord.Interaction) -> None:
         """See how many images you can still make today and how much storage you use."""
         await interaction.response.defer(ephemeral=True, thinking=True)
-        status = await self.bot.storage.get_quota_status(interaction.user.id, role_ids=role_ids(interaction.user))
-        embed = quota_embed(status)
+        section = self.bot.settings.discord
+        tiers = tiers_of(interaction, section.premium_tiers)
+        status = await self.bot.storage.get_quota_status(
+            interaction.user.id, role_ids=tiers.role_ids, sku_ids=tiers.sku_ids
+        )
+        embed = quota_embed(
+            status,
+            sells_credits=bool(section.credit_packs),
+            premium=[t for t in section.premium_tiers if t.sku_id in tiers.sku_ids],
+        )
         chart = await self._history(embed, interaction.user.id)
         await interaction.followup.send(embed=embed, files=[chart] if chart else [], ephemeral=True)
 
@@ -93,11 +102,17 @@ class Gallery(commands.Cog):
 
     async def _page(self, user_id: str, page: int) -> tuple[discord.Embed, discord.ui.View | None]:
         images = await self.bot.storage.list_images(user_id)
+        archived = len(await self.bot.storage.list_archived(user_id))
         pages = max(1, math.ceil(len(images) / PAGE_SIZE))
         page = min(max(page, 1), pages)
         embed = discord.Embed(title="🖼️ Your images", colour=COLOUR)
         if not images:
             embed.description = "You have no images yet — make one with /imagine."
+            if archived:
+                embed.description = "You have no images in your gallery now; older ones are in your archive."
+                only = discord.ui.View(timeout=None)
+                only.add_item(open_archive_button(user_id, archived))
+                return embed, only
             return embed, None
         embed.description = f"{len(images)} image{'s' if len(images) != 1 else ''} · page {page} of {pages}"
         start = (page - 1) * PAGE_SIZE
@@ -109,4 +124,63 @@ class Gallery(commands.Cog):
             embed.add_field(name=f"{number}. {image.name}", value=value, inline=False)
         if any(i.url for i in images):
             embed.set_footer(text="Links expire after a while; run /gallery again for fresh ones.")
-        return embed, gallery_view(user_id, page, pages) if pages > 1 else None
+        view = gallery_view(user_id, page, pages) if pages > 1 else None
+        if archived:
+            view = view or discord.ui.View(timeout=None)
+            view.add_item(open_archive_button(user_id, archived))
+        return embed, view
+
+    # -- archived images (STORAGE_ARCHIVE) ------------------------------------------------------
+    async def _archive_page(self, user_id: str, page: int) -> tuple[discord.Embed, discord.ui.View]:
+        images = await self.bot.storage.list_archived(user_id)
+        pages = max(1, math.ceil(len(images) / ARCHIVE_PAGE_SIZE))
+        page = min(max(page, 1), pages)
+        archiver = self.bot.storage.archiver
+        embed = archive_embed(images, page, pages, keep_days=archiver.days, limit_bytes=archiver.limit_bytes)
+        return embed, archive_view(user_id, images, page, pages)
+
+    async def on_archive_page(self, interaction: discord.Interaction, owner: str, page: int) -> None:
+        """A page of archived images (page 0: back to the gallery)."""
+        if str(interaction.user.id) != owner:
+            raise InvalidInput("That gallery belongs to another member. Use /gallery to see yours.")
+        await interaction.response.defer()
+        view: discord.ui.View | None
+        if page == 0:
+            embed, view = await self._page(owner, 1)
+        else:
+            embed, view = await self._archive_page(owner, page)
+        await interaction.edit_original_response(content=None, embed=embed, view=view)
+
+    async def on_archive_action(self, interaction: discord.Interaction, action: str, owner: str, name: str) -> None:
+        """Restore or Delete under an archived page."""
+        if str(interaction.user.id) != owner:
+            raise InvalidInput("That archive belongs to another member. Use /gallery to see yours.")
+        await interaction.response.defer()
+        storage = self.bot.storage
+        if action == "delete":
+            await storage.delete_archived(owner, name)
+            note = f"🗑️ Deleted {name} from your archive."
+        else:
+            try:
+                tiers = tiers_of(interaction, self.bot.settings.discord.premium_tiers)
+                restored = await storage.restore_archived(
+                    owner, name, role_ids=tiers.role_ids, sku_ids=tiers.sku_ids
+                )
+            except (UserStorageFull, GlobalStorageFull) as exc:
+                whose = "Your storage" if isinstance(exc, UserStorageFull) else "This server's storage"
+                await interaction.followup.send(
+                    f"There is no room to restore {name}: {whose.lower()} is full ({mb(exc.used)} of "
+                    f"{mb(exc.limit)} MB) and it needs {mb(await self._archived_size(owner, name))} MB. "
+                    "Delete some images from your gallery first; it stays in your archive meanwhile.",
+                    ephemeral=True,
+                )
+                return
+            note = f"♻️ Restored {restored.name} — it is back in /gallery."
+        embed, view = await self._archive_page(owner, 1)
+        await interaction.edit_original_response(content=note, embed=embed, view=view)
+
+    async def _archived_size(self, owner: str, name: str) -> int:
+        try:
+            return (await self.bot.storage.archived_link(owner, name)).size
+        except StorageError:
+            return 0

@@ -12,14 +12,15 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from abby_core.config import PremiumTier
 from abby_core.errors import AbbyError, GenerationTimeout, InvalidImage, InvalidPrompt
 from abby_core.generation import ASPECT_RATIOS, MAX_SEED, STYLE_PRESETS, ProgressCallback
 from abby_core.pipeline import GenerationResult
@@ -32,7 +33,7 @@ from abby_discord.render import PromptInfo, mb, prompt_of, render_result
 if TYPE_CHECKING:
     from abby_discord.bot import AbbyBot
 
-__all__ = ["MAX_UPLOAD_BYTES", "Images", "check_attachment", "role_ids"]
+__all__ = ["MAX_UPLOAD_BYTES", "Images", "Tiers", "check_attachment", "role_ids", "sku_ids", "tiers_of"]
 
 events = logging.getLogger("abby.events")
 log = logging.getLogger("abby.discord")
@@ -41,12 +42,45 @@ _ANSWER_WITHIN = timedelta(minutes=14)  # Discord's interaction token lasts 15
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 IMAGE_TYPES = tuple(CONTENT_TYPES)
 _EXTENSIONS = (*(f".{ext}" for ext in CONTENT_TYPES.values()), ".jpeg")
-Run = Callable[[tuple[int, ...], ProgressCallback], Awaitable[GenerationResult]]
+
+
+class Tiers(NamedTuple):
+    """What picks a member's limits: their roles (``QUOTA_TIERS``) and subscriptions (``PREMIUM_TIERS``)."""
+
+    role_ids: tuple[int, ...]
+    sku_ids: tuple[int, ...]
+
+
+Run = Callable[[Tiers, ProgressCallback], Awaitable[GenerationResult]]
 
 
 def role_ids(user: discord.User | discord.Member) -> tuple[int, ...]:
     """The member's role ids (for ``QUOTA_TIERS``); none outside a server."""
     return tuple(r.id for r in user.roles) if isinstance(user, discord.Member) else ()
+
+
+def sku_ids(interaction: discord.Interaction, premium_tiers: Iterable[PremiumTier]) -> tuple[int, ...]:
+    """The SKU ids of the invoking member's active subscriptions that ``PREMIUM_TIERS`` names.
+
+    Read from ``interaction.entitlements`` (discord.py 2.7's ``entitlement_sku_ids`` is always
+    empty): an entitlement counts while it is neither deleted (refunded), consumed nor ended,
+    so a subscription that ended or was refunded stops counting at the member's next request.
+    """
+    wanted = {tier.sku_id for tier in premium_tiers}
+    if not wanted:
+        return ()
+    now = discord.utils.utcnow()
+    active = {
+        e.sku_id
+        for e in interaction.entitlements
+        if e.sku_id in wanted and not e.deleted and not e.consumed and (e.ends_at is None or e.ends_at > now)
+    }
+    return tuple(sorted(active))
+
+
+def tiers_of(interaction: discord.Interaction, premium_tiers: Iterable[PremiumTier]) -> Tiers:
+    """The invoking member's roles and active subscriptions."""
+    return Tiers(role_ids(interaction.user), sku_ids(interaction, premium_tiers))
 
 
 def check_attachment(attachment: discord.Attachment) -> None:
@@ -110,8 +144,9 @@ class Images(commands.Cog):
         async with self.bot.limiter.claim(interaction.user.id) as ticket, self._member_slot(interaction.user.id):
             # Refusals a member can be told about now (blocked, limits, bad prompt, not
             # configured) are answered privately before the public "thinking…" message.
+            tiers = tiers_of(interaction, self.bot.settings.discord.premium_tiers)
             await self.bot.service.precheck(
-                interaction.user.id, prompt=info.prompt, role_ids=role_ids(interaction.user)
+                interaction.user.id, prompt=info.prompt, role_ids=tiers.role_ids, sku_ids=tiers.sku_ids
             )
             interaction.extras[PUBLIC_DEFER] = True
             await interaction.response.defer(thinking=True)
@@ -128,7 +163,7 @@ class Images(commands.Cog):
             progress = ProgressMessage(interaction)
             try:
                 async with asyncio.timeout(_seconds_until(deadline)):
-                    result = await run(role_ids(interaction.user), progress)
+                    result = await run(tiers, progress)
             except TimeoutError:
                 raise GenerationTimeout(
                     "That took longer than Discord lets me answer (15 minutes); nothing was charged. Please try again."
@@ -186,10 +221,10 @@ class Images(commands.Cog):
         ratio = aspect_ratio or "1:1"
         uid = interaction.user.id
 
-        async def run(roles: tuple[int, ...], progress: ProgressCallback) -> GenerationResult:
+        async def run(tiers: Tiers, progress: ProgressCallback) -> GenerationResult:
             return await self.bot.service.imagine(
                 uid, prompt, negative_prompt=negative_prompt, aspect_ratio=ratio, seed=seed or 0,
-                style_preset=style, role_ids=roles, progress=progress,
+                style_preset=style, role_ids=tiers.role_ids, sku_ids=tiers.sku_ids, progress=progress,
             )
 
         info = PromptInfo(prompt, negative_prompt, ratio, style)
@@ -214,10 +249,11 @@ class Images(commands.Cog):
         uid = interaction.user.id
         amount = 0.6 if strength is None else strength
 
-        async def run(roles: tuple[int, ...], progress: ProgressCallback) -> GenerationResult:
+        async def run(tiers: Tiers, progress: ProgressCallback) -> GenerationResult:
             data = await image.read()
             return await self.bot.service.img2img(
-                uid, data, prompt, strength=amount, role_ids=roles, progress=progress
+                uid, data, prompt, strength=amount, role_ids=tiers.role_ids, sku_ids=tiers.sku_ids,
+                progress=progress,
             )
 
         await self._generate(interaction, title="🖼️ Image to image", info=PromptInfo(prompt), run=run)
@@ -230,8 +266,10 @@ class Images(commands.Cog):
         check_attachment(image)
         uid = interaction.user.id
 
-        async def run(roles: tuple[int, ...], progress: ProgressCallback) -> GenerationResult:
-            return await self.bot.service.upscale(uid, await image.read(), role_ids=roles, progress=progress)
+        async def run(tiers: Tiers, progress: ProgressCallback) -> GenerationResult:
+            return await self.bot.service.upscale(
+                uid, await image.read(), role_ids=tiers.role_ids, sku_ids=tiers.sku_ids, progress=progress
+            )
 
         await self._generate(interaction, title="🔍 Upscale", info=PromptInfo(None), run=run)
 
@@ -245,9 +283,11 @@ class Images(commands.Cog):
         storage, service, uid = self.bot.storage, self.bot.service, interaction.user.id
         if action == "upscale":
 
-            async def run(roles: tuple[int, ...], progress: ProgressCallback) -> GenerationResult:
+            async def run(tiers: Tiers, progress: ProgressCallback) -> GenerationResult:
                 data = await storage.get_image(owner, name)
-                return await service.upscale(uid, data, role_ids=roles, progress=progress)
+                return await service.upscale(
+                    uid, data, role_ids=tiers.role_ids, sku_ids=tiers.sku_ids, progress=progress
+                )
 
             await self._generate(interaction, title="🔍 Upscale", info=info, run=run)
             return
@@ -256,11 +296,11 @@ class Images(commands.Cog):
         prompt = info.prompt
         if action == "vary":
 
-            async def run(roles: tuple[int, ...], progress: ProgressCallback) -> GenerationResult:
+            async def run(tiers: Tiers, progress: ProgressCallback) -> GenerationResult:
                 data = await storage.get_image(owner, name)
                 return await service.img2img(
-                    uid, data, prompt, strength=0.6, negative_prompt=info.negative_prompt, role_ids=roles,
-                    progress=progress,
+                    uid, data, prompt, strength=0.6, negative_prompt=info.negative_prompt, role_ids=tiers.role_ids,
+                    sku_ids=tiers.sku_ids, progress=progress,
                 )
 
             await self._generate(
@@ -271,10 +311,10 @@ class Images(commands.Cog):
         ratio = info.aspect_ratio if info.aspect_ratio in ASPECT_RATIOS else "1:1"
         style = info.style if info.style in STYLE_PRESETS else None
 
-        async def reroll(roles: tuple[int, ...], progress: ProgressCallback) -> GenerationResult:
+        async def reroll(tiers: Tiers, progress: ProgressCallback) -> GenerationResult:
             return await service.imagine(
                 uid, prompt, negative_prompt=info.negative_prompt, aspect_ratio=ratio, seed=seed,
-                style_preset=style, role_ids=roles, progress=progress,
+                style_preset=style, role_ids=tiers.role_ids, sku_ids=tiers.sku_ids, progress=progress,
             )
 
         await self._generate(
