@@ -8,16 +8,18 @@ row against it, stops it, and prints:
 1. For 1x1, 1x8, 2x8, 4x8 and 8x8 writers (OS processes x asyncio tasks), each row run for
    ``--seconds``: operations per second and p99 latency of a raw ``put_object`` of
    ``--size`` random bytes (``S3Backend.put_object`` on a worker thread), and of Abby's
-   ``reserve`` + ``save_image`` of the same bytes. Every task has a member of its own; every
-   generation goes through the one global ledger document. Abby rows also show the
-   compare-and-swap races lost (``ledger.conflicts``, summed over processes), the storage
-   requests made per generation and any errors.
-2. For each Abby row: how evenly the processes shared the work (generations finished by
-   the slowest and the fastest process), the storage requests behind one generation by
-   kind, counted by wrapping the backend's methods (retries after lost races included),
-   and the sizes of one member's document and of the global document at the end.
-3. One writer, ``--big`` images: raw ``put_object`` against ``save_image`` (the reservation
-   made before it is not timed), interleaved, mean and median latency, ratio.
+   ``reserve`` + ``save_image`` of the same bytes, twice: with every generation writing the
+   one global ledger document (``STORAGE_ESCROW=false``, the default) and with escrow
+   (each process leases slices of the global budget). Every task has a member of its own.
+   The last columns compare escrow with raw: throughput and p99 ratios.
+2. For each Abby mode and row: how evenly the processes shared the work (generations
+   finished by the slowest and the fastest process), compare-and-swap races lost
+   (``ledger.conflicts``, summed over processes), the storage requests behind one
+   generation by kind, counted by wrapping the backend's methods (retries after lost races
+   included), and the sizes of one member's document and of the global document at the end.
+3. One writer, ``--big`` images: raw ``put_object`` against ``save_image`` without and with
+   escrow (the reservation made before each save is not timed), interleaved, mean and
+   median latency, ratios to raw.
 
 Processes are spawned once and reused; for each row they get ready (clients built, one
 warm-up operation per task, so members' documents exist), then all start at one shared
@@ -123,13 +125,15 @@ class Requests:
             return {k: (n, self.seconds[k]) for k, n in self.count.items()}
 
 
-def build_manager(backend: S3Backend, workers: int) -> StorageManager:
+def build_manager(backend: S3Backend, workers: int, *, escrow: bool = False, estimate: int = 20_000) -> StorageManager:
     return StorageManager(
         backend,
         max_global_storage_mb=HUGE_MB,
         max_user_storage_mb=HUGE_MB,
         max_user_daily_gens=HUGE_DAILY,
+        image_gen_size_mb=estimate / 1_000_000,
         max_workers=workers,
+        escrow=escrow,
     )
 
 
@@ -158,7 +162,7 @@ async def contention_phase(index: int, spec: dict[str, Any], inbox: Any, outbox:
     requests = Requests(backend)
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=tasks, thread_name_prefix="bench-raw")
-    manager = build_manager(backend, tasks)
+    manager = build_manager(backend, tasks, escrow=mode == "escrow", estimate=spec["size"])
     users = [member(row, index, t) for t in range(tasks)]
 
     def make_op(task: int) -> Callable[[int], Awaitable[None]]:
@@ -189,7 +193,7 @@ async def contention_phase(index: int, spec: dict[str, Any], inbox: Any, outbox:
         counted = requests.snapshot()
         conflicts = manager.ledger.conflicts - conflicts_before
         docs: dict[str, int] = {}
-        if mode == "abby":
+        if mode != "raw":
             for name, key in (("user", keys.user_ledger_key(users[0])), ("global", keys.GLOBAL_LEDGER_KEY)):
                 found = backend.read_doc(key)
                 docs[name] = len(found[0]) if found else 0
@@ -209,27 +213,34 @@ async def contention_phase(index: int, spec: dict[str, Any], inbox: Any, outbox:
 
 
 async def big_phase(index: int, spec: dict[str, Any], inbox: Any, outbox: Any) -> dict[str, Any]:
-    """One writer, big images: raw put_object, then reserve (untimed) + save_image, in turn."""
+    """One writer, big images: raw put_object, then reserve (untimed) + save_image, with and without escrow, in turn."""
     data = payload(spec["size"])
     backend = S3Backend(S3Settings(**spec["settings"]))
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-raw")
-    manager = build_manager(backend, 1)
+    plain = build_manager(backend, 1, estimate=spec["size"])
+    escrow = build_manager(backend, 1, escrow=True, estimate=spec["size"])
     user = member(spec["row"], index, 0)
     raw: list[float] = []
     save: list[float] = []
+    escrowed: list[float] = []
+
+    async def timed_save(manager: StorageManager) -> float:
+        reservation = await manager.reserve(user, size_bytes=len(data))
+        before_save = time.perf_counter()
+        await manager.save_image(reservation, data, content_type="image/png")
+        return time.perf_counter() - before_save
 
     async def pair(i: int) -> None:
         start = time.perf_counter()
         await loop.run_in_executor(pool, backend.put_object, f"bench/big/{i}.png", data, "image/png")
         middle = time.perf_counter()
-        reservation = await manager.reserve(user, size_bytes=len(data))
-        before_save = time.perf_counter()
-        await manager.save_image(reservation, data, content_type="image/png")
-        end = time.perf_counter()
+        plain_save = await timed_save(plain)
+        escrow_save = await timed_save(escrow)
         if i >= 0:
             raw.append(middle - start)
-            save.append(end - before_save)
+            save.append(plain_save)
+            escrowed.append(escrow_save)
 
     try:
         for i in range(-BIG_WARMUP, 0):
@@ -240,9 +251,18 @@ async def big_phase(index: int, spec: dict[str, Any], inbox: Any, outbox: Any) -
         _, errors, last = await timed_loop(start_at + spec["seconds"], pair)
         finished = time.time()
     finally:
-        await manager.aclose()
+        await plain.aclose()
+        await escrow.aclose()
         pool.shutdown()
-    return {"start": start_at, "end": finished, "raw": raw, "save": save, "errors": errors, "last_error": last}
+    return {
+        "start": start_at,
+        "end": finished,
+        "raw": raw,
+        "save": save,
+        "escrow": escrowed,
+        "errors": errors,
+        "last_error": last,
+    }
 
 
 def worker_main(index: int, inbox: Any, outbox: Any) -> None:
@@ -350,49 +370,65 @@ def requests_per_op(row: dict[str, Any]) -> float:
     return sum(n for n, _ in row["requests"].values()) / max(row["ops"], 1)
 
 
-def print_tables(rows: list[tuple[str, dict[str, Any], dict[str, Any]]], big: dict[str, Any], args: Any) -> None:
+Row = tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]
+
+
+def print_tables(rows: list[Row], big: dict[str, Any], args: Any) -> None:
     print(f"\nWriters against one SeaweedFS on loopback, {args.seconds:g} s per row, {args.size:,} B images\n")
     print(
-        "| writers (processes × tasks) | raw put_object ops/s | p99 | Abby reserve + save_image ops/s | p99 "
-        "| lost CAS races | S3 requests / generation | errors |"
+        "| writers (processes × tasks) | raw put_object ops/s | p99 "
+        "| Abby, global writes ops/s | p99 | Abby, escrow ops/s | p99 | escrow / raw ops | escrow / raw p99 |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for label, raw, abby in rows:
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for label, raw, abby, escrow in rows:
         print(
             f"| {label} | {raw['rate']:.1f} | {raw['p99'] * MS:.1f} ms "
             f"| {abby['rate']:.1f} | {abby['p99'] * MS:.1f} ms "
-            f"| {abby['conflicts']:,} | {requests_per_op(abby):.2f} | {abby['errors'] + raw['errors']} |"
+            f"| {escrow['rate']:.1f} | {escrow['p99'] * MS:.1f} ms "
+            f"| {escrow['rate'] / max(raw['rate'], 1e-9):.0%} | {escrow['p99'] / max(raw['p99'], 1e-9):.2f}× |"
         )
-    errors = [(label, r["last_error"]) for label, raw, abby in rows for r in (raw, abby) if r["errors"]]
-    for label, message in errors:
-        print(f"\n{label}: last error: {message}")
+    errors = [
+        (label, name, r["last_error"])
+        for label, raw, abby, escrow in rows
+        for name, r in (("raw", raw), ("global writes", abby), ("escrow", escrow))
+        if r["errors"]
+    ]
+    for label, name, message in errors:
+        print(f"\n{label} {name}: last error: {message}")
 
-    labels = sorted({k for _, _, abby in rows for k in abby["requests"]})
-    print("\nRequests per Abby generation, by kind (count per generation; mean time per request)\n")
-    print("| writers | generations per process (min–max) | " + " | ".join(labels) + " | user doc | global doc |")
-    print("|---|" + "---:|" * (len(labels) + 3))
-    for label, _, abby in rows:
-        cells = []
-        for kind in labels:
-            n, seconds = abby["requests"].get(kind, (0, 0.0))
-            cells.append(f"{n / max(abby['ops'], 1):.2f} ({seconds / n * MS:.1f} ms)" if n else "0")
-        docs, spread = abby["docs"], abby["per_process"]
-        cells = [f"{spread[0]}–{spread[-1]}", *cells, f"{docs['user']:,} B", f"{docs['global']:,} B"]
-        print(f"| {label} | " + " | ".join(cells) + " |")
+    for title, index in (("global writes", 2), ("escrow", 3)):
+        measured = [(row[0], row[index]) for row in rows]
+        labels = sorted({k for _, r in measured for k in r["requests"]})
+        print(f"\nRequests per Abby generation ({title}), by kind (count per generation; mean time per request)\n")
+        print(
+            "| writers | generations per process (min–max) | lost CAS races | "
+            + " | ".join(labels)
+            + " | user doc | global doc |"
+        )
+        print("|---|" + "---:|" * (len(labels) + 4))
+        for label, r in measured:
+            cells = []
+            for kind in labels:
+                n, seconds = r["requests"].get(kind, (0, 0.0))
+                cells.append(f"{n / max(r['ops'], 1):.2f} ({seconds / n * MS:.1f} ms)" if n else "0")
+            docs, spread = r["docs"], r["per_process"]
+            cells = [f"{spread[0]}–{spread[-1]}", f"{r['conflicts']:,}", *cells]
+            cells += [f"{docs['user']:,} B", f"{docs['global']:,} B"]
+            print(f"| {label} | " + " | ".join(cells) + " |")
 
-    raw, save = big["raw"], big["save"]
-    print(f"\nOne writer, {args.big:,} B images, {len(raw)} interleaved pairs in {args.seconds:g} s\n")
+    raw, save, escrow = big["raw"], big["save"], big["escrow"]
+    print(f"\nOne writer, {args.big:,} B images, {len(raw)} interleaved rounds in {args.seconds:g} s\n")
     if not raw:
-        print(f"No pair finished; {big['errors']} error(s), last: {big['last_error']}")
+        print(f"No round finished; {big['errors']} error(s), last: {big['last_error']}")
         return
-    print("| operation | mean | p50 |")
-    print("|---|---:|---:|")
-    print(f"| raw put_object | {statistics.mean(raw) * MS:.1f} ms | {statistics.median(raw) * MS:.1f} ms |")
-    print(f"| save_image | {statistics.mean(save) * MS:.1f} ms | {statistics.median(save) * MS:.1f} ms |")
-    print(
-        f"| ratio save_image / raw | {statistics.mean(save) / statistics.mean(raw):.2f}x "
-        f"| {statistics.median(save) / statistics.median(raw):.2f}x |"
-    )
+    print("| operation | mean | p50 | mean / raw | p50 / raw |")
+    print("|---|---:|---:|---:|---:|")
+    for name, values in (("raw put_object", raw), ("save_image, global writes", save), ("save_image, escrow", escrow)):
+        print(
+            f"| {name} | {statistics.mean(values) * MS:.1f} ms | {statistics.median(values) * MS:.1f} ms "
+            f"| {statistics.mean(values) / statistics.mean(raw):.2f}× "
+            f"| {statistics.median(values) / statistics.median(raw):.2f}× |"
+        )
     if big["errors"]:
         print(f"\n{big['errors']} error(s); last: {big['last_error']}")
 
@@ -411,7 +447,7 @@ def main() -> None:
     from tests.fixtures.seaweedfs import SeaweedFS  # the parent only: it imports pytest
 
     started = time.perf_counter()
-    measured: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    measured: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         server = SeaweedFS(data_dir=Path(tmp))
         progress(f"starting SeaweedFS in {tmp}")
@@ -438,15 +474,15 @@ def main() -> None:
             for n, (processes, tasks) in enumerate(rows, start=1):
                 label = f"{processes}×{tasks}"
                 result = {}
-                for mode in ("raw", "abby"):
-                    what = "raw put_object" if mode == "raw" else "Abby reserve + save_image"
+                for mode in ("raw", "abby", "escrow"):
+                    what = {"raw": "raw put_object", "abby": "Abby, global writes", "escrow": "Abby, escrow"}[mode]
                     progress(f"[{n}/{len(rows)}] {label} {what}: {args.seconds:g} s")
                     spec = {"mode": mode, "tasks": tasks, "row": n, "seconds": args.seconds}
                     spec |= {"size": args.size, "settings": settings}
                     result[mode] = merge(workers.run(spec, processes))
                     r = result[mode]
                     progress(f"    {r['rate']:.1f} ops/s, p99 {r['p99'] * MS:.1f} ms, errors {r['errors']}")
-                measured.append((label, result["raw"], result["abby"]))
+                measured.append((label, result["raw"], result["abby"], result["escrow"]))
             progress(f"[big] one writer, {args.big:,} B: raw put_object and save_image in turn, {args.seconds:g} s")
             big_spec = {"mode": "big", "tasks": 1, "row": 99, "seconds": args.seconds, "size": args.big}
             big = workers.run(big_spec | {"settings": settings}, 1)[0]

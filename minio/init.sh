@@ -4,7 +4,9 @@
 #   1. the bucket (S3_BUCKET), private: no anonymous access
 #   2. two lifecycle rules: objects under images/ expire after STORAGE_CLEANUP_DAYS days;
 #      usage events under events/ after ANALYTICS_RETENTION_DAYS + 7 days, a backstop for
-#      the bot's daily prune (the quota ledger under ledger/ is never expired)
+#      the bot's daily prune (the quota ledger under ledger/ is never expired). With
+#      STORAGE_ARCHIVE=on, images/ waits 2 days longer (the bot archives them first) and a
+#      third rule expires archive/ after ARCHIVE_DAYS + 2 days
 #   3. the least-privilege policy from abby-policy.json, for S3_BUCKET only
 #   4. the application user (S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY) with that policy
 #
@@ -18,6 +20,8 @@
 #   S3_BUCKET              abby-images
 #   STORAGE_CLEANUP_DAYS   7
 #   ANALYTICS_RETENTION_DAYS 90
+#   STORAGE_ARCHIVE        off (on/true: keep old images in archive/)
+#   ARCHIVE_DAYS           90
 #   S3_ACCESS_KEY_ID       the application user's access key (required)
 #   S3_SECRET_ACCESS_KEY   its secret, 8 characters or more (required)
 #   ABBY_POLICY_NAME       abby-app
@@ -33,6 +37,8 @@ MINIO_URL=${MINIO_URL:-http://minio:9000}
 S3_BUCKET=${S3_BUCKET:-abby-images}
 STORAGE_CLEANUP_DAYS=${STORAGE_CLEANUP_DAYS:-7}
 ANALYTICS_RETENTION_DAYS=${ANALYTICS_RETENTION_DAYS:-90}
+STORAGE_ARCHIVE=${STORAGE_ARCHIVE:-off}
+ARCHIVE_DAYS=${ARCHIVE_DAYS:-90}
 ABBY_POLICY_NAME=${ABBY_POLICY_NAME:-abby-app}
 ABBY_POLICY_FILE=${ABBY_POLICY_FILE:-$HERE/abby-policy.json}
 INIT_RETRIES=${INIT_RETRIES:-30}
@@ -40,6 +46,8 @@ INIT_RETRY_DELAY=${INIT_RETRY_DELAY:-2}
 ALIAS=abby
 RULE_ID=abby-images-expiry
 EVENTS_RULE_ID=abby-events-expiry
+ARCHIVE_RULE_ID=abby-archive-expiry
+ARCHIVE_GRACE_DAYS=2 # the bot's daily maintenance archives and prunes first (ARCHIVE_GRACE_DAYS)
 EVENTS_MARGIN_DAYS=7 # the bot's daily prune and compaction run first (EVENTS_EXPIRY_MARGIN_DAYS)
 TEMPLATE_BUCKET=abby-images
 
@@ -69,6 +77,15 @@ case $ANALYTICS_RETENTION_DAYS in
 esac
 [ "$ANALYTICS_RETENTION_DAYS" -ge 1 ] && [ "$ANALYTICS_RETENTION_DAYS" -le 3650 ] ||
     fail "ANALYTICS_RETENTION_DAYS must be from 1 to 3650."
+case $STORAGE_ARCHIVE in
+    on | ON | On | true | TRUE | True | 1 | yes | YES) archive=1 ;;
+    off | OFF | Off | false | FALSE | False | 0 | no | NO | '') archive= ;;
+    *) fail "STORAGE_ARCHIVE '$STORAGE_ARCHIVE' must be on or off (or true/false)." ;;
+esac
+case $ARCHIVE_DAYS in
+    '' | *[!0-9]*) fail "ARCHIVE_DAYS '$ARCHIVE_DAYS' must be a whole number of days." ;;
+esac
+[ "$ARCHIVE_DAYS" -ge 1 ] && [ "$ARCHIVE_DAYS" -le 3650 ] || fail "ARCHIVE_DAYS must be from 1 to 3650."
 [ -r "$ABBY_POLICY_FILE" ] || fail "policy file $ABBY_POLICY_FILE not found."
 
 TARGET=$ALIAS/$S3_BUCKET
@@ -94,11 +111,15 @@ mc anonymous set none "$TARGET"
 # rule is missing or its number of days changed, and then writes both.
 days=$STORAGE_CLEANUP_DAYS
 events_days=$((ANALYTICS_RETENTION_DAYS + EVENTS_MARGIN_DAYS))
+archive_days=$((ARCHIVE_DAYS + ARCHIVE_GRACE_DAYS))
+[ -z "$archive" ] || days=$((STORAGE_CLEANUP_DAYS + ARCHIVE_GRACE_DAYS))
 echo "==> Lifecycle: images/ expire after $days days, events/ after $events_days days"
+[ -z "$archive" ] || echo "    archive/ after $archive_days days (STORAGE_ARCHIVE=on)"
 rules=$(mc ilm rule ls --json "$TARGET" 2>/dev/null) || rules=""
 if has_expiry_rule "$rules" "$RULE_ID" images/ "$days" &&
-    has_expiry_rule "$rules" "$EVENTS_RULE_ID" events/ "$events_days"; then
-    echo "    already in place (rules $RULE_ID, $EVENTS_RULE_ID)"
+    has_expiry_rule "$rules" "$EVENTS_RULE_ID" events/ "$events_days" &&
+    { [ -z "$archive" ] || has_expiry_rule "$rules" "$ARCHIVE_RULE_ID" archive/ "$archive_days"; }; then
+    echo "    already in place (rules $RULE_ID, $EVENTS_RULE_ID${archive:+, $ARCHIVE_RULE_ID})"
 else
     fmt='{"ID":"%s","Status":"Enabled","Filter":{"Prefix":"%s"},"Expiration":{"Days":%s}}'
     {
@@ -107,9 +128,11 @@ else
         printf "$fmt," "$RULE_ID" images/ "$days"
         # shellcheck disable=SC2059
         printf "$fmt" "$EVENTS_RULE_ID" events/ "$events_days"
+        # shellcheck disable=SC2059
+        [ -z "$archive" ] || printf ",$fmt" "$ARCHIVE_RULE_ID" archive/ "$archive_days"
         printf ']}\n'
     } | mc ilm import "$TARGET"
-    echo "    set (rules $RULE_ID, $EVENTS_RULE_ID)"
+    echo "    set (rules $RULE_ID, $EVENTS_RULE_ID${archive:+, $ARCHIVE_RULE_ID})"
 fi
 
 # -- 3. policy ---------------------------------------------------------------------

@@ -94,10 +94,13 @@ def test_compose_has_both_storage_profiles_and_nothing_outside_them(services: di
 def test_the_scale_profile_runs_two_shards_of_one_bot_on_one_bucket(services: dict[str, Any]) -> None:
     single = services["abby"]["environment"]
     shards = [services[f"abby-shard-{i}"]["environment"] for i in (0, 1)]
+    scale_out = ("SHARD_", "STORAGE_ESCROW", "GENERATION_QUEUE")
     for i, env in enumerate(shards):
         assert (env["SHARD_COUNT"], env["SHARD_IDS"]) == ("2", str(i))
+        # One budget and one queue for both processes, without a hot global document.
+        assert (env["STORAGE_ESCROW"], env["GENERATION_QUEUE"]) == ("true", "shared")
         # The same storage and the same blanked admin credentials as the single bot.
-        assert {k: v for k, v in env.items() if not k.startswith("SHARD_")} == single
+        assert {k: v for k, v in env.items() if not k.startswith(scale_out)} == single
         assert services[f"abby-shard-{i}"]["depends_on"] == services["abby"]["depends_on"]
 
 
