@@ -289,7 +289,8 @@ async def test_a_subscription_raises_the_daily_limit_while_it_lasts(abby: Abby) 
     quota = await abby.fake.slash("quota", user=ann)
     await quota.response()
     embed = (await quota.followup()).embeds[0]
-    assert field(embed, "Today").startswith("2 of 1 used") and "Subscription" not in [f["name"] for f in embed["fields"]]
+    assert field(embed, "Today").startswith("2 of 1 used")
+    assert "Subscription" not in [f["name"] for f in embed["fields"]]
 
 
 async def test_admins_grant_credits(abby: Abby) -> None:

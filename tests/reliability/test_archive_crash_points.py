@@ -23,7 +23,8 @@ from abby_core.storage import StorageBackend, StorageManager, keys
 from abby_core.storage.documents import ArchiveLedger
 from abby_core.storage.rules import PURGE_MARGIN
 from tests.reliability import scenarios
-from tests.reliability.crashpoints import ACTIONS, TTL, CrashPoints, describe
+from tests.reliability.conftest import INTERRUPTIONS
+from tests.reliability.crashpoints import TTL, CrashPoints, describe
 from tests.storage.conftest import Clock
 
 AGE = timedelta(days=8)  # past STORAGE_CLEANUP_DAYS (7)
@@ -134,7 +135,7 @@ async def _calls(
     return probe.calls
 
 
-@pytest.mark.parametrize("action", ACTIONS)
+@pytest.mark.parametrize(("backend_name", "action"), INTERRUPTIONS)
 async def test_archive_interrupted_at_every_call(backend: StorageBackend, action: str) -> None:
     clock = Clock(datetime.now(UTC) + AGE)
     await _images(backend, scenarios.user(5999), 2)
@@ -164,7 +165,7 @@ async def test_archive_interrupted_at_every_call(backend: StorageBackend, action
     assert failures == {}
 
 
-@pytest.mark.parametrize("action", ACTIONS)
+@pytest.mark.parametrize(("backend_name", "action"), INTERRUPTIONS)
 async def test_restore_interrupted_at_every_call(backend: StorageBackend, action: str) -> None:
     clock = Clock(datetime.now(UTC) + AGE)
     [probe_key] = await _archived(backend, scenarios.user(4999), clock)
