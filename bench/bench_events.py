@@ -1,11 +1,15 @@
 """Usage events: what recording costs a generation, and what reading 90 days costs.
 
     python bench/bench_events.py [--generations 200] [--rounds 10] [--events 100000] [--s3]
+                                 [--provider instant|offline]
 
 Prints two tables from one run:
 
 1. Overhead of recording: ``--generations`` generations through ``ImageService.imagine``
-   with a provider that returns one small pre-made PNG at once, on filesystem storage in a
+   with a provider that returns one small pre-made PNG at once (``--provider instant``, the
+   worst case: the generation is nothing but storage work), or with the offline renderer
+   (``--provider offline``: a real 1024×1024 image drawn and encoded on the CPU, the
+   shortest generation a server can actually make), on filesystem storage in a
    temporary folder, with and without an :class:`EventLog` (the same manager, users and
    provider). The two are interleaved in ``--rounds`` rounds, alternating which goes first,
    so drift (growing ledger documents, a busy machine) hits both alike. An event is written
@@ -50,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from abby_core.analytics import EventLog, UsageEvent  # noqa: E402
 from abby_core.analytics.log import DAILY_PREFIX, RAW_PREFIX  # noqa: E402
-from abby_core.generation import GeneratedImage, ImageGenerator, Provider  # noqa: E402
+from abby_core.generation import GeneratedImage, ImageGenerator, OfflineProvider, Provider  # noqa: E402
 from abby_core.generation.base import ImageToImageRequest, TextToImageRequest, UpscaleRequest  # noqa: E402
 from abby_core.pipeline import ImageService  # noqa: E402
 from abby_core.storage import FilesystemBackend, StorageBackend, StorageManager  # noqa: E402
@@ -123,13 +127,16 @@ async def batch(service: ImageService, arm: Arm, count: int, start: int) -> None
     arm.count += count
 
 
-async def overhead(backend: StorageBackend, generations: int, rounds: int) -> tuple[Arm, Arm, int, float]:
+async def overhead(
+    backend: StorageBackend, generations: int, rounds: int, provider: str = "instant"
+) -> tuple[Arm, Arm, int, float]:
     """Without events, with events, events stored (warm-up left out), and one bare ``record`` (median)."""
     backend.ensure_ready(cleanup_days=7)
     manager = StorageManager(
         backend, max_user_daily_gens=1_000_000, max_user_storage_mb=100_000, max_global_storage_mb=1_000_000
     )
-    generator = ImageGenerator(provider=InstantProvider(small_png()))
+    made: Provider = InstantProvider(small_png()) if provider == "instant" else OfflineProvider(seed_source=lambda: 7)
+    generator = ImageGenerator(provider=made)
     plain = ImageService(manager, generator)
     logged = ImageService(manager, generator, events=EventLog(backend))
     without, with_ = Arm([], []), Arm([], [])
@@ -390,6 +397,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds of the two")
     parser.add_argument("--events", type=int, default=100_000, help="events over the 90 days")
     parser.add_argument("--s3", action="store_true", help="also on a SeaweedFS weed mini started here")
+    parser.add_argument(
+        "--provider", choices=("instant", "offline"), default="instant",
+        help="instant: a ready 64x64 PNG (worst case); offline: the real offline renderer",
+    )
     args = parser.parse_args()
     if args.generations < args.rounds or args.events < DAYS:
         parser.error("need at least one generation per round and one event per day")
@@ -401,11 +412,14 @@ def main() -> None:
             results = [
                 (
                     "filesystem",
-                    *asyncio.run(overhead(FilesystemBackend(work / "overhead"), args.generations, args.rounds)),
+                    *asyncio.run(
+                        overhead(FilesystemBackend(work / "overhead"), args.generations, args.rounds, args.provider)
+                    ),
                 )
             ]
             if server is not None:
-                results.append(("SeaweedFS", *asyncio.run(overhead(s3_backend(server), args.generations, args.rounds))))
+                runs = overhead(s3_backend(server), args.generations, args.rounds, args.provider)
+                results.append(("SeaweedFS", *asyncio.run(runs)))
 
             fs = FilesystemBackend(work / "days")
             fs.ensure_ready(cleanup_days=7)
@@ -428,7 +442,8 @@ def main() -> None:
 
     print(
         f"\nRecording events: {args.generations} generations each way, {args.rounds} interleaved rounds "
-        f"(instant provider, 64×64 PNG, {GEN_USERS} members)\n"
+        f"({'instant provider, 64×64 PNG' if args.provider == 'instant' else 'offline renderer, 1024×1024'}, "
+        f"{GEN_USERS} members)\n"
     )
     print(
         "| storage | run | generations | mean per `imagine` | median per `imagine` "

@@ -303,3 +303,32 @@ async def test_the_s3_archive_lifecycle_rule(make_backend: Callable[..., Storage
     assert rules["abby-archive-expiry"]["Filter"]["Prefix"] == "archive/"
     assert rules["abby-archive-expiry"]["Expiration"]["Days"] == 92
     assert rules["abby-images-expiry"]["Expiration"]["Days"] == 9
+
+
+async def test_an_s3_storage_class_keeps_the_original_bytes(moto_env: None, clock: Clock) -> None:
+    """S3_ARCHIVE_STORAGE_CLASS: the archived copy is the original, copied on the server in that class."""
+    from abby_core.storage.s3 import S3Backend
+    from tests.storage.conftest import s3_settings
+
+    backend = S3Backend(s3_settings(None, None, None))
+    backend.ensure_ready(cleanup_days=7)
+    manager = StorageManager(
+        backend, clock=clock, archive=True, cleanup_days=7, archive_storage_class="STANDARD_IA"
+    )
+    try:
+        [made] = await _make(manager, USER, 1, seed=40)
+        original = backend.get_object(made)
+        clock.advance(days=8)
+        report = await manager.cleanup_old_files()
+        assert report.archive is not None and report.archive.archived == 1
+        [archived] = await manager.list_archived(USER)
+        assert archived.size == len(original)  # not re-encoded
+        head = backend.client.head_object(Bucket=backend.bucket, Key=archived.key)
+        assert head["StorageClass"] == "STANDARD_IA"
+        doc = _archive_doc(backend, USER)
+        assert doc is not None and [e.storage_class for e in doc.entries.values()] == ["STANDARD_IA"]
+        restored = await manager.restore_archived(USER, archived.key)
+        assert backend.get_object(restored.key) == original
+        assert await manager.list_archived(USER) == []
+    finally:
+        await manager.aclose()
