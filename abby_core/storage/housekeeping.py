@@ -135,9 +135,12 @@ class Housekeeping:
         known = self.accounts.user(uid)
         candidates = [k for k in found if k not in known.objects]
         confirmed = {k for k in candidates if self.backend.head_object(k) is not None}
+        # Holds seen before the write: one past its purge margin is dropped by that very write,
+        # its upload deleted first, so its stem must not be adopted from the older listing.
+        seen = {h.stem + "." for h in known.holds.values()}
 
         def correct(doc: UserLedger) -> tuple[int, int]:
-            stems = tuple(h.stem + "." for h in doc.holds.values()) or ("\0",)
+            stems = tuple(seen | {h.stem + "." for h in doc.holds.values()}) or ("\0",)
             before = rules.user_bytes(doc)
             objects: dict[str, Entry] = {}
             for k, entry in doc.objects.items():

@@ -14,13 +14,6 @@ from tests.fixtures.seaweedfs import SeaweedFS
 from tests.storage.conftest import s3_settings
 
 BACKENDS = ["filesystem", pytest.param("seaweedfs", marks=pytest.mark.seaweedfs)]
-# Every way to interrupt a call on the filesystem; on S3 the way only S3 has (a write that
-# lands but whose answer is lost), which the filesystem's definite errors never produce.
-# Parametrize ("backend_name", "action") with it.
-INTERRUPTIONS = [
-    *(("filesystem", action) for action in ("raise", "lose", "cancel")),
-    pytest.param("seaweedfs", "lose", marks=pytest.mark.seaweedfs),
-]
 
 
 def child_config(backend: StorageBackend, server: SeaweedFS | None) -> dict[str, Any]:

@@ -23,8 +23,7 @@ from abby_core.storage import StorageBackend, StorageManager, keys
 from abby_core.storage.documents import ArchiveLedger
 from abby_core.storage.rules import PURGE_MARGIN
 from tests.reliability import scenarios
-from tests.reliability.conftest import INTERRUPTIONS
-from tests.reliability.crashpoints import TTL, CrashPoints, describe
+from tests.reliability.crashpoints import ACTIONS, TTL, CrashPoints, describe
 from tests.storage.conftest import Clock
 
 AGE = timedelta(days=8)  # past STORAGE_CLEANUP_DAYS (7)
@@ -135,7 +134,7 @@ async def _calls(
     return probe.calls
 
 
-@pytest.mark.parametrize(("backend_name", "action"), INTERRUPTIONS)
+@pytest.mark.parametrize("action", ACTIONS)
 async def test_archive_interrupted_at_every_call(backend: StorageBackend, action: str) -> None:
     clock = Clock(datetime.now(UTC) + AGE)
     await _images(backend, scenarios.user(5999), 2)
@@ -165,7 +164,7 @@ async def test_archive_interrupted_at_every_call(backend: StorageBackend, action
     assert failures == {}
 
 
-@pytest.mark.parametrize(("backend_name", "action"), INTERRUPTIONS)
+@pytest.mark.parametrize("action", ACTIONS)
 async def test_restore_interrupted_at_every_call(backend: StorageBackend, action: str) -> None:
     clock = Clock(datetime.now(UTC) + AGE)
     [probe_key] = await _archived(backend, scenarios.user(4999), clock)
@@ -219,16 +218,7 @@ async def _child(config: dict[str, Any]) -> object:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("backend_name", "mode"),
-    [
-        ("filesystem", "archive"),
-        ("filesystem", "restore"),
-        # Restore's steps are a generation's (hold, upload, commit), killed at every call on S3
-        # by test_crash_points; archive's own steps are killed here on S3 too.
-        pytest.param("seaweedfs", "archive", marks=pytest.mark.seaweedfs),
-    ],
-)
+@pytest.mark.parametrize("mode", ["archive", "restore"])
 async def test_archive_and_restore_killed_at_every_call(
     backend: StorageBackend, config: dict[str, Any], mode: str
 ) -> None:

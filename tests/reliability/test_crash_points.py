@@ -14,7 +14,6 @@ import pytest
 
 from abby_core.storage import StorageBackend, StorageManager
 from tests.reliability import scenarios
-from tests.reliability.conftest import INTERRUPTIONS
 from tests.reliability.crashpoints import ACTIONS, TTL, CrashPoints, describe, verdict
 from tests.storage.conftest import Clock
 
@@ -41,7 +40,7 @@ async def test_every_storage_call_interrupted_in_process(backend: StorageBackend
     await _interrupt_every_call(backend, action, escrow=False)
 
 
-@pytest.mark.parametrize(("backend_name", "action"), INTERRUPTIONS)
+@pytest.mark.parametrize("action", ACTIONS)
 async def test_every_storage_call_interrupted_in_process_with_escrow(backend: StorageBackend, action: str) -> None:
     """The same with STORAGE_ESCROW: the lease's refill and settle are storage calls too."""
     await _interrupt_every_call(backend, action, escrow=True)
@@ -78,13 +77,15 @@ async def _interrupt_every_call(backend: StorageBackend, action: str, *, escrow:
 
 
 @pytest.mark.slow
-async def test_every_storage_call_killed(backend: StorageBackend, config: dict[str, Any]) -> None:
-    calls = await _clean_run(backend, scenarios.user(7999))
+@pytest.mark.parametrize("escrow", [False, True], ids=["global-writes", "escrow"])
+async def test_every_storage_call_killed(backend: StorageBackend, config: dict[str, Any], escrow: bool) -> None:
+    """Killed at every call; with escrow the dead process's lease is taken back after its lifetime."""
+    calls = await _clean_run(backend, scenarios.user(7999), escrow=escrow)
     failures: dict[str, list[str]] = {}
     killed = 0
     for at in range(1, len(calls) + 1):
         uid = scenarios.user(7000 + at)
-        proc = scenarios.spawn(dict(config, mode="crash", user=uid, at=at))
+        proc = scenarios.spawn(dict(config, mode="crash", user=uid, at=at, escrow=escrow))
         out, err = await asyncio.to_thread(proc.communicate, timeout=120)
         reported: object
         if proc.returncode == -signal.SIGKILL:

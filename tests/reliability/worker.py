@@ -61,7 +61,9 @@ async def crash(config: dict[str, Any]) -> dict[str, Any]:
     from tests.reliability.crashpoints import TTL, CrashPoints
 
     backend = CrashPoints(build_backend(config), at=config["at"], action="kill")
-    manager = StorageManager(backend, reservation_ttl_seconds=TTL, settle_seconds=1)
+    manager = StorageManager(
+        backend, reservation_ttl_seconds=TTL, settle_seconds=1, escrow=bool(config.get("escrow"))
+    )
     service = ImageService(manager, ImageGenerator(provider=OfflineProvider()))
     try:
         await service.imagine(config["user"], "a lighthouse at dawn")

@@ -396,3 +396,20 @@ async def test_two_managers_on_one_backend_share_exact_quota(
     assert others == []
     ledger = backend.read_doc(user_ledger_key(ALICE))
     assert ledger is not None and len(json.loads(ledger[0])["holds"]) == 4
+
+
+async def test_reconcile_never_adopts_the_upload_of_a_hold_it_drops(
+    make_manager: Callable[..., StorageManager], clock: Clock
+) -> None:
+    """A process died between the upload and the commit; its hold is past the purge margin when
+    reconcile lists the images. The write that drops the hold deletes the upload first: the
+    upload must not then be counted as an image from the older listing."""
+    manager = make_manager(reservation_ttl_seconds=60)
+    res = await manager.reserve(ALICE)
+    manager.backend.put_object(f"{res.key_stem}.png", png(), "image/png")  # uploaded, never committed
+    clock.advance(seconds=60 + PURGE_MARGIN.total_seconds() + 1)
+    report = await manager.reconcile()
+    assert report.drift == {}
+    assert list(manager.backend.list_objects(f"{USERS_PREFIX}{ALICE}/")) == []
+    status = await manager.get_quota_status(ALICE)
+    assert (status.user_bytes, status.daily_used, status.global_bytes) == (0, 0, 0)
