@@ -26,7 +26,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from abby_core.errors import InvalidUser, LedgerCorrupt
+from abby_core.errors import InvalidUser, LedgerCorrupt, StorageUnavailable
 from abby_core.storage import keys, rules
 from abby_core.storage.backend import ConditionFailed, StorageBackend
 from abby_core.storage.documents import Entry, GlobalLedger, MemberRecord, Snapshot, UserLedger
@@ -37,6 +37,18 @@ __all__ = ["Accounts"]
 log = logging.getLogger("abby.storage")
 _T = TypeVar("_T")
 D = TypeVar("D", bound=BaseModel)
+# How many times one user update may stop to delete the uploads of holds that expired meanwhile.
+_DROP_ROUNDS = 20
+
+
+class _Doomed(Exception):
+    """A user update found holds to drop whose uploads must be deleted first (``stems``: hold → stem)."""
+
+    def __init__(self, stems: dict[str, str]) -> None:
+        super().__init__(f"{len(stems)} hold(s) to drop")
+        self.stems = stems
+
+
 # How many users with expired holds one global update refreshes (the rest wait for the next).
 _REFRESH_PER_UPDATE = 8
 
@@ -189,20 +201,30 @@ class Accounts:
             self.backend.delete_objects([k for stem in stems for k in keys.image_candidates(stem)])
 
     def update_user(self, uid: str, mutate: Callable[[UserLedger], _T]) -> tuple[_T, UserLedger]:
-        """Change ``uid``'s document; void and expired holds are dropped on the way, uploads first."""
+        """Change ``uid``'s document; void and expired holds are dropped on the way, uploads first.
+
+        The change itself finds the holds to drop, on the version it writes: when there are
+        some whose uploads were not deleted yet, it stops, they are deleted, and it runs again.
+        """
         key = keys.user_ledger_key(uid)
-        current = self.ledger.last_seen(key, UserLedger) or self.user(uid)
-        doomed = {rid: current.holds[rid].stem for rid in rules.expired_holds(current, self.clock())}
-        self.delete_uploads(sorted(doomed.values()))
+        deleted: dict[str, str] = {}  # hold → the stem whose uploads are gone
 
         def change(doc: UserLedger) -> _T:
-            now = self.clock()
-            for rid in rules.expired_holds(doc, now):
-                if doomed.get(rid) == doc.holds[rid].stem:
-                    del doc.holds[rid]
+            expired = {rid: doc.holds[rid].stem for rid in rules.expired_holds(doc, self.clock())}
+            pending = {rid: stem for rid, stem in expired.items() if deleted.get(rid) != stem}
+            if pending:
+                raise _Doomed(pending)
+            for rid in expired:
+                del doc.holds[rid]
             return mutate(doc)
 
-        return self._update(key, UserLedger, change, lambda: self.rebuild_user(uid))
+        for _ in range(_DROP_ROUNDS):
+            try:
+                return self._update(key, UserLedger, change, lambda: self.rebuild_user(uid))
+            except _Doomed as found:
+                self.delete_uploads(sorted(found.stems.values()))
+                deleted.update(found.stems)
+        raise StorageUnavailable("The quota ledger is too busy right now; please try again in a moment.")
 
     def update_global(self, mutate: Callable[[GlobalLedger], _T]) -> tuple[_T, GlobalLedger]:
         """Change the global document, after refreshing the snapshots of users whose holds expired."""

@@ -53,7 +53,9 @@ class Ledger:
         self.backend = backend
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        self._cache: dict[str, tuple[bytes, str]] = {}
+        # Last version read or written: body, tag, and whether the body is this ledger's own
+        # serialisation (written here), so an unchanged document serialises to it exactly.
+        self._cache: dict[str, tuple[bytes, str, bool]] = {}
         self._seen: dict[str, bytes] = {}  # last version read or written, kept for display only
         self.conflicts = 0  # lost races, for benchmarks and tests
 
@@ -83,7 +85,7 @@ class Ledger:
         except LedgerCorrupt:
             self._cache.pop(key, None)
             raise
-        self._cache[key] = (body, tag)
+        self._cache[key] = (body, tag, False)
         self._seen[key] = body
         return doc, tag
 
@@ -109,7 +111,9 @@ class Ledger:
                     doc, tag = found if found is not None else (create(), None)
                 else:
                     doc, tag = self._parse(key, model, cached[0]), cached[1]
-                before = _body(doc)
+                # What "unchanged" compares with: our own last write as it is, anything else
+                # re-serialised (a document from another version may be laid out differently).
+                before = cached[0] if cached is not None and cached[2] else _body(doc)
                 try:
                     result = mutate(doc)
                 except Exception:
@@ -137,7 +141,7 @@ class Ledger:
                     if self.backend.write_errors_are_definite:
                         raise
                     raise UncertainWrite(str(exc)) from exc
-                self._cache[key] = (body, new_tag)
+                self._cache[key] = (body, new_tag, True)
                 self._seen[key] = body
                 return result, doc
         raise StorageUnavailable("The quota ledger is too busy right now; please try again in a moment.")
