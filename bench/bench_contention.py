@@ -1,6 +1,6 @@
 """Contention benchmark: raw uploads against Abby's quota protocol as writers are added.
 
-    python bench/bench_contention.py [--seconds 8] [--size 20000] [--big 1500000] [--quick]
+    python bench/bench_contention.py [--seconds 8] [--size 20000] [--big 1500000] [--quick] [--big-only]
 
 Starts its own SeaweedFS (``weed mini`` on 127.0.0.1, in a temporary folder), runs every
 row against it, stops it, and prints:
@@ -19,7 +19,8 @@ row against it, stops it, and prints:
    included), and the sizes of one member's document and of the global document at the end.
 3. One writer, ``--big`` images: raw ``put_object`` against ``save_image`` without and with
    escrow (the reservation made before each save is not timed), interleaved, mean and
-   median latency, ratios to raw.
+   median latency, ratios to raw, and the size the member's document reached (every
+   commit rewrites it). ``--big-only`` runs just this table.
 
 Processes are spawned once and reused; for each row they get ready (clients built, one
 warm-up operation per task, so members' documents exist), then all start at one shared
@@ -224,6 +225,16 @@ async def big_phase(index: int, spec: dict[str, Any], inbox: Any, outbox: Any) -
     raw: list[float] = []
     save: list[float] = []
     escrowed: list[float] = []
+    floor: list[float] = []
+    probe = {"key": f"ledger/bench-probe-{index}.json", "tag": None}
+
+    def write_like_commit() -> float:
+        """A conditional write of a copy of the member's document: what the commit costs at least."""
+        found = backend.read_doc(keys.user_ledger_key(user))
+        body = found[0] if found else b"{}"
+        start = time.perf_counter()
+        probe["tag"] = backend.write_doc(probe["key"], body, etag=probe["tag"])
+        return time.perf_counter() - start
 
     async def timed_save(manager: StorageManager) -> float:
         reservation = await manager.reserve(user, size_bytes=len(data))
@@ -237,10 +248,12 @@ async def big_phase(index: int, spec: dict[str, Any], inbox: Any, outbox: Any) -
         middle = time.perf_counter()
         plain_save = await timed_save(plain)
         escrow_save = await timed_save(escrow)
+        commit_floor = await loop.run_in_executor(pool, write_like_commit)
         if i >= 0:
             raw.append(middle - start)
             save.append(plain_save)
             escrowed.append(escrow_save)
+            floor.append(commit_floor)
 
     try:
         for i in range(-BIG_WARMUP, 0):
@@ -250,6 +263,7 @@ async def big_phase(index: int, spec: dict[str, Any], inbox: Any, outbox: Any) -
         await asyncio.sleep(max(0.0, start_at - time.time()))
         _, errors, last = await timed_loop(start_at + spec["seconds"], pair)
         finished = time.time()
+        found = backend.read_doc(keys.user_ledger_key(user))
     finally:
         await plain.aclose()
         await escrow.aclose()
@@ -260,8 +274,11 @@ async def big_phase(index: int, spec: dict[str, Any], inbox: Any, outbox: Any) -
         "raw": raw,
         "save": save,
         "escrow": escrowed,
+        "floor": floor,
         "errors": errors,
         "last_error": last,
+        "doc_bytes": len(found[0]) if found else 0,
+        "doc_images": found[0].count(b'"created"') if found else 0,
     }
 
 
@@ -374,6 +391,12 @@ Row = tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]
 
 
 def print_tables(rows: list[Row], big: dict[str, Any], args: Any) -> None:
+    if rows:
+        print_rows(rows, args)
+    print_big(big, args)
+
+
+def print_rows(rows: list[Row], args: Any) -> None:
     print(f"\nWriters against one SeaweedFS on loopback, {args.seconds:g} s per row, {args.size:,} B images\n")
     print(
         "| writers (processes × tasks) | raw put_object ops/s | p99 "
@@ -416,6 +439,8 @@ def print_tables(rows: list[Row], big: dict[str, Any], args: Any) -> None:
             cells += [f"{docs['user']:,} B", f"{docs['global']:,} B"]
             print(f"| {label} | " + " | ".join(cells) + " |")
 
+
+def print_big(big: dict[str, Any], args: Any) -> None:
     raw, save, escrow = big["raw"], big["save"], big["escrow"]
     print(f"\nOne writer, {args.big:,} B images, {len(raw)} interleaved rounds in {args.seconds:g} s\n")
     if not raw:
@@ -429,6 +454,12 @@ def print_tables(rows: list[Row], big: dict[str, Any], args: Any) -> None:
             f"| {statistics.mean(values) / statistics.mean(raw):.2f}× "
             f"| {statistics.median(values) / statistics.median(raw):.2f}× |"
         )
+    floor = statistics.median(big["floor"])
+    print(
+        f"\nThe member's document at the end: {big['doc_images']:,} images, {big['doc_bytes']:,} B. "
+        f"A conditional write of a copy of it alone (what a commit costs at least): p50 {floor * MS:.1f} ms, "
+        f"so save_image can be no faster than raw + that: {1 + floor / statistics.median(raw):.2f}× raw p50."
+    )
     if big["errors"]:
         print(f"\n{big['errors']} error(s); last: {big['last_error']}")
 
@@ -439,10 +470,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=20_000, help="image bytes in the contention rows (default 20 KB)")
     parser.add_argument("--big", type=int, default=1_500_000, help="image bytes in the one-writer table (1.5 MB)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s per row, rows 1x1, 1x8, 2x8")
+    parser.add_argument("--big-only", action="store_true", help="only the one-writer table")
     args = parser.parse_args()
     if args.quick:
         args.seconds = 2.0
-    rows = QUICK_ROWS if args.quick else ROWS
+    rows = [] if args.big_only else QUICK_ROWS if args.quick else ROWS
     logging.disable(logging.WARNING)
     from tests.fixtures.seaweedfs import SeaweedFS  # the parent only: it imports pytest
 
@@ -468,7 +500,7 @@ def main() -> None:
             backend = S3Backend(S3Settings(**settings))
             backend.ensure_ready(cleanup_days=7)
             backend.close()
-            count = max(p for p, _ in rows)
+            count = max([p for p, _ in rows] or [1])
             progress(f"spawning {count} worker processes")
             workers = Workers(count)
             for n, (processes, tasks) in enumerate(rows, start=1):
