@@ -293,6 +293,27 @@ async def test_a_subscription_raises_the_daily_limit_while_it_lasts(abby: Abby) 
     assert "Subscription" not in [f["name"] for f in embed["fields"]]
 
 
+async def test_a_server_subscription_raises_the_limit_of_every_member_of_that_server(abby: Abby) -> None:
+    """A guild subscription SKU in PREMIUM_TIERS: interactions in the subscribed server carry the
+    server's entitlement, so all its members get the tier; members elsewhere do not."""
+    server_plus = 1_234_567_890_004
+    abby.fake.add_sku(server_plus, "Abby Plus for servers", 5, flags=1 << 2 | 1 << 7)
+    await start_selling(abby, MAX_USER_DAILY_GENS=1, PREMIUM_TIERS=f"{PLUS}:3:1000,{server_plus}:2:1000")
+    elsewhere = abby.fake.make_guild("Another server")
+    owner, ann = abby.fake.make_member(name="owner"), abby.fake.make_member(name="ann")
+    cy = abby.fake.make_member(name="cy", guild=elsewhere)
+    await abby.fake.purchase(owner, server_plus, guild_id=abby.fake.guild)
+
+    for n in (1, 2):
+        made = await result_of(await abby.fake.slash("imagine", user=ann, options={"prompt": f"server plus {n}"}))
+        assert field(made.embeds[0], "Your quota").startswith(f"{n}/2 today"), "ann never bought it herself"
+    error, _ = await refusal(await abby.fake.slash("imagine", user=ann, options={"prompt": "3"}, expect_error=True))
+    assert isinstance(error, DailyLimitExceeded) and error.limit == 2
+    await result_of(await abby.fake.slash("imagine", user=cy, options={"prompt": "cy's"}))
+    error, _ = await refusal(await abby.fake.slash("imagine", user=cy, options={"prompt": "x"}, expect_error=True))
+    assert isinstance(error, DailyLimitExceeded) and error.limit == 1, "another server has no subscription"
+
+
 async def test_admins_grant_credits(abby: Abby) -> None:
     await start_selling(abby, MAX_USER_DAILY_GENS=1)
     mods = abby.fake.make_role("mods", permissions=discord.Permissions(manage_guild=True))
