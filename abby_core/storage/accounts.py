@@ -285,6 +285,21 @@ class Accounts:
 
         return self._update(keys.member_key(uid), MemberRecord, change, lambda: MemberRecord(user_id=uid))
 
+    def copy_spent(self, uid: str) -> bool:
+        """Make the member record's credits spent exactly what ``uid``'s document says now.
+
+        The record is what a rebuilt document starts from: a count behind would give spent
+        credits back, one ahead would take unspent ones. Returns whether it changed.
+        """
+        spent = self.user(uid).credits_spent
+
+        def copy(record: MemberRecord) -> bool:
+            changed = record.credits_spent != spent
+            record.credits_spent = spent
+            return changed
+
+        return self.update_member(uid, copy)[0]
+
     def record_deletions(self, uid: str, gone: list[str]) -> None:
         """Remember images of today and yesterday that were deleted, for a rebuild's count."""
         horizon = rules.day_of(self.clock()) - timedelta(days=1)

@@ -154,6 +154,11 @@ class Housekeeping:
 
         (before, after), doc = self.accounts.update_user(uid, correct)
         self.accounts.sync_global(uid, doc)
+        # A copy of the credits spent that failed or was cut short: the record is what a
+        # rebuilt document starts from, so it must count what the ledger spent.
+        credits = bool(doc.credits_spent or doc.credit_log)
+        if credits and self.accounts.member(uid).credits_spent != doc.credits_spent and self.accounts.copy_spent(uid):
+            log.warning("Reconcile: the member record of user %s now counts the credits its ledger spent.", uid)
         return before, after
 
     # -- stats ----------------------------------------------------------------------------

@@ -79,6 +79,7 @@ class Accounting:
         # outage the hold goes at once; if the process dies, the hold's expiry still ends it.
         self._unfinished: dict[str, tuple[str, str | None]] = {}
         self._unsynced: set[str] = set()  # users whose commit the global document has not seen
+        self._unmirrored: set[str] = set()  # users whose member record may count other credits spent
         self._undiscarded: dict[str, tuple[Reservation, str]] = {}  # interrupted commits to take back
         self._unfinished_lock = threading.Lock()
         self.skew = min(CLOCK_SKEW, timedelta(seconds=reservation_ttl / 4))
@@ -168,12 +169,28 @@ class Accounting:
         return key, doc
 
     def _mirror_spent(self, uid: str, doc: UserLedger) -> None:
-        """Copy the credits spent into the member record (what a rebuild starts from); best effort."""
+        """Copy the credits spent into the member record (what a rebuild starts from).
+
+        When storage refuses, the copy is retried before this process's next operation (and
+        reconcile checks every record against its document).
+        """
         spent = doc.credits_spent
         try:
             self.accounts.update_member(uid, lambda r: setattr(r, "credits_spent", max(r.credits_spent, spent)))
         except StorageError as exc:
-            log.warning("Could not record a spent credit of user %s in the member record (%s).", uid, exc)
+            self._unmirrored_later(uid, exc)
+
+    def _copy_spent(self, uid: str) -> None:
+        """The member record's credits spent set to the document's, now or before the next operation."""
+        try:
+            self.accounts.copy_spent(uid)
+        except StorageError as exc:
+            self._unmirrored_later(uid, exc)
+
+    def _unmirrored_later(self, uid: str, exc: StorageError) -> None:
+        with self._unfinished_lock:
+            self._unmirrored.add(uid)
+        log.warning("Could not copy the credits spent by user %s into the member record yet (%s).", uid, exc)
 
     def _settle(self, res: Reservation, key: str) -> UserLedger:
         """Find out whether a commit whose answer was lost landed; if not, make sure it never does.
@@ -256,6 +273,7 @@ class Accounting:
             pending = list(self._unfinished.items())
             unsynced = list(self._unsynced)
             undiscarded = list(self._undiscarded.items())
+            unmirrored = list(self._unmirrored)
         for rid, (res, key) in undiscarded:
             try:
                 self._discard(res, key)
@@ -270,6 +288,13 @@ class Accounting:
                 return
             with self._unfinished_lock:
                 self._unsynced.discard(uid)
+        for uid in unmirrored:
+            try:
+                self.accounts.copy_spent(uid)
+            except StorageError:
+                return
+            with self._unfinished_lock:
+                self._unmirrored.discard(uid)
         for rid, (uid, stem) in pending:
             try:
                 self.void(uid, rid, stem)
@@ -305,6 +330,9 @@ class Accounting:
         self.accounts.update_user(res.user_id, undo)
         _, doc = self.accounts.update_user(res.user_id, lambda d: None)
         self._sync(res.user_id, doc)
+        if res.credit:
+            # The commit's copy raised the record's count; the credit given back lowers it again.
+            self._copy_spent(res.user_id)
 
     def _sync(self, uid: str, doc: UserLedger) -> None:
         """Tell the global document about ``doc`` now, or (escrow) at the lease's next settle."""

@@ -33,7 +33,7 @@ from abby_core.storage.keys import user_prefix
 from abby_core.storage.models import ObjectInfo, ReadyReport
 from abby_core.storage.rules import PURGE_MARGIN, global_usage
 
-__all__ = ["ACTIONS", "CrashPoints", "verdict"]
+__all__ = ["ACTIONS", "CrashPoints", "credit_verdict", "verdict"]
 
 ACTIONS = ("raise", "lose", "cancel")
 TTL = 60
@@ -194,3 +194,115 @@ def describe(result: object) -> str:
         return f"{type(result).__name__}"
     return "success"
 
+
+# -- a generation paid with a credit ------------------------------------------------------------
+
+
+async def _credit_state(backend: StorageBackend, manager: StorageManager, uid: str) -> dict[str, Any]:
+    state = await _state(backend, manager, uid)  # first: the manager's retries run before any read
+    status = await manager.get_quota_status(uid)
+    doc = await asyncio.to_thread(manager.accounts.user, uid)
+    record = await asyncio.to_thread(manager.accounts.member, uid)
+    state.update(credits=status.credits, spent=doc.credits_spent, recorded=record.credits_spent)
+    return state
+
+
+async def credit_verdict(
+    reported: object,
+    backend: StorageBackend,
+    uid: str,
+    *,
+    same: StorageManager | None,
+    clock: Any,
+    before: dict[str, int],
+    credits: int,
+) -> tuple[list[str], list[str], bool]:
+    """:func:`verdict` for a generation paid with a credit, by a member who had used the day's
+    allowance (one generation, whose image is ``before``) and held ``credits`` credits.
+
+    Kept: one credit spent, one new image, stored, counted and in the gallery once. Not kept:
+    no credit spent (none promised either), nothing new stored, counted or held. Returns what
+    is wrong with that, what is wrong with the member record's copy of the credits spent
+    (past the holds' lifetime it is never behind the user document, and a user document
+    rebuilt from it has the same balance), and whether the generation was kept in the end.
+    """
+    wrong: list[str] = []
+    record: list[str] = []
+    success = reported is not None and not isinstance(reported, BaseException)
+    unknown = reported is None or isinstance(reported, SaveOutcomeUnknown)
+    started = clock().date()
+    old = sum(before.values())
+
+    def judge(when: str, state: dict[str, Any], *, settled: bool) -> bool:
+        # Every image of ``before`` was made today; past midnight UTC the daily count has rightly restarted.
+        used = len(before) if clock().date() == started else 0
+        new = set(state["images"]) - set(before)
+        charged = bool(new) or state["spent"] > 0 or state["user_bytes"] > old or state["daily_used"] > used
+        kept = success or (unknown and charged and settled)
+        nothing = (
+            state["images"] == before
+            and state["user_bytes"] == old
+            and state["gallery"] == len(before)
+            and state["daily_used"] == used
+            and state["in_flight"] == 0
+            and (state["credits"], state["spent"]) == (credits, 0)
+        )
+        whole = (
+            len(new) == 1
+            and set(before) <= set(state["images"])
+            and len(state["images"]) == len(before) + 1
+            and state["user_bytes"] == sum(state["images"].values())
+            and state["gallery"] == len(before) + 1
+            and state["daily_used"] == (used + 1 if used else 0)
+            and state["in_flight"] == 0
+            and (state["credits"], state["spent"]) == (credits - 1, 1)
+        )
+        if kept and not whole:
+            wrong.append(f"{when}: reported {describe(reported)} but not one credit and one image: {state}")
+        if not kept and (not unknown or settled) and not nothing:
+            wrong.append(f"{when}: reported {describe(reported)} but a credit or an image is charged or held: {state}")
+        if settled and state["global_bytes"] != state["user_bytes"]:
+            wrong.append(f"{when}: global usage {state['global_bytes']} is not the stored {state['user_bytes']}")
+        return kept
+
+    if same is not None:  # the same process, storage answering again
+        judge("right after", await _credit_state(backend, same, uid), settled=False)
+    glob = await asyncio.to_thread(Accounts(backend, clock).global_doc)
+    stored = sum(o.size for o in backend.list_objects("images/"))
+    if global_usage(glob) < stored:
+        wrong.append(f"right after: the global ledger counts {global_usage(glob)} bytes, {stored} are stored")
+    clock.advance(seconds=TTL + PURGE_MARGIN.total_seconds() + 1)
+    other = StorageManager(backend, reservation_ttl_seconds=TTL, clock=clock, settle_seconds=1)
+    try:
+        await other.reconcile()  # the daily maintenance, from another process
+        state = await _credit_state(backend, other, uid)
+        kept = judge("after the holds' lifetime", state, settled=True)
+        docs = backend.read_doc(f"ledger/users/{uid}.json")
+        if docs is not None and b'"holds":{}' not in docs[0]:
+            wrong.append("a hold is still in the user's ledger after its lifetime")
+        glob = await asyncio.to_thread(other.accounts.global_doc)
+        stored = sum(o.size for o in backend.list_objects("images/"))
+        if glob.leases:
+            wrong.append(f"leases of the global budget still held: {sorted(glob.leases)}")
+        if global_usage(glob) != stored:
+            wrong.append(f"global usage {global_usage(glob)} is not the {stored} bytes stored")
+        # What a rebuild of a lost user document starts from: behind, a rebuild gives a spent
+        # credit back; ahead, it takes an unspent one from the member.
+        if state["recorded"] != state["spent"]:
+            side = "behind" if state["recorded"] < state["spent"] else "ahead of"
+            record.append(
+                f"the member record's credits spent ({state['recorded']}) is {side} the user document's "
+                f"({state['spent']})"
+            )
+        backend.delete_doc(f"ledger/users/{uid}.json")
+        other.ledger.forget()
+        rebuilt = await _credit_state(backend, other, uid)
+        if (rebuilt["credits"], rebuilt["daily_used"], rebuilt["user_bytes"]) != (
+            state["credits"],
+            state["daily_used"],
+            state["user_bytes"],
+        ):
+            record.append(f"the rebuilt user document differs: {rebuilt} instead of {state}")
+    finally:
+        await other.aclose()
+    return wrong, record, kept

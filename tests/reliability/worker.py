@@ -6,8 +6,8 @@ Modes:
   calls with the offline renderer for ``user``; print
   ``{"granted", "refused", "errors", "stored": [[key, sha256], ...]}``.
 * ``crash``: one ``imagine`` for ``user`` through a backend that kills this process at
-  storage call ``at`` (see crashpoints.py); print ``{"reported": "success" | error code}``
-  if it gets that far.
+  storage call ``at`` (see crashpoints.py), with a daily limit of ``daily`` if given; print
+  ``{"reported": "success" | error code}`` if it gets that far.
 * ``hold``: reserve ``holds`` generations for ``user`` (TTL ``ttl``), print
   ``{"held": [reservation ids]}``, then sleep until killed.
 """
@@ -61,8 +61,9 @@ async def crash(config: dict[str, Any]) -> dict[str, Any]:
     from tests.reliability.crashpoints import TTL, CrashPoints
 
     backend = CrashPoints(build_backend(config), at=config["at"], action="kill")
+    limits = {"max_user_daily_gens": config["daily"]} if "daily" in config else {}
     manager = StorageManager(
-        backend, reservation_ttl_seconds=TTL, settle_seconds=1, escrow=bool(config.get("escrow"))
+        backend, reservation_ttl_seconds=TTL, settle_seconds=1, escrow=bool(config.get("escrow")), **limits
     )
     service = ImageService(manager, ImageGenerator(provider=OfflineProvider()))
     try:

@@ -156,6 +156,61 @@ async def test_an_interrupted_credit_generation_gives_its_credit_back(
     assert (status.credits, status.daily_used) == (1, 1)
 
 
+async def _credits_after_rebuild(manager: StorageManager) -> int:
+    manager.backend.delete_doc(keys.user_ledger_key(USER))
+    manager.ledger.forget()
+    return (await manager.get_quota_status(USER)).credits
+
+
+async def test_a_discarded_credit_generation_is_not_charged_by_a_rebuilt_ledger(
+    make_manager: Callable[..., StorageManager],
+) -> None:
+    """The commit copies the credit spent into the member record; taking it back lowers it again."""
+    manager = make_manager(max_user_daily_gens=1)
+    await _make(manager)
+    await manager.add_credits(USER, 2, source="entitlement:8")
+    res = await manager.reserve(USER)
+    await manager.discard(res, await manager.save_image(res, PNG))
+    assert manager.accounts.member(USER).credits_spent == 0
+    assert await _credits_after_rebuild(manager) == 2
+
+
+async def test_a_copy_of_the_credits_spent_that_storage_refused_is_retried(
+    make_backend: Callable[..., StorageBackend], clock: Clock
+) -> None:
+    """The member record's copy fails after the commit: it is made before the next operation, and
+    reconcile repairs a record that is behind or ahead all the same."""
+    crash = CrashPoints(make_backend())
+    manager = StorageManager(crash, max_user_daily_gens=1, clock=clock)
+    try:
+        await _make(manager)
+        await manager.add_credits(USER, 2, source="entitlement:9")
+        res = await manager.reserve(USER)
+        crash.calls.clear()
+        crash.at, crash.action = 10**6, "raise"
+        original = crash.inner.write_doc
+
+        def refuse_records(key: str, body: bytes, *, etag: str | None) -> str:
+            if key == keys.member_key(USER):
+                raise StorageError("storage refused the member record (test)")
+            return original(key, body, etag=etag)
+
+        crash.inner.write_doc = refuse_records  # type: ignore[method-assign]
+        await manager.save_image(res, PNG)  # charged and reported: the copy is what failed
+        assert manager.accounts.member(USER).credits_spent == 0
+        crash.inner.write_doc = original  # type: ignore[method-assign]
+        await manager.get_quota_status(USER)  # any next operation finishes it first
+        assert manager.accounts.member(USER).credits_spent == 1
+
+        for wrong in (0, 2):  # behind, then ahead, as a killed process could leave it
+            manager.accounts.update_member(USER, lambda r, n=wrong: setattr(r, "credits_spent", n))
+            await manager.reconcile()
+            assert manager.accounts.member(USER).credits_spent == 1
+        assert await _credits_after_rebuild(manager) == 1
+    finally:
+        await manager.aclose()
+
+
 async def test_premium_tiers_follow_the_active_subscription(make_backend: Callable[..., StorageBackend]) -> None:
     tier = PremiumTier(sku_id=4242, daily_gens=3, storage_mb=100)
     manager = StorageManager(make_backend(), max_user_daily_gens=1, premium_tiers=[tier])

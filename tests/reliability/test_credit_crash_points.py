@@ -1,0 +1,192 @@
+"""One generation paid with a credit, interrupted at every storage call in turn (raise, lost
+answer, cancel, kill), on the filesystem and on a real S3 server: a credit is spent exactly
+when the image is kept, and a rebuilt user document has the same balance."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from abby_core.pipeline import GenerationResult
+from abby_core.storage import StorageBackend, StorageManager
+from abby_core.storage.documents import UserLedger
+from abby_core.storage.keys import user_ledger_key, user_prefix
+from tests.reliability import scenarios
+from tests.reliability.crashpoints import ACTIONS, TTL, CrashPoints, credit_verdict, describe
+from tests.storage.conftest import Clock
+
+DAILY = 1  # the member's daily allowance, used up before the generation under test
+CREDITS = 2
+
+
+class CommitWatch(CrashPoints):
+    """Passes every call through, and notes whether a write that spends a credit of ``uid``
+    reached storage (the commit landed, whatever became of the generation afterwards)."""
+
+    def __init__(self, inner: StorageBackend, uid: str) -> None:
+        super().__init__(inner)
+        self.key = user_ledger_key(uid)
+        self.committed = False
+
+    def write_doc(self, key: str, body: bytes, *, etag: str | None) -> str:
+        tag = super().write_doc(key, body, etag=etag)
+        if key == self.key and UserLedger.model_validate_json(body).credits_spent:
+            self.committed = True
+        return tag
+
+
+def _manager(backend: StorageBackend, clock: Clock, *, escrow: bool = False) -> StorageManager:
+    return StorageManager(
+        backend, max_user_daily_gens=DAILY, reservation_ttl_seconds=TTL, clock=clock, settle_seconds=1, escrow=escrow
+    )
+
+
+async def _member(backend: StorageBackend, uid: str) -> dict[str, int]:
+    """A member who used the day's allowance and holds ``CREDITS`` credits; returns their images."""
+    setup = _manager(backend, Clock(datetime.now(UTC)))
+    try:
+        service = scenarios.service_with(setup, scenarios.FixedProvider([scenarios.noise_png(40)], delay=0))
+        first = await service.imagine(uid, "the day's allowance")
+        assert not first.paid_with_credit
+        assert await setup.add_credits(uid, CREDITS, source=f"pack:{uid}")
+        status = await setup.get_quota_status(uid)
+        assert (status.daily_used, status.daily_limit, status.credits) == (DAILY, DAILY, CREDITS), status
+    finally:
+        await setup.aclose()
+    return {o.key: o.size for o in backend.list_objects(user_prefix(uid))}
+
+
+async def _clean_run(backend: StorageBackend, uid: str, *, escrow: bool = False) -> list[str]:
+    """The storage calls of one uninterrupted credit-paid generation, in order."""
+    await _member(backend, uid)
+    probe = CrashPoints(backend)
+    manager = _manager(probe, Clock(datetime.now(UTC)), escrow=escrow)
+    try:
+        service = scenarios.service_with(manager, scenarios.FixedProvider([scenarios.noise_png(40)], delay=0))
+        result = await service.imagine(uid, "counting")
+        assert result.paid_with_credit and result.status.credits == CREDITS - 1, result.status
+    finally:
+        await manager.aclose()
+    return probe.calls
+
+
+def _cancel_on(crash: CrashPoints, task: asyncio.Task[GenerationResult]) -> None:
+    """``crash``'s "cancel" cancels ``task`` (from the storage worker thread it runs on)."""
+    loop = asyncio.get_running_loop()
+
+    def cancel() -> None:
+        loop.call_soon_threadsafe(task.cancel)
+
+    crash.on_cancel = cancel
+
+
+def _record_drift(records: dict[str, list[str]]) -> None:
+    """The member record's copy of the credits spent must equal the user document's after the
+    holds' lifetime and reconcile: behind, a rebuilt user document gives a spent credit back;
+    ahead, it takes an unspent one from the member. Checked last, once every other invariant held.
+    """
+    assert records == {}
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+async def test_every_storage_call_of_a_credit_generation_interrupted_in_process(
+    backend: StorageBackend, action: str
+) -> None:
+    await _interrupt_every_call(backend, action, escrow=False)
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+async def test_every_storage_call_of_a_credit_generation_interrupted_in_process_with_escrow(
+    backend: StorageBackend, action: str
+) -> None:
+    """The same with STORAGE_ESCROW: the lease's refill and settle are storage calls too."""
+    await _interrupt_every_call(backend, action, escrow=True)
+
+
+async def _interrupt_every_call(backend: StorageBackend, action: str, *, escrow: bool) -> None:
+    calls = await _clean_run(backend, scenarios.user(18999), escrow=escrow)
+    assert len(calls) >= 10, calls  # reserve, upload, commit, the member record's copy and their reads
+    failures: dict[str, list[str]] = {}
+    records: dict[str, list[str]] = {}
+    outcomes: set[str] = set()
+    sides: set[tuple[bool, bool]] = set()  # (the commit landed, success was reported)
+    for at in range(1, len(calls) + 1):
+        uid = scenarios.user(19000 + at)
+        before = await _member(backend, uid)
+        clock = Clock(datetime.now(UTC))
+        watch = CommitWatch(backend, uid)
+        crash = CrashPoints(watch, at=at, action=action)
+        manager = _manager(crash, clock, escrow=escrow)
+        service = scenarios.service_with(manager, scenarios.FixedProvider([scenarios.noise_png(40)], delay=0))
+        task = asyncio.create_task(service.imagine(uid, f"paid, crash at {at}"))
+        _cancel_on(crash, task)
+        try:
+            reported: object = await task
+        except BaseException as exc:
+            reported = exc
+        crash.at = 0  # storage answers normally from here on
+        outcomes.add(describe(reported))
+        sides.add((watch.committed, isinstance(reported, GenerationResult)))
+        where = f"call {at} ({calls[at - 1]}), reported {describe(reported)}"
+        wrong: list[str] = []
+        if isinstance(reported, GenerationResult) and not (watch.committed and reported.paid_with_credit):
+            wrong.append("reported success without a credit-paid commit")
+        try:
+            found, record, _ = await credit_verdict(
+                reported, backend, uid, same=manager, clock=clock, before=before, credits=CREDITS
+            )
+        finally:
+            await manager.aclose()
+        if wrong + found:
+            failures[where] = wrong + found
+        if record:
+            records[where] = record
+    assert failures == {}
+    # The points reach both sides of the commit: interrupted before it, a run fails; after it,
+    # it succeeds anyway, or (cancelled) its commit is taken back.
+    assert (False, False) in sides and (True, action != "cancel") in sides, (sorted(sides), outcomes)
+    _record_drift(records)
+
+
+@pytest.mark.slow
+async def test_every_storage_call_of_a_credit_generation_killed(
+    backend: StorageBackend, config: dict[str, Any]
+) -> None:
+    """Killed at every call (a child process, without escrow): all or nothing, never half."""
+    calls = await _clean_run(backend, scenarios.user(17999))
+    failures: dict[str, list[str]] = {}
+    records: dict[str, list[str]] = {}
+    killed = 0
+    kept: set[bool] = set()
+    for at in range(1, len(calls) + 1):
+        uid = scenarios.user(17000 + at)
+        before = await _member(backend, uid)
+        proc = scenarios.spawn(dict(config, mode="crash", user=uid, at=at, daily=DAILY))
+        out, err = await asyncio.to_thread(proc.communicate, timeout=120)
+        reported: object
+        if proc.returncode == -signal.SIGKILL:
+            killed += 1
+            reported = None
+        else:
+            assert proc.returncode == 0, err[-2000:]
+            line = json.loads(out.strip().splitlines()[-1])
+            reported = "success" if line["reported"] == "success" else RuntimeError(line["reported"])
+        wrong, record, was_kept = await credit_verdict(
+            reported, backend, uid, same=None, clock=Clock(datetime.now(UTC)), before=before, credits=CREDITS
+        )
+        if reported is None:
+            kept.add(was_kept)
+        where = f"killed at call {at} ({calls[at - 1]})"
+        if wrong:
+            failures[where] = wrong
+        if record:
+            records[where] = record
+    assert failures == {}
+    # Killed on both sides of the commit: some killed runs are undone, some kept.
+    assert killed >= len(calls) - 2 and kept == {True, False}, (killed, len(calls), kept)
+    _record_drift(records)
