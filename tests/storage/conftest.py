@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -58,12 +59,26 @@ def clock() -> Clock:
     return Clock(datetime.now(UTC))
 
 
+_MOTO_PUT = threading.Lock()
+
+
 @pytest.fixture
 def moto_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     from moto import mock_aws
+    from moto.s3.responses import S3Response
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    # moto checks a PutObject's If-Match / If-None-Match and then writes, unlocked: two threads
+    # can both pass the check. S3 decides the condition and the write as one step; so must the
+    # stand-in, or a lost update in moto reads as one in the ledger.
+    put_object = S3Response.put_object
+
+    def atomic_put_object(self: Any) -> Any:
+        with _MOTO_PUT:
+            return put_object(self)
+
+    monkeypatch.setattr(S3Response, "put_object", atomic_put_object)
     with mock_aws():
         yield
 
