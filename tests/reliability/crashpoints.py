@@ -20,6 +20,7 @@ The invariant, checked by :func:`verdict` after each run:
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
@@ -33,7 +34,7 @@ from abby_core.storage.keys import user_prefix
 from abby_core.storage.models import ObjectInfo, ReadyReport
 from abby_core.storage.rules import PURGE_MARGIN, global_usage
 
-__all__ = ["ACTIONS", "CrashPoints", "credit_verdict", "verdict"]
+__all__ = ["ACTIONS", "CrashPoints", "crash_child", "credit_verdict", "verdict"]
 
 ACTIONS = ("raise", "lose", "cancel")
 TTL = 60
@@ -119,6 +120,47 @@ async def _state(backend: StorageBackend, manager: StorageManager, uid: str) -> 
     }
 
 
+async def crash_child(config: dict[str, Any]) -> object:
+    """Run one generation in a child process set to die at a call (worker.py's ``crash`` mode).
+
+    What it reported: ``None`` when it was killed, ``"success"``, or the error as a RuntimeError.
+    """
+    from tests.reliability import scenarios
+
+    proc = scenarios.spawn(dict(config, mode="crash"))
+    out, err = await asyncio.to_thread(proc.communicate, timeout=120)
+    if proc.returncode == -signal.SIGKILL:
+        return None
+    assert proc.returncode == 0, err[-2000:]
+    line = json.loads(out.strip().splitlines()[-1])
+    return "success" if line["reported"] == "success" else RuntimeError(line["reported"])
+
+
+async def _never_under_counted(backend: StorageBackend, clock: Any) -> list[str]:
+    """At no moment is more stored than the global ledger counts (snapshots plus leases)."""
+    glob = await asyncio.to_thread(Accounts(backend, clock).global_doc)
+    stored = sum(o.size for o in backend.list_objects("images/"))
+    if global_usage(glob) < stored:
+        return [f"right after: the global ledger counts {global_usage(glob)} bytes, {stored} are stored"]
+    return []
+
+
+async def _settled_store(backend: StorageBackend, other: StorageManager, uid: str) -> list[str]:
+    """Past the holds' lifetime: no hold left, and the whole store adds up (the global total is
+    what is stored; no lease outlived its owner's use of it: given back, or taken back once dead)."""
+    wrong: list[str] = []
+    docs = backend.read_doc(f"ledger/users/{uid}.json")
+    if docs is not None and b'"holds":{}' not in docs[0]:
+        wrong.append("a hold is still in the user's ledger after its lifetime")
+    glob = await asyncio.to_thread(other.accounts.global_doc)
+    stored = sum(o.size for o in backend.list_objects("images/"))
+    if glob.leases:
+        wrong.append(f"leases of the global budget still held: {sorted(glob.leases)}")
+    if global_usage(glob) != stored:
+        wrong.append(f"global usage {global_usage(glob)} is not the {stored} bytes stored")
+    return wrong
+
+
 async def verdict(
     reported: object,
     backend: StorageBackend,
@@ -160,28 +202,14 @@ async def verdict(
 
     if same is not None:  # the same process, storage answering again
         judge("right after", await _state(backend, same, uid), settled=False)
-    # At no moment is more stored than the global ledger counts (snapshots plus leases).
-    glob = await asyncio.to_thread(Accounts(backend, clock).global_doc)
-    stored = sum(o.size for o in backend.list_objects("images/"))
-    if global_usage(glob) < stored:
-        wrong.append(f"right after: the global ledger counts {global_usage(glob)} bytes, {stored} are stored")
+    wrong += await _never_under_counted(backend, clock)
     clock.advance(seconds=TTL + PURGE_MARGIN.total_seconds() + 1)
     other = StorageManager(backend, reservation_ttl_seconds=TTL, clock=clock, settle_seconds=1)
     try:
         await other.reconcile()  # the daily maintenance, from another process
         state = await _state(backend, other, uid)
         judge("after the holds' lifetime", state, settled=True)
-        docs = backend.read_doc(f"ledger/users/{uid}.json")
-        if docs is not None and b'"holds":{}' not in docs[0]:
-            wrong.append("a hold is still in the user's ledger after its lifetime")
-        # The whole store: the global total is what is stored, and no lease outlived its owner's
-        # use of it (an escrow lease is given back, or taken back once it is dead).
-        glob = await asyncio.to_thread(other.accounts.global_doc)
-        stored = sum(o.size for o in backend.list_objects("images/"))
-        if glob.leases:
-            wrong.append(f"leases of the global budget still held: {sorted(glob.leases)}")
-        if global_usage(glob) != stored:
-            wrong.append(f"global usage {global_usage(glob)} is not the {stored} bytes stored")
+        wrong += await _settled_store(backend, other, uid)
     finally:
         await other.aclose()
     return wrong
@@ -267,25 +295,14 @@ async def credit_verdict(
 
     if same is not None:  # the same process, storage answering again
         judge("right after", await _credit_state(backend, same, uid), settled=False)
-    glob = await asyncio.to_thread(Accounts(backend, clock).global_doc)
-    stored = sum(o.size for o in backend.list_objects("images/"))
-    if global_usage(glob) < stored:
-        wrong.append(f"right after: the global ledger counts {global_usage(glob)} bytes, {stored} are stored")
+    wrong += await _never_under_counted(backend, clock)
     clock.advance(seconds=TTL + PURGE_MARGIN.total_seconds() + 1)
     other = StorageManager(backend, reservation_ttl_seconds=TTL, clock=clock, settle_seconds=1)
     try:
         await other.reconcile()  # the daily maintenance, from another process
         state = await _credit_state(backend, other, uid)
         kept = judge("after the holds' lifetime", state, settled=True)
-        docs = backend.read_doc(f"ledger/users/{uid}.json")
-        if docs is not None and b'"holds":{}' not in docs[0]:
-            wrong.append("a hold is still in the user's ledger after its lifetime")
-        glob = await asyncio.to_thread(other.accounts.global_doc)
-        stored = sum(o.size for o in backend.list_objects("images/"))
-        if glob.leases:
-            wrong.append(f"leases of the global budget still held: {sorted(glob.leases)}")
-        if global_usage(glob) != stored:
-            wrong.append(f"global usage {global_usage(glob)} is not the {stored} bytes stored")
+        wrong += await _settled_store(backend, other, uid)
         # What a rebuild of a lost user document starts from: behind, a rebuild gives a spent
         # credit back; ahead, it takes an unspent one from the member.
         if state["recorded"] != state["spent"]:

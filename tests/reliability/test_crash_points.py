@@ -4,8 +4,6 @@ on the filesystem and on a real S3 server: what was reported is what is charged.
 from __future__ import annotations
 
 import asyncio
-import json
-import signal
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -14,7 +12,7 @@ import pytest
 
 from abby_core.storage import StorageBackend, StorageManager
 from tests.reliability import scenarios
-from tests.reliability.crashpoints import ACTIONS, TTL, CrashPoints, describe, verdict
+from tests.reliability.crashpoints import ACTIONS, TTL, CrashPoints, crash_child, describe, verdict
 from tests.storage.conftest import Clock
 
 
@@ -85,16 +83,8 @@ async def test_every_storage_call_killed(backend: StorageBackend, config: dict[s
     killed = 0
     for at in range(1, len(calls) + 1):
         uid = scenarios.user(7000 + at)
-        proc = scenarios.spawn(dict(config, mode="crash", user=uid, at=at, escrow=escrow))
-        out, err = await asyncio.to_thread(proc.communicate, timeout=120)
-        reported: object
-        if proc.returncode == -signal.SIGKILL:
-            killed += 1
-            reported = None
-        else:
-            assert proc.returncode == 0, err[-2000:]
-            line = json.loads(out.strip().splitlines()[-1])
-            reported = "success" if line["reported"] == "success" else RuntimeError(line["reported"])
+        reported = await crash_child(dict(config, user=uid, at=at, escrow=escrow))
+        killed += reported is None
         wrong = await verdict(reported, backend, uid, same=None, clock=Clock(datetime.now(UTC)))
         if wrong:
             failures[f"killed at call {at} ({calls[at - 1]})"] = wrong

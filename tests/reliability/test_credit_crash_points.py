@@ -5,8 +5,6 @@ when the image is kept, and a rebuilt user document has the same balance."""
 from __future__ import annotations
 
 import asyncio
-import json
-import signal
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +15,7 @@ from abby_core.storage import StorageBackend, StorageManager
 from abby_core.storage.documents import UserLedger
 from abby_core.storage.keys import user_ledger_key, user_prefix
 from tests.reliability import scenarios
-from tests.reliability.crashpoints import ACTIONS, TTL, CrashPoints, credit_verdict, describe
+from tests.reliability.crashpoints import ACTIONS, TTL, CrashPoints, crash_child, credit_verdict, describe
 from tests.storage.conftest import Clock
 
 DAILY = 1  # the member's daily allowance, used up before the generation under test
@@ -166,16 +164,8 @@ async def test_every_storage_call_of_a_credit_generation_killed(
     for at in range(1, len(calls) + 1):
         uid = scenarios.user(17000 + at)
         before = await _member(backend, uid)
-        proc = scenarios.spawn(dict(config, mode="crash", user=uid, at=at, daily=DAILY))
-        out, err = await asyncio.to_thread(proc.communicate, timeout=120)
-        reported: object
-        if proc.returncode == -signal.SIGKILL:
-            killed += 1
-            reported = None
-        else:
-            assert proc.returncode == 0, err[-2000:]
-            line = json.loads(out.strip().splitlines()[-1])
-            reported = "success" if line["reported"] == "success" else RuntimeError(line["reported"])
+        reported = await crash_child(dict(config, user=uid, at=at, daily=DAILY))
+        killed += reported is None
         wrong, record, was_kept = await credit_verdict(
             reported, backend, uid, same=None, clock=Clock(datetime.now(UTC)), before=before, credits=CREDITS
         )
