@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -120,14 +121,11 @@ async def _state(backend: StorageBackend, manager: StorageManager, uid: str) -> 
     }
 
 
-async def crash_child(config: dict[str, Any]) -> object:
-    """Run one generation in a child process set to die at a call (worker.py's ``crash`` mode).
+async def crash_child(proc: subprocess.Popen[str]) -> object:
+    """Wait for a child process set to die at a storage call (a worker's ``crash`` mode).
 
     What it reported: ``None`` when it was killed, ``"success"``, or the error as a RuntimeError.
     """
-    from tests.reliability import scenarios
-
-    proc = scenarios.spawn(dict(config, mode="crash"))
     out, err = await asyncio.to_thread(proc.communicate, timeout=120)
     if proc.returncode == -signal.SIGKILL:
         return None

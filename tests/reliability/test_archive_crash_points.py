@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -23,7 +22,7 @@ from abby_core.storage import StorageBackend, StorageManager, keys
 from abby_core.storage.documents import ArchiveLedger
 from abby_core.storage.rules import PURGE_MARGIN
 from tests.reliability import scenarios
-from tests.reliability.crashpoints import ACTIONS, TTL, CrashPoints, describe
+from tests.reliability.crashpoints import ACTIONS, TTL, CrashPoints, crash_child, describe
 from tests.storage.conftest import Clock
 
 AGE = timedelta(days=8)  # past STORAGE_CLEANUP_DAYS (7)
@@ -207,16 +206,6 @@ def _spawn(config: dict[str, Any]) -> Any:
     )
 
 
-async def _child(config: dict[str, Any]) -> object:
-    proc = _spawn(config)
-    out, err = await asyncio.to_thread(proc.communicate, timeout=120)
-    if proc.returncode == -signal.SIGKILL:
-        return None
-    assert proc.returncode == 0, err[-2000:]
-    line = json.loads(out.strip().splitlines()[-1])
-    return "success" if line["reported"] == "success" else RuntimeError(line["reported"])
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["archive", "restore"])
 async def test_archive_and_restore_killed_at_every_call(
@@ -242,8 +231,9 @@ async def test_archive_and_restore_killed_at_every_call(
             [key] = await _archived(backend, uid, clock)
             stems = [keys.restored_stem(key)]
             clock.advance(seconds=30)  # the child's clock too (offset below)
-        reported = await _child(dict(config, mode=mode, user=uid, key=key, at=at,
-                                     offset=AGE.total_seconds() + 30))
+        reported = await crash_child(
+            _spawn(dict(config, mode=mode, user=uid, key=key, at=at, offset=AGE.total_seconds() + 30))
+        )
         killed += reported is None
         wrong = [f"right after: {s} in neither state" for s in stems if _where(backend, uid, s) == (False, False)]
         if mode == "archive":

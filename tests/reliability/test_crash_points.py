@@ -83,7 +83,7 @@ async def test_every_storage_call_killed(backend: StorageBackend, config: dict[s
     killed = 0
     for at in range(1, len(calls) + 1):
         uid = scenarios.user(7000 + at)
-        reported = await crash_child(dict(config, user=uid, at=at, escrow=escrow))
+        reported = await crash_child(scenarios.spawn(dict(config, mode="crash", user=uid, at=at, escrow=escrow)))
         killed += reported is None
         wrong = await verdict(reported, backend, uid, same=None, clock=Clock(datetime.now(UTC)))
         if wrong:

@@ -164,7 +164,7 @@ async def test_every_storage_call_of_a_credit_generation_killed(
     for at in range(1, len(calls) + 1):
         uid = scenarios.user(17000 + at)
         before = await _member(backend, uid)
-        reported = await crash_child(dict(config, user=uid, at=at, daily=DAILY))
+        reported = await crash_child(scenarios.spawn(dict(config, mode="crash", user=uid, at=at, daily=DAILY)))
         killed += reported is None
         wrong, record, was_kept = await credit_verdict(
             reported, backend, uid, same=None, clock=Clock(datetime.now(UTC)), before=before, credits=CREDITS
