@@ -285,13 +285,16 @@ class Accounts:
 
         return self._update(keys.member_key(uid), MemberRecord, change, lambda: MemberRecord(user_id=uid))
 
-    def copy_spent(self, uid: str) -> bool:
-        """Make the member record's credits spent exactly what ``uid``'s document says now.
+    def copy_spent(self, uid: str, spent: int | None = None) -> bool:
+        """Make the member record's credits spent exactly what ``uid``'s document says now
+        (``spent``: that count, when the caller has just written the document).
 
         The record is what a rebuilt document starts from: a count behind would give spent
-        credits back, one ahead would take unspent ones. Returns whether it changed.
+        credits back, one ahead would take unspent ones. Returns whether it changed; an
+        unchanged record is not written.
         """
-        spent = self.user(uid).credits_spent
+        if spent is None:
+            spent = self.user(uid).credits_spent
 
         def copy(record: MemberRecord) -> bool:
             changed = record.credits_spent != spent

@@ -156,8 +156,7 @@ class Housekeeping:
         self.accounts.sync_global(uid, doc)
         # A copy of the credits spent that failed or was cut short: the record is what a
         # rebuilt document starts from, so it must count what the ledger spent.
-        credits = bool(doc.credits_spent or doc.credit_log)
-        if credits and self.accounts.member(uid).credits_spent != doc.credits_spent and self.accounts.copy_spent(uid):
+        if (doc.credits_spent or doc.credit_log) and self.accounts.copy_spent(uid, doc.credits_spent):
             log.warning("Reconcile: the member record of user %s now counts the credits its ledger spent.", uid)
         return before, after
 

@@ -3,7 +3,7 @@ update drops the holds another process left behind (their uploads first)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -19,67 +19,33 @@ from abby_core.storage.documents import (
     UserLedger,
 )
 from abby_core.storage.ledger import Ledger
-from abby_core.storage.models import ObjectInfo, ReadyReport
 from abby_core.storage.rules import PURGE_MARGIN
+from tests.reliability.crashpoints import CrashPoints
 from tests.storage.conftest import Clock
 
 ALICE = "111111111111111111"
 WHEN = datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)
 
 
-class Recording(StorageBackend):
-    """Passes every call through and records the writes that landed, in order."""
+class Recording(CrashPoints):
+    """Passes every call through (never interrupting) and records the writes that landed, in order."""
 
     def __init__(self, inner: StorageBackend) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.write_errors_are_definite = inner.write_errors_are_definite
+        super().__init__(inner)
         self.writes: list[tuple[str, Any]] = []
-
-    @property
-    def location(self) -> str:
-        return self.inner.location
 
     def put_object(self, key: str, data: bytes, content_type: str) -> None:
         self.writes.append(("put_object", key))
-        self.inner.put_object(key, data, content_type)
-
-    def get_object(self, key: str) -> bytes:
-        return self.inner.get_object(key)
-
-    def head_object(self, key: str) -> ObjectInfo | None:
-        return self.inner.head_object(key)
+        super().put_object(key, data, content_type)
 
     def delete_objects(self, keys: Sequence[str]) -> None:
         self.writes.append(("delete_objects", list(keys)))
-        self.inner.delete_objects(keys)
-
-    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
-        return self.inner.list_objects(prefix)
-
-    def read_doc(self, key: str) -> tuple[bytes, str] | None:
-        return self.inner.read_doc(key)
+        super().delete_objects(keys)
 
     def write_doc(self, key: str, body: bytes, *, etag: str | None) -> str:
-        tag = self.inner.write_doc(key, body, etag=etag)  # a lost race raises: not recorded
+        tag = super().write_doc(key, body, etag=etag)  # a lost race raises: not recorded
         self.writes.append(("write_doc", (key, body)))
         return tag
-
-    def delete_doc(self, key: str) -> None:
-        self.inner.delete_doc(key)
-
-    def link(self, key: str, *, content_type: str, ttl: int) -> tuple[str | None, str | None]:
-        return self.inner.link(key, content_type=content_type, ttl=ttl)
-
-    def ensure_ready(
-        self,
-        *,
-        cleanup_days: int,
-        create: bool = True,
-        events_days: int | None = None,
-        archive_days: int | None = None,
-    ) -> ReadyReport:
-        return self.inner.ensure_ready(cleanup_days=cleanup_days, create=create)
 
 
 def _user_doc() -> UserLedger:
