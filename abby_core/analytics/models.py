@@ -38,6 +38,7 @@ __all__ = [
 EventKind = Literal["imagine", "img2img", "upscale", "button"]
 OK = "ok"
 #: Outcomes that are a refusal (the member's or the operator's rule said no), not a failure.
+#: ``not_configured`` (no provider key) never reached a provider: the configuration refused.
 REFUSAL_CODES = frozenset(
     {
         "blocked",
@@ -50,6 +51,7 @@ REFUSAL_CODES = frozenset(
         "invalid_input",
         "invalid_prompt",
         "invalid_user",
+        "not_configured",
         "quota_exceeded",
         "user_storage_full",
     }
