@@ -32,7 +32,7 @@ def bar(value: float, largest: float, width: int = BAR_WIDTH) -> str:
 
 
 def projection(summary: UsageSummary, usage: GlobalStats, today: date) -> dict[str, Any]:
-    """When the global limit is reached if images keep arriving at the window's rate."""
+    """When the global limit is reached if images keep arriving at the rate since the window's first active day."""
     return outlook(summary, usage, today).as_dict()
 
 
@@ -110,7 +110,10 @@ def _render(con: Console, summary: UsageSummary, outlook: dict[str, Any]) -> Non
     used, limit = outlook["global_bytes"], outlook["global_limit_bytes"]
     share = used / limit * 100 if limit else 0
     line = f"Storage: {human_bytes(used)} of {human_bytes(limit)} ({share:.1f}%)"
-    if outlook["days_until_full"] is None:
+    if outlook["not_full_within_days"] is not None:
+        years = outlook["not_full_within_days"] // 365
+        line += f" · {human_bytes(round(summary.bytes_per_day))}/day → not full within {years} years at this rate"
+    elif outlook["days_until_full"] is None:
         line += " · nothing stored in this window: no projection"
     else:
         line += (

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from abby_core.analytics import EventLog, UsageEvent
 from abby_core.storage import FilesystemBackend
 from tests.cli.conftest import USER, Invoke, one_json
@@ -70,3 +72,17 @@ def test_stats_with_no_events(abby: Invoke) -> None:
 def test_stats_rejects_zero_days(abby: Invoke) -> None:
     result = abby("stats", "--days", "0", "--json")
     assert result.exit_code == 2 and one_json(result)["error"]["code"] == "usage_error"
+
+
+def test_stats_on_a_quiet_server_with_a_huge_limit(abby: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One image against 1,000,000 MB over 90 days: no date within 10 years, said so (no OverflowError)."""
+    monkeypatch.setenv("IMAGE_PROVIDER", "offline")
+    monkeypatch.setenv("MAX_GLOBAL_STORAGE_MB", "1000000")
+    assert abby("imagine", "a lighthouse", "--user", USER).exit_code == 0
+    obj = one_json(abby("stats", "--days", "90", "--json"))
+    storage = obj["storage"]
+    assert storage["days_until_full"] is None and storage["full_on"] is None
+    assert storage["not_full_within_days"] == 3650
+    text = abby("stats", "--days", "90")
+    assert text.exit_code == 0, text.output
+    assert "not full within 10 years at this rate" in text.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -13,8 +14,10 @@ import pytest
 
 from abby_core.analytics import EventLog, UsageEvent
 from abby_core.analytics.log import DAILY_PREFIX, RAW_PREFIX, daily_key
+from abby_core.analytics.models import Tally, UsageSummary
+from abby_core.analytics.outlook import OUTLOOK_HORIZON_DAYS, outlook
 from abby_core.errors import InvalidUser, StorageUnavailable
-from abby_core.storage import StorageBackend
+from abby_core.storage import GlobalStats, StorageBackend
 from tests.storage import conftest as storage_fixtures
 from tests.storage.conftest import Clock
 
@@ -258,3 +261,45 @@ def test_events_refuse_bad_ids_and_outcomes(clock: Clock) -> None:
     for bad in ({"user_id": "../1"}, {"outcome": "Not A Code"}, {"kind": "other"}, {"time": datetime(2026, 1, 1)}):
         with pytest.raises(ValidationError):
             event(clock, **bad)
+
+
+# -- rules over tallies and the storage outlook (pure: no backend) -------------------------
+
+
+def test_not_configured_is_a_refusal_not_a_provider_failure(clock: Clock) -> None:
+    """Nothing reached a provider when no key was set: the configuration refused, the provider did not fail."""
+    tally = Tally()
+    tally.add(event(clock))
+    for _ in range(2):
+        tally.add(event(clock, "not_configured", latency_seconds=None))
+    summary = UsageSummary.build(clock().date(), clock().date(), {clock().date(): tally})
+    stability = summary.providers["stability"]
+    assert (stability.ok, stability.failures, stability.refusals) == (1, 0, 2)
+    assert stability.failure_rate == 0 and summary.failure_rate == 0 and summary.failures == 0
+    assert summary.refusals == {"not_configured": 2}
+
+
+@pytest.mark.parametrize(
+    ("limit", "days_until_full", "beyond"),
+    [
+        (5_000, 4.0, None),  # 4,000 bytes left at 1,000 a day
+        (3_651_000, 3650.0, None),  # exactly the horizon is still a date
+        (3_652_000, None, OUTLOOK_HORIZON_DAYS),
+        (1_000_000_000_000, None, OUTLOOK_HORIZON_DAYS),  # 1,000,000 MB: a date would overflow
+    ],
+)
+def test_outlook_gives_a_date_only_within_ten_years(
+    clock: Clock, limit: int, days_until_full: float | None, beyond: int | None
+) -> None:
+    tally = Tally()
+    tally.add(event(clock))  # 1,000 bytes today: 1,000 bytes a day
+    today = clock().date()
+    summary = UsageSummary.build(today - timedelta(days=89), today, {today: tally})
+    usage = GlobalStats(global_bytes=1_000, global_limit_bytes=limit, users=1, in_flight=0, top_users=[])
+    view = outlook(summary, usage, today)
+    assert view.days_until_full == days_until_full
+    assert view.not_full_within_days == beyond
+    assert (view.full_on is None) == (days_until_full is None)
+    if days_until_full is not None:
+        assert view.full_on == today + timedelta(days=math.ceil(days_until_full))
+    assert view.as_dict()["not_full_within_days"] == beyond

@@ -186,3 +186,11 @@ async def test_storage_page_lists_the_leases_of_bot_processes(
     finally:
         await bot.aclose()
     assert 'id="leases"' not in (await admin.get("/storage")).text  # given back when the process stops
+
+
+async def test_overview_projection_beyond_ten_years(admin: httpx.AsyncClient, events: EventLog, clock: Clock) -> None:
+    """A trickle against a large limit is not a date (once an OverflowError): it is "not within 10 years"."""
+    events.record(usage(clock, bytes_stored=1))
+    page = await admin.get("/?days=90")
+    assert page.status_code == 200
+    assert "the global limit is not reached within 10 years" in page.text and "no projection" not in page.text
