@@ -13,8 +13,8 @@ whose message is generic so no foreign text (which could hold a secret) is shown
 
 Messages are written for an operator at a terminal, from the data the core error
 carries: quota errors name the commands and settings that free or raise the limit,
-and a missing provider key points at ``--provider offline``. Other core messages are
-shown as they are.
+a missing provider key points at ``--provider offline``, and a refused option is named as
+typed (``--aspect-ratio``, not the request's field). Other core messages are shown as they are.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from abby_core.errors import (
     DailyLimitExceeded,
     GlobalStorageFull,
     ImageNotFound,
+    InvalidInput,
     NotConfigured,
     QuotaExceeded,
     StorageError,
@@ -65,7 +66,16 @@ class CliError:
         return {"code": self.code, "message": self.message, **self.extra}
 
 
+#: The option a CLI user typed for each request field a core error can name.
+OPTIONS = {"aspect_ratio": "--aspect-ratio", "style_preset": "--style", "mode": "--mode", "prompt": "--prompt"}
+
+
 def _extra(exc: AbbyError) -> dict[str, Any]:
+    if isinstance(exc, InvalidInput) and exc.parameter in OPTIONS:
+        extra: dict[str, Any] = {"option": OPTIONS[exc.parameter]}
+        if exc.allowed is not None:
+            extra.update(value=exc.value, allowed=list(exc.allowed))
+        return extra
     if isinstance(exc, ConfigError):
         return {"problems": list(exc.problems)}
     if isinstance(exc, NotConfigured):
@@ -108,6 +118,10 @@ def _message(exc: AbbyError) -> str:
                 "environment). To make local previews without a key, add --provider offline, or set "
                 "IMAGE_PROVIDER=offline."
             )
+        case InvalidInput(parameter=str(parameter)) if parameter in OPTIONS:
+            if exc.allowed is not None:
+                return f"{OPTIONS[parameter]} must be one of {', '.join(exc.allowed)} (got {exc.value!r})."
+            return f"{exc.message} Give it with {OPTIONS[parameter]}."
     return exc.message
 
 

@@ -16,7 +16,7 @@ The tree::
     │   ├── LedgerCorrupt                       ledger_corrupt
     │   ├── ImageNotFound                       image_not_found
     │   └── ReservationInvalid                  reservation_invalid
-    ├── InvalidInput                            invalid_input
+    ├── InvalidInput                            invalid_input   .parameter .value .allowed
     │   ├── InvalidPrompt                       invalid_prompt
     │   ├── InvalidImage                        invalid_image
     │   ├── InvalidUser                         invalid_user
@@ -247,9 +247,28 @@ class ReservationInvalid(StorageError):
 
 
 class InvalidInput(AbbyError):
-    """Input was refused before anything was spent."""
+    """Input was refused before anything was spent.
+
+    ``parameter`` names the request's field that was refused (``aspect_ratio``,
+    ``style_preset``, ``mode``, ``prompt``), ``value`` what was given and ``allowed`` the
+    accepted values when they are a list; each adapter names its own option for the field.
+    All three are ``None`` when the refusal is not about one field.
+    """
 
     code = "invalid_input"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        parameter: str | None = None,
+        value: str | None = None,
+        allowed: tuple[str, ...] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+        self.value = value
+        self.allowed = allowed
 
 
 class InvalidPrompt(InvalidInput):

@@ -98,6 +98,8 @@ def _mb(n: int) -> str:
 
 
 _NOTHING_CHARGED = "Nothing was charged"
+# The slash-command option a member filled in for each request field a core error can name.
+_OPTIONS = {"aspect_ratio": "aspect_ratio", "style_preset": "style", "prompt": "prompt"}
 MAX_OFFERS = 5  # premium buttons under a refusal: one action row
 
 
@@ -260,6 +262,8 @@ def user_message(error: BaseException, *, store: DiscordSettings | None = None) 
             return exc.message
         case InvalidUser():
             return "That is not a valid Discord user."
+        case InvalidInput(parameter=str(parameter), allowed=tuple(allowed)) if parameter in _OPTIONS:
+            return f"The `{_OPTIONS[parameter]}` option must be one of {', '.join(allowed)} (got {exc.value!r})."
         case InvalidInput():
             return exc.message
         case AbbyError():

@@ -215,7 +215,13 @@ def register(app: typer.Typer) -> None:
         image: ImageFile,
         user_arg: UserArg = None,
         user_opt: UserOpt = None,
-        mode: Annotated[UpscaleMode, typer.Option("--mode", help="fast (4x) or conservative")] = UpscaleMode.fast,
+        mode: Annotated[
+            UpscaleMode,
+            typer.Option("--mode", help="fast (4x); conservative or creative (they need --prompt)"),
+        ] = UpscaleMode.fast,
+        prompt: Annotated[
+            str | None, typer.Option("--prompt", help="What the image shows (needed by conservative and creative).")
+        ] = None,
         provider: ProviderOpt = None,
         out_file: OutFile = None,
         json_mode: JsonFlag = False,
@@ -225,5 +231,7 @@ def register(app: typer.Typer) -> None:
 
         _generate(
             ctx, json_mode, provider=provider, out_file=out_file, label="Upscaling…", image=image,
-            call=lambda service, data, progress: service.upscale(user, data, mode=mode.value, progress=progress),
+            call=lambda service, data, progress: service.upscale(
+                user, data, mode=mode.value, prompt=prompt, progress=progress
+            ),
         )

@@ -56,9 +56,18 @@ UPSCALE_LIMITS: dict[str, ImageLimits] = {
 }
 
 
+# How a refused field is named in a core message; adapters name their own option instead.
+_LABELS = {"aspect_ratio": "The aspect ratio", "style_preset": "The style", "mode": "The upscale mode",
+           "output_format": "The output format"}
+
+
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
-        raise InvalidInput(f"{name} must be one of {', '.join(allowed)} (got {str(value)[:30]!r}).")
+        shown = str(value)[:30]
+        raise InvalidInput(
+            f"{_LABELS[name]} must be one of {', '.join(allowed)} (got {shown!r}).",
+            parameter=name, value=shown, allowed=allowed,
+        )
     return value
 
 
@@ -144,7 +153,7 @@ def validate_upscale(
     if mode == "fast":
         text = clean_prompt(prompt) if prompt and prompt.strip() else None
     elif prompt is None or not prompt.strip():
-        raise InvalidPrompt(f"A prompt describing the image is needed for {mode} upscaling.")
+        raise InvalidPrompt(f"A prompt describing the image is needed for {mode} upscaling.", parameter="prompt")
     else:
         text = clean_prompt(prompt)
     fmt = _format(output_format)

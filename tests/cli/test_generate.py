@@ -143,3 +143,30 @@ def test_a_copy_that_cannot_be_written_does_not_turn_a_charged_image_into_a_fail
     assert body["key"] and body["quota"]["daily_used"] == 1
     text = abby("imagine", "a dog", "--user", USER, "--out", str(target))
     assert text.exit_code == 0 and "could not be written" in text.stdout + text.stderr
+
+
+def test_upscale_conservative_and_creative_take_a_prompt(abby: Invoke, offline: None, tmp_path: Path) -> None:
+    source = png_file(tmp_path / "in.png")
+    for mode in ("conservative", "creative"):
+        done = abby("upscale", str(source), "--user", USER, "--mode", mode, "--prompt", "a sunny field", "--json")
+        assert done.exit_code == 0, done.output
+        assert one_json(done)["kind"] == "upscale"
+    missing = abby("upscale", str(source), "--user", USER, "--mode", "creative", "--json")
+    error = one_json(missing)["error"]
+    assert missing.exit_code == 1 and error["code"] == "invalid_prompt" and "--prompt" in error["message"]
+    help_text = abby("upscale", "--help").stdout
+    assert all(word in help_text for word in ("fast", "conservative", "creative", "--prompt"))
+
+
+def test_a_bad_choice_names_the_option_typed(abby: Invoke, offline: None) -> None:
+    ratio = abby("imagine", "a cat", "--user", USER, "--aspect-ratio", "7:3", "--json")
+    error = one_json(ratio)["error"]
+    assert ratio.exit_code == 1 and error["code"] == "invalid_input"
+    assert error["message"].startswith("--aspect-ratio must be one of 21:9, 16:9") and "'7:3'" in error["message"]
+    assert "aspect_ratio" not in error["message"] and error["option"] == "--aspect-ratio"
+    assert error["value"] == "7:3" and "16:9" in error["allowed"]
+    style = abby("imagine", "a cat", "--user", USER, "--style", "cubist")
+    assert style.exit_code == 1
+    assert style.stderr.startswith("✘ invalid_input: --style must be one of 3d-model,") and "'cubist'" in style.stderr
+    assert "style_preset" not in style.stderr
+    assert "0/5 today" in abby("quota", USER).stdout  # nothing was charged

@@ -101,3 +101,17 @@ def test_unexpected_errors_get_a_logged_reference(caplog: pytest.LogCaptureFixtu
     assert ref and SECRET not in message
     assert f"Unexpected error (ref {ref[1]})" in caplog.text and "KeyError" in caplog.text
     assert user_message(ValueError()) != message, "each failure gets its own reference"
+
+
+def test_a_refused_choice_names_the_slash_command_option() -> None:
+    from abby_core.generation import validate_text_to_image
+
+    with pytest.raises(core_errors.InvalidInput) as ratio:
+        validate_text_to_image("a cat", aspect_ratio="7:3")
+    with pytest.raises(core_errors.InvalidInput) as style:
+        validate_text_to_image("a cat", style_preset="cubist")
+    assert (ratio.value.parameter, ratio.value.value) == ("aspect_ratio", "7:3")
+    assert "16:9" in (ratio.value.allowed or ())
+    ratio_text, style_text = user_message(ratio.value), user_message(style.value)
+    assert ratio_text.startswith("The `aspect_ratio` option must be one of 21:9, 16:9") and "7:3" in ratio_text
+    assert style_text.startswith("The `style` option must be one of 3d-model") and "style_preset" not in style_text
