@@ -112,7 +112,9 @@ class Output:
                     ahead = f" ({p.queue_position} ahead)" if p.queue_position else ""
                     bar.update(task, description=f"Waiting for the image server{ahead}…")
                 elif p.stage == "finished":
-                    bar.update(task, description="Saving…", completed=p.steps or 0, total=p.steps)
+                    # Made: the bar is full, whether or not this report repeats the step count.
+                    total = p.steps or bar.tasks[0].total
+                    bar.update(task, description="Saving…", completed=total or 0, total=total)
                 elif p.step is not None and p.steps:
                     bar.update(task, description=escape(label), completed=p.step, total=p.steps)
 
