@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 
 from abby_core.errors import (
     AbbyError,
@@ -125,6 +126,18 @@ def _message(exc: AbbyError) -> str:
     return exc.message
 
 
+def _usage_message(exc: typer.TyperException) -> str:
+    """Click's message on one line, with where to read the command's options."""
+    message = " ".join(exc.format_message().split())
+    cause = exc.__cause__
+    if isinstance(cause, ValidationError) and cause.errors():  # typer converts values with pydantic
+        message += f" (got {str(cause.errors()[0].get('input'))[:40]!r})"
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        message += f" (see '{ctx.command_path} --help')"
+    return message
+
+
 def describe_error(exc: BaseException) -> CliError:
     """Code, message and exit code for ``exc``; the only place this decision is made."""
     if isinstance(exc, AbbyError):
@@ -136,7 +149,7 @@ def describe_error(exc: BaseException) -> CliError:
             exit_code = EXIT_USER
         return CliError(exc.code, _message(exc), exit_code, _extra(exc))
     if isinstance(exc, typer.TyperException):  # bad options or arguments (click's UsageError)
-        return CliError("usage_error", exc.format_message(), EXIT_CONFIG)
+        return CliError("usage_error", _usage_message(exc), EXIT_CONFIG)
     return CliError(
         "internal_error",
         f"An unexpected error occurred ({type(exc).__name__}). Run again with 'abby --debug ...' for details.",

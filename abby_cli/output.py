@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from abby_cli.errors import describe_error
+from abby_cli.errors import CliError, describe_error
 from abby_core.generation import Progress as GenerationProgress
 from abby_core.generation import ProgressCallback
 from abby_core.storage import QuotaStatus
@@ -80,11 +80,15 @@ class Output:
     def fail(self, exc: BaseException, *, payload: dict[str, Any] | None = None) -> NoReturn:
         """Report ``exc`` (JSON on stdout, or a red message on stderr) and exit with its code."""
         error = describe_error(exc)
+        self.report(error, payload=payload)
+        raise typer.Exit(error.exit_code)
+
+    def report(self, error: CliError, *, payload: dict[str, Any] | None = None) -> None:
+        """Print ``error``: ``{"ok": false, ..., "error": {...}}`` on stdout, or ``✘ code: message`` on stderr."""
         if self.json_mode:
             self._json({"ok": False, **(payload or {}), "error": error.as_dict()})
         else:
             self.err.print(f"{FAIL} [bold red]{escape(error.code)}[/bold red]: {escape(error.message)}")
-        raise typer.Exit(error.exit_code)
 
     def note(self, text: str) -> None:
         """A side remark for humans (stderr; silent with ``--json``)."""

@@ -44,7 +44,7 @@ ProviderOpt = Annotated[Provider | None, typer.Option("--provider", help="Overri
 Negative = Annotated[str | None, typer.Option("--negative", help="What to keep out of the image.")]
 Seed = Annotated[int, typer.Option("--seed", min=0, help="Repeat an image; 0 picks a random one (it is reported).")]
 OutFile = Annotated[Path | None, typer.Option("--out", help="Also write a copy of the image here.")]
-ImageFile = Annotated[Path, typer.Argument(help="An image file: PNG, JPEG or WebP.")]
+ImageFile = Annotated[Path, typer.Argument(metavar="IMAGE", help="An image file: PNG, JPEG or WebP.")]
 
 
 def _refuse_large(path: Path, limit: int, size: int | None = None) -> NoReturn:
@@ -163,7 +163,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def imagine(
         ctx: typer.Context,
-        prompt: Annotated[str, typer.Argument(help="What to draw.")],
+        prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="What to draw.")],
         user_arg: UserArg = None,
         user_opt: UserOpt = None,
         provider: ProviderOpt = None,
@@ -189,7 +189,7 @@ def register(app: typer.Typer) -> None:
     def img2img(
         ctx: typer.Context,
         image: ImageFile,
-        prompt: Annotated[str, typer.Argument(help="What to make of it.")],
+        prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="What to make of it.")],
         user_arg: UserArg = None,
         user_opt: UserOpt = None,
         strength: Annotated[float, typer.Option("--strength", help="0 keeps the image, 1 ignores it.")] = 0.6,

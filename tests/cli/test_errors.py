@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -143,3 +144,29 @@ def test_interrupted_command_still_prints_one_json_object(
     result = abby("imagine", "a cat", "--user", USER, "--json")
     assert result.exit_code == 130
     assert one_json(result) == {"ok": False, "error": {"code": "interrupted", "message": "Interrupted."}}
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("upscale", "in.png", "--user", USER, "--colour", "red"), "--colour"),
+        (("quota", USER, "--days", "3"), "--days"),
+        (("stats", "--days", "lots"), "lots"),
+        (("imagine", "a cat"), "--user"),
+        (("frobnicate",), "frobnicate"),
+    ],
+)
+def test_usage_errors_are_one_line(abby: Invoke, args: tuple[str, ...], named: str) -> None:
+    """The docs' promise: ``✘ usage_error: message`` on stderr, exit 2; no boxed panel, nothing on stdout."""
+    result = abby(*args)
+    assert result.exit_code == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("✘ usage_error: ") and named in lines[0], result.stderr
+    assert not set("╭╰│─") & set(result.stderr)
+
+
+def test_version(abby: Invoke) -> None:
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
+    result = abby("--version")
+    assert result.exit_code == 0 and result.stdout == f"abby {project['version']}\n"
+    assert one_json(abby("--version", "--json")) == {"ok": True, "version": project["version"]}
