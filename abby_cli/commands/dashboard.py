@@ -1,18 +1,20 @@
 """``abby dashboard``: serve the web dashboard with uvicorn until stopped.
 
 Storage, the event log and the Discord client are opened once here, handed to the app, and
-closed when the server stops.
+closed when the server stops. With ``--json`` the startup line (printed once the server
+listens) is the command's one JSON object; stopping it prints nothing more.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Annotated
 
 import typer
 
 from abby_cli.output import Output
-from abby_cli.runtime import open_storage, run_command
+from abby_cli.runtime import JsonFlag, open_storage, run_command
 from abby_core.analytics import EventLog
 from abby_core.config import DashboardSettings, Settings
 from abby_core.errors import NotConfigured
@@ -49,8 +51,12 @@ def register(app: typer.Typer) -> None:
             int | None,
             typer.Option("--port", min=1, max=65535, show_default=False, help="Listen on this port (DASHBOARD_PORT)."),
         ] = None,
+        json_mode: JsonFlag = False,
     ) -> None:
-        """Serve the web dashboard (charts, members, storage) until stopped with Ctrl+C."""
+        """Serve the web dashboard (charts, members, storage) until stopped with Ctrl+C.
+
+        With --json, the line saying where it listens is one JSON object, printed once it listens.
+        """
         if host is not None and not host.strip():
             raise typer.BadParameter("give an address such as 127.0.0.1 or 0.0.0.0.", ctx=ctx, param_hint="'--host'")
 
@@ -75,16 +81,28 @@ def register(app: typer.Typer) -> None:
                         web, host=section.host, port=section.port, log_level=settings.discord.log_level.lower(),
                         server_header=False,
                     )
-                    out.success(
-                        {"url": section.public_url, "sign_in": methods},
-                        lambda con: con.print(
-                            f"Abby dashboard at {section.public_url} (listening on {section.host}:{section.port}); "
-                            f"sign-in: {' and '.join('Discord' if m == 'discord' else 'token' for m in methods)}. "
-                            "Stop it with Ctrl+C."
-                        ),
-                    )
+
+                    def listening() -> None:
+                        out.success(
+                            {"url": section.public_url, "listening": f"{section.host}:{section.port}",
+                             "sign_in": methods},
+                            lambda con: con.print(
+                                f"Abby dashboard at {section.public_url} (listening on {section.host}:{section.port}); "
+                                f"sign-in: {' and '.join('Discord' if m == 'discord' else 'token' for m in methods)}. "
+                                "Stop it with Ctrl+C."
+                            ),
+                        )
+
+                    class Server(uvicorn.Server):
+                        """Says where it listens once it does: a port in use is then the only output."""
+
+                        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                            await super().startup(sockets)
+                            if not self.should_exit:
+                                listening()
+
                     try:
-                        await uvicorn.Server(config).serve()
+                        await Server(config).serve()
                     except SystemExit:  # uvicorn exits when it cannot listen (it logged why)
                         raise NotConfigured(
                             f"The dashboard could not listen on {section.host}:{section.port}: choose another "
@@ -94,4 +112,4 @@ def register(app: typer.Typer) -> None:
                 finally:
                     await api.aclose()
 
-        run_command(ctx, False, body)
+        run_command(ctx, json_mode, body)
