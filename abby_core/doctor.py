@@ -14,7 +14,8 @@ The checks, in order (``Check.name``)::
     conditional_writes  the server refuses a write whose precondition fails (exact quotas)
     presigned_link      S3: a presigned link to the probe, fetched at the public endpoint, works
     clock               S3: local UTC is within 5 minutes of the server's ``Date`` header
-    stability           the Stability key is accepted (``get_balance``), when Stability is used
+    stability           the Stability key is accepted (``get_balance``), when Stability is used; skipped as
+                        "not configured yet" when neither IMAGE_PROVIDER nor the key is set (a fresh install)
     image_server        each local GPU server (ComfyUI, AUTOMATIC1111) answers and has what is configured
     discord_token       DISCORD_TOKEN has the shape of a bot token
 """
@@ -147,6 +148,13 @@ async def _stability_check(settings: Settings, generator: ImageGenerator) -> Che
         return _skip("stability", "IMAGE_PROVIDER=offline: no key needed, images are local previews")
     if "stability" not in (api.provider, api.fallback):
         return _skip("stability", f"{_providers(api)}: Stability is not used, so no key is needed")
+    if api.provider == "stability" and not generator.configured and "image_provider" not in settings.model_fields_set:
+        # A fresh install: Stability is only the default. Nothing is broken, something is still to set.
+        return _skip(
+            "stability",
+            "not configured yet: set STABILITY_API_KEY (Stability AI), or IMAGE_PROVIDER=comfyui, automatic1111 "
+            "or offline; until then, images need --provider offline",
+        )
     if api.provider == "stability":
         fix = "Set STABILITY_API_KEY, or IMAGE_PROVIDER=offline to try Abby without a provider."
         return await _key_check(api, generator.configured, generator.get_balance, "image generation", fix)

@@ -121,3 +121,14 @@ def test_core_never_imports_the_cli_libraries() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def test_no_provider_configured_yet_is_one_line_not_a_failure(tmp_path: Path) -> None:
+    """A fresh install (the README's try-it): no IMAGE_PROVIDER, no key. Not a failure: say what to set."""
+    fresh = await _run(STORAGE_ROOT=tmp_path)
+    check = fresh["stability"]
+    assert check.status == "skip" and check.detail.startswith("not configured yet")
+    assert "STABILITY_API_KEY" in check.detail and "IMAGE_PROVIDER" in check.detail and "\n" not in check.detail
+    assert not [c for c in fresh.values() if c.status == "fail"]
+    chosen = await _run(STORAGE_ROOT=tmp_path, IMAGE_PROVIDER="stability")  # asked for Stability: a failure
+    assert chosen["stability"].status == "fail"
