@@ -32,6 +32,7 @@ from abby_core.errors import (
     GlobalStorageFull,
     ImageNotFound,
     InvalidInput,
+    InvalidKey,
     NotConfigured,
     QuotaExceeded,
     StorageError,
@@ -118,6 +119,14 @@ def _message(exc: AbbyError) -> str:
                 "Image generation is not configured: STABILITY_API_KEY is not set (in .env or the "
                 "environment). To make local previews without a key, add --provider offline, or set "
                 "IMAGE_PROVIDER=offline."
+            )
+        case ImageNotFound():
+            return f"No image {exc.key!r} in this user's gallery (their images: 'abby gallery USER')."
+        case InvalidKey():
+            given = f"{exc.value!r}" if exc.value is not None else "That"
+            return (
+                f"{given} is not an image key of this user: give a file name from 'abby gallery USER', "
+                "or its full key."
             )
         case InvalidInput(parameter=str(parameter)) if parameter in OPTIONS:
             if exc.allowed is not None:

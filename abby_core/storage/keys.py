@@ -178,9 +178,9 @@ def check_image_key(user_id: str, key: object) -> str:
     full = key if "/" in key else f"{USERS_PREFIX}{uid}/{key}"
     owner = user_from_key(full)
     if owner is None:
-        raise InvalidKey(f"{key[:80]!r} is not an image key from your gallery.")
+        raise InvalidKey(f"{key[:80]!r} is not an image key from your gallery.", parameter="key", value=key[:80])
     if owner != uid:
-        raise InvalidKey("You can only manage your own images.")
+        raise InvalidKey("You can only manage your own images.", parameter="key", value=key[:80])
     return full
 
 

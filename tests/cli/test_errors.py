@@ -41,7 +41,8 @@ def _instances() -> list[errors.AbbyError]:
 
 
 # The CLI words these for an operator; every other core message is shown as it is.
-CLI_WORDED = (errors.DailyLimitExceeded, errors.UserStorageFull, errors.GlobalStorageFull, errors.UserBlocked)
+CLI_WORDED = (errors.DailyLimitExceeded, errors.UserStorageFull, errors.GlobalStorageFull, errors.UserBlocked,
+              errors.ImageNotFound, errors.InvalidKey)
 
 
 @pytest.mark.parametrize("exc", _instances(), ids=lambda e: type(e).__name__)
@@ -170,3 +171,16 @@ def test_version(abby: Invoke) -> None:
     result = abby("--version")
     assert result.exit_code == 0 and result.stdout == f"abby {project['version']}\n"
     assert one_json(abby("--version", "--json")) == {"ok": True, "version": project["version"]}
+
+
+def test_delete_speaks_to_the_operator(abby: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's reader is the operator, not the member: no "your gallery"."""
+    monkeypatch.setenv("IMAGE_PROVIDER", "offline")
+    bad = abby("delete", USER, "nope.png")
+    missing = abby("delete", USER, "20200101T000000Z-00000000.png")
+    other = abby("delete", USER, "images/users/223456789012345678/20200101T000000Z-00000000.png")
+    for result, code in ((bad, "invalid_key"), (missing, "image_not_found"), (other, "invalid_key")):
+        assert result.exit_code == 1 and result.stderr.startswith(f"✘ {code}: "), result.stderr
+        assert "your" not in result.stderr.lower() and "you " not in result.stderr.lower(), result.stderr
+        assert "this user" in result.stderr and "abby gallery" in result.stderr
+    assert "'nope.png'" in bad.stderr and "'20200101T000000Z-00000000.png'" in missing.stderr
