@@ -84,6 +84,9 @@ def register(app: typer.Typer) -> None:
             else:
                 checks = asyncio.run(_checks(settings))
             checks = [_without_credentials(c) for c in checks]
+        except KeyboardInterrupt:  # reported as run_command reports it (exit 130)
+            out.interrupted()
+            raise typer.Exit(130) from None
         except Exception as exc:  # run_checks reports failures as checks; this is a bug
             if state.debug:
                 raise

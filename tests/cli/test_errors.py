@@ -184,3 +184,17 @@ def test_delete_speaks_to_the_operator(abby: Invoke, monkeypatch: pytest.MonkeyP
         assert "your" not in result.stderr.lower() and "you " not in result.stderr.lower(), result.stderr
         assert "this user" in result.stderr and "abby gallery" in result.stderr
     assert "'nope.png'" in bad.stderr and "'20200101T000000Z-00000000.png'" in missing.stderr
+
+
+def test_ctrl_c_outside_a_command_body_is_an_interruption(abby: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Doctor runs its checks itself: Ctrl+C there is reported like anywhere else (130, one JSON object)."""
+    import abby_cli.commands.doctor as doctor
+
+    async def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(doctor, "_checks", interrupted)
+    result = abby("doctor", "--json")
+    assert result.exit_code == 130 and one_json(result)["error"]["code"] == "interrupted"
+    plain = abby("doctor")
+    assert plain.exit_code == 130 and "Interrupted." in plain.stderr
