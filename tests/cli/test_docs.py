@@ -11,9 +11,9 @@ comment above it prints. A block whose comment says ``<!-- not run: why -->`` is
 (it needs S3, a Discord token or a server that keeps running).
 
 Before comparing, both sides are normalised: the session folder reads ``/home/me/abby``;
-image names, dates and times, latencies, numbers, bar-chart blocks and table rules are
-placeholders; runs of spaces are one space. So the words, the lines, their order and the JSON keys must match; sizes,
-seeds and dates need not.
+image names, dates and times, latencies, sizes, numbers, bar-chart blocks and table rules
+are placeholders; runs of spaces are one space. So the words, the lines, their order and the
+JSON keys must match; sizes, seeds and dates need not.
 """
 
 from __future__ import annotations
@@ -42,16 +42,18 @@ _TIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:
 _BAR = re.compile(r"[█▏▎▍▌▋▊▉]+")
 _RULE = re.compile(r"[━─]+")  # a table's rules are as wide as its columns' contents
 _DURATION = re.compile(r"\b\d+(?:\.\d+)? m?s\b")  # a latency: "81 ms" on one machine, "1.2 s" on another
+_SIZE = re.compile(r"\b\d+(?:\.\d+)? [KMG]?B\b")  # "999.9 KB" in one run, "1.0 MB" in the next
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _FENCE = re.compile(r"^```(\w+)\n(.*?)^```$", re.M | re.S)
+_PLACEHOLDERS = ((_NAME, "NAME"), (_TIME, "DATE"), (_BAR, "BAR"), (_DURATION, "TIME"), (_SIZE, "SIZE"),
+                 (_RULE, "─"), (_NUMBER, "N"))  # in this order: a name holds digits, a size a number
 _MARK = re.compile(r"<!-- (output of|not run): ((?:(?!-->).)*?) -->\s*\Z", re.S)  # right above the fence
 
 
 def normalise(text: str) -> list[str]:
     lines = []
     for line in text.splitlines():
-        for pattern, placeholder in ((_NAME, "NAME"), (_TIME, "DATE"), (_BAR, "BAR"), (_DURATION, "TIME"),
-                                     (_RULE, "─"), (_NUMBER, "N")):
+        for pattern, placeholder in _PLACEHOLDERS:
             line = pattern.sub(placeholder, line)
         lines.append(" ".join(line.split()))
     while lines and not lines[-1]:
@@ -153,6 +155,7 @@ def replay(
 ) -> list[str]:
     """What differs between ``path``'s examples and the program; ``write`` puts the printed output in instead."""
     monkeypatch.chdir(folder)
+    monkeypatch.setenv("COLUMNS", "80")  # rich's width when not on a terminal, whatever the shell says
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     text = path.read_text()
@@ -214,6 +217,7 @@ def test_cli_md_lists_the_choices_the_program_takes() -> None:
 def test_the_checker_catches_drift() -> None:
     """The comparison is not vacuous: a changed word, a missing line or a missing key is caught."""
     assert normalise("✔ Saved a.png (1.2 KB, seed 42)") == normalise("✔ Saved a.png (268.9 KB, seed 7)")
+    assert normalise("server: 999.9 KB of 5.0 GB") == normalise("server: 1.0 MB of 5.0 GB")
     assert normalise("Local preview — x") != normalise("Local preview - x")
     assert normalise("a\nb") != normalise("a")
     assert shape_problems({"ok": True}, {"ok": True, "credits": 1})
