@@ -461,6 +461,38 @@ async def test_a_server_that_dies_after_taking_the_job_is_not_unreachable(fake: 
     assert not isinstance(down.value, ProviderUnreachable)
 
 
+class BreakAfterPrompt(httpx.AsyncBaseTransport):
+    """A real transport whose connections break once the prompt was queued (the server was killed)."""
+
+    def __init__(self, error: type[httpx.TransportError]) -> None:
+        self.inner, self.error, self.queued = httpx.AsyncHTTPTransport(), error, False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.queued:
+            raise self.error("Server disconnected without sending a response.", request=request)
+        response = await self.inner.handle_async_request(request)
+        self.queued = request.method == "POST" and request.url.path == "/prompt"
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize("error", [httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError])
+async def test_a_server_killed_mid_job_could_not_be_reached(
+    fake: FakeComfyUI, error: type[httpx.TransportError]
+) -> None:
+    fake.pause()
+    provider = make(fake, transport=BreakAfterPrompt(error))
+    try:
+        with pytest.raises(GenerationUnavailable) as down:
+            await provider.text_to_image(FOX)
+    finally:
+        await provider.aclose()
+    assert not isinstance(down.value, ProviderUnreachable)  # the job was taken: never handed to a fallback
+    assert "could not be reached" in str(down.value) and error.__name__ not in str(down.value)
+
+
 async def test_a_closed_provider_refuses_work(fake: FakeComfyUI) -> None:
     provider = make(fake)
     await provider.aclose()
@@ -615,6 +647,19 @@ async def test_a_wrong_auth_header_is_the_operators_problem() -> None:
             await provider.aclose()
         assert "wrong" not in str(refused.value)
         assert fake.prompts == {}
+        # The server asked for the auth header: it is not an API key.
+        assert "auth header" in str(refused.value) and "API key" not in str(refused.value)
+
+
+async def test_a_missing_auth_header_is_named_as_missing() -> None:
+    async with running_fake(auth=("X-Api-Key", "right")) as fake:
+        provider = make(fake)
+        try:
+            with pytest.raises(ProviderAuthError, match="sends none") as refused:
+                await provider.text_to_image(FOX)
+        finally:
+            await provider.aclose()
+        assert "API key" not in str(refused.value)
 
 
 def test_the_bundled_workflows_are_valid_for_the_server(fake: FakeComfyUI) -> None:
