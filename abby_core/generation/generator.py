@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -14,7 +15,7 @@ import httpx
 from pydantic import SecretStr
 
 from abby_core.config import ApiSettings, ProviderName
-from abby_core.errors import ConfigError, NotConfigured, ProviderUnreachable
+from abby_core.errors import ConfigError, GenerationUnavailable, InvalidImage, NotConfigured, ProviderUnreachable
 from abby_core.generation.base import (
     GeneratedImage,
     GenerationRequest,
@@ -28,6 +29,7 @@ from abby_core.generation.base import (
 from abby_core.generation.offline import OfflineProvider
 from abby_core.generation.params import validate_image_to_image, validate_text_to_image, validate_upscale
 from abby_core.generation.stability import NOT_CONFIGURED, StabilityProvider
+from abby_core.images import strip_metadata
 
 __all__ = ["FallbackProvider", "ImageGenerator", "build_provider", "load_workflows"]
 
@@ -197,7 +199,8 @@ class ImageGenerator:
             raise NotConfigured(NOT_CONFIGURED, setting="STABILITY_API_KEY")
 
     async def generate(self, request: GenerationRequest, *, progress: ProgressCallback | None = None) -> GeneratedImage:
-        """Run a request built by a ``validate_*`` function.
+        """Run a request built by a ``validate_*`` function; the image comes back without the
+        metadata its generator embedded (:func:`~abby_core.images.strip_metadata`).
 
         ``progress`` receives :class:`~abby_core.generation.base.Progress` updates from
         providers that report them (local GPU servers); others never call it.
@@ -205,10 +208,18 @@ class ImageGenerator:
         self._check_configured()
         with reporting_progress(progress):
             if isinstance(request, TextToImageRequest):
-                return await self._provider.text_to_image(request)
-            if isinstance(request, ImageToImageRequest):
-                return await self._provider.image_to_image(request)
-            return await self._provider.upscale(request)
+                image = await self._provider.text_to_image(request)
+            elif isinstance(request, ImageToImageRequest):
+                image = await self._provider.image_to_image(request)
+            else:
+                image = await self._provider.upscale(request)
+        # Every provider's image, before anyone stores or receives it: without its generator's
+        # metadata (ComfyUI embeds its whole workflow, the web UI its parameters).
+        try:
+            data = strip_metadata(image.data)
+        except InvalidImage as exc:
+            raise GenerationUnavailable("The image service sent an unreadable image.") from exc
+        return image if data is image.data else dataclasses.replace(image, data=data)
 
     async def text_to_image(
         self,

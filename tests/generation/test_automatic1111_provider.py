@@ -25,7 +25,7 @@ from abby_core.errors import (
     ProviderAuthError,
     ProviderUnreachable,
 )
-from abby_core.generation import automatic1111
+from abby_core.generation import ImageGenerator, automatic1111
 from abby_core.generation.automatic1111 import Automatic1111Provider
 from abby_core.generation.base import (
     ImageToImageRequest,
@@ -112,6 +112,17 @@ async def test_text_to_image_reports_the_servers_seed(make: Make, fake_a1111: Fa
     assert image.content_type == "image/png" and image.provider == "automatic1111"
     assert image.label == "v1-5-pruned-emaonly" and image.request_id == sent["force_task_id"]
     assert image.request_id is not None and image.request_id.startswith("abby-")
+
+
+async def test_members_get_the_image_without_the_embedded_parameters(make: Make) -> None:
+    provider = make()
+    served = await provider.text_to_image(TextToImageRequest("a red fox", negative_prompt="blurry", seed=7))
+    assert "Negative prompt: blurry" in Image.open(io.BytesIO(served.data)).text["parameters"]
+    generator = ImageGenerator(provider=provider)
+    image = await generator.generate(TextToImageRequest("a red fox", negative_prompt="blurry", seed=7))
+    received = Image.open(io.BytesIO(image.data))
+    assert received.text == {} and b"blurry" not in image.data
+    assert received.tobytes() == Image.open(io.BytesIO(served.data)).tobytes()
 
 
 async def test_a_chosen_seed_and_style_are_sent(make: Make, fake_a1111: FakeA1111) -> None:

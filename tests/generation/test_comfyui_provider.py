@@ -27,7 +27,7 @@ from abby_core.errors import (
     ProviderRejected,
     ProviderUnreachable,
 )
-from abby_core.generation import comfyui
+from abby_core.generation import ImageGenerator, comfyui
 from abby_core.generation.base import (
     ImageToImageRequest,
     Progress,
@@ -119,6 +119,21 @@ async def test_text_to_image(fake: FakeComfyUI) -> None:
     (body,) = posted(fake, "/prompt")
     assert body["prompt_id"] == prompt_id and body["client_id"]
     assert fake.history[prompt_id]["prompt"][3] == {"client_id": body["client_id"]}
+
+
+async def test_members_get_the_image_without_the_embedded_workflow(fake: FakeComfyUI) -> None:
+    generator = ImageGenerator(provider=make(fake))
+    try:
+        image = await generator.generate(FOX)
+    finally:
+        await generator.aclose()
+    prompt_id, _ = only_prompt(fake)
+    served = fake.output_image(fake.history[prompt_id])
+    assert json.loads(Image.open(io.BytesIO(served)).text["prompt"])["3"]["class_type"] == "KSampler"
+    received = Image.open(io.BytesIO(image.data))
+    assert received.text == {} and b"KSampler" not in image.data and b"blurry" not in image.data
+    assert received.tobytes() == Image.open(io.BytesIO(served)).tobytes()
+    assert (image.seed, image.request_id) == (42, prompt_id)  # what Abby records itself stays
 
 
 async def test_progress_comes_in_order(fake: FakeComfyUI) -> None:
