@@ -40,10 +40,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from abby_core.errors import InvalidImage, InvalidInput, InvalidPrompt
 
 __all__ = [
-    "CONSERVATIVE_UPSCALE",
-    "CREATIVE_UPSCALE",
-    "FAST_UPSCALE",
-    "IMAGE_TO_IMAGE",
     "MAX_IMAGE_BYTES",
     "MAX_IMAGE_PIXELS",
     "MAX_PROMPT_CHARS",
@@ -115,7 +111,11 @@ def clean_prompt(text: str, *, field: str = "prompt", max_chars: int = MAX_PROMP
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """What one endpoint accepts: sides, total pixels and aspect ratio."""
+    """What one endpoint of one provider accepts: sides, total pixels, aspect ratio, file size.
+
+    ``name`` is the operation as a member reads it ("image-to-image"); each provider states
+    its own (``Provider.input_limits``).
+    """
 
     name: str
     min_side: int
@@ -123,13 +123,24 @@ class ImageLimits:
     min_pixels: int
     max_pixels: int
     max_aspect: float
+    max_bytes: int = 9 * 1024 * 1024
 
+    @classmethod
+    def sides(cls, name: str, min_side: int, max_side: int, *, max_bytes: int) -> ImageLimits:
+        """Limits on the sides alone: any shape between them (pixels and aspect follow from the sides)."""
+        return cls(name, min_side, max_side, min_side**2, max_side**2, max_side / min_side, max_bytes)
 
-# Stability's published limits; images outside them are resized, not sent to be refused.
-FAST_UPSCALE = ImageLimits("fast upscale", 32, 1536, 1_024, 1_048_576, 1536 / 32)
-CONSERVATIVE_UPSCALE = ImageLimits("conservative upscale", 64, 4096, 4_096, 4_194_304, 2.5)
-CREATIVE_UPSCALE = ImageLimits("creative upscale", 64, 1024, 4_096, 1_048_576, 2.5)
-IMAGE_TO_IMAGE = ImageLimits("image-to-image", 64, 2048, 4_096, 1_048_576, 2.5)
+    def narrowed(self, other: ImageLimits) -> ImageLimits:
+        """What both accept (a picture fitted to it suits either endpoint)."""
+        return ImageLimits(
+            self.name,
+            max(self.min_side, other.min_side),
+            min(self.max_side, other.max_side),
+            max(self.min_pixels, other.min_pixels),
+            min(self.max_pixels, other.max_pixels),
+            min(self.max_aspect, other.max_aspect),
+            min(self.max_bytes, other.max_bytes),
+        )
 
 
 @dataclass(frozen=True)
@@ -273,16 +284,17 @@ def prepare_image(
     *,
     max_bytes: int = MAX_IMAGE_BYTES,
     max_pixels: int = MAX_IMAGE_PIXELS,
-    max_output_bytes: int = 9 * 1024 * 1024,
 ) -> PreparedImage:
     """Check an uploaded image and return it as a metadata-free PNG within ``limits``.
 
+    The one fitting function: ``limits`` are the provider's own (``Provider.input_limits``).
     Refuses (:class:`InvalidImage`) files over ``max_bytes`` before decoding, anything
     not PNG/JPEG/WebP, more than ``max_pixels`` pixels, truncated or damaged files and
     shapes too thin for the endpoint. Too small or too large images are resized
-    (LANCZOS), keeping their aspect ratio. The PNG is shrunk further if it would be
-    over ``max_output_bytes`` (the provider refuses bodies over 10 MiB).
+    (LANCZOS), keeping their aspect ratio; an image within the limits keeps its size.
+    The PNG is shrunk further if it would be over ``limits.max_bytes``.
     """
+    max_output_bytes = limits.max_bytes
     img, fmt = _open(data, max_bytes=max_bytes, max_pixels=max_pixels)
     img = _normalise(img)
     size = _target_size(img.width, img.height, limits)

@@ -233,7 +233,13 @@ class ImageService:
         """A new image from ``image`` and a prompt (``/imgimg``, variations)."""
         uid = check_user_id(user_id)
         request = await asyncio.to_thread(
-            validate_image_to_image, image, prompt, strength=strength, negative_prompt=negative_prompt, seed=seed
+            validate_image_to_image,
+            image,
+            prompt,
+            limits=self.generator.input_limits,
+            strength=strength,
+            negative_prompt=negative_prompt,
+            seed=seed,
         )
         return await self._run("img2img", uid, request, request.prompt, (tuple(role_ids), tuple(sku_ids)), progress)
 
@@ -250,7 +256,9 @@ class ImageService:
     ) -> GenerationResult:
         """A larger copy of ``image`` (``/upscale``)."""
         uid = check_user_id(user_id)
-        request = await asyncio.to_thread(validate_upscale, image, prompt=prompt, mode=mode)
+        request = await asyncio.to_thread(
+            validate_upscale, image, limits=self.generator.input_limits, prompt=prompt, mode=mode
+        )
         return await self._run("upscale", uid, request, request.prompt, (tuple(role_ids), tuple(sku_ids)), progress)
 
     async def _run(

@@ -11,14 +11,17 @@ from PIL import Image
 
 from abby_core import images
 from abby_core.errors import InvalidImage, InvalidPrompt
+from abby_core.generation.stability import StabilityProvider
 from abby_core.images import (
-    FAST_UPSCALE,
-    IMAGE_TO_IMAGE,
     clean_prompt,
     compress_for_storage,
     prepare_image,
     sniff_format,
 )
+
+# Stability's limits: the tightest there are, so the fitting function has the most to do.
+IMAGE_TO_IMAGE = StabilityProvider.input_limits.image_to_image
+FAST_UPSCALE = StabilityProvider.input_limits.upscale["fast"]
 
 
 def encode(img: Image.Image, fmt: str, **kw: object) -> bytes:

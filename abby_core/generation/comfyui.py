@@ -71,6 +71,7 @@ from abby_core.generation._status import OWNER, error_for_status, sanitize
 from abby_core.generation.base import (
     GeneratedImage,
     ImageToImageRequest,
+    InputLimits,
     OutputFormat,
     Progress,
     Provider,
@@ -165,6 +166,9 @@ class ComfyUIProvider(Provider):
     """
 
     name = "comfyui"
+    # nodes.py: latents from 16 px up to MAX_RESOLUTION (16384) a side, any shape; LoadImage takes
+    # any picture; server.py takes uploads up to --max-upload-size (100 MB by default).
+    input_limits = InputLimits.sides(16, 16384, max_bytes=100 * 1024 * 1024)
 
     def __init__(
         self,

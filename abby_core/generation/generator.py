@@ -20,6 +20,7 @@ from abby_core.generation.base import (
     GeneratedImage,
     GenerationRequest,
     ImageToImageRequest,
+    InputLimits,
     ProgressCallback,
     Provider,
     TextToImageRequest,
@@ -97,6 +98,9 @@ def build_provider(name: ProviderName, api: ApiSettings, **kw: Any) -> Provider:
 class FallbackProvider(Provider):
     """``primary``, and ``secondary`` when the primary cannot be reached.
 
+    Input pictures are fitted to what both take (:meth:`InputLimits.narrowed`), as the
+    request is built before anyone knows which one will serve it.
+
     Only :class:`~abby_core.errors.ProviderUnreachable` (nothing was sent) moves a request
     to the second provider: never a failure after a job may have started, so a member is
     never charged twice.
@@ -105,6 +109,7 @@ class FallbackProvider(Provider):
     def __init__(self, primary: Provider, secondary: Provider) -> None:
         self.primary, self.secondary = primary, secondary
         self.name = primary.name  # type: ignore[misc]
+        self.input_limits = primary.input_limits.narrowed(secondary.input_limits)
 
     def __repr__(self) -> str:
         return f"FallbackProvider({self.primary!r}, then {self.secondary!r})"
@@ -194,6 +199,11 @@ class ImageGenerator:
     def provider_name(self) -> str:
         return self._provider.name
 
+    @property
+    def input_limits(self) -> InputLimits:
+        """The input pictures the provider takes: hand them to ``validate_image_to_image``/``validate_upscale``."""
+        return self._provider.input_limits
+
     def _check_configured(self) -> None:
         if not self._provider.configured:
             raise NotConfigured(NOT_CONFIGURED, setting="STABILITY_API_KEY")
@@ -258,6 +268,7 @@ class ImageGenerator:
             validate_image_to_image,
             image,
             prompt,
+            limits=self.input_limits,
             strength=strength,
             negative_prompt=negative_prompt,
             seed=seed,
@@ -275,7 +286,7 @@ class ImageGenerator:
     ) -> GeneratedImage:
         """Enlarge ``image`` (fast: 4x). ``creative`` polls for up to a few minutes."""
         request = await asyncio.to_thread(
-            validate_upscale, image, prompt=prompt, mode=mode, output_format=output_format
+            validate_upscale, image, limits=self.input_limits, prompt=prompt, mode=mode, output_format=output_format
         )
         return await self.generate(request)
 

@@ -32,6 +32,7 @@ from abby_core.generation._results import random_seed
 from abby_core.generation.base import (
     GeneratedImage,
     ImageToImageRequest,
+    InputLimits,
     OutputFormat,
     Provider,
     TextToImageRequest,
@@ -163,6 +164,7 @@ class OfflineProvider(Provider):
     """
 
     name = "offline"
+    input_limits = InputLimits.sides(1, 16384, max_bytes=64 * 1024 * 1024)  # it draws over any picture
 
     def __init__(self, *, seed_source: Callable[[], int] = random_seed) -> None:
         self._seed_source = seed_source

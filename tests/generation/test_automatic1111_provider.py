@@ -176,6 +176,15 @@ async def test_image_to_image(make: Make, fake_a1111: FakeA1111) -> None:
     assert fake_a1111.state.sampling_steps == int(0.4 * 4) + 1
 
 
+async def test_a_long_thin_picture_reaches_the_web_ui_at_its_own_size(make: Make, fake_a1111: FakeA1111) -> None:
+    # The web UI has none of Stability's limits (no "2.5 to 1"): the picture is not refused or resized.
+    generator = ImageGenerator(provider=make())
+    await generator.image_to_image(png((1500, 400)), "a blue fox", seed=7)
+    sent = _sent(fake_a1111, "/sdapi/v1/img2img")
+    assert _size(base64.b64decode(sent["init_images"][0])) == (1500, 400)
+    assert (sent["width"], sent["height"]) == (1496, 400)  # the web UI works in steps of 8
+
+
 async def test_upscale_uses_the_configured_upscaler(make: Make, fake_a1111: FakeA1111) -> None:
     image = await make(upscaler="r-esrgan 4x+").upscale(UpscaleRequest(png((64, 48))))
     sent = _sent(fake_a1111, "/sdapi/v1/extra-single-image")
