@@ -38,7 +38,7 @@ async def test_overview_shows_the_stats_figures(
     assert "<strong>3</strong> image(s)" in text and "1 refusal(s), 1 failure(s)" in text
     assert "daily_limit" in text and ALICE in text and "comfyui" in text
     assert "<td>100.0%</td>" in text and "<td>25.0%</td>" in text  # comfyui's failure rate, then all providers
-    assert 'id="credits">9<' in text and "of 5.0 GB" in text
+    assert 'id="credits">9<' in text and 'of <span class="amount">5.0 GB</span>' in text
     data = chart_json(text)
     days = data["days"]
     assert isinstance(days, dict) and len(days["labels"]) == 30 and days["images"][-1] == 3
