@@ -352,7 +352,7 @@ def test_storage_page_shows_limits_lifecycle_and_maintenance(browser: Browser, s
     assert limits["Generations per member per day"][0] == str(DAILY_GENS)
     assert limits["Room held per generation"][0] == "300.0 KB"
     lifecycle = browser.text("#lifecycle")
-    assert "Cleanup removes images older than 7 days." in lifecycle
+    assert "Images older than 7 days are removed by cleanup" in lifecycle and lifecycle.count("7 days") == 1
     maintenance = {r[0]: r[1:] for r in rows(browser, "#maintenance")}
     cleanup = site.events.latest_audit("cleanup")
     assert cleanup is not None

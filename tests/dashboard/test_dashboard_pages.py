@@ -9,12 +9,25 @@ import shutil
 from pathlib import Path
 
 import httpx
+import pytest
 from PIL import Image
 
 from abby_core.analytics import AuditEvent, EventLog
-from abby_core.storage import FilesystemBackend, StorageManager
-from tests.dashboard.conftest import ALICE, BOB, Handler, MakeApp, browser_client, sign_in, store_image, usage
-from tests.storage.conftest import Clock
+from abby_core.config import load_settings
+from abby_core.storage import FilesystemBackend, S3Backend, StorageBackend, StorageManager
+from abby_dashboard import DiscordAPI, create_app
+from tests.dashboard.conftest import (
+    ALICE,
+    BOB,
+    TOKEN,
+    Handler,
+    MakeApp,
+    browser_client,
+    sign_in,
+    store_image,
+    usage,
+)
+from tests.storage.conftest import Clock, moto_env, s3_settings  # noqa: F401
 
 
 def chart_json(page: str) -> dict[str, object]:
@@ -186,3 +199,29 @@ async def test_storage_page_lists_the_leases_of_bot_processes(
     finally:
         await bot.aclose()
     assert 'id="leases"' not in (await admin.get("/storage")).text  # given back when the process stops
+
+
+@pytest.mark.parametrize("kind", ["filesystem", "moto"])
+async def test_the_storage_page_states_how_images_expire_once(
+    kind: str, tmp_path: Path, clock: Clock, request: pytest.FixtureRequest
+) -> None:
+    if kind == "moto":
+        request.getfixturevalue("moto_env")
+        backend: StorageBackend = S3Backend(s3_settings(None, None, None))
+    else:
+        backend = FilesystemBackend(tmp_path / "store")
+    storage = StorageManager(backend, clock=clock, cleanup_days=9)
+    await storage.ensure_ready(create=True)
+    section = load_settings(env_file=None, DASHBOARD_TOKEN=TOKEN, STORAGE_ROOT=str(tmp_path)).dashboard
+    app = create_app(section, storage, EventLog(storage.backend, clock=clock), DiscordAPI(section), clock=clock)
+    try:
+        async with browser_client(app) as http:
+            await sign_in(http)
+            page = (await http.get("/storage")).text
+    finally:
+        await storage.aclose()
+    lifecycle = re.search(r'<ul id="lifecycle">(.*?)</ul>', page, re.S)
+    assert lifecycle is not None
+    items = re.findall(r"<li>(.*?)</li>", lifecycle.group(1), re.S)
+    about_images = [item for item in items if "9 days" in item]
+    assert len(about_images) == 1, items  # one fact, said once
