@@ -6,7 +6,9 @@ closed when the server stops.
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from typing import Annotated
 
 import typer
@@ -15,7 +17,7 @@ from abby_cli.output import Output
 from abby_cli.runtime import open_storage, run_command
 from abby_core.analytics import EventLog
 from abby_core.config import DashboardSettings, Settings
-from abby_core.errors import NotConfigured
+from abby_core.errors import NotConfigured, PortInUse
 
 __all__ = ["register"]
 
@@ -32,6 +34,30 @@ def _section(settings: Settings, host: str | None, port: int | None) -> Dashboar
     shown = f"[{host}]" if ":" in host else host
     public = settings.dashboard_public_url or f"http://{shown}:{port}"
     return section.model_copy(update={"host": host, "port": port, "public_url": public})
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The dashboard's socket, bound here and handed to uvicorn: a taken port is one clear error,
+    found by the bind itself (uvicorn would log the OS error and exit)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn decides
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(
+                f"port {port} is in use on {host}: stop what uses it, or choose another port with --port "
+                "or DASHBOARD_PORT.",
+                host=host, port=port, setting="DASHBOARD_PORT",
+            ) from None
+        raise NotConfigured(
+            f"The dashboard cannot listen on {host}:{port} ({exc.strerror or exc}): check DASHBOARD_HOST "
+            "(or --host) and DASHBOARD_PORT (or --port).",
+            setting="DASHBOARD_HOST",
+        ) from None
+    return sock
 
 
 def _methods(section: DashboardSettings) -> list[str]:
@@ -55,43 +81,52 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("give an address such as 127.0.0.1 or 0.0.0.0.", ctx=ctx, param_hint="'--host'")
 
         async def body(settings: Settings, out: Output) -> None:
-            # Imported here: the web stack is only loaded when the dashboard actually runs.
-            import uvicorn
-
-            from abby_dashboard import DiscordAPI, create_app
-
             section = _section(settings, host, port)
             section.check_sign_in()
             if not logging.getLogger().handlers:
                 logging.basicConfig(level=settings.discord.log_level, format=LOG_FORMAT)
             methods = _methods(section)
-            async with open_storage(settings) as storage:
-                retention = settings.analytics.retention_days
-                events = EventLog(storage.backend, clock=storage.clock, retention_days=retention)
-                api = DiscordAPI(section)
-                try:
-                    web = create_app(section, storage, events, api, clock=storage.clock)
-                    config = uvicorn.Config(
-                        web, host=section.host, port=section.port, log_level=settings.discord.log_level.lower(),
-                        server_header=False,
-                    )
-                    out.success(
-                        {"url": section.public_url, "sign_in": methods},
-                        lambda con: con.print(
-                            f"Abby dashboard at {section.public_url} (listening on {section.host}:{section.port}); "
-                            f"sign-in: {' and '.join('Discord' if m == 'discord' else 'token' for m in methods)}. "
-                            "Stop it with Ctrl+C."
-                        ),
-                    )
-                    try:
-                        await uvicorn.Server(config).serve()
-                    except SystemExit:  # uvicorn exits when it cannot listen (it logged why)
-                        raise NotConfigured(
-                            f"The dashboard could not listen on {section.host}:{section.port}: choose another "
-                            "DASHBOARD_PORT (or --port), or stop what uses it.",
-                            setting="DASHBOARD_PORT",
-                        ) from None
-                finally:
-                    await api.aclose()
+            with _listen(section.host, section.port) as listening:
+                await _serve(settings, section, methods, listening, out)
 
         run_command(ctx, False, body)
+
+
+async def _serve(
+    settings: Settings, section: DashboardSettings, methods: list[str], listening: socket.socket, out: Output
+) -> None:
+    """Open storage and the Discord client, serve the app on ``listening`` until stopped, close them."""
+    # Imported here: the web stack is only loaded when the dashboard actually runs.
+    import uvicorn
+
+    from abby_dashboard import AccessLogRedaction, DiscordAPI, create_app
+
+    async with open_storage(settings) as storage:
+        retention = settings.analytics.retention_days
+        events = EventLog(storage.backend, clock=storage.clock, retention_days=retention)
+        api = DiscordAPI(section)
+        try:
+            web = create_app(section, storage, events, api, clock=storage.clock)
+            config = uvicorn.Config(
+                web, host=section.host, port=section.port, log_level=settings.discord.log_level.lower(),
+                server_header=False,
+            )
+            access = logging.getLogger("uvicorn.access")
+            if not any(isinstance(f, AccessLogRedaction) for f in access.filters):
+                access.addFilter(AccessLogRedaction())
+            out.success(
+                {"url": section.public_url, "sign_in": methods},
+                lambda con: con.print(
+                    f"Abby dashboard at {section.public_url} (listening on {section.host}:{section.port}); "
+                    f"sign-in: {' and '.join('Discord' if m == 'discord' else 'token' for m in methods)}. "
+                    "Stop it with Ctrl+C."
+                ),
+            )
+            try:
+                await uvicorn.Server(config).serve(sockets=[listening])
+            except SystemExit:  # uvicorn exits when it cannot start (it logged why)
+                raise NotConfigured(
+                    "The dashboard could not start; the reason is logged above.", setting="DASHBOARD_HOST"
+                ) from None
+        finally:
+            await api.aclose()
