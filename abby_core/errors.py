@@ -5,7 +5,6 @@ The tree::
     AbbyError                                   .code (stable, used by the CLI's --json)
     ├── ConfigError                             config_error
     ├── NotConfigured                           not_configured  .setting
-    │   └── PortInUse                           port_in_use     .host .port  (a server cannot listen)
     ├── UserBlocked                             blocked
     ├── QuotaExceeded                           .limit_name .used .limit .resets_at
     │   ├── DailyLimitExceeded                  daily_limit
@@ -65,7 +64,6 @@ __all__ = [
     "InvalidUser",
     "LedgerCorrupt",
     "NotConfigured",
-    "PortInUse",
     "PromptRejected",
     "ProviderAuthError",
     "ProviderOutOfCredits",
@@ -125,16 +123,6 @@ class NotConfigured(AbbyError):
             named = _VARIABLE.search(message)
             setting = named.group(0) if named else None
         self.setting = setting
-
-
-class PortInUse(NotConfigured):
-    """A server (the dashboard) cannot listen: something else uses ``host``:``port``."""
-
-    code = "port_in_use"
-
-    def __init__(self, message: str, *, host: str, port: int, setting: str | None = None) -> None:
-        super().__init__(message, setting=setting)
-        self.host, self.port = host, port
 
 
 class UserBlocked(AbbyError):

@@ -31,11 +31,13 @@ LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 4
 
 
 def _codes(error: type[AbbyError]) -> set[str]:
-    return {error.code}.union(*(_codes(sub) for sub in error.__subclasses__()))
+    # Core's own tree only: an adapter's subclass (the CLI's) is never a generation's outcome.
+    own = {error.code} if error.__module__ == AbbyError.__module__ else set()
+    return own.union(*(_codes(sub) for sub in error.__subclasses__()))
 
 
 #: Every outcome that counts as a failure (``abby_provider_errors_total``'s ``code``): the
-#: error tree's codes that are not refusals, and an interrupted generation.
+#: core error tree's codes that are not refusals, and an interrupted generation.
 FAILURE_CODES: frozenset[str] = frozenset(_codes(AbbyError) - REFUSAL_CODES | {INTERRUPTED})
 
 

@@ -17,7 +17,7 @@ from abby_cli.output import Output
 from abby_cli.runtime import open_storage, run_command
 from abby_core.analytics import EventLog
 from abby_core.config import DashboardSettings, Settings
-from abby_core.errors import NotConfigured, PortInUse
+from abby_core.errors import NotConfigured
 
 __all__ = ["register"]
 
@@ -36,6 +36,16 @@ def _section(settings: Settings, host: str | None, port: int | None) -> Dashboar
     return section.model_copy(update={"host": host, "port": port, "public_url": public})
 
 
+class PortInUse(NotConfigured):
+    """The dashboard cannot listen: something else uses ``host``:``port``."""
+
+    code = "port_in_use"
+
+    def __init__(self, message: str, *, host: str, port: int) -> None:
+        super().__init__(message, setting="DASHBOARD_PORT")
+        self.host, self.port = host, port
+
+
 def _listen(host: str, port: int) -> socket.socket:
     """The dashboard's socket, bound here and handed to uvicorn: a taken port is one clear error,
     found by the bind itself (uvicorn would log the OS error and exit)."""
@@ -50,7 +60,7 @@ def _listen(host: str, port: int) -> socket.socket:
             raise PortInUse(
                 f"port {port} is in use on {host}: stop what uses it, or choose another port with --port "
                 "or DASHBOARD_PORT.",
-                host=host, port=port, setting="DASHBOARD_PORT",
+                host=host, port=port,
             ) from None
         raise NotConfigured(
             f"The dashboard cannot listen on {host}:{port} ({exc.strerror or exc}): check DASHBOARD_HOST "

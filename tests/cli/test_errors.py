@@ -13,7 +13,7 @@ from abby_core.storage import StorageManager
 from tests.cli.conftest import USER, Invoke, one_json
 
 EXPECTED_EXIT = {
-    "config_error": EXIT_CONFIG, "not_configured": EXIT_CONFIG, "port_in_use": EXIT_CONFIG,
+    "config_error": EXIT_CONFIG, "not_configured": EXIT_CONFIG,
     "storage_unavailable": EXIT_STORAGE, "save_outcome_unknown": EXIT_STORAGE, "ledger_corrupt": EXIT_STORAGE,
     "storage_error": EXIT_STORAGE,
     "reservation_invalid": EXIT_STORAGE,
@@ -34,8 +34,6 @@ def _instances() -> list[errors.AbbyError]:
             made.append(cls(USER))
         elif cls is errors.ImageNotFound:
             made.append(cls("x.png"))
-        elif cls is errors.PortInUse:
-            made.append(cls("a message", host="127.0.0.1", port=8766))
         else:
             made.append(cls("a message"))
     return made
