@@ -226,7 +226,7 @@ class ImageGenerator:
         # Every provider's image, before anyone stores or receives it: without its generator's
         # metadata (ComfyUI embeds its whole workflow, the web UI its parameters).
         try:
-            data = strip_metadata(image.data)
+            data = await asyncio.to_thread(strip_metadata, image.data)  # a walk over a large PNG: off the loop
         except InvalidImage as exc:
             raise GenerationUnavailable("The image service sent an unreadable image.") from exc
         return image if data is image.data else dataclasses.replace(image, data=data)

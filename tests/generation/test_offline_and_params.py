@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -148,3 +149,19 @@ def test_a_fallback_fits_pictures_to_what_both_providers_take() -> None:
     with pytest.raises(InvalidImage, match="2\\.5 to 1"):
         validate_image_to_image(png((1500, 400)), "a fox", limits=both.input_limits)
     assert both.input_limits == StabilityProvider.input_limits.narrowed(ComfyUIProvider.input_limits)
+
+
+async def test_a_providers_damaged_image_is_its_failure_not_the_members() -> None:
+    from dataclasses import replace
+
+    from abby_core.errors import GenerationUnavailable
+    from abby_core.generation import TextToImageRequest
+
+    class Truncating(OfflineProvider):
+        async def text_to_image(self, request: TextToImageRequest) -> Any:
+            image = await super().text_to_image(request)
+            return replace(image, data=image.data[: len(image.data) // 2])
+
+    generator = ImageGenerator(provider=Truncating())
+    with pytest.raises(GenerationUnavailable, match="unreadable image"):
+        await generator.text_to_image("a red fox")
