@@ -164,7 +164,8 @@ class OfflineProvider(Provider):
     """
 
     name = "offline"
-    input_limits = InputLimits.sides(1, 16384, max_bytes=64 * 1024 * 1024)  # it draws over any picture
+    # It draws over any picture with something to show: 16 px a side or more (a 2000x1 strip is refused).
+    input_limits = InputLimits.sides(16, 16384, max_bytes=64 * 1024 * 1024)
 
     def __init__(self, *, seed_source: Callable[[], int] = random_seed) -> None:
         self._seed_source = seed_source
