@@ -218,7 +218,8 @@ def _comfyui_verdict(report: ServerReport, url: str) -> Check:
     if report.device:
         # "cuda:0 NVIDIA GeForce RTX 4090 : cudaMallocAsync": the allocator says nothing to an operator
         device = report.device.split(" : ")[0]
-        vram = f", {report.vram_total / 1024**3:.0f} GB VRAM" if report.vram_total else ""
+        memory = "RAM" if report.on_cpu else "VRAM"  # on a CPU, ComfyUI's "vram" is the machine's RAM
+        vram = f", {report.vram_total / 1024**3:.0f} GB {memory}" if report.vram_total else ""
         where += f" ({device}{vram})"
     if not report.issues:
         kinds = _and(list(report.workflows)) if report.workflows else "no"

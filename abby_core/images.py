@@ -18,12 +18,18 @@ Decisions, stated once:
   first frame. EXIF and every other metadata block is dropped (the orientation is
   applied first), and trailing bytes after the image are never passed on, because
   the image is always re-encoded.
+* **Generated images** lose what the generator wrote about itself before anyone stores or
+  receives them (:func:`strip_metadata`): PNG text chunks (ComfyUI's whole workflow, the web
+  UI's parameters), EXIF, XMP and comments, without decoding the picture. The colour profile
+  stays. Abby records what it chooses (the seed, the provider's label, and the prompt when
+  analytics keep prompts) in its own records, never inside the file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import struct
 import unicodedata
 import warnings
 from dataclasses import dataclass
@@ -34,10 +40,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from abby_core.errors import InvalidImage, InvalidInput, InvalidPrompt
 
 __all__ = [
-    "CONSERVATIVE_UPSCALE",
-    "CREATIVE_UPSCALE",
-    "FAST_UPSCALE",
-    "IMAGE_TO_IMAGE",
     "MAX_IMAGE_BYTES",
     "MAX_IMAGE_PIXELS",
     "MAX_PROMPT_CHARS",
@@ -50,6 +52,7 @@ __all__ = [
     "prepare_image",
     "probe_image",
     "sniff_format",
+    "strip_metadata",
 ]
 
 MAX_PROMPT_CHARS = 10_000
@@ -108,7 +111,11 @@ def clean_prompt(text: str, *, field: str = "prompt", max_chars: int = MAX_PROMP
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """What one endpoint accepts: sides, total pixels and aspect ratio."""
+    """What one endpoint of one provider accepts: sides, total pixels, aspect ratio, file size.
+
+    ``name`` is the operation as a member reads it ("image-to-image"); each provider states
+    its own (``Provider.input_limits``).
+    """
 
     name: str
     min_side: int
@@ -116,13 +123,24 @@ class ImageLimits:
     min_pixels: int
     max_pixels: int
     max_aspect: float
+    max_bytes: int = 9 * 1024 * 1024
 
+    @classmethod
+    def sides(cls, name: str, min_side: int, max_side: int, *, max_bytes: int) -> ImageLimits:
+        """Limits on the sides alone: any shape between them (pixels and aspect follow from the sides)."""
+        return cls(name, min_side, max_side, min_side**2, max_side**2, max_side / min_side, max_bytes)
 
-# Stability's published limits; images outside them are resized, not sent to be refused.
-FAST_UPSCALE = ImageLimits("fast upscale", 32, 1536, 1_024, 1_048_576, 1536 / 32)
-CONSERVATIVE_UPSCALE = ImageLimits("conservative upscale", 64, 4096, 4_096, 4_194_304, 2.5)
-CREATIVE_UPSCALE = ImageLimits("creative upscale", 64, 1024, 4_096, 1_048_576, 2.5)
-IMAGE_TO_IMAGE = ImageLimits("image-to-image", 64, 2048, 4_096, 1_048_576, 2.5)
+    def narrowed(self, other: ImageLimits) -> ImageLimits:
+        """What both accept (a picture fitted to it suits either endpoint)."""
+        return ImageLimits(
+            self.name,
+            max(self.min_side, other.min_side),
+            min(self.max_side, other.max_side),
+            max(self.min_pixels, other.min_pixels),
+            min(self.max_pixels, other.max_pixels),
+            min(self.max_aspect, other.max_aspect),
+            min(self.max_bytes, other.max_bytes),
+        )
 
 
 @dataclass(frozen=True)
@@ -266,16 +284,17 @@ def prepare_image(
     *,
     max_bytes: int = MAX_IMAGE_BYTES,
     max_pixels: int = MAX_IMAGE_PIXELS,
-    max_output_bytes: int = 9 * 1024 * 1024,
 ) -> PreparedImage:
     """Check an uploaded image and return it as a metadata-free PNG within ``limits``.
 
+    The one fitting function: ``limits`` are the provider's own (``Provider.input_limits``).
     Refuses (:class:`InvalidImage`) files over ``max_bytes`` before decoding, anything
     not PNG/JPEG/WebP, more than ``max_pixels`` pixels, truncated or damaged files and
     shapes too thin for the endpoint. Too small or too large images are resized
-    (LANCZOS), keeping their aspect ratio. The PNG is shrunk further if it would be
-    over ``max_output_bytes`` (the provider refuses bodies over 10 MiB).
+    (LANCZOS), keeping their aspect ratio; an image within the limits keeps its size.
+    The PNG is shrunk further if it would be over ``limits.max_bytes``.
     """
+    max_output_bytes = limits.max_bytes
     img, fmt = _open(data, max_bytes=max_bytes, max_pixels=max_pixels)
     img = _normalise(img)
     size = _target_size(img.width, img.height, limits)
@@ -305,7 +324,8 @@ def compress_for_storage(
 ) -> CompressedImage:
     """Re-encode a generated image for storage (``IMAGE_STORE_FORMAT``).
 
-    ``fmt="png"`` keeps a PNG exactly as the provider sent it (bytes unchanged);
+    ``fmt="png"`` keeps a PNG exactly as it comes (bytes unchanged: the generator already
+    took out the provider's metadata, see :func:`strip_metadata`);
     other inputs are converted to PNG. ``fmt="webp"`` encodes WebP at ``quality``
     (1..100), or losslessly. Alpha is kept. Raises :class:`InvalidImage` when the
     data is not an image Abby accepts.
@@ -327,3 +347,102 @@ def compress_for_storage(
         raise InvalidImage(f"The image could not be stored as {fmt.upper()} ({type(exc).__name__}).") from exc
     out = buf.getvalue()
     return CompressedImage(out, CONTENT_TYPES[fmt], before, len(out))
+
+
+# -- generator metadata ----------------------------------------------------------------------
+
+# Chunks that draw the picture (and its animation) or say how its colours are meant; every
+# other chunk (tEXt, iTXt, zTXt, eXIf, tIME, private ones) is dropped.
+_PNG_KEEP = frozenset({
+    b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT",
+    b"cICP", b"mDCv", b"cLLi", b"pHYs", b"bKGD", b"acTL", b"fcTL", b"fdAT",
+})
+_WEBP_KEEP = frozenset({b"VP8X", b"ICCP", b"ANIM", b"ANMF", b"ALPH", b"VP8 ", b"VP8L"})
+_WEBP_EXIF_XMP_FLAGS = 0x08 | 0x04
+_JPEG_ICC = b"ICC_PROFILE\0"
+
+
+def strip_metadata(data: bytes) -> bytes:
+    """``data`` without what its generator wrote about itself; the picture is not re-encoded.
+
+    PNG keeps only the chunks that draw it or state its colours (text chunks, EXIF, times and
+    private chunks go, as do bytes after ``IEND``); JPEG loses its APP segments but JFIF, the
+    ICC profile and Adobe's colour transform, and its comments; WebP its EXIF and XMP chunks.
+    EXIF's orientation goes too (generators write upright images). Returns ``data`` itself when
+    nothing was there. Raises :class:`InvalidImage` when the container is damaged.
+    """
+    fmt = sniff_format(data)
+    try:
+        parts = {"png": _png_parts, "jpeg": _jpeg_parts, "webp": _webp_parts}[fmt](data)
+    except (IndexError, struct.error, ValueError) as exc:
+        raise InvalidImage(f"The image is damaged or incomplete. Please upload a complete {ACCEPTED} image.") from exc
+    out = b"".join(parts)
+    return data if out == data else out
+
+
+def _png_parts(data: bytes) -> list[bytes]:
+    parts, pos = [data[:8]], 8
+    while True:
+        (length,) = struct.unpack_from(">I", data, pos)
+        kind, end = data[pos + 4 : pos + 8], pos + 12 + length
+        if end > len(data):
+            raise ValueError("a chunk runs past the end")
+        if kind in _PNG_KEEP:
+            parts.append(data[pos:end])
+        if kind == b"IEND":
+            return parts
+        pos = end
+
+
+def _jpeg_parts(data: bytes) -> list[bytes]:
+    parts, pos = [data[:2]], 2
+    while True:
+        if data[pos] != 0xFF:
+            raise ValueError("no marker where one belongs")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD9, 0xDA):  # the scans up to the end of the image (0xFFD9 is never inside one)
+            end = data.index(b"\xff\xd9", pos) + 2
+            parts.append(data[pos:end])
+            return parts
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # no length
+            parts.append(data[pos : pos + 2])
+            pos += 2
+            continue
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        end = pos + 2 + length
+        if length < 2 or end > len(data):
+            raise ValueError("a segment runs past the end")
+        body = data[pos + 4 : end]
+        kept = (
+            (marker not in range(0xE0, 0xF0) and marker != 0xFE)  # not APPn, not a comment
+            or (marker == 0xE0 and body.startswith((b"JFIF\0", b"JFXX\0")))
+            or (marker == 0xE2 and body.startswith(_JPEG_ICC))
+            or (marker == 0xEE and body.startswith(b"Adobe"))
+        )
+        if kept:
+            parts.append(data[pos:end])
+        pos = end
+
+
+def _webp_parts(data: bytes) -> list[bytes]:
+    (size,) = struct.unpack_from("<I", data, 4)
+    if size + 8 > len(data) or size < 4:
+        raise ValueError("the RIFF size runs past the end")
+    chunks, pos, end = [], 12, 8 + size
+    while pos < end:
+        kind = data[pos : pos + 4]
+        (length,) = struct.unpack_from("<I", data, pos + 4)
+        stop = pos + 8 + length + (length & 1)
+        if stop > end + (length & 1):
+            raise ValueError("a chunk runs past the end")
+        if kind == b"VP8X":
+            flags = data[pos + 8] & ~_WEBP_EXIF_XMP_FLAGS
+            chunks.append(data[pos : pos + 8] + bytes([flags]) + data[pos + 9 : stop])
+        elif kind in _WEBP_KEEP:
+            chunks.append(data[pos:stop])
+        pos = stop
+    body = b"WEBP" + b"".join(chunks)
+    return [b"RIFF", struct.pack("<I", len(body)), body]

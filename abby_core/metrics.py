@@ -14,18 +14,31 @@ What each metric means, dashboards and alerts: docs/OPERATIONS.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from abby_core.analytics import OK, UsageEvent
+from abby_core.analytics import INTERRUPTED, OK, REFUSAL_CODES, UsageEvent
+from abby_core.errors import AbbyError
 from abby_core.storage import GlobalStats
 
-__all__ = ["LATENCY_BUCKETS", "Metrics"]
+__all__ = ["FAILURE_CODES", "LATENCY_BUCKETS", "Metrics"]
 
 #: Provider latency buckets in seconds: a fast local GPU to a slow queue, up to 10 minutes.
 LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0,
                    300.0, 600.0)
+
+
+
+def _codes(error: type[AbbyError]) -> set[str]:
+    # Core's own tree only: an adapter's subclass (the CLI's) is never a generation's outcome.
+    own = {error.code} if error.__module__ == AbbyError.__module__ else set()
+    return own.union(*(_codes(sub) for sub in error.__subclasses__()))
+
+
+#: Every outcome that counts as a failure (``abby_provider_errors_total``'s ``code``): the
+#: core error tree's codes that are not refusals, and an interrupted generation.
+FAILURE_CODES: frozenset[str] = frozenset(_codes(AbbyError) - REFUSAL_CODES | {INTERRUPTED})
 
 
 class Metrics:
@@ -71,6 +84,23 @@ class Metrics:
         self.storage_up = Gauge(
             "abby_storage_up", "1 if the last storage read worked, 0 if it failed.", registry=r,
         )
+
+    def start(self, provider: str, kinds: Iterable[str]) -> None:
+        """Create every known series of ``provider`` and ``kinds`` at 0, keeping counts already made.
+
+        A counter series that first appears holding its first count hides that count from
+        ``rate()`` and ``increase()`` (after each restart an alert on ``>= 5`` failures would
+        need 6). Known: each kind with ``ok`` and every error code, every failure code of the
+        provider, every refusal reason, and the latency histogram.
+        """
+        for kind in kinds:
+            for outcome in (OK, *REFUSAL_CODES, *FAILURE_CODES):
+                self.generations.labels(kind=kind, provider=provider, outcome=outcome)
+        for reason in REFUSAL_CODES:
+            self.refusals.labels(reason=reason)
+        for code in FAILURE_CODES:
+            self.provider_errors.labels(provider=provider, code=code)
+        self.generation_seconds.labels(provider=provider)
 
     def observe(self, event: UsageEvent) -> None:
         """Count one outcome: every event in ``abby_generations_total``, then refusal or failure by code.

@@ -16,9 +16,9 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
-from abby_core.analytics import OK, EventKind, EventLog, UsageEvent
+from abby_core.analytics import INTERRUPTED, OK, EventKind, EventLog, UsageEvent
 from abby_core.config import Settings
 from abby_core.errors import AbbyError, InvalidPrompt, NotConfigured, StorageError
 from abby_core.generation import (
@@ -81,6 +81,8 @@ class ImageService:
         self.blocklist = blocklist or Blocklist()
         self.events = events
         self.metrics = metrics
+        if metrics is not None:
+            metrics.start(generator.provider_name, get_args(Kind))
         self._recording: set[asyncio.Task[bool]] = set()
         self.store_format: Literal["png", "webp"] = store_format
         self.store_quality = store_quality
@@ -231,7 +233,13 @@ class ImageService:
         """A new image from ``image`` and a prompt (``/imgimg``, variations)."""
         uid = check_user_id(user_id)
         request = await asyncio.to_thread(
-            validate_image_to_image, image, prompt, strength=strength, negative_prompt=negative_prompt, seed=seed
+            validate_image_to_image,
+            image,
+            prompt,
+            limits=self.generator.input_limits,
+            strength=strength,
+            negative_prompt=negative_prompt,
+            seed=seed,
         )
         return await self._run("img2img", uid, request, request.prompt, (tuple(role_ids), tuple(sku_ids)), progress)
 
@@ -248,7 +256,9 @@ class ImageService:
     ) -> GenerationResult:
         """A larger copy of ``image`` (``/upscale``)."""
         uid = check_user_id(user_id)
-        request = await asyncio.to_thread(validate_upscale, image, prompt=prompt, mode=mode)
+        request = await asyncio.to_thread(
+            validate_upscale, image, limits=self.generator.input_limits, prompt=prompt, mode=mode
+        )
         return await self._run("upscale", uid, request, request.prompt, (tuple(role_ids), tuple(sku_ids)), progress)
 
     async def _run(
@@ -266,7 +276,7 @@ class ImageService:
             self.record(kind, uid, exc.code, prompt=prompt)
             raise
         except asyncio.CancelledError:
-            self.record(kind, uid, "interrupted", prompt=prompt)
+            self.record(kind, uid, INTERRUPTED, prompt=prompt)
             raise
         self.record(
             kind, uid, OK, stored=result.stored.size, latency=latency, prompt=prompt,

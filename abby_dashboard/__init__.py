@@ -4,7 +4,7 @@ Starlette + Jinja2 templates, sessions in signed cookies, Chart.js served from `
 It never imports ``discord``, and core never imports it.
 """
 
-from abby_dashboard.app import create_app
+from abby_dashboard.app import AccessLogRedaction, create_app
 from abby_dashboard.discord_api import DiscordAPI, DiscordAPIError
 
-__all__ = ["DiscordAPI", "DiscordAPIError", "create_app"]
+__all__ = ["AccessLogRedaction", "DiscordAPI", "DiscordAPIError", "create_app"]

@@ -33,7 +33,7 @@ from abby_dashboard import actions, auth, pages
 from abby_dashboard.context import HERE, Dashboard, render
 from abby_dashboard.discord_api import DiscordAPI
 
-__all__ = ["SECURITY_HEADERS", "SESSION_COOKIE", "create_app"]
+__all__ = ["SECURITY_HEADERS", "SESSION_COOKIE", "AccessLogRedaction", "create_app"]
 
 log = logging.getLogger("abby.dashboard")
 
@@ -46,6 +46,25 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
 }
+
+
+class AccessLogRedaction(logging.Filter):
+    """Leaves the query string of the sign-in callback out of uvicorn's access log.
+
+    ``/auth/callback?code=…&state=…`` carries Discord's one-time code; a log is no place for it.
+    Other routes are logged as they are. Add it to the ``uvicorn.access`` logger.
+    """
+
+    HIDDEN = frozenset({"/auth/callback"})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # uvicorn logs '%s - "%s %s HTTP/%s" %d' with (client, method, path?query, version, status).
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            path, _, query = args[2].partition("?")
+            if query and path in self.HIDDEN:
+                record.args = (*args[:2], path, *args[3:])
+        return True
 
 
 class SecurityHeaders:

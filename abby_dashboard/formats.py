@@ -6,6 +6,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from markupsafe import Markup
+
 __all__ = ["FILTERS", "human_bytes", "percent", "seconds"]
 
 
@@ -38,4 +40,15 @@ def when(value: datetime | None) -> str:
     return "–" if value is None else f"{value:%Y-%m-%d %H:%M} UTC"
 
 
-FILTERS: dict[str, Callable[..., Any]] = {"bytes": human_bytes, "percent": percent, "seconds": seconds, "when": when}
+def _unbroken(format_: Callable[..., str]) -> Callable[..., Markup]:
+    """``format_`` as a filter whose amount is one word on the page: "977.0 KB" never wraps before "KB"."""
+
+    def amount(*args: Any) -> Markup:
+        return Markup('<span class="amount">{}</span>').format(format_(*args))
+
+    return amount
+
+
+FILTERS: dict[str, Callable[..., Any]] = {
+    "bytes": _unbroken(human_bytes), "percent": percent, "seconds": _unbroken(seconds), "when": when,
+}

@@ -183,7 +183,7 @@ async def storage(request: Request) -> Response:
     context = {
         "names": names, "usage": usage, "ready": ready, "last_cleanup": last_cleanup, "last_reconcile": last_reconcile,
         "user_limit": store.default_limits.storage_bytes, "daily_limit": store.default_limits.daily_gens,
-        "tiers": store.quota_tiers, "cleanup_days": store.cleanup_days, "estimate": store.estimate_bytes,
+        "tiers": store.quota_tiers, "estimate": store.estimate_bytes,
     }
     return render(request, "storage.html", context)
 

@@ -81,6 +81,7 @@ class InstantProvider(Provider):
     """Returns the same small PNG at once: the generation costs only Abby's own work."""
 
     name = "instant"
+    input_limits = OfflineProvider.input_limits
 
     def __init__(self, png: bytes) -> None:
         self.png = png

@@ -11,14 +11,17 @@ from PIL import Image
 
 from abby_core import images
 from abby_core.errors import InvalidImage, InvalidPrompt
+from abby_core.generation.stability import StabilityProvider
 from abby_core.images import (
-    FAST_UPSCALE,
-    IMAGE_TO_IMAGE,
     clean_prompt,
     compress_for_storage,
     prepare_image,
     sniff_format,
 )
+
+# Stability's limits: the tightest there are, so the fitting function has the most to do.
+IMAGE_TO_IMAGE = StabilityProvider.input_limits.image_to_image
+FAST_UPSCALE = StabilityProvider.input_limits.upscale["fast"]
 
 
 def encode(img: Image.Image, fmt: str, **kw: object) -> bytes:
@@ -253,3 +256,78 @@ def test_storage_rejects_bad_quality() -> None:
 
     with pytest.raises(InvalidInput):
         compress_for_storage(encode(noisy(), "PNG"), fmt="webp", quality=0)
+
+
+# -- generator metadata ------------------------------------------------------------------------------
+
+WORKFLOW = '{"3": {"class_type": "KSampler"}, "4": {"inputs": {"ckpt_name": "secret_model.safetensors"}}}'
+
+
+def icc_profile() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def exif_with_software() -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0131] = "ComfyUI"  # Software
+    exif[0x010E] = "a red fox, negative: blurry"  # ImageDescription
+    return exif
+
+
+def test_generator_text_is_stripped_from_a_png_and_the_picture_kept() -> None:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("prompt", WORKFLOW)
+    info.add_text("workflow", WORKFLOW, zip=True)  # zTXt
+    info.add_itxt("parameters", "a red fox, Negative prompt: blurry", lang="en")
+    img = noisy((64, 48))
+    data = encode(img, "PNG", pnginfo=info, exif=exif_with_software(), icc_profile=icc_profile())
+    data += b"trailing bytes a generator appended"
+    assert b"secret_model" in data and b"iTXt" in data and b"zTXt" in data and b"eXIf" in data
+    clean = images.strip_metadata(data)
+    out = Image.open(io.BytesIO(clean))
+    assert out.text == {} and "exif" not in out.info
+    assert b"secret_model" not in clean and b"trailing" not in clean
+    assert out.info.get("icc_profile") == icc_profile()  # the colours stay as the generator meant them
+    assert out.tobytes() == img.tobytes()
+
+
+def test_exif_xmp_and_comments_are_stripped_from_a_jpeg_without_re_encoding() -> None:
+    img = noisy((64, 48))
+    data = encode(img, "JPEG", quality=90, exif=exif_with_software(), icc_profile=icc_profile(),
+                  comment=b"made by a generator", xmp=b"<x:xmpmeta>ComfyUI workflow</x:xmpmeta>")
+    clean = images.strip_metadata(data)
+    out = Image.open(io.BytesIO(clean))
+    assert "exif" not in out.info and "xmp" not in out.info and "comment" not in out.info
+    assert b"ComfyUI" not in clean and b"made by a generator" not in clean
+    assert out.info.get("icc_profile") == icc_profile()
+    assert out.tobytes() == Image.open(io.BytesIO(data)).tobytes()
+    assert clean.endswith(data[data.index(b"\xff\xda"):])  # the same scans: not decoded and encoded again
+    assert images.strip_metadata(data + b"appended after the end") == clean
+
+
+def test_exif_and_xmp_are_stripped_from_a_webp() -> None:
+    img = noisy((64, 48))
+    data = encode(img, "WEBP", quality=80, exif=exif_with_software(), icc_profile=icc_profile(),
+                  xmp=b"<x:xmpmeta>ComfyUI workflow</x:xmpmeta>")
+    clean = images.strip_metadata(data)
+    out = Image.open(io.BytesIO(clean))
+    assert "exif" not in out.info and "xmp" not in out.info
+    assert b"ComfyUI" not in clean and int.from_bytes(clean[4:8], "little") == len(clean) - 8
+    assert out.info.get("icc_profile") == icc_profile()
+    assert out.tobytes() == Image.open(io.BytesIO(data)).tobytes()
+
+
+def test_an_image_without_metadata_is_kept_byte_for_byte() -> None:
+    for fmt in ("PNG", "JPEG", "WEBP"):
+        data = encode(noisy((32, 32)), fmt)
+        assert images.strip_metadata(data) == data, fmt
+
+
+def test_a_damaged_image_is_refused_when_stripped() -> None:
+    data = encode(noisy((32, 32)), "PNG")
+    with pytest.raises(InvalidImage, match="damaged"):
+        images.strip_metadata(data[: len(data) // 2])

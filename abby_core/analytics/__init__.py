@@ -11,6 +11,7 @@
 from abby_core.analytics.log import CompactReport, EventLog, PruneReport
 from abby_core.analytics.models import (
     AUDIT_ACTORS,
+    INTERRUPTED,
     OK,
     REFUSAL_CODES,
     AuditAction,
@@ -28,6 +29,7 @@ from abby_core.analytics.models import (
 
 __all__ = [
     "AUDIT_ACTORS",
+    "INTERRUPTED",
     "OK",
     "REFUSAL_CODES",
     "AuditAction",

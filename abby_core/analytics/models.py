@@ -19,6 +19,7 @@ from abby_core.storage.models import CleanupReport, ReconcileReport
 
 __all__ = [
     "AUDIT_ACTORS",
+    "INTERRUPTED",
     "OK",
     "REFUSAL_CODES",
     "AuditAction",
@@ -37,6 +38,8 @@ __all__ = [
 
 EventKind = Literal["imagine", "img2img", "upscale", "button"]
 OK = "ok"
+#: The outcome of a generation stopped midway (the member left, the bot stopped): a failure.
+INTERRUPTED = "interrupted"
 #: Outcomes that are a refusal (the member's or the operator's rule said no), not a failure.
 #: ``not_configured`` (no provider key) never reached a provider: the configuration refused.
 REFUSAL_CODES = frozenset(

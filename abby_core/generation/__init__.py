@@ -6,6 +6,8 @@
 can check a request before reserving quota::
 
     request = validate_text_to_image("a red fox", aspect_ratio="16:9")
+    # image requests are fitted to the provider's own input limits:
+    # validate_upscale(data, limits=generator.input_limits, mode="fast")
     # reserve quota ...
     image = await generator.generate(request)
 """
@@ -14,13 +16,14 @@ from abby_core.generation.base import (
     GeneratedImage,
     GenerationRequest,
     ImageToImageRequest,
+    InputLimits,
     Progress,
     ProgressCallback,
     Provider,
     TextToImageRequest,
     UpscaleRequest,
 )
-from abby_core.generation.generator import ImageGenerator
+from abby_core.generation.generator import FallbackProvider, ImageGenerator
 from abby_core.generation.offline import OfflineProvider
 from abby_core.generation.params import (
     ASPECT_RATIOS,
@@ -40,10 +43,12 @@ __all__ = [
     "OUTPUT_FORMATS",
     "STYLE_PRESETS",
     "UPSCALE_MODES",
+    "FallbackProvider",
     "GeneratedImage",
     "GenerationRequest",
     "ImageGenerator",
     "ImageToImageRequest",
+    "InputLimits",
     "OfflineProvider",
     "Progress",
     "ProgressCallback",

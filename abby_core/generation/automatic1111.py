@@ -60,6 +60,7 @@ from abby_core.generation._status import OWNER, error_for_status, sanitize
 from abby_core.generation.base import (
     GeneratedImage,
     ImageToImageRequest,
+    InputLimits,
     OutputFormat,
     Progress,
     Provider,
@@ -68,7 +69,7 @@ from abby_core.generation.base import (
     report_progress,
     wants_progress,
 )
-from abby_core.images import probe_image, sniff_format
+from abby_core.images import ImageLimits, probe_image, sniff_format
 
 __all__ = ["Automatic1111Provider", "JobKind", "Setting", "UnknownName", "WebUIReport"]
 
@@ -83,6 +84,7 @@ _GRACE = 30.0  # seconds an interrupted or abandoned job is given to answer
 _STOP_WAIT = 5.0  # how long a cancelled call waits for its interrupt to be sent
 _SNAPSHOT_TIMEOUT = 10.0
 _MAX_UPSCALE_SIDE = 4096
+_MAX_BODY_IMAGE = 48 * 1024 * 1024  # sent as base64 in JSON: a body a third larger
 _UNREADABLE = "The image server gave an unreadable answer. Please try again."
 _UNREADABLE_IMAGE = "The image server sent an unreadable image. Please try again."
 _UNREADABLE_INPUT = "The image could not be read before sending it."
@@ -267,6 +269,13 @@ class Automatic1111Provider(Provider):
     """
 
     name = "automatic1111"
+    # The web UI's API sets no bound on an input picture. Image to image works at the picture's size
+    # in steps of 8, from 64 (this client's floor, the UI's sliders' too); larger sides are the GPU's
+    # to refuse. Upscales stop at _MAX_UPSCALE_SIDE.
+    input_limits = InputLimits(
+        ImageLimits.sides("image-to-image", 64, 16384, max_bytes=_MAX_BODY_IMAGE),
+        InputLimits.sides(16, _MAX_UPSCALE_SIDE, max_bytes=_MAX_BODY_IMAGE).upscale,
+    )
 
     def __init__(
         self,

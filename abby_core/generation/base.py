@@ -12,15 +12,19 @@ import abc
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from types import MappingProxyType
+from typing import ClassVar, Literal, get_args
+
+from abby_core.images import ImageLimits
 
 __all__ = [
     "GeneratedImage",
     "GenerationRequest",
     "ImageToImageRequest",
+    "InputLimits",
     "OutputFormat",
     "Progress",
     "ProgressCallback",
@@ -56,6 +60,36 @@ class GeneratedImage:
     finish_reason: str
     label: str
     request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """The input pictures one provider takes: for image-to-image, and for each upscale mode.
+
+    Pictures outside them are resized into them (or refused when no resize can fit them)
+    before anything is held, rather than sent to be refused.
+    """
+
+    image_to_image: ImageLimits
+    upscale: Mapping[UpscaleMode, ImageLimits]
+
+    @classmethod
+    def sides(cls, min_side: int, max_side: int, *, max_bytes: int) -> InputLimits:
+        """The same side limits for every operation, and no other (any aspect ratio between them)."""
+        return cls(
+            ImageLimits.sides("image-to-image", min_side, max_side, max_bytes=max_bytes),
+            MappingProxyType({
+                mode: ImageLimits.sides(f"{mode} upscale", min_side, max_side, max_bytes=max_bytes)
+                for mode in get_args(UpscaleMode)
+            }),
+        )
+
+    def narrowed(self, other: InputLimits) -> InputLimits:
+        """What both providers take (a picture for a provider with a fallback must suit both)."""
+        return InputLimits(
+            self.image_to_image.narrowed(other.image_to_image),
+            MappingProxyType({mode: limits.narrowed(other.upscale[mode]) for mode, limits in self.upscale.items()}),
+        )
 
 
 @dataclass(frozen=True)
@@ -145,7 +179,7 @@ async def report_progress(progress: Progress) -> None:
 
 
 class Provider(abc.ABC):
-    """A backend that makes images. Subclasses set :attr:`name`.
+    """A backend that makes images. Subclasses set :attr:`name` and :attr:`input_limits`.
 
     Edge cases every provider honours:
 
@@ -159,6 +193,8 @@ class Provider(abc.ABC):
     """
 
     name: ClassVar[str]
+    #: The input pictures it takes, from its own documentation or source; requests are fitted to them.
+    input_limits: InputLimits
 
     @property
     def configured(self) -> bool:

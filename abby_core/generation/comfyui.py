@@ -62,14 +62,16 @@ from abby_core.errors import (
     GenerationTimeout,
     GenerationUnavailable,
     NotConfigured,
+    ProviderAuthError,
     ProviderRejected,
     ProviderUnreachable,
 )
 from abby_core.generation._results import generated_image, random_seed
-from abby_core.generation._status import error_for_status, sanitize
+from abby_core.generation._status import OWNER, error_for_status, sanitize
 from abby_core.generation.base import (
     GeneratedImage,
     ImageToImageRequest,
+    InputLimits,
     OutputFormat,
     Progress,
     Provider,
@@ -115,7 +117,8 @@ class ServerReport:
     """What a ComfyUI server is, and what the configured workflows need from it (``abby doctor``).
 
     ``version``, ``device`` (the first device's name) and ``vram_total`` (bytes) are ``None``
-    when ``/system_stats`` does not say. ``workflows`` are the kinds checked, in order;
+    when ``/system_stats`` does not say; ``on_cpu``: the device is the CPU (``--cpu``), and
+    ``vram_total`` is then the machine's RAM. ``workflows`` are the kinds checked, in order;
     ``issues`` is empty when every node class and model they use is installed.
     """
 
@@ -124,6 +127,7 @@ class ServerReport:
     vram_total: int | None
     workflows: tuple[str, ...]
     issues: tuple[WorkflowIssue, ...]
+    on_cpu: bool = False
 
 
 @dataclass
@@ -162,6 +166,9 @@ class ComfyUIProvider(Provider):
     """
 
     name = "comfyui"
+    # nodes.py: latents from 16 px up to MAX_RESOLUTION (16384) a side, any shape; LoadImage takes
+    # any picture; server.py takes uploads up to --max-upload-size (100 MB by default).
+    input_limits = InputLimits.sides(16, 16384, max_bytes=100 * 1024 * 1024)
 
     def __init__(
         self,
@@ -196,6 +203,7 @@ class ComfyUIProvider(Provider):
         self._workflows: dict[str, Workflow] = workflows
         self._headers = {auth_header_name: value} if value else {}
         self._secret = value
+        self._auth_name = auth_header_name
         self._timeout = timeout
         self._http_timeout = httpx.Timeout(request_timeout, connect=min(request_timeout, 10.0))
         self._poll_interval = poll_interval
@@ -264,6 +272,7 @@ class ComfyUIProvider(Provider):
             vram_total=vram if isinstance(vram, int) and not isinstance(vram, bool) and vram > 0 else None,
             workflows=kinds,
             issues=tuple(issue for kind in kinds for issue in workflow_issues(kind, self._workflows[kind], info)),
+            on_cpu=first.get("type") == "cpu",
         )
 
     # -- one job -------------------------------------------------------------------------
@@ -629,7 +638,20 @@ class ComfyUIProvider(Provider):
 
     def _check(self, response: httpx.Response) -> None:
         if not response.is_success:
-            raise error_for_status(response.status_code, {}, secrets=self._secrets())
+            raise self._status_error(response.status_code)
+
+    def _status_error(self, status: int) -> GenerationError:
+        """An error answer as an Abby error; 401/403 come from a proxy's auth header, not an API key."""
+        if status in (401, 403):
+            sent = (
+                f"this bot's auth header ({self._auth_name})" if self._secret
+                else "an auth header, and this bot sends none (COMFYUI_AUTH_HEADER)"
+            )
+            return ProviderAuthError(
+                f"The ComfyUI server refused the request (HTTP {status}): it asks for {sent}. {OWNER}",
+                status=status,
+            )
+        return error_for_status(status, {}, secrets=self._secrets())
 
     @contextlib.contextmanager
     def _translated(self, *, before_job: bool = False) -> Iterator[None]:
@@ -650,6 +672,9 @@ class ComfyUIProvider(Provider):
             raise GenerationUnavailable(
                 "The ComfyUI server could not be called (a malformed request). Please tell the server owner."
             ) from None
+        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            # The connection broke or the server hung up (killed, restarted): a job may exist.
+            raise GenerationUnavailable(f"The ComfyUI server at {self._shown_url} could not be reached.") from exc
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise GenerationUnavailable(
                 f"The connection to the ComfyUI server failed ({type(exc).__name__})."
@@ -682,7 +707,7 @@ class ComfyUIProvider(Provider):
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in (401, 403):
-                raise error_for_status(status, {}, secrets=self._secrets()) from exc
+                raise self._status_error(status) from exc
             log.info("The ComfyUI server opened no websocket (HTTP %s); following jobs by polling", status)
             socket = None
         except (OSError, TimeoutError) as exc:

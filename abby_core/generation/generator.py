@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -14,11 +15,12 @@ import httpx
 from pydantic import SecretStr
 
 from abby_core.config import ApiSettings, ProviderName
-from abby_core.errors import ConfigError, NotConfigured, ProviderUnreachable
+from abby_core.errors import ConfigError, GenerationUnavailable, InvalidImage, NotConfigured, ProviderUnreachable
 from abby_core.generation.base import (
     GeneratedImage,
     GenerationRequest,
     ImageToImageRequest,
+    InputLimits,
     ProgressCallback,
     Provider,
     TextToImageRequest,
@@ -28,6 +30,7 @@ from abby_core.generation.base import (
 from abby_core.generation.offline import OfflineProvider
 from abby_core.generation.params import validate_image_to_image, validate_text_to_image, validate_upscale
 from abby_core.generation.stability import NOT_CONFIGURED, StabilityProvider
+from abby_core.images import strip_metadata
 
 __all__ = ["FallbackProvider", "ImageGenerator", "build_provider", "load_workflows"]
 
@@ -95,6 +98,9 @@ def build_provider(name: ProviderName, api: ApiSettings, **kw: Any) -> Provider:
 class FallbackProvider(Provider):
     """``primary``, and ``secondary`` when the primary cannot be reached.
 
+    Input pictures are fitted to what both take (:meth:`InputLimits.narrowed`), as the
+    request is built before anyone knows which one will serve it.
+
     Only :class:`~abby_core.errors.ProviderUnreachable` (nothing was sent) moves a request
     to the second provider: never a failure after a job may have started, so a member is
     never charged twice.
@@ -103,6 +109,7 @@ class FallbackProvider(Provider):
     def __init__(self, primary: Provider, secondary: Provider) -> None:
         self.primary, self.secondary = primary, secondary
         self.name = primary.name  # type: ignore[misc]
+        self.input_limits = primary.input_limits.narrowed(secondary.input_limits)
 
     def __repr__(self) -> str:
         return f"FallbackProvider({self.primary!r}, then {self.secondary!r})"
@@ -192,12 +199,18 @@ class ImageGenerator:
     def provider_name(self) -> str:
         return self._provider.name
 
+    @property
+    def input_limits(self) -> InputLimits:
+        """The input pictures the provider takes: hand them to ``validate_image_to_image``/``validate_upscale``."""
+        return self._provider.input_limits
+
     def _check_configured(self) -> None:
         if not self._provider.configured:
             raise NotConfigured(NOT_CONFIGURED, setting="STABILITY_API_KEY")
 
     async def generate(self, request: GenerationRequest, *, progress: ProgressCallback | None = None) -> GeneratedImage:
-        """Run a request built by a ``validate_*`` function.
+        """Run a request built by a ``validate_*`` function; the image comes back without the
+        metadata its generator embedded (:func:`~abby_core.images.strip_metadata`).
 
         ``progress`` receives :class:`~abby_core.generation.base.Progress` updates from
         providers that report them (local GPU servers); others never call it.
@@ -205,10 +218,18 @@ class ImageGenerator:
         self._check_configured()
         with reporting_progress(progress):
             if isinstance(request, TextToImageRequest):
-                return await self._provider.text_to_image(request)
-            if isinstance(request, ImageToImageRequest):
-                return await self._provider.image_to_image(request)
-            return await self._provider.upscale(request)
+                image = await self._provider.text_to_image(request)
+            elif isinstance(request, ImageToImageRequest):
+                image = await self._provider.image_to_image(request)
+            else:
+                image = await self._provider.upscale(request)
+        # Every provider's image, before anyone stores or receives it: without its generator's
+        # metadata (ComfyUI embeds its whole workflow, the web UI its parameters).
+        try:
+            data = await asyncio.to_thread(strip_metadata, image.data)  # a walk over a large PNG: off the loop
+        except InvalidImage as exc:
+            raise GenerationUnavailable("The image service sent an unreadable image.") from exc
+        return image if data is image.data else dataclasses.replace(image, data=data)
 
     async def text_to_image(
         self,
@@ -247,6 +268,7 @@ class ImageGenerator:
             validate_image_to_image,
             image,
             prompt,
+            limits=self.input_limits,
             strength=strength,
             negative_prompt=negative_prompt,
             seed=seed,
@@ -264,7 +286,7 @@ class ImageGenerator:
     ) -> GeneratedImage:
         """Enlarge ``image`` (fast: 4x). ``creative`` polls for up to a few minutes."""
         request = await asyncio.to_thread(
-            validate_upscale, image, prompt=prompt, mode=mode, output_format=output_format
+            validate_upscale, image, limits=self.input_limits, prompt=prompt, mode=mode, output_format=output_format
         )
         return await self.generate(request)
 

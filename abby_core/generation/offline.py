@@ -32,6 +32,7 @@ from abby_core.generation._results import random_seed
 from abby_core.generation.base import (
     GeneratedImage,
     ImageToImageRequest,
+    InputLimits,
     OutputFormat,
     Provider,
     TextToImageRequest,
@@ -163,6 +164,8 @@ class OfflineProvider(Provider):
     """
 
     name = "offline"
+    # It draws over any picture with something to show: 16 px a side or more (a 2000x1 strip is refused).
+    input_limits = InputLimits.sides(16, 16384, max_bytes=64 * 1024 * 1024)
 
     def __init__(self, *, seed_source: Callable[[], int] = random_seed) -> None:
         self._seed_source = seed_source

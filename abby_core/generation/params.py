@@ -13,27 +13,19 @@ from typing import get_args
 from abby_core.errors import InvalidInput, InvalidPrompt
 from abby_core.generation.base import (
     ImageToImageRequest,
+    InputLimits,
     OutputFormat,
     TextToImageRequest,
     UpscaleMode,
     UpscaleRequest,
 )
-from abby_core.images import (
-    CONSERVATIVE_UPSCALE,
-    CREATIVE_UPSCALE,
-    FAST_UPSCALE,
-    IMAGE_TO_IMAGE,
-    ImageLimits,
-    clean_prompt,
-    prepare_image,
-)
+from abby_core.images import clean_prompt, prepare_image
 
 __all__ = [
     "ASPECT_RATIOS",
     "MAX_SEED",
     "OUTPUT_FORMATS",
     "STYLE_PRESETS",
-    "UPSCALE_LIMITS",
     "UPSCALE_MODES",
     "validate_image_to_image",
     "validate_text_to_image",
@@ -49,11 +41,6 @@ STYLE_PRESETS: tuple[str, ...] = (
     "origami", "photographic", "pixel-art", "tile-texture",
 )
 MAX_SEED = 4_294_967_294
-UPSCALE_LIMITS: dict[str, ImageLimits] = {
-    "fast": FAST_UPSCALE,
-    "conservative": CONSERVATIVE_UPSCALE,
-    "creative": CREATIVE_UPSCALE,
-}
 
 
 # How a refused field is named in a core message; adapters name their own option instead.
@@ -112,12 +99,14 @@ def validate_image_to_image(
     image: bytes,
     prompt: str,
     *,
+    limits: InputLimits,
     strength: float = 0.6,
     negative_prompt: str | None = None,
     seed: int = 0,
     output_format: str = "png",
 ) -> ImageToImageRequest:
-    """Check an image-to-image request; the image is cleaned and resized (sides >= 64 px).
+    """Check an image-to-image request; the image is cleaned and fitted to ``limits`` (the
+    provider's ``input_limits``: an image within them keeps its size).
 
     ``strength`` is how much the result may depart from the image: 0 keeps it,
     1 ignores it.
@@ -133,21 +122,23 @@ def validate_image_to_image(
     negative = _negative(negative_prompt)
     checked_seed = _seed(seed)
     fmt = _format(output_format)
-    prepared = prepare_image(image, IMAGE_TO_IMAGE)
+    prepared = prepare_image(image, limits.image_to_image)
     return ImageToImageRequest(prepared.data, text, float(strength), negative, checked_seed, fmt)
 
 
 def validate_upscale(
     image: bytes,
     *,
+    limits: InputLimits,
     prompt: str | None = None,
     mode: str = "fast",
     output_format: str = "png",
 ) -> UpscaleRequest:
     """Check an upscale request; ``conservative`` and ``creative`` need a prompt.
 
-    The image is resized into the mode's limits (fast: 32..1536 px a side and
-    1,024..1,048,576 px in total) rather than sent to be refused.
+    The image is resized into the provider's limits for the mode (``limits``, its
+    ``input_limits``; Stability's fast mode: 32..1536 px a side and 1,024..1,048,576 px in
+    total) rather than sent to be refused.
     """
     _choice("mode", mode, UPSCALE_MODES)
     if mode == "fast":
@@ -157,5 +148,5 @@ def validate_upscale(
     else:
         text = clean_prompt(prompt)
     fmt = _format(output_format)
-    prepared = prepare_image(image, UPSCALE_LIMITS[mode])
+    prepared = prepare_image(image, limits.upscale[mode])  # type: ignore[index]  # mode checked above
     return UpscaleRequest(prepared.data, mode, text, fmt)  # type: ignore[arg-type]  # checked

@@ -21,6 +21,7 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable
+from types import MappingProxyType
 from typing import Any
 
 import httpx
@@ -41,10 +42,12 @@ from abby_core.generation._status import error_for_status
 from abby_core.generation.base import (
     GeneratedImage,
     ImageToImageRequest,
+    InputLimits,
     Provider,
     TextToImageRequest,
     UpscaleRequest,
 )
+from abby_core.images import ImageLimits
 
 __all__ = ["MODELS", "NOT_CONFIGURED", "StabilityProvider"]
 
@@ -82,6 +85,15 @@ class StabilityProvider(Provider):
     """
 
     name = "stability"
+    # Stability's published limits (the v2beta image-to-image and upscale endpoints, 10 MiB bodies).
+    input_limits = InputLimits(
+        ImageLimits("image-to-image", 64, 2048, 4_096, 1_048_576, 2.5),
+        MappingProxyType({
+            "fast": ImageLimits("fast upscale", 32, 1536, 1_024, 1_048_576, 1536 / 32),
+            "conservative": ImageLimits("conservative upscale", 64, 4096, 4_096, 4_194_304, 2.5),
+            "creative": ImageLimits("creative upscale", 64, 1024, 4_096, 1_048_576, 2.5),
+        }),
+    )
 
     def __init__(
         self,

@@ -18,7 +18,7 @@ from abby_core.generation import ImageGenerator
 from abby_core.generation.comfyui import ComfyUIProvider
 from abby_core.storage import StorageManager
 from tests.fixtures.fake_a1111 import FakeA1111
-from tests.fixtures.fake_comfyui import FakeComfyUI, NodeSpec, running_fake
+from tests.fixtures.fake_comfyui import CPU_DEVICE, FakeComfyUI, NodeSpec, running_fake
 from tests.fixtures.fake_stability import API_KEY, FakeStability
 
 BUNDLED = Path(__file__).resolve().parents[2] / "abby_core" / "generation" / "workflows"
@@ -106,6 +106,13 @@ async def test_comfyui_all_green(tmp_path: Path, comfy: FakeComfyUI) -> None:
     assert "ComfyUI 0.3.66" in check.detail and "NVIDIA GeForce RTX 4090" in check.detail
     assert "24 GB VRAM" in check.detail and "txt2img, img2img and upscale" in check.detail
     assert {r.path for r in comfy.requests} == {"/system_stats", "/object_info"}  # no job was started
+
+
+async def test_comfyui_on_a_cpu_reports_ram_not_vram(tmp_path: Path, comfy: FakeComfyUI) -> None:
+    comfy.device = dict(CPU_DEVICE)
+    check = (await doctor(tmp_path, IMAGE_PROVIDER="comfyui", COMFYUI_URL=comfy.url))["image_server"]
+    assert check.status == "ok", check
+    assert "(cpu, 32 GB RAM)" in check.detail and "VRAM" not in check.detail
 
 
 async def test_comfyui_inspect_report(comfy: FakeComfyUI) -> None:

@@ -146,3 +146,37 @@ async def test_the_service_from_settings_has_metrics_only_when_a_port_is_set(tmp
         await generator.aclose()
         await storage.aclose()
     assert off.metrics is None and isinstance(on.metrics, Metrics)
+
+
+async def test_a_service_starts_every_known_series_at_zero(tmp_path: Path) -> None:
+    # A series that first appears with its first count in it hides that count from rate()
+    # and increase(): after each restart an alert on ">= 5 failures" would need 6.
+    storage = StorageManager(storage_root=tmp_path / "shared")
+    generator = ImageGenerator(provider=OfflineProvider())
+    metrics = Metrics()
+    try:
+        ImageService(storage, generator, metrics=metrics)
+    finally:
+        await generator.aclose()
+        await storage.aclose()
+    provider = generator.provider_name
+    for kind in ("imagine", "img2img", "upscale"):
+        for outcome in ("ok", "daily_limit", "generation_unavailable", "interrupted"):
+            assert value(metrics, "abby_generations_total", kind=kind, provider=provider, outcome=outcome) == 0
+    for code in ("generation_unavailable", "provider_unreachable", "generation_timeout", "generation_auth",
+                 "not_configured", "storage_unavailable", "interrupted"):
+        assert value(metrics, "abby_provider_errors_total", provider=provider, code=code) == 0, code
+    for reason in ("daily_limit", "user_storage_full", "global_storage_full", "blocked_prompt", "content_filtered"):
+        assert value(metrics, "abby_refusals_total", reason=reason) == 0, reason
+    assert value(metrics, "abby_provider_errors_total", provider=provider, code="daily_limit") is None
+    assert value(metrics, "abby_refusals_total", reason="generation_timeout") is None
+    assert value(metrics, "abby_generation_seconds_count", provider=provider) == 0
+
+
+def test_starting_the_series_keeps_what_was_counted() -> None:
+    metrics = Metrics()
+    metrics.observe(event("generation_timeout"))
+    metrics.start("stability", ["imagine", "upscale"])
+    metrics.observe(event("generation_timeout"))
+    assert value(metrics, "abby_provider_errors_total", provider="stability", code="generation_timeout") == 2
+    assert value(metrics, "abby_generations_total", kind="upscale", provider="stability", outcome="ok") == 0

@@ -19,8 +19,10 @@ from abby_core.errors import (
     NotConfigured,
 )
 from abby_core.generation import ImageGenerator, OfflineProvider
+from abby_core.generation.comfyui import ComfyUIProvider
 from abby_core.pipeline import ImageService
 from abby_core.storage import StorageManager
+from tests.fixtures.fake_comfyui import running_fake
 from tests.fixtures.fake_stability import API_KEY, FakeStability, Reply
 
 USER = "123456789012345678"
@@ -183,3 +185,25 @@ async def test_every_outcome_is_recorded_as_a_usage_event(tmp_path: Path) -> Non
     assert sum('"outcome":"daily_limit"' in b for b in bodies) == 2
     assert all("lighthouse" not in b for b in bodies)  # prompts are not recorded by default
     assert any(f'"bytes_stored":{made.stored.size}' in b for b in bodies)
+
+
+def _png(size: tuple[int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (40, 90, 160)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+async def test_input_pictures_are_fitted_to_the_providers_own_limits(storage: StorageManager) -> None:
+    # ComfyUI has none of Stability's limits: the picture reaches it at its own size, and a long
+    # thin one is not refused.
+    async with running_fake() as fake:
+        generator = ImageGenerator(provider=ComfyUIProvider(fake.url, poll_interval=0.05))
+        service = ImageService(storage, generator)
+        try:
+            upscaled = await service.upscale(USER, _png((1200, 900)))
+            await service.img2img(USER, _png((1500, 400)), "a red fox", seed=1)
+        finally:
+            await generator.aclose()
+        uploads = [Image.open(io.BytesIO(data)).size for (kind, _, _), data in fake.files.items() if kind == "input"]
+    assert (1200, 900) in uploads and (1500, 400) in uploads
+    assert (upscaled.image.width, upscaled.image.height) == (4800, 3600)

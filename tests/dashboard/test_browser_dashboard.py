@@ -38,7 +38,7 @@ from tests.dashboard.serve import (
     Site,
     seeded_site,
 )
-from tests.fixtures.browser import Browser, browser  # noqa: F401
+from tests.fixtures.browser import WINDOW_SIZE, Browser, browser  # noqa: F401
 from tests.fixtures.fake_discord_oauth import FakeDiscordOAuth
 
 # A refused page load is a console line of its own ("Failed to load resource: ... 403"); nothing else may fail.
@@ -352,7 +352,7 @@ def test_storage_page_shows_limits_lifecycle_and_maintenance(browser: Browser, s
     assert limits["Generations per member per day"][0] == str(DAILY_GENS)
     assert limits["Room held per generation"][0] == "300.0 KB"
     lifecycle = browser.text("#lifecycle")
-    assert "Cleanup removes images older than 7 days." in lifecycle
+    assert "Images older than 7 days are removed by cleanup" in lifecycle and lifecycle.count("7 days") == 1
     maintenance = {r[0]: r[1:] for r in rows(browser, "#maintenance")}
     cleanup = site.events.latest_audit("cleanup")
     assert cleanup is not None
@@ -362,6 +362,33 @@ def test_storage_page_shows_limits_lifecycle_and_maintenance(browser: Browser, s
     reconcile = " ".join(maintenance["Last reconcile"][2].split())
     assert reconcile.startswith("checked 3 member(s), 6 image(s), ") and reconcile.endswith("no drift")
     browser.assert_no_console_errors()
+
+
+def wrapped(browser: Browser, css: str) -> list[str]:  # noqa: F811
+    """The text of the cells matching ``css`` that the browser laid out on more than one line."""
+    found: list[str] = browser.driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0])).filter(cell => {"
+        "  const range = document.createRange(); range.selectNodeContents(cell);"
+        "  return new Set(Array.from(range.getClientRects()).map(r => Math.round(r.bottom))).size > 1;"
+        "}).map(cell => cell.textContent)",
+        css,
+    )
+    return found
+
+
+def test_amounts_never_wrap_between_number_and_unit(browser: Browser, site: Site) -> None:  # noqa: F811
+    sign_in_with_discord(browser, site, ADA)
+    browser.click('header nav a[href="/storage"]')
+    browser.wait_for_url(on_dashboard(site, "/storage"))
+    stored = "#top-users tbody td:nth-child(2)"
+    assert len(rows(browser, "#top-users")) >= 3
+    try:
+        for width in (1280, 700, 390):  # a desktop, a half screen, a phone
+            browser.driver.set_window_size(width, 900)
+            browser.driver.execute_script("return document.body.offsetHeight")  # lay the page out again
+            assert wrapped(browser, stored) == [], width
+    finally:
+        browser.driver.set_window_size(*WINDOW_SIZE)
 
 
 # --- 5. the actions ---------------------------------------------------------------------------------

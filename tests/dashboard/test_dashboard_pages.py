@@ -9,12 +9,25 @@ import shutil
 from pathlib import Path
 
 import httpx
+import pytest
 from PIL import Image
 
 from abby_core.analytics import AuditEvent, EventLog
-from abby_core.storage import FilesystemBackend, StorageManager
-from tests.dashboard.conftest import ALICE, BOB, Handler, MakeApp, browser_client, sign_in, store_image, usage
-from tests.storage.conftest import Clock
+from abby_core.config import load_settings
+from abby_core.storage import FilesystemBackend, S3Backend, StorageBackend, StorageManager
+from abby_dashboard import DiscordAPI, create_app
+from tests.dashboard.conftest import (
+    ALICE,
+    BOB,
+    TOKEN,
+    Handler,
+    MakeApp,
+    browser_client,
+    sign_in,
+    store_image,
+    usage,
+)
+from tests.storage.conftest import Clock, moto_env, s3_settings  # noqa: F401
 
 
 def chart_json(page: str) -> dict[str, object]:
@@ -38,7 +51,7 @@ async def test_overview_shows_the_stats_figures(
     assert "<strong>3</strong> image(s)" in text and "1 refusal(s), 1 failure(s)" in text
     assert "daily_limit" in text and ALICE in text and "comfyui" in text
     assert "<td>100.0%</td>" in text and "<td>25.0%</td>" in text  # comfyui's failure rate, then all providers
-    assert 'id="credits">9<' in text and "of 5.0 GB" in text
+    assert 'id="credits">9<' in text and 'of <span class="amount">5.0 GB</span>' in text
     data = chart_json(text)
     days = data["days"]
     assert isinstance(days, dict) and len(days["labels"]) == 30 and days["images"][-1] == 3
@@ -194,3 +207,29 @@ async def test_overview_projection_beyond_ten_years(admin: httpx.AsyncClient, ev
     page = await admin.get("/?days=90")
     assert page.status_code == 200
     assert "the global limit is not reached within 10 years" in page.text and "no projection" not in page.text
+
+
+@pytest.mark.parametrize("kind", ["filesystem", "moto"])
+async def test_the_storage_page_states_how_images_expire_once(
+    kind: str, tmp_path: Path, clock: Clock, request: pytest.FixtureRequest
+) -> None:
+    if kind == "moto":
+        request.getfixturevalue("moto_env")
+        backend: StorageBackend = S3Backend(s3_settings(None, None, None))
+    else:
+        backend = FilesystemBackend(tmp_path / "store")
+    storage = StorageManager(backend, clock=clock, cleanup_days=9)
+    await storage.ensure_ready(create=True)
+    section = load_settings(env_file=None, DASHBOARD_TOKEN=TOKEN, STORAGE_ROOT=str(tmp_path)).dashboard
+    app = create_app(section, storage, EventLog(storage.backend, clock=clock), DiscordAPI(section), clock=clock)
+    try:
+        async with browser_client(app) as http:
+            await sign_in(http)
+            page = (await http.get("/storage")).text
+    finally:
+        await storage.aclose()
+    lifecycle = re.search(r'<ul id="lifecycle">(.*?)</ul>', page, re.S)
+    assert lifecycle is not None
+    items = re.findall(r"<li>(.*?)</li>", lifecycle.group(1), re.S)
+    about_images = [item for item in items if "9 days" in item]
+    assert len(about_images) == 1, items  # one fact, said once

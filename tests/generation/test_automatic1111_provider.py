@@ -25,7 +25,7 @@ from abby_core.errors import (
     ProviderAuthError,
     ProviderUnreachable,
 )
-from abby_core.generation import automatic1111
+from abby_core.generation import ImageGenerator, automatic1111
 from abby_core.generation.automatic1111 import Automatic1111Provider
 from abby_core.generation.base import (
     ImageToImageRequest,
@@ -114,6 +114,17 @@ async def test_text_to_image_reports_the_servers_seed(make: Make, fake_a1111: Fa
     assert image.request_id is not None and image.request_id.startswith("abby-")
 
 
+async def test_members_get_the_image_without_the_embedded_parameters(make: Make) -> None:
+    provider = make()
+    served = await provider.text_to_image(TextToImageRequest("a red fox", negative_prompt="blurry", seed=7))
+    assert "Negative prompt: blurry" in Image.open(io.BytesIO(served.data)).text["parameters"]
+    generator = ImageGenerator(provider=provider)
+    image = await generator.generate(TextToImageRequest("a red fox", negative_prompt="blurry", seed=7))
+    received = Image.open(io.BytesIO(image.data))
+    assert received.text == {} and b"blurry" not in image.data
+    assert received.tobytes() == Image.open(io.BytesIO(served.data)).tobytes()
+
+
 async def test_a_chosen_seed_and_style_are_sent(make: Make, fake_a1111: FakeA1111) -> None:
     request = TextToImageRequest("a red fox", seed=1234, negative_prompt="blur", style_preset="pixel-art")
     image = await make().text_to_image(request)
@@ -163,6 +174,15 @@ async def test_image_to_image(make: Make, fake_a1111: FakeA1111) -> None:
     assert sent["denoising_strength"] == 0.4 and (sent["width"], sent["height"]) == (200, 120)
     assert image.seed == 7 and _size(image.data) == (200, 120)
     assert fake_a1111.state.sampling_steps == int(0.4 * 4) + 1
+
+
+async def test_a_long_thin_picture_reaches_the_web_ui_at_its_own_size(make: Make, fake_a1111: FakeA1111) -> None:
+    # The web UI has none of Stability's limits (no "2.5 to 1"): the picture is not refused or resized.
+    generator = ImageGenerator(provider=make())
+    await generator.image_to_image(png((1500, 400)), "a blue fox", seed=7)
+    sent = _sent(fake_a1111, "/sdapi/v1/img2img")
+    assert _size(base64.b64decode(sent["init_images"][0])) == (1500, 400)
+    assert (sent["width"], sent["height"]) == (1496, 400)  # the web UI works in steps of 8
 
 
 async def test_upscale_uses_the_configured_upscaler(make: Make, fake_a1111: FakeA1111) -> None:

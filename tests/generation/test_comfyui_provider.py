@@ -27,7 +27,7 @@ from abby_core.errors import (
     ProviderRejected,
     ProviderUnreachable,
 )
-from abby_core.generation import comfyui
+from abby_core.generation import ImageGenerator, comfyui
 from abby_core.generation.base import (
     ImageToImageRequest,
     Progress,
@@ -119,6 +119,21 @@ async def test_text_to_image(fake: FakeComfyUI) -> None:
     (body,) = posted(fake, "/prompt")
     assert body["prompt_id"] == prompt_id and body["client_id"]
     assert fake.history[prompt_id]["prompt"][3] == {"client_id": body["client_id"]}
+
+
+async def test_members_get_the_image_without_the_embedded_workflow(fake: FakeComfyUI) -> None:
+    generator = ImageGenerator(provider=make(fake))
+    try:
+        image = await generator.generate(FOX)
+    finally:
+        await generator.aclose()
+    prompt_id, _ = only_prompt(fake)
+    served = fake.output_image(fake.history[prompt_id])
+    assert json.loads(Image.open(io.BytesIO(served)).text["prompt"])["3"]["class_type"] == "KSampler"
+    received = Image.open(io.BytesIO(image.data))
+    assert received.text == {} and b"KSampler" not in image.data and b"blurry" not in image.data
+    assert received.tobytes() == Image.open(io.BytesIO(served)).tobytes()
+    assert (image.seed, image.request_id) == (42, prompt_id)  # what Abby records itself stays
 
 
 async def test_progress_comes_in_order(fake: FakeComfyUI) -> None:
@@ -461,6 +476,38 @@ async def test_a_server_that_dies_after_taking_the_job_is_not_unreachable(fake: 
     assert not isinstance(down.value, ProviderUnreachable)
 
 
+class BreakAfterPrompt(httpx.AsyncBaseTransport):
+    """A real transport whose connections break once the prompt was queued (the server was killed)."""
+
+    def __init__(self, error: type[httpx.TransportError]) -> None:
+        self.inner, self.error, self.queued = httpx.AsyncHTTPTransport(), error, False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.queued:
+            raise self.error("Server disconnected without sending a response.", request=request)
+        response = await self.inner.handle_async_request(request)
+        self.queued = request.method == "POST" and request.url.path == "/prompt"
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize("error", [httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError])
+async def test_a_server_killed_mid_job_could_not_be_reached(
+    fake: FakeComfyUI, error: type[httpx.TransportError]
+) -> None:
+    fake.pause()
+    provider = make(fake, transport=BreakAfterPrompt(error))
+    try:
+        with pytest.raises(GenerationUnavailable) as down:
+            await provider.text_to_image(FOX)
+    finally:
+        await provider.aclose()
+    assert not isinstance(down.value, ProviderUnreachable)  # the job was taken: never handed to a fallback
+    assert "could not be reached" in str(down.value) and error.__name__ not in str(down.value)
+
+
 async def test_a_closed_provider_refuses_work(fake: FakeComfyUI) -> None:
     provider = make(fake)
     await provider.aclose()
@@ -615,6 +662,19 @@ async def test_a_wrong_auth_header_is_the_operators_problem() -> None:
             await provider.aclose()
         assert "wrong" not in str(refused.value)
         assert fake.prompts == {}
+        # The server asked for the auth header: it is not an API key.
+        assert "auth header" in str(refused.value) and "API key" not in str(refused.value)
+
+
+async def test_a_missing_auth_header_is_named_as_missing() -> None:
+    async with running_fake(auth=("X-Api-Key", "right")) as fake:
+        provider = make(fake)
+        try:
+            with pytest.raises(ProviderAuthError, match="sends none") as refused:
+                await provider.text_to_image(FOX)
+        finally:
+            await provider.aclose()
+        assert "API key" not in str(refused.value)
 
 
 def test_the_bundled_workflows_are_valid_for_the_server(fake: FakeComfyUI) -> None:

@@ -346,3 +346,13 @@ async def test_an_interrupt_while_idle_is_forgotten_by_the_next_job(
     response = await _txt2img(client, steps=6)
     assert len(response.json()["images"]) == 1
     assert fake_a1111.jobs[-1].outcome == "completed" and fake_a1111.jobs[-1].steps_done == 6
+
+
+async def test_waiting_for_a_job_that_has_not_arrived_yet_waits(fake_a1111: FakeA1111) -> None:
+    # On a loaded machine the job may reach the server after the test starts waiting for it.
+    async with httpx.AsyncClient(base_url=fake_a1111.url + "/sdapi/v1") as http:
+        job = asyncio.create_task(_txt2img(http, steps=3))
+        assert not fake_a1111.jobs
+        await fake_a1111.wait_until(lambda: fake_a1111.jobs[-1].outcome == "completed")
+        await job
+    assert fake_a1111.jobs[-1].steps_done == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -13,11 +14,15 @@ from abby_core.errors import InvalidImage, InvalidInput, InvalidPrompt
 from abby_core.generation import (
     ImageGenerator,
     OfflineProvider,
+    validate_image_to_image,
     validate_text_to_image,
     validate_upscale,
 )
 from abby_core.generation.offline import LABEL
+from abby_core.generation.stability import StabilityProvider
 from tests.generation.helpers import png
+
+STABILITY = StabilityProvider.input_limits
 
 
 @pytest.fixture
@@ -96,14 +101,14 @@ async def test_bad_strength_is_refused_before_anything(offline: ImageGenerator, 
 
 def test_validate_upscale() -> None:
     with pytest.raises(InvalidPrompt, match="creative"):
-        validate_upscale(png(), mode="creative")
+        validate_upscale(png(), mode="creative", limits=STABILITY)
     with pytest.raises(InvalidInput, match="mode"):
-        validate_upscale(png(), mode="magic")
+        validate_upscale(png(), mode="magic", limits=STABILITY)
     with pytest.raises(InvalidImage):
-        validate_upscale(b"GIF89a....", mode="fast")
+        validate_upscale(b"GIF89a....", mode="fast", limits=STABILITY)
     with pytest.raises(InvalidImage, match="long and thin"):
-        validate_upscale(png((10, 2000)), mode="fast")
-    req = validate_upscale(png((20, 900)), mode="fast")
+        validate_upscale(png((10, 2000)), mode="fast", limits=STABILITY)
+    req = validate_upscale(png((20, 900)), mode="fast", limits=STABILITY)
     size = Image.open(io.BytesIO(req.image)).size
     assert min(size) >= 32 and max(size) <= 1536 and 1_024 <= size[0] * size[1] <= 1_048_576
 
@@ -118,3 +123,45 @@ def test_core_never_imports_discord_typer_or_rich() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_each_provider_states_its_own_input_limits() -> None:
+    from abby_core.generation.automatic1111 import Automatic1111Provider
+    from abby_core.generation.comfyui import ComfyUIProvider
+    wide, photo = png((1500, 400)), png((1200, 900))
+    stability = StabilityProvider.input_limits
+    with pytest.raises(InvalidImage, match=r"1500x400.*2\.5 to 1"):
+        validate_image_to_image(wide, "a fox", limits=stability)
+    fitted = validate_upscale(photo, mode="fast", limits=stability)
+    assert Image.open(io.BytesIO(fitted.image)).size == (1182, 887)  # Stability's 1,048,576 pixels
+    for provider in (ComfyUIProvider, Automatic1111Provider, OfflineProvider):
+        limits = provider.input_limits
+        assert Image.open(io.BytesIO(validate_image_to_image(wide, "a fox", limits=limits).image)).size == (1500, 400)
+        for mode in ("fast", "conservative", "creative"):
+            request = validate_upscale(photo, prompt="a fox", mode=mode, limits=limits)
+            assert Image.open(io.BytesIO(request.image)).size == (1200, 900), (provider, mode)
+
+
+def test_a_fallback_fits_pictures_to_what_both_providers_take() -> None:
+    from abby_core.generation import FallbackProvider
+    from abby_core.generation.comfyui import ComfyUIProvider
+    both = FallbackProvider(ComfyUIProvider("http://127.0.0.1:8188"), StabilityProvider("sk-test"))
+    with pytest.raises(InvalidImage, match="2\\.5 to 1"):
+        validate_image_to_image(png((1500, 400)), "a fox", limits=both.input_limits)
+    assert both.input_limits == StabilityProvider.input_limits.narrowed(ComfyUIProvider.input_limits)
+
+
+async def test_a_providers_damaged_image_is_its_failure_not_the_members() -> None:
+    from dataclasses import replace
+
+    from abby_core.errors import GenerationUnavailable
+    from abby_core.generation import TextToImageRequest
+
+    class Truncating(OfflineProvider):
+        async def text_to_image(self, request: TextToImageRequest) -> Any:
+            image = await super().text_to_image(request)
+            return replace(image, data=image.data[: len(image.data) // 2])
+
+    generator = ImageGenerator(provider=Truncating())
+    with pytest.raises(GenerationUnavailable, match="unreadable image"):
+        await generator.text_to_image("a red fox")

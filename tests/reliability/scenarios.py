@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from PIL import Image
 
 from abby_core.errors import AbbyError, QuotaExceeded, SaveOutcomeUnknown, StorageUnavailable
-from abby_core.generation import GeneratedImage, ImageGenerator, Provider
+from abby_core.generation import GeneratedImage, ImageGenerator, OfflineProvider, Provider
 from abby_core.generation.base import ImageToImageRequest, TextToImageRequest, UpscaleRequest
 from abby_core.pipeline import GenerationResult, ImageService
 from abby_core.storage import StorageBackend, StorageManager
@@ -98,6 +98,7 @@ class FixedProvider(Provider):
     """Hands out pre-made, unique PNGs after a short await: measures storage, not rendering."""
 
     name = "fixed"
+    input_limits = OfflineProvider.input_limits
 
     def __init__(self, images: Sequence[bytes], *, delay: float = 0.01) -> None:
         self._images = itertools.cycle(images)

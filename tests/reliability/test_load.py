@@ -75,8 +75,8 @@ async def test_offline_rendering_runs_off_the_loop_thread(monkeypatch: pytest.Mo
     source = noise_png(96)
     request = {
         "text_to_image": lambda: validate_text_to_image("a fox"),
-        "image_to_image": lambda: validate_image_to_image(source, "a fox"),
-        "upscale": lambda: validate_upscale(source),
+        "image_to_image": lambda: validate_image_to_image(source, "a fox", limits=provider.input_limits),
+        "upscale": lambda: validate_upscale(source, limits=provider.input_limits),
     }[kind]()
     await getattr(provider, kind)(request)
     assert threads and threading.get_ident() not in threads
