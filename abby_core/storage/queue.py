@@ -15,14 +15,12 @@ whole bot, however many processes); a ticket's place is how many tickets beyond 
 ahead of it, plus one.
 
 A ticket lives while it is renewed: its owner rewrites it every ``lease / 4`` (``renew``).
-No process judges a ticket by comparing its own clock with a time another machine wrote
-(the ticket's body, or the storage server's modification time): clocks disagree. Each
-process remembers, on its own monotonic clock, since when it has seen each ticket's
-current version (``ObjectInfo.version``); a ticket whose version has not changed for
-longer than ``lease`` of that clock has stopped being renewed, and is deleted by whoever
-lists the queue. A process that dies leaves tickets that stop being renewed; a process
-that just started waits a whole ``lease`` before it deletes a ticket it has never seen
-change (the way Kubernetes' leader election judges a lease it did not write).
+Whether it still is, each process judges by what it saw change (:mod:`.liveness`), never by
+a time another clock wrote (the ticket's body, or the storage server's modification time):
+a ticket whose version (``ObjectInfo.version``) this process has seen unchanged for longer
+than ``lease`` of its own monotonic clock has stopped being renewed, and whoever lists the
+queue deletes it. A process that dies leaves tickets that stop being renewed; a process
+that just started waits a whole ``lease`` before it deletes a ticket it has never seen change.
 
 A new ticket is named after the newest ticket in the queue when it joins, even if the
 joiner's clock is behind: a ticket never sorts ahead of one that was already listed, so a
@@ -55,6 +53,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from abby_core.errors import StorageError
 from abby_core.storage.backend import ConditionFailed, StorageBackend
 from abby_core.storage.keys import QUEUE_PREFIX
+from abby_core.storage.liveness import Sighting, abandoned, observe
 
 __all__ = ["AsyncGenerationQueue", "GenerationQueue", "QueueTicket"]
 
@@ -72,28 +71,6 @@ class TicketDocument(BaseModel):
     renewed: AwareDatetime  # for operators only: written by the owner's clock
     # Random per write, so every renewal changes the stored bytes (and the version listings show).
     write: str = Field(default_factory=lambda: secrets.token_hex(4), max_length=16)
-
-
-@dataclass(frozen=True)
-class Sighting:
-    """A ticket's version, and since when (the observer's monotonic clock) it has been seen."""
-
-    version: str
-    since: float
-
-
-def observe(previous: Sighting | None, version: str, now: float) -> Sighting:
-    """What an observer knows of a ticket after listing it at ``now`` (its own monotonic
-    clock): unchanged, it keeps the first sighting; a new version starts a new one."""
-    if previous is not None and previous.version == version:
-        return previous
-    return Sighting(version, now)
-
-
-def abandoned(sighting: Sighting, now: float, lease: float) -> bool:
-    """Whether the ticket stopped being renewed: its version is older than ``lease`` by the
-    observer's own clock (the only clock that measured it)."""
-    return now - sighting.since > lease
 
 
 def after(newest: str | None, now: datetime) -> datetime:

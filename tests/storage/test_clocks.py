@@ -14,8 +14,9 @@ import pytest
 
 from abby_core.errors import DailyLimitExceeded
 from abby_core.storage import FilesystemBackend, StorageManager, rules
-from abby_core.storage.documents import Hold
+from abby_core.storage.documents import GlobalLedger, Hold, Lease
 from tests.storage.conftest import Clock
+from tests.storage.test_escrow import _escrow_manager, _kill, _make
 from tests.storage.test_manager import ALICE, png
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -85,3 +86,117 @@ def test_the_margins_cover_the_documented_bound() -> None:
     """A looker ``CLOCK_BOUND`` ahead of an owner stops counting a hold only after the owner's
     last commit: ``PURGE_MARGIN`` (plus the owner's ``skew``) covers it."""
     assert rules.PURGE_MARGIN >= rules.CLOCK_BOUND
+
+
+@pytest.mark.parametrize("offset", [90, BOUND])
+async def test_a_looker_whose_clock_is_ahead_never_takes_back_a_lease_still_in_use(
+    tmp_path: Path, offset: float
+) -> None:
+    """Escrow: process A admits from its lease until a margin before it expires (A's clock);
+    B, ``offset`` seconds ahead, writes the global document just then: A's lease stays."""
+    backend = FilesystemBackend(tmp_path)
+    clock_a = Clock(datetime.now(UTC))
+    a = _escrow_manager(backend, clock_a)
+    b = None
+    try:
+        await _make(a, "5000")
+        assert a.escrow is not None
+        lease = a.escrow.view()
+        assert lease.expires is not None
+        clock_a.now = lease.expires - a.escrow.margin - timedelta(seconds=1)
+        assert a.escrow.free > 0  # A still admits from it without a global write
+        b = _escrow_manager(backend, Clock(clock_a.now + timedelta(seconds=offset)))
+        await _make(b, "6000")
+        assert b.accounts.recovered_leases == 0
+        assert lease.lease_id in b.accounts.global_doc().leases
+        await _make(a, "5001")  # admitted from the lease, which the global document still counts
+        assert a.escrow.settles == 1
+    finally:
+        await a.aclose()
+        if b is not None:
+            await b.aclose()
+
+
+@pytest.mark.parametrize(
+    ("now", "dead"),
+    [
+        (T0, False),
+        (T0 + timedelta(seconds=135) - timedelta(microseconds=1), False),
+        (T0 + timedelta(seconds=135), True),  # expiry plus the margin
+    ],
+)
+def test_a_lease_is_dead_past_its_expiry_plus_the_margin(now: datetime, dead: bool) -> None:
+    doc = GlobalLedger(users={}, leases={"l1": Lease(bytes=1, expires=T0, owner="a")})
+    assert rules.dead_leases(doc, now, timedelta(seconds=135)) == (["l1"] if dead else [])
+
+
+async def test_a_lease_is_taken_for_dead_only_the_clock_bound_after_its_owner_stops_admitting(tmp_path: Path) -> None:
+    manager = StorageManager(FilesystemBackend(tmp_path), escrow=True)
+    try:
+        assert manager.escrow is not None
+        assert manager.accounts.lease_margin == manager.escrow.margin + rules.CLOCK_BOUND
+    finally:
+        await manager.aclose()
+
+
+class Ticks:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_lease_seen_unchanged_for_its_lifetime_is_taken_back_whatever_the_clocks(tmp_path: Path) -> None:
+    """The survivor's clock is ``CLOCK_BOUND`` behind, so by its clock the lease has not even
+    expired; what it saw (no settle for a lifetime and margin) is enough."""
+    backend = FilesystemBackend(tmp_path)
+    clock = Clock(datetime.now(UTC))
+    dead = _escrow_manager(backend, clock)
+    survivor = None
+    try:
+        await _make(dead, "7000")
+        assert dead.escrow is not None
+        lease = dead.escrow.view()
+        _kill(dead)
+        survivor = _escrow_manager(backend, Clock(clock.now - rules.CLOCK_BOUND))
+        ticks = Ticks()
+        survivor.accounts.monotonic = ticks
+        assert survivor.accounts.lease_silence is not None
+        await _make(survivor, "7001")  # the survivor's first look at the lease
+        ticks.now = survivor.accounts.lease_silence.total_seconds()
+        await _make(survivor, "7002")  # unchanged for exactly that long: not yet
+        assert lease.lease_id in survivor.accounts.global_doc().leases
+        ticks.now += 0.5
+        assert survivor.escrow is not None
+        survivor.escrow.settle()
+        assert survivor.accounts.recovered_leases == 1
+        assert lease.lease_id not in survivor.accounts.global_doc().leases
+    finally:
+        if survivor is not None:
+            await survivor.aclose()
+
+
+async def test_a_lease_its_owner_settles_is_never_taken_for_silent(tmp_path: Path) -> None:
+    backend = FilesystemBackend(tmp_path)
+    clock = Clock(datetime.now(UTC))
+    owner = _escrow_manager(backend, clock)
+    other = _escrow_manager(backend, Clock(clock.now - rules.CLOCK_BOUND))
+    ticks = Ticks()
+    other.accounts.monotonic = ticks
+    try:
+        assert owner.escrow is not None and other.escrow is not None and other.accounts.lease_silence is not None
+        await _make(owner, "7100")
+        await _make(other, "7101")
+        for _ in range(3):
+            ticks.now += other.accounts.lease_silence.total_seconds() * 0.9
+            clock.advance(seconds=1)
+            owner.escrow.settle(renew=True)  # the owner renews: a new expiry, a new version
+            other.escrow.settle(renew=True)
+        assert other.accounts.recovered_leases == 0
+        assert owner.escrow.lease_id in other.accounts.global_doc().leases
+    finally:
+        await owner.aclose()
+        await other.aclose()

@@ -10,7 +10,8 @@ import pytest
 
 from abby_core.storage import StorageBackend
 from abby_core.storage.keys import QUEUE_PREFIX
-from abby_core.storage.queue import GenerationQueue, QueueTicket, Sighting, abandoned, after, observe
+from abby_core.storage.liveness import Sighting, abandoned, observe
+from abby_core.storage.queue import GenerationQueue, QueueTicket, after
 
 
 def _now() -> datetime:
