@@ -7,15 +7,18 @@ Each decision is pinned by a table test of its pure function in ``rules.py``.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from abby_core.errors import DailyLimitExceeded
-from abby_core.storage import FilesystemBackend, StorageManager, rules
+from abby_core.storage import FilesystemBackend, StorageBackend, StorageManager, rules
 from abby_core.storage.documents import GlobalLedger, Hold, Lease
-from tests.storage.conftest import Clock
+from abby_core.storage.escrow import LeaseView
+from tests.storage.conftest import Clock, Ticks
 from tests.storage.test_escrow import _escrow_manager, _kill, _make
 from tests.storage.test_manager import ALICE, png
 
@@ -88,33 +91,44 @@ def test_the_margins_cover_the_documented_bound() -> None:
     assert rules.PURGE_MARGIN >= rules.CLOCK_BOUND
 
 
+@contextlib.asynccontextmanager
+async def _processes(backend: StorageBackend, *clocks: Clock) -> AsyncIterator[list[StorageManager]]:
+    """One escrow manager per clock on ``backend``: processes sharing one storage."""
+    managers = [_escrow_manager(backend, clock) for clock in clocks]
+    try:
+        yield managers
+    finally:
+        for manager in managers:
+            await manager.aclose()
+
+
+async def _leased(manager: StorageManager, uid: str) -> LeaseView:
+    """Make one image for ``uid`` (which takes a lease) and return the lease."""
+    await _make(manager, uid)
+    assert manager.escrow is not None
+    lease = manager.escrow.view()
+    assert lease.expires is not None
+    return lease
+
+
 @pytest.mark.parametrize("offset", [90, BOUND])
 async def test_a_looker_whose_clock_is_ahead_never_takes_back_a_lease_still_in_use(
     tmp_path: Path, offset: float
 ) -> None:
     """Escrow: process A admits from its lease until a margin before it expires (A's clock);
     B, ``offset`` seconds ahead, writes the global document just then: A's lease stays."""
-    backend = FilesystemBackend(tmp_path)
-    clock_a = Clock(datetime.now(UTC))
-    a = _escrow_manager(backend, clock_a)
-    b = None
-    try:
-        await _make(a, "5000")
-        assert a.escrow is not None
-        lease = a.escrow.view()
-        assert lease.expires is not None
+    clock_a, clock_b = Clock(datetime.now(UTC)), Clock()
+    async with _processes(FilesystemBackend(tmp_path), clock_a, clock_b) as (a, b):
+        lease = await _leased(a, "5000")
+        assert a.escrow is not None and lease.expires is not None
         clock_a.now = lease.expires - a.escrow.margin - timedelta(seconds=1)
         assert a.escrow.free > 0  # A still admits from it without a global write
-        b = _escrow_manager(backend, Clock(clock_a.now + timedelta(seconds=offset)))
+        clock_b.now = clock_a.now + timedelta(seconds=offset)
         await _make(b, "6000")
         assert b.accounts.recovered_leases == 0
         assert lease.lease_id in b.accounts.global_doc().leases
         await _make(a, "5001")  # admitted from the lease, which the global document still counts
         assert a.escrow.settles == 1
-    finally:
-        await a.aclose()
-        if b is not None:
-            await b.aclose()
 
 
 @pytest.mark.parametrize(
@@ -139,56 +153,36 @@ async def test_a_lease_is_taken_for_dead_only_the_clock_bound_after_its_owner_st
         await manager.aclose()
 
 
-class Ticks:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_a_lease_seen_unchanged_for_its_lifetime_is_taken_back_whatever_the_clocks(tmp_path: Path) -> None:
     """The survivor's clock is ``CLOCK_BOUND`` behind, so by its clock the lease has not even
     expired; what it saw (no settle for a lifetime and margin) is enough."""
-    backend = FilesystemBackend(tmp_path)
     clock = Clock(datetime.now(UTC))
-    dead = _escrow_manager(backend, clock)
-    survivor = None
-    try:
-        await _make(dead, "7000")
-        assert dead.escrow is not None
-        lease = dead.escrow.view()
+    async with _processes(FilesystemBackend(tmp_path), clock, Clock(clock.now - rules.CLOCK_BOUND)) as (
+        dead,
+        survivor,
+    ):
+        lease = await _leased(dead, "7000")
         _kill(dead)
-        survivor = _escrow_manager(backend, Clock(clock.now - rules.CLOCK_BOUND))
         ticks = Ticks()
         survivor.accounts.monotonic = ticks
-        assert survivor.accounts.lease_silence is not None
+        assert survivor.accounts.lease_silence is not None and survivor.escrow is not None
         await _make(survivor, "7001")  # the survivor's first look at the lease
         ticks.now = survivor.accounts.lease_silence.total_seconds()
         await _make(survivor, "7002")  # unchanged for exactly that long: not yet
         assert lease.lease_id in survivor.accounts.global_doc().leases
         ticks.now += 0.5
-        assert survivor.escrow is not None
         survivor.escrow.settle()
         assert survivor.accounts.recovered_leases == 1
         assert lease.lease_id not in survivor.accounts.global_doc().leases
-    finally:
-        if survivor is not None:
-            await survivor.aclose()
 
 
 async def test_a_lease_its_owner_settles_is_never_taken_for_silent(tmp_path: Path) -> None:
-    backend = FilesystemBackend(tmp_path)
     clock = Clock(datetime.now(UTC))
-    owner = _escrow_manager(backend, clock)
-    other = _escrow_manager(backend, Clock(clock.now - rules.CLOCK_BOUND))
-    ticks = Ticks()
-    other.accounts.monotonic = ticks
-    try:
+    async with _processes(FilesystemBackend(tmp_path), clock, Clock(clock.now - rules.CLOCK_BOUND)) as (owner, other):
+        ticks = Ticks()
+        other.accounts.monotonic = ticks
         assert owner.escrow is not None and other.escrow is not None and other.accounts.lease_silence is not None
-        await _make(owner, "7100")
+        lease = await _leased(owner, "7100")
         await _make(other, "7101")
         for _ in range(3):
             ticks.now += other.accounts.lease_silence.total_seconds() * 0.9
@@ -196,7 +190,4 @@ async def test_a_lease_its_owner_settles_is_never_taken_for_silent(tmp_path: Pat
             owner.escrow.settle(renew=True)  # the owner renews: a new expiry, a new version
             other.escrow.settle(renew=True)
         assert other.accounts.recovered_leases == 0
-        assert owner.escrow.lease_id in other.accounts.global_doc().leases
-    finally:
-        await owner.aclose()
-        await other.aclose()
+        assert lease.lease_id in other.accounts.global_doc().leases

@@ -12,6 +12,7 @@ from abby_core.storage import StorageBackend
 from abby_core.storage.keys import QUEUE_PREFIX
 from abby_core.storage.liveness import Sighting, abandoned, observe
 from abby_core.storage.queue import GenerationQueue, QueueTicket, after
+from tests.storage.conftest import Ticks
 
 
 def _now() -> datetime:
@@ -33,16 +34,6 @@ def test_places_follow_the_order_of_joining_across_processes(make_backend: Calla
     first.leave(tickets[2])
     assert [second.place(t) for t in tickets[3:]] == [0, 0]
     assert second.waiting() == 0
-
-
-class Ticks:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_dead_process_tickets_expire_and_are_deleted(make_backend: Callable[..., StorageBackend]) -> None:
