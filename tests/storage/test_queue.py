@@ -10,7 +10,6 @@ import pytest
 
 from abby_core.storage import StorageBackend
 from abby_core.storage.keys import QUEUE_PREFIX
-from abby_core.storage.liveness import Sighting, abandoned, observe
 from abby_core.storage.queue import GenerationQueue, QueueTicket, after
 from tests.storage.conftest import Ticks
 
@@ -70,23 +69,6 @@ def test_a_renewed_ticket_stays_while_an_abandoned_one_expires(make_backend: Cal
     assert queue.place(waiting) == 1
     queue.leave(kept)
     assert queue.place(waiting) == 0
-
-
-@pytest.mark.parametrize(
-    ("previous", "version", "now", "dead"),
-    [
-        (None, "v1", 100.0, False),  # never seen: counts for a lease from now
-        (Sighting("v1", 0.0), "v1", 60.0, False),  # unchanged for exactly the lease
-        (Sighting("v1", 0.0), "v1", 60.5, True),  # unchanged for longer
-        (Sighting("v1", 0.0), "v2", 500.0, False),  # renewed since: a new sighting
-    ],
-)
-def test_liveness_is_what_the_observer_saw_change(
-    previous: Sighting | None, version: str, now: float, dead: bool
-) -> None:
-    sighting = observe(previous, version, now)
-    assert sighting.version == version
-    assert abandoned(sighting, now, 60.0) is dead
 
 
 @pytest.mark.parametrize(
