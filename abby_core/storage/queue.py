@@ -24,10 +24,9 @@ that just started waits a whole ``lease`` before it deletes a ticket it has neve
 
 A new ticket is named after the newest ticket in the queue when it joins, even if the
 joiner's clock is behind: a ticket never sorts ahead of one that was already listed, so a
-running generation keeps its place whatever the clocks say. Two joins that land within
-one write of each other are ordered by their names; a join that lands after another
-process listed and started may still sort ahead of it (the window is one write's latency,
-not the clocks' difference).
+running generation keeps its place whatever the clocks say. The queue is not a lock: a
+ticket whose join listed the queue just before another ticket landed and started may still
+sort ahead of it (a window of one write's latency, whatever the clocks).
 
 What it costs: a listing and a write to join, a write to leave, a listing per waiting
 member per poll, and a rewrite per ticket per ``lease / 4``.
