@@ -13,7 +13,8 @@ The checks, in order (``Check.name``)::
     lifecycle           S3: our expiry rule is installed with STORAGE_CLEANUP_DAYS
     conditional_writes  the server refuses a write whose precondition fails (exact quotas)
     presigned_link      S3: a presigned link to the probe, fetched at the public endpoint, works
-    clock               S3: local UTC is within 5 minutes of the server's ``Date`` header
+    clock               S3: local UTC is within a minute of the server's ``Date`` header (so
+                        any two hosts that pass are within ``CLOCK_BOUND``, 2 minutes)
     stability           the Stability key is accepted (``get_balance``), when Stability is used; skipped as
                         "not configured yet" when neither IMAGE_PROVIDER nor the key is set (a fresh install)
     image_server        each local GPU server (ComfyUI, AUTOMATIC1111) answers and has what is configured
@@ -29,7 +30,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Literal
@@ -54,6 +55,7 @@ from abby_core.generation.generator import build_provider
 from abby_core.storage import StorageManager
 from abby_core.storage.backend import StorageBackend
 from abby_core.storage.filesystem import FilesystemBackend
+from abby_core.storage.rules import CLOCK_BOUND
 
 __all__ = [
     "CHECK_NAMES",
@@ -66,7 +68,8 @@ __all__ = [
 ]
 
 Status = Literal["ok", "fail", "skip"]
-MAX_CLOCK_SKEW = timedelta(minutes=5)
+#: Half the bound the shared ledger is safe for: two hosts that pass are within ``CLOCK_BOUND``.
+MAX_CLOCK_SKEW = CLOCK_BOUND / 2
 _HTTP_TIMEOUT = 10.0
 _PROBE_BODY = b"abby doctor probe: safe to delete\n"
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{10,}")
@@ -522,8 +525,9 @@ class _Doctor:
             direction = "ahead of" if skew.total_seconds() > 0 else "behind"
             return _fail(
                 "clock",
-                f"this machine is {seconds / 60:.0f} minutes {direction} the storage server",
-                "Synchronise the clock (NTP): signed requests and presigned links fail beyond 15 minutes.",
+                f"this machine is {seconds:.0f} s {direction} the storage server",
+                "Synchronise the clock (NTP): bot processes sharing the storage must agree within 2 minutes, "
+                "and signed requests and presigned links fail beyond 15 minutes.",
             )
         return _ok("clock", f"within {max(seconds, 1):.0f} s of the storage server")
 

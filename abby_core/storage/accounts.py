@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -27,10 +28,11 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from abby_core.errors import InvalidUser, LedgerCorrupt, StorageUnavailable
-from abby_core.storage import keys, rules
+from abby_core.storage import keys, liveness, rules
 from abby_core.storage.backend import ConditionFailed, StorageBackend
-from abby_core.storage.documents import Entry, GlobalLedger, MemberRecord, Snapshot, UserLedger
+from abby_core.storage.documents import Entry, GlobalLedger, Lease, MemberRecord, Snapshot, UserLedger
 from abby_core.storage.ledger import Ledger
+from abby_core.storage.liveness import Sighting
 
 __all__ = ["Accounts"]
 
@@ -53,6 +55,11 @@ class _Doomed(Exception):
 _REFRESH_PER_UPDATE = 8
 
 
+def _version(lease: Lease) -> str:
+    """What changes each time a lease's owner settles it (a new expiry)."""
+    return f"{lease.expires.isoformat()}/{lease.bytes}"
+
+
 def _rebuilt_version(known: int) -> int:
     # Larger than any counter a live document reached, so the global document accepts
     # the snapshot of a rebuilt user document (it keeps only newer versions).
@@ -63,13 +70,29 @@ class Accounts:
     """The user, global and member documents in ``backend``, with repair."""
 
     def __init__(
-        self, backend: StorageBackend, clock: Callable[[], datetime], *, lease_margin: timedelta = rules.PURGE_MARGIN
+        self,
+        backend: StorageBackend,
+        clock: Callable[[], datetime],
+        *,
+        lease_margin: timedelta = rules.PURGE_MARGIN,
+        lease_silence: timedelta | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.backend = backend
         self.clock = clock
         self.ledger = Ledger(backend)
-        #: How long past its expiry a lease of the global budget is taken for dead.
+        #: How long past its expiry (by this process's clock) a lease of the global budget is
+        #: taken for dead: its owner's margin plus ``CLOCK_BOUND``, as the owner's clock wrote it.
         self.lease_margin = lease_margin
+        #: How long a lease may stay unchanged, as this process saw it across its own global
+        #: writes (its monotonic clock), before its owner is taken for dead whatever the
+        #: clocks say: the owner's lifetime plus margin (``None``: only the expiry decides).
+        self.lease_silence = lease_silence
+        self.monotonic = monotonic
+        self._lease_sightings: dict[str, Sighting] = {}
+        #: This process's own leases (escrow registers its own): never judged by their silence.
+        self.own_leases: set[str] = set()
+        self._sightings_lock = threading.Lock()
         self.recovered_leases = 0  # dead leases dropped by this process, for tests and stats
 
     # -- reading ------------------------------------------------------------------------
@@ -236,7 +259,8 @@ class Accounts:
             _, doc = self.update_user(uid, lambda d: None)
             fresh[uid] = rules.snapshot(doc, self.clock())
         scanned_at = self.clock()
-        recovering = bool(rules.dead_leases(current, scanned_at, self.lease_margin))
+        silent = self._silent_leases()
+        recovering = bool(rules.dead_leases(current, scanned_at, self.lease_margin) or silent)
         if recovering:
             fresh.update(self._every_snapshot())
         dropped: list[str] = []
@@ -248,15 +272,42 @@ class Accounts:
             if recovering:
                 # Dead before the scan began: every hold their owners admitted is in a user
                 # document read since, so the snapshots now cover what the leases did.
-                for lid in rules.dead_leases(doc, scanned_at, self.lease_margin):
+                dead = set(rules.dead_leases(doc, scanned_at, self.lease_margin))
+                dead.update(lid for lid, lease in doc.leases.items() if silent.get(lid) == _version(lease))
+                for lid in sorted(dead):
                     dropped.append(f"{lid} ({doc.leases.pop(lid).owner})")
             return mutate(doc)
 
         result = self._update(keys.GLOBAL_LEDGER_KEY, GlobalLedger, change, self.rebuild_global)
+        self._see_leases(result[1])
         if dropped:
             self.recovered_leases += len(dropped)
             log.warning("Took back %d expired lease(s) of the global storage budget: %s.", len(dropped), dropped)
         return result
+
+    def _see_leases(self, written: GlobalLedger) -> None:
+        """Remember the leases of a global document this process just wrote (so it was current)."""
+        if self.lease_silence is None:
+            return
+        now = self.monotonic()
+        with self._sightings_lock:
+            known = self._lease_sightings
+            self._lease_sightings = {
+                lid: liveness.observe(known.get(lid), _version(lease), now) for lid, lease in written.leases.items()
+            }
+
+    def _silent_leases(self) -> dict[str, str]:
+        """The leases (and their versions) this process has seen unchanged for over ``lease_silence``."""
+        if self.lease_silence is None:
+            return {}
+        now, silence = self.monotonic(), self.lease_silence.total_seconds()
+        with self._sightings_lock:
+            sightings = self._lease_sightings.items()
+            return {
+                lid: s.version
+                for lid, s in sightings
+                if lid not in self.own_leases and liveness.abandoned(s, now, silence)
+            }
 
     def _every_snapshot(self) -> dict[str, Snapshot]:
         """A snapshot of every user document (to take over from a lease whose owner died)."""

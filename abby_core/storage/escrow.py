@@ -19,10 +19,13 @@ A snapshot never replaces a newer one, and a member's document only ever moves f
 so a snapshot applied by anybody later includes every hold that landed before it.
 
 The lease is written with an expiry. A process stops admitting from it a margin before it
-expires; a lease that is past its expiry plus that margin belongs to a process that died
-(or stalled): the next global write refreshes every user snapshot from the user documents
-and drops the lease (``Accounts.recover_leases``), so a crash loses no budget for longer than
-a lease's lifetime and the margin.
+expires. Another process takes it for dead (or stalled) when it has seen the lease unchanged
+across its own global writes for a lifetime and the margin (its own monotonic clock), or
+when its clock is past the expiry plus the margin plus ``CLOCK_BOUND`` (the expiry is the
+owner's clock): the next global write refreshes every user snapshot from the user documents
+and drops the lease (``Accounts.update_global``), so a crash loses no budget for much longer
+than a lease's lifetime and the margin, and no clocks up to ``CLOCK_BOUND`` apart drop a
+lease its owner still admits from.
 
 Slices shrink as the budget runs out: a process takes at most what is left divided among
 the processes holding leases (and itself), and never less than the hold it is admitting,
@@ -84,6 +87,7 @@ class Escrow:
         self.margin = margin
         self.max_slice = max_slice
         self.lease_id = secrets.token_hex(8)
+        accounts.own_leases.add(self.lease_id)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         # One lock for the in-memory books and the global writes that settle them: a
         # charge that needs a refill waits for it; charges that fit never touch storage.
@@ -171,6 +175,10 @@ class Escrow:
         in_flight = sum(self._in_flight.values())
         now = self.clock()
         expires = now + self.lifetime
+        if self._expires is not None and expires <= self._expires:
+            # Every settle changes the lease, even on a clock that stood still: other processes
+            # judge whether its owner lives by seeing it change (``Accounts.lease_silence``).
+            expires = self._expires + timedelta(microseconds=1)
 
         def change(glob: GlobalLedger) -> tuple[int, bool]:
             for uid, doc in served.items():

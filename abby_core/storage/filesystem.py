@@ -190,7 +190,9 @@ class FilesystemBackend(StorageBackend):
                         st = path.stat()
                     except FileNotFoundError:  # deleted while we walked
                         continue
-                    yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+                    # Every write is a new file (atomic replace): its inode tells rewrites apart.
+                    version = f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
+                    yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC), version)
         except OSError as exc:
             raise _explain(exc, "list the stored images") from exc
 

@@ -121,10 +121,17 @@ class StorageManager:
             backend = FilesystemBackend(storage_root if storage_root is not None else "shared")
         self.backend = backend
         self.clock = clock or _utcnow
-        # A lease is renewed a margin before it expires, and taken for dead that margin after.
+        # A lease stops admitting a margin before it expires (by its owner's clock); another
+        # process takes it for dead that margin plus CLOCK_BOUND after (by its own clock), or
+        # once it has seen it unchanged for its lifetime and margin (by its monotonic clock).
         lease_lifetime = min(LEASE_LIFETIME, timedelta(seconds=reservation_ttl_seconds / 2))
         lease_margin = min(CLOCK_SKEW, lease_lifetime / 4)
-        self.accounts = Accounts(backend, lambda: self.clock(), lease_margin=lease_margin)
+        self.accounts = Accounts(
+            backend,
+            lambda: self.clock(),
+            lease_margin=lease_margin + rules.CLOCK_BOUND,
+            lease_silence=lease_lifetime + lease_margin,
+        )
         self.global_limit_bytes = int(max_global_storage_mb * MB)
         self.default_limits = UserLimits(max_user_daily_gens, int(max_user_storage_mb * MB))
         self.cleanup_days = cleanup_days

@@ -24,11 +24,17 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """One stored object as a listing sees it; ``last_modified`` is timezone-aware UTC."""
+    """One stored object as a listing sees it; ``last_modified`` is timezone-aware UTC.
+
+    ``version`` changes whenever the object is written with other bytes (S3: the ETag; a
+    folder: the file's inode and modification time, so any rewrite changes it). It is only
+    ever compared with another ``version`` of the same key, never with a clock.
+    """
 
     key: str
     size: int
     last_modified: datetime
+    version: str = ""
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,9 @@ log = logging.getLogger("abby.storage")
 # A hold with less time left than this is renewed before the image is uploaded, so it
 # cannot expire during the upload (capped at half a hold's lifetime).
 SAVE_MARGIN = timedelta(seconds=120)
-# How far apart the clocks of two processes may be: an owner commits only with this much
-# of its hold to spare (capped at a quarter of a hold's lifetime).
+# An owner commits only with this much of its hold to spare (capped at a quarter of a hold's
+# lifetime), time for the commit's write to land: another process counts the hold, by its own
+# clock, until PURGE_MARGIN (rules.CLOCK_BOUND) after expiry, which covers the clocks' difference.
 CLOCK_SKEW = timedelta(seconds=60)
 
 

@@ -14,14 +14,22 @@ served. The first ``capacity`` live tickets may run (``MAX_CONCURRENT_GENERATION
 whole bot, however many processes); a ticket's place is how many tickets beyond those are
 ahead of it, plus one.
 
-A ticket lives while it is renewed: its owner rewrites it every ``lease / 4`` (``renew``),
-and the storage's own modification time says when it was last renewed, so no clock but
-the storage server's decides it. A process that dies leaves tickets that stop being renewed;
-past ``lease`` they no longer count, and whoever lists the queue deletes them.
+A ticket lives while it is renewed: its owner rewrites it every ``lease / 4`` (``renew``).
+Whether it still is, each process judges by what it saw change (:mod:`.liveness`), never by
+a time another clock wrote (the ticket's body, or the storage server's modification time):
+a ticket whose version (``ObjectInfo.version``) this process has seen unchanged for longer
+than ``lease`` of its own monotonic clock has stopped being renewed, and whoever lists the
+queue deletes it. A process that dies leaves tickets that stop being renewed; a process
+that just started waits a whole ``lease`` before it deletes a ticket it has never seen change.
 
-What it costs: a join and a leave (two writes) per generation, a listing per waiting
-member per poll, and a rewrite per ticket per ``lease / 4``. Two processes whose clocks
-differ order the tickets they add within that difference of each other.
+A new ticket is named after the newest ticket in the queue when it joins, even if the
+joiner's clock is behind: a ticket never sorts ahead of one that was already listed, so a
+running generation keeps its place whatever the clocks say. The queue is not a lock: a
+ticket whose join listed the queue just before another ticket landed and started may still
+sort ahead of it (a window of one write's latency, whatever the clocks).
+
+What it costs: a listing and a write to join, a write to leave, a listing per waiting
+member per poll, and a rewrite per ticket per ``lease / 4``.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ import asyncio
 import logging
 import os
 import secrets
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,11 +52,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from abby_core.errors import StorageError
 from abby_core.storage.backend import ConditionFailed, StorageBackend
 from abby_core.storage.keys import QUEUE_PREFIX
+from abby_core.storage.liveness import Sighting, abandoned, observe
 
 __all__ = ["AsyncGenerationQueue", "GenerationQueue", "QueueTicket"]
 
 log = logging.getLogger("abby.storage.queue")
 LEASE_SECONDS = 60.0
+_STAMP = "%Y%m%dT%H%M%S%f"
 _T = TypeVar("_T")
 
 
@@ -55,7 +67,22 @@ class TicketDocument(BaseModel):
 
     schema_version: int = Field(default=1, alias="schema")
     owner: str = Field(min_length=1, max_length=200)
-    renewed: AwareDatetime  # for operators; liveness is the object's modification time
+    renewed: AwareDatetime  # for operators only: written by the owner's clock
+    # Random per write, so every renewal changes the stored bytes (and the version listings show).
+    write: str = Field(default_factory=lambda: secrets.token_hex(4), max_length=16)
+
+
+def after(newest: str | None, now: datetime) -> datetime:
+    """When a new ticket says it joined: ``now``, or just after the ``newest`` key listed if
+    that names a later time (the joiner's clock is behind), so it sorts last."""
+    if newest is not None:
+        stamp = newest.removeprefix(QUEUE_PREFIX).split("Z-", 1)[0]
+        try:
+            listed = datetime.strptime(stamp, _STAMP).replace(tzinfo=UTC)
+        except ValueError:
+            return now
+        return max(now, listed + timedelta(microseconds=1))
+    return now
 
 
 @dataclass(frozen=True)
@@ -81,6 +108,7 @@ class GenerationQueue:
         clock: Callable[[], datetime],
         lease_seconds: float = LEASE_SECONDS,
         owner: str | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if capacity < 1 or lease_seconds <= 0:
             raise ValueError("capacity must be at least 1 and lease_seconds positive")
@@ -89,12 +117,16 @@ class GenerationQueue:
         self.clock = clock
         self.lease = timedelta(seconds=lease_seconds)
         self.owner = owner or f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self.monotonic = monotonic
+        self._seen: dict[str, Sighting] = {}
+        self._seen_lock = threading.Lock()
 
     def join(self) -> QueueTicket:
-        """Take a place at the back of the queue."""
-        now = self.clock().astimezone(UTC)
-        key = f"{QUEUE_PREFIX}{now:%Y%m%dT%H%M%S%f}Z-{secrets.token_hex(6)}.json"
-        self._write(key, now, etag=None)
+        """Take a place at the back of the queue (after every ticket listed now)."""
+        newest = max(self.live(), default=None)
+        joined = after(newest, self.clock().astimezone(UTC))
+        key = f"{QUEUE_PREFIX}{joined:{_STAMP}}Z-{secrets.token_hex(6)}.json"
+        self._write(key, self.clock(), etag=None)
         return QueueTicket(key, self.owner)
 
     def place(self, ticket: QueueTicket) -> int:
@@ -109,18 +141,24 @@ class GenerationQueue:
         return 0 if index < self.capacity else index - self.capacity + 1
 
     def live(self) -> list[str]:
-        """The live tickets' keys in queue order; expired ones are deleted on the way."""
-        horizon = self.clock() - self.lease
-        live: list[str] = []
-        dead: list[str] = []
-        for obj in self.backend.list_objects(QUEUE_PREFIX):
-            (live if obj.last_modified > horizon else dead).append(obj.key)
+        """The live tickets' keys in queue order; abandoned ones are deleted on the way.
+
+        A ticket is abandoned when this process has seen the same version of it for longer
+        than ``lease`` (its monotonic clock): a ticket first seen now counts for a lease.
+        """
+        listed = list(self.backend.list_objects(QUEUE_PREFIX))
+        now = self.monotonic()
+        lease = self.lease.total_seconds()
+        with self._seen_lock:
+            seen = {o.key: observe(self._seen.get(o.key), o.version or f"{o.last_modified}", now) for o in listed}
+            self._seen = seen
+        dead = [key for key, sighting in seen.items() if abandoned(sighting, now, lease)]
         for key in dead:
             try:
                 self.backend.delete_doc(key)
             except StorageError as exc:
-                log.debug("Could not delete the expired queue ticket %s (%s).", key, exc)
-        return sorted(live)
+                log.debug("Could not delete the abandoned queue ticket %s (%s).", key, exc)
+        return sorted(key for key in seen if key not in dead)
 
     def waiting(self) -> int:
         """How many generations wait for a turn, in every process."""

@@ -29,12 +29,16 @@ from abby_core.storage.documents import Entry, GlobalLedger, Hold, Snapshot, Sna
 from abby_core.storage.models import QuotaStatus, UserLimits
 
 __all__ = [
+    "CLOCK_BOUND",
     "PURGE_MARGIN",
     "Settled",
     "apply_snapshot",
     "check_room",
     "commit",
+    "committable",
+    "counts",
     "day_of",
+    "droppable",
     "expired_holds",
     "global_hold",
     "global_usage",
@@ -50,9 +54,14 @@ __all__ = [
     "user_bytes",
 ]
 
-# A hold is dropped by a process other than its owner only this long after it expired, so
-# clocks that differ by less than this never let an owner commit a hold another dropped.
-PURGE_MARGIN = timedelta(seconds=120)
+#: How far apart the clocks of two processes sharing the storage may be (docs/SCALING.md).
+#: Every decision one process makes about a hold, a lease or a slot another wrote keeps at
+#: least this much to spare.
+CLOCK_BOUND = timedelta(seconds=120)
+# A hold counts, and is dropped by a process other than its owner, until this long after it
+# expired: its owner commits only before expiry by its own clock, so a process whose clock
+# is up to this much ahead never stops counting (or drops) a hold its owner can still commit.
+PURGE_MARGIN = CLOCK_BOUND
 
 
 class Settled(Enum):
@@ -97,38 +106,43 @@ def roll_day(doc: UserLedger, now: datetime) -> None:
         doc.day, doc.count, doc.bonus = today, 0, 0
 
 
-def _live(h: Hold, now: datetime) -> bool:
-    """Whether a hold still counts: not void and not expired (by this process's clock)."""
-    return not h.void and h.expires > now
+def droppable(h: Hold, now: datetime) -> bool:
+    """Whether any process may drop the hold: void, or ``PURGE_MARGIN`` past its expiry."""
+    return h.void or h.expires + PURGE_MARGIN <= now
 
 
-def _committable(h: Hold, now: datetime, skew: timedelta) -> bool:
-    """Whether its owner may still commit (or renew) it: live with ``skew`` to spare, so a
-    process whose clock is up to ``skew`` ahead never counts it as gone while it can commit."""
-    return _live(h, now + skew)
+def counts(h: Hold, now: datetime) -> bool:
+    """Whether a hold still counts against its member's limits: until it may be dropped, by
+    the clock of whoever is looking (so also a while after its owner can no longer commit)."""
+    return not droppable(h, now)
+
+
+def committable(h: Hold, now: datetime, skew: timedelta) -> bool:
+    """Whether its owner may still commit (or renew) it: before expiry with ``skew`` to spare."""
+    return not h.void and h.expires > now + skew
 
 
 def expired_holds(doc: UserLedger, now: datetime) -> list[str]:
     """Holds another process may drop: void ones, and live ones past expiry plus the margin."""
-    return [rid for rid, h in doc.holds.items() if h.void or h.expires + PURGE_MARGIN <= now]
+    return [rid for rid, h in doc.holds.items() if droppable(h, now)]
 
 
 def user_bytes(doc: UserLedger, now: datetime | None = None, *, skip: str | None = None) -> int:
     """Committed bytes, plus the bytes of live holds when ``now`` is given."""
     total = sum(e.size for e in doc.objects.values())
     if now is not None:
-        total += sum(h.bytes for rid, h in doc.holds.items() if _live(h, now) and rid != skip)
+        total += sum(h.bytes for rid, h in doc.holds.items() if counts(h, now) and rid != skip)
     return total
 
 
 def credits_left(doc: UserLedger, now: datetime, *, skip: str | None = None) -> int:
     """Credits not yet promised to a live hold."""
-    promised = sum(1 for rid, h in doc.holds.items() if h.credit and _live(h, now) and rid != skip)
+    promised = sum(1 for rid, h in doc.holds.items() if h.credit and counts(h, now) and rid != skip)
     return max(0, doc.credits - promised)
 
 
 def _daily_used(doc: UserLedger, now: datetime, *, skip: str | None = None) -> int:
-    pending = sum(1 for rid, h in doc.holds.items() if _live(h, now) and h.day == doc.day and rid != skip)
+    pending = sum(1 for rid, h in doc.holds.items() if counts(h, now) and h.day == doc.day and rid != skip)
     return doc.count + pending
 
 
@@ -172,7 +186,7 @@ def hold(
     """
     roll_day(doc, now)
     existing = doc.holds.get(rid)
-    if renew and (existing is None or not _committable(existing, now, skew)):
+    if renew and (existing is None or not committable(existing, now, skew)):
         raise ReservationInvalid(
             "This generation took too long and its quota hold expired; nothing was charged. Please try again."
         )
@@ -215,7 +229,7 @@ def commit(doc: UserLedger, *, rid: str, key: str, size: int, now: datetime, ske
     if key in doc.objects:
         return
     held = doc.holds.get(rid)
-    if held is None or not _committable(held, now, skew):
+    if held is None or not committable(held, now, skew):
         raise ReservationInvalid(
             "This generation took too long to save and its quota hold expired; nothing was charged. "
             "Please try again."
@@ -258,7 +272,7 @@ def status(
 ) -> QuotaStatus:
     """Where a member stands: ``daily_used`` counts generations in flight too."""
     roll_day(doc, now)
-    live = [h for h in doc.holds.values() if _live(h, now)]
+    live = [h for h in doc.holds.values() if counts(h, now)]
     return QuotaStatus(
         user_id=doc.user_id,
         daily_used=_daily_used(doc, now),

@@ -273,7 +273,7 @@ class S3Backend(StorageBackend):
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
-                    yield ObjectInfo(item["Key"], int(item["Size"]), item["LastModified"])
+                    yield ObjectInfo(item["Key"], int(item["Size"]), item["LastModified"], str(item.get("ETag", "")))
         except (ClientError, BotoCoreError) as exc:
             raise self._translate(exc, "list the stored images") from exc
 

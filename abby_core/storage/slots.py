@@ -28,8 +28,11 @@ Every change is a conditional write, so the storage decides who wins a race:
 * a process that dies holding a slot writes nothing more; its claim ends when it
   expires (16 minutes by default: Discord's 15-minute answer window plus a margin).
 
-A claim is expired when the *claimer's* clock is past ``expires`` plus ``skew_seconds``,
-so a process whose clock runs a little fast does not take over a live claim. A slot
+A claim is expired when the *claimer's* clock is past ``expires`` plus ``skew_seconds``
+(``CLOCK_BOUND``, 2 minutes): ``expires`` was written by the holder's clock, so a process
+whose clock is up to that much ahead of the holder's still sees the claim live for the
+whole lease, and the lease outlasts Discord's answer window, the longest a generation
+holds its slot. A dead process's slot therefore frees 18 minutes after its last claim. A slot
 document that cannot be read as one is treated as expired and replaced (logged).
 Storage failures are :class:`~abby_core.errors.StorageUnavailable`, from the backend.
 """
@@ -52,15 +55,16 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from abby_core.errors import StorageError, StorageUnavailable
 from abby_core.storage.backend import ConditionFailed, StorageBackend
 from abby_core.storage.keys import check_user_id, slot_key
+from abby_core.storage.rules import CLOCK_BOUND
 
-__all__ = ["AsyncMemberSlots", "MemberSlots", "SlotDocument", "SlotHolder", "SlotLease"]
+__all__ = ["AsyncMemberSlots", "MemberSlots", "SlotDocument", "SlotHolder", "SlotLease", "live_claim"]
 
 log = logging.getLogger("abby.storage.slots")
 
 #: Discord's 15 minutes to answer an interaction, plus a minute.
 LEASE_SECONDS = 960
 #: How far apart the clocks of two bot processes may be.
-SKEW_SECONDS = 30
+SKEW_SECONDS = CLOCK_BOUND.total_seconds()
 # Each lost race is followed by a fresh read, which nearly always shows the winner's live
 # claim; this many in a row means the storage is misbehaving.
 _MAX_ATTEMPTS = 8
@@ -218,7 +222,7 @@ class MemberSlots:
 
     # -- helpers ------------------------------------------------------------------------------
     def _live(self, doc: SlotDocument, now: datetime) -> bool:
-        return not doc.released and now <= doc.expires + self.skew
+        return live_claim(doc, now, self.skew)
 
     def _ours(self, key: str, lease: SlotLease) -> tuple[SlotDocument, str] | None:
         found = self.backend.read_doc(key)
@@ -244,6 +248,12 @@ class MemberSlots:
             if found is not None and found[0] == body:
                 return found[1]  # it landed (each body holds a random claim id: it is ours)
             raise
+
+
+def live_claim(doc: SlotDocument, now: datetime, skew: timedelta) -> bool:
+    """Whether a claim still holds the slot at ``now`` (the looker's clock): not released, and
+    not past ``expires`` (the holder's clock) by more than ``skew``."""
+    return not doc.released and now <= doc.expires + skew
 
 
 def _parse(body: bytes) -> SlotDocument | None:

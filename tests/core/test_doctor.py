@@ -108,6 +108,10 @@ async def test_s3_checks_and_clock_skew(seaweedfs: SeaweedFS) -> None:
     assert fine["clock"].status == "ok"
     skewed = await _run(clock=lambda: datetime.now(UTC) + timedelta(minutes=11), **env)
     assert skewed["clock"].status == "fail" and "ahead of" in skewed["clock"].detail
+    # 90 s behind: two hosts each that far from the server may be 3 minutes apart, past the
+    # 2 minutes the shared queue, slots, leases and holds are safe for (docs/SCALING.md).
+    behind = await _run(clock=lambda: datetime.now(UTC) - timedelta(seconds=90), **env)
+    assert behind["clock"].status == "fail" and "behind" in behind["clock"].detail
     broken_link = await _run(S3_PUBLIC_ENDPOINT_URL="http://127.0.0.1:9", **env)
     assert broken_link["presigned_link"].status == "fail" and broken_link["presigned_link"].fix
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from abby_core.generation import ImageGenerator
 from tests.discord.conftest import Abby, GatedProvider, field, result_of
 from tests.discord.test_bot_shards import guilds_by_shard
@@ -12,7 +14,10 @@ from tests.discord.test_bot_shards import guilds_by_shard
 SHARED = {"SHARD_COUNT": "2", "GENERATION_QUEUE": "shared", "MAX_CONCURRENT_GENERATIONS": "1"}
 
 
-async def test_one_queue_and_one_limit_across_two_processes(abby: Abby, second_abby: Abby) -> None:
+# Process 1's clock: right, or 90 s off either way (docs/SCALING.md: up to 2 minutes apart are safe).
+@pytest.mark.parametrize("offset", [0, 90, -90])
+async def test_one_queue_and_one_limit_across_two_processes(abby: Abby, second_abby: Abby, offset: int) -> None:
+    second_abby.clock.advance(seconds=offset)
     fake = abby.fake
     guilds = guilds_by_shard(fake)
     ann = fake.make_member(name="ann", guild=guilds[0])

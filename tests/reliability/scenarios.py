@@ -651,16 +651,15 @@ async def killed_holder(
         out.check("the dead process's holds are visible", status.in_flight == len(held) == holds, status)
         refused, _ = await timed(service.imagine(uid, "before expiry"))
         out.check("before the TTL the user is refused (holds count)", isinstance(refused, DailyLimitExceeded), refused)
-        clock.advance(seconds=ttl + 1)
+        # Expired holds count, and stay in the documents (with anything the dead process
+        # uploaded), until clocks can no longer disagree about them: PURGE_MARGIN more.
+        clock.advance(seconds=ttl + PURGE_MARGIN.total_seconds())
         results = [r for r, _ in [await timed(service.imagine(uid, f"after expiry {i}")) for i in range(holds)]]
         out.count([refused, *results])
         out.check("after the TTL the user can generate again", all(isinstance(r, GenerationResult) for r in results),
                   [describe(r) for r in results if isinstance(r, BaseException)])
         status = await manager.get_quota_status(uid)
         out.check("in_flight back to 0", status.in_flight == 0, status.in_flight)
-        # Expired holds stop counting at once; they leave the documents (with anything the
-        # dead process uploaded) once clocks can no longer disagree about them.
-        clock.advance(seconds=PURGE_MARGIN.total_seconds())
         await manager.reconcile()
         check_consistent(out, backend)
     finally:

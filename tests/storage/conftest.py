@@ -35,6 +35,16 @@ class Clock:
         self.now += timedelta(**delta)
 
 
+class Ticks:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def s3_settings(endpoint: str | None, access: str | None, secret: str | None, **extra: Any) -> S3Settings:
     from pydantic import SecretStr
 

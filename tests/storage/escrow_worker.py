@@ -2,7 +2,8 @@
 
 One bot process's worth of generations: ``tasks`` concurrent loops, each making images of
 ``size`` bytes for its own members (reserve + save_image, escrow on), until the global
-budget is full: refused while no lease of anybody's is left that could free room. Prints
+budget is full: refused while no lease of anybody's is left that could free room. Its clock
+is ``clock_offset`` seconds off (default 0), as a host's may be. Prints
 one line per image saved (``{"saved": n}``, so a test can kill it mid-burst) and a summary.
 """
 
@@ -12,6 +13,7 @@ import asyncio
 import json
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from abby_core.errors import GlobalStorageFull, StorageError
@@ -23,6 +25,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 async def main(config: dict[str, Any]) -> dict[str, Any]:
     size = config["size"]
+    offset = timedelta(seconds=config.get("clock_offset", 0))  # this process's clock is this far off
     manager = StorageManager(
         build_backend(config),
         max_global_storage_mb=config["limit_bytes"] / 1_000_000,
@@ -32,6 +35,7 @@ async def main(config: dict[str, Any]) -> dict[str, Any]:
         reservation_ttl_seconds=config["ttl"],
         escrow=config.get("escrow", True),
         max_workers=config["tasks"],
+        clock=lambda: datetime.now(UTC) + offset,
     )
     data = PNG + b"x" * (size - len(PNG))
     saved = 0

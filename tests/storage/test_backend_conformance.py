@@ -164,6 +164,22 @@ def test_list_objects_by_prefix(make_backend: MakeBackend) -> None:
     assert list(backend.list_objects("images/users/no-such-user/")) == []
 
 
+def test_a_listing_tells_a_rewritten_document_apart(make_backend: MakeBackend) -> None:
+    """``ObjectInfo.version`` changes with each write of other bytes, however close in time
+    (the shared queue judges a ticket's liveness by it, never by a clock)."""
+    backend = make_backend()
+    key = f"ledger/queue/{uuid.uuid4().hex}.json"
+    versions = []
+    for n in range(3):
+        found = backend.read_doc(key)
+        backend.write_doc(key, b'{"n": %d}' % n, etag=None if found is None else found[1])
+        (info,) = backend.list_objects(key)
+        versions.append(info.version)
+    assert all(versions) and len(set(versions)) == 3
+    (again,) = backend.list_objects(key)
+    assert again.version == versions[-1]  # unchanged when nothing was written
+
+
 def test_list_objects_hides_nothing_a_document_write_leaves(make_backend: MakeBackend) -> None:
     """Documents are listed by their key only: no lock or temporary files show up."""
     backend = make_backend()

@@ -28,14 +28,17 @@ from abby_core.errors import InvalidUser, StorageUnavailable
 from abby_core.storage import FilesystemBackend, StorageBackend
 from abby_core.storage.backend import ConditionFailed
 from abby_core.storage.keys import slot_key
+from abby_core.storage.rules import CLOCK_BOUND
 from abby_core.storage.s3 import S3Backend
 from abby_core.storage.slots import (
     LEASE_SECONDS,
     SKEW_SECONDS,
     AsyncMemberSlots,
     MemberSlots,
+    SlotDocument,
     SlotHolder,
     SlotLease,
+    live_claim,
 )
 from tests.storage.conftest import Clock
 
@@ -492,3 +495,43 @@ async def test_a_cancelled_claim_gives_the_slot_back(
             await task
         assert await slots.holder(USER) is None
         assert stored(backend)["released"] is True
+
+
+# -- clocks that disagree ---------------------------------------------------------------------
+
+#: Discord's answer window: a generation (and its slot) may last this long.
+ANSWER_WINDOW = timedelta(minutes=15)
+
+
+@pytest.mark.parametrize("offset", [90, 120, -90, -120])
+def test_a_skewed_process_never_takes_over_a_claim_within_the_answer_window(
+    twins: tuple[StorageBackend, StorageBackend], offset: int
+) -> None:
+    """The holder on one clock, the other process ``offset`` seconds off (docs/SCALING.md: up
+    to 2 minutes apart are safe): until the holder's answer window is over, the slot is its."""
+    holder_clock = Clock(datetime.now(UTC))
+    other_clock = Clock(holder_clock.now + timedelta(seconds=offset))
+    a = MemberSlots(twins[0], clock=holder_clock, owner="a")
+    b = MemberSlots(twins[1], clock=other_clock, owner="b")
+    lease = a.claim(USER)
+    assert lease is not None
+    other_clock.advance(seconds=ANSWER_WINDOW.total_seconds())
+    assert b.holder(USER) is not None
+    assert b.claim(USER) is None
+    assert a.release(lease) is True
+
+
+@pytest.mark.parametrize(
+    ("released", "now", "live"),
+    [
+        (False, timedelta(seconds=LEASE_SECONDS), True),
+        (False, timedelta(seconds=LEASE_SECONDS + SKEW_SECONDS), True),
+        (False, timedelta(seconds=LEASE_SECONDS + SKEW_SECONDS, microseconds=1), False),
+        (True, timedelta(0), False),
+    ],
+)
+def test_a_claim_is_live_until_its_expiry_plus_the_clock_bound(released: bool, now: timedelta, live: bool) -> None:
+    start = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    doc = SlotDocument(owner="a", claim="c", expires=start + timedelta(seconds=LEASE_SECONDS), released=released)
+    assert live_claim(doc, start + now, timedelta(seconds=SKEW_SECONDS)) is live
+    assert timedelta(seconds=SKEW_SECONDS) >= CLOCK_BOUND
