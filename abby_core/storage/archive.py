@@ -8,7 +8,10 @@ document) or *archived* (``archive/users/{id}/…``, in the member's archive doc
 one, so a crash or a storage failure at any step leaves the original, the archived copy, or
 for a moment both; never neither. Both at once is resolved by the next archive run or
 reconcile, by one rule (:meth:`Archiver.tidy_user`): the state written last wins, judged by
-the times the two documents recorded.
+the times the two documents recorded. A copy is only ever deleted because the other one is
+*stored*, looked at in storage: a quota document lists an original from its commit until
+after its object is deleted (so the global total never counts less than is stored), and an
+archive stopped between the two leaves it listed but gone.
 
 Archive, per image:
 
@@ -198,6 +201,12 @@ class Archiver:
         if gone:
             self.update(uid, lambda doc: [doc.entries.pop(k, None) for k in gone])
 
+    def _forget_gone(self, uid: str, listed: list[str]) -> None:
+        """Forget the originals ``listed`` in ``uid``'s quota document whose objects are gone."""
+        if listed:
+            log.warning("Images %s were deleted but still listed; forgetting them.", listed)
+            self.accounts.forget_objects(uid, listed)
+
     # -- archive ----------------------------------------------------------------------------
     def run(self, cutoff: datetime, *, dry_run: bool) -> ArchiveReport:
         """Archive every image last modified before ``cutoff``, then prune the archive."""
@@ -383,14 +392,16 @@ class Archiver:
         stem = keys.restored_stem(full)
         target = f"{stem}.{full.rsplit('.', 1)[-1]}"
         active = self.accounts.user(uid)
-        present = [k for k in keys.image_candidates(stem) if k in active.objects]
+        stored = [k for k in keys.image_candidates(stem) if self.backend.head_object(k) is not None]
+        present = [k for k in stored if k in active.objects]
         if present:  # already back (a restore, or an archive, stopped half-way): finish it
             self._forget_copy(uid, full)
             found = active.objects[present[0]]
             return self._stored(uid, present[0], found.size, found.created)
-        if any(h.stem == stem for h in active.holds.values()) or any(
-            self.backend.head_object(k) is not None for k in keys.image_candidates(stem)
-        ):
+        # Listed but not stored: deleted by an archive (or a delete) that stopped before its
+        # last step, forgetting it. The archived copy is the only copy: forget, then restore.
+        self._forget_gone(uid, [k for k in keys.image_candidates(stem) if k in active.objects])
+        if stored or any(h.stem == stem for h in active.holds.values()):
             raise InvalidInput("This image is already being restored. Try again in a few minutes.")
         data = self.backend.get_object(full)
         content_type = keys.content_type_of(full)
@@ -488,6 +499,8 @@ class Archiver:
             if not both:
                 continue
             if active.objects[both[0]].created > entry.archived:
+                if self.backend.head_object(both[0]) is None:
+                    continue  # listed but gone: the archived copy is the only copy, it stays
                 self.backend.delete_objects([akey])  # restored; the entry goes below
                 found.pop(akey)
             elif self.backend.head_object(akey) is not None:
