@@ -490,8 +490,12 @@ class Archiver:
         """
         doc = self.document(uid)
         active = self.accounts.user(uid)
+        # Copies nobody recorded (an archive stopped between its put and its record) are
+        # adopted below; they are settled against their originals here like recorded ones.
+        confirmed = {k for k in found if k not in doc.entries and self.backend.head_object(k) is not None}
+        entries = doc.entries | {k: self._found_entry(found[k]) for k in confirmed}
         originals: list[str] = []
-        for akey, entry in doc.entries.items():
+        for akey, entry in entries.items():
             if akey not in found:
                 continue
             stem = keys.restored_stem(akey)
@@ -509,7 +513,6 @@ class Archiver:
             self.accounts.record_deletions(uid, originals)
             self.backend.delete_objects(originals)
             self.accounts.forget_objects(uid, originals)
-        confirmed = {k for k in found if k not in doc.entries and self.backend.head_object(k) is not None}
 
         def correct(current: ArchiveLedger) -> tuple[int, int]:
             before = current.bytes

@@ -308,6 +308,36 @@ async def test_tidy_keeps_the_archived_copy_of_an_image_listed_but_gone(
     assert manager.accounts.user(USER).objects == {} and await manager.list_images(USER) == []
 
 
+async def test_one_reconcile_settles_an_archive_stopped_before_recording_its_copy(
+    make_manager: Callable[..., StorageManager], clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archived copy was put, then storage failed before the archive document recorded
+    it: the original stays, the copy is nobody's. One reconcile adopts the copy and settles
+    the image in one state, as it settles a recorded one (the archived, written last)."""
+    manager = make_manager(archive=True)
+    first, second = await _make(manager, USER, 2)
+    clock.advance(days=8)
+    record = manager.archiver._record
+
+    def second_unavailable(uid: str, key: str, entry: Any) -> bool:
+        if entry.original == second:
+            raise StorageUnavailable("Storage did not answer (test).")
+        return record(uid, key, entry)
+
+    monkeypatch.setattr(manager.archiver, "_record", second_unavailable)
+    report = await manager.archive_old()
+    monkeypatch.undo()
+    backend = manager.backend
+    copies = sorted(o.key for o in backend.list_objects(keys.archive_prefix(USER)))
+    assert report.failed == 1 and backend.head_object(second) is not None and len(copies) == 2
+    assert [a.original_key for a in await manager.list_archived(USER)] == [first]
+    await manager.reconcile()
+    assert backend.head_object(second) is None and await manager.list_images(USER) == []
+    assert sorted(a.key for a in await manager.list_archived(USER)) == copies
+    assert manager.accounts.user(USER).objects == {}
+    assert (await manager.get_quota_status(USER)).global_bytes == 0
+
+
 def _entry(image: Any) -> Any:
     from abby_core.storage.documents import ArchiveEntry
 
