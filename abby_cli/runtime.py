@@ -31,6 +31,7 @@ __all__ = [
     "open_service",
     "open_storage",
     "pick_user",
+    "pick_user_and_key",
     "run_command",
 ]
 
@@ -71,6 +72,17 @@ def pick_user(ctx: typer.Context, argument: str | None, option: str | None) -> s
             "a user id is needed: give it as the USER argument or with --user ID.", ctx=ctx, param_hint="USER / --user"
         )
     return user
+
+
+def pick_user_and_key(
+    ctx: typer.Context, first: str | None, second: str | None, option: str | None, *, usage: str
+) -> tuple[str, str]:
+    """The user id and key of ``USER KEY`` or ``--user USER KEY`` (``usage`` shows both forms)."""
+    # With --user, the one argument is the key; without it, the user id comes first.
+    key = second if second is not None or option is None else first
+    if key is None:
+        raise typer.BadParameter(f"an image key is needed: {usage}.", ctx=ctx, param_hint="KEY")
+    return pick_user(ctx, first if second is not None else None, option), key
 
 
 def state_of(ctx: typer.Context) -> State:

@@ -44,7 +44,14 @@ from typing import TypeVar
 
 from PIL import Image, UnidentifiedImageError
 
-from abby_core.errors import ImageNotFound, InvalidImage, InvalidInput, LedgerCorrupt, StorageError, StorageUnavailable
+from abby_core.errors import (
+    ArchivedImageNotFound,
+    InvalidImage,
+    InvalidInput,
+    LedgerCorrupt,
+    StorageError,
+    StorageUnavailable,
+)
 from abby_core.images import sniff_format
 from abby_core.storage import keys, rules
 from abby_core.storage.accounts import Accounts
@@ -331,7 +338,7 @@ class Archiver:
         info = self.backend.head_object(full)
         if info is None:
             self._drop(uid, [full])
-            raise ImageNotFound(key)
+            raise ArchivedImageNotFound(key)
         self.backend.delete_objects([full])
         self._drop(uid, [full])
         return info.size
@@ -360,7 +367,7 @@ class Archiver:
         full = keys.check_archived_key(uid, key)
         entry = self.document(uid).entries.get(full)
         if entry is None:
-            raise ImageNotFound(key)
+            raise ArchivedImageNotFound(key)
         return self._image(uid, full, entry)
 
     def stats(self, top: int) -> ArchiveStats:
@@ -380,7 +387,7 @@ class Archiver:
 
         Raises :class:`~abby_core.errors.UserStorageFull` or
         :class:`~abby_core.errors.GlobalStorageFull` when there is no room (nothing changes),
-        :class:`~abby_core.errors.ImageNotFound` when there is no such archived image. Uses
+        :class:`~abby_core.errors.ArchivedImageNotFound` when there is no such archived image. Uses
         none of the member's daily generations.
         """
         uid = keys.check_user_id(user_id)
@@ -388,7 +395,7 @@ class Archiver:
         entry = self.document(uid).entries.get(full)
         if self.backend.head_object(full) is None:
             self._drop(uid, [full])
-            raise ImageNotFound(key)
+            raise ArchivedImageNotFound(key)
         stem = keys.restored_stem(full)
         target = f"{stem}.{full.rsplit('.', 1)[-1]}"
         active = self.accounts.user(uid)
