@@ -294,7 +294,7 @@ def restore(
             status = await storage.get_quota_status(user)
 
         def render(con: Console) -> None:
-            con.print(f"{OK} Restored {escape(key)} to the gallery of {escape(user)} as {escape(restored.name)} "
+            con.print(f"{OK} Restored {escape(restored.name)} to the gallery of {escape(user)} "
                       f"({human_bytes(restored.size)})")
             con.print(f"  quota: {escape(quota_line(status))}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -72,8 +73,18 @@ def test_restore_brings_an_archived_image_back(abby: Invoke, monkeypatch: pytest
     error = one_json(again)["error"]
     assert again.exit_code == 1 and error["code"] == "image_not_found"
     assert entry["name"] in error["message"] and "abby storage archived" in error["message"]
+    assert error == _documented_error(entry["name"])
     text = abby("storage", "restore", USER, entry["name"])
     assert text.exit_code == 1 and "no archived image" in text.stderr and entry["name"] in text.stderr
+
+
+def _documented_error(name: str) -> dict[str, object]:
+    """The error docs/CLI.md shows for a key that is not archived, for the image ``name``."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "CLI.md").read_text(encoding="utf-8")
+    section = doc.split("### `abby storage restore USER KEY`", 1)[1]
+    shown = next(line for line in section.splitlines() if line.startswith('{"ok": false'))
+    documented: dict[str, object] = json.loads(shown)["error"]
+    return json.loads(json.dumps(documented).replace("20250301T081500Z-3f2a9c4e1b7d6a05.webp", name))
 
 
 def test_restore_says_what_was_wrong_with_the_key(abby: Invoke) -> None:
