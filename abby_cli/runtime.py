@@ -27,6 +27,7 @@ __all__ = [
     "State",
     "UserArg",
     "UserOpt",
+    "UserThenKeyArg",
     "open_generator",
     "open_service",
     "open_storage",
@@ -40,6 +41,13 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on
 UserArg = Annotated[
     str | None,
     typer.Argument(metavar="USER", show_default=False, help="The Discord user id (digits), or give it with --user."),
+]
+# ``USER KEY``, or ``--user USER KEY``: then the first argument is the key (see pick_user_and_key).
+UserThenKeyArg = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="USER", show_default=False, help="The Discord user id (digits); leave it out when --user is given."
+    ),
 ]
 UserOpt = Annotated[
     str | None,

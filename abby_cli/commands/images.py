@@ -8,7 +8,16 @@ import typer
 from rich.console import Console
 
 from abby_cli.output import OK, Output, escape, human_bytes, quota_line
-from abby_cli.runtime import JsonFlag, UserArg, UserOpt, open_storage, pick_user, pick_user_and_key, run_command
+from abby_cli.runtime import (
+    JsonFlag,
+    UserArg,
+    UserOpt,
+    UserThenKeyArg,
+    open_storage,
+    pick_user,
+    pick_user_and_key,
+    run_command,
+)
 from abby_core.config import Settings
 from abby_core.storage import StoredImage
 
@@ -84,8 +93,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def delete(
         ctx: typer.Context,
-        first: Annotated[str | None, typer.Argument(metavar="USER", show_default=False, help=(
-            "The Discord user id (digits); leave it out when --user is given."))] = None,
+        first: UserThenKeyArg = None,
         second: Annotated[str | None, typer.Argument(metavar="KEY", show_default=False, help=(
             "The image key, or its file name (see 'abby gallery')."))] = None,
         user_opt: UserOpt = None,

@@ -10,7 +10,16 @@ from rich.table import Table
 
 from abby_cli.commands.images import image_payload
 from abby_cli.output import FAIL, OK, Output, escape, human_bytes, quota_line
-from abby_cli.runtime import JsonFlag, UserArg, UserOpt, open_storage, pick_user, pick_user_and_key, run_command
+from abby_cli.runtime import (
+    JsonFlag,
+    UserArg,
+    UserOpt,
+    UserThenKeyArg,
+    open_storage,
+    pick_user,
+    pick_user_and_key,
+    run_command,
+)
 from abby_core.analytics import AuditEvent, EventLog
 from abby_core.config import Settings
 
@@ -273,8 +282,7 @@ def archived(
 @storage_app.command("restore")
 def restore(
     ctx: typer.Context,
-    first: Annotated[str | None, typer.Argument(metavar="USER", show_default=False, help=(
-        "The Discord user id (digits); leave it out when --user is given."))] = None,
+    first: UserThenKeyArg = None,
     second: Annotated[str | None, typer.Argument(metavar="KEY", show_default=False, help=(
         "The archived image's key, or its file name (see 'abby storage archived USER')."))] = None,
     user_opt: UserOpt = None,
