@@ -498,7 +498,8 @@ class Archiver:
         doc = self.document(uid)
         active = self.accounts.user(uid)
         # Copies nobody recorded (an archive stopped between its put and its record) are
-        # adopted below; they are settled against their originals here like recorded ones.
+        # adopted below, and settled here first: only an archive puts a copy, so the archive is
+        # the state written last (storage's clock, which dated the copy, is not compared).
         confirmed = {k for k in found if k not in doc.entries and self.backend.head_object(k) is not None}
         entries = doc.entries | {k: self._found_entry(found[k]) for k in confirmed}
         originals: list[str] = []
@@ -509,7 +510,7 @@ class Archiver:
             both = [k for k in keys.image_candidates(stem) if k in active.objects]
             if not both:
                 continue
-            if active.objects[both[0]].created > entry.archived:
+            if akey not in confirmed and active.objects[both[0]].created > entry.archived:
                 if self.backend.head_object(both[0]) is None:
                     continue  # listed but gone: the archived copy is the only copy, it stays
                 self.backend.delete_objects([akey])  # restored; the entry goes below

@@ -315,18 +315,23 @@ async def test_one_reconcile_settles_an_archive_stopped_before_recording_its_cop
     it: the original stays, the copy is nobody's. One reconcile adopts the copy and settles
     the image in one state, as it settles a recorded one (the archived, written last)."""
     manager = make_manager(archive=True)
-    first, second = await _make(manager, USER, 2)
+    await _make(manager, USER, 2)
     clock.advance(days=8)
     record = manager.archiver._record
+    recorded: list[str] = []
+    refused: list[str] = []
 
     def second_unavailable(uid: str, key: str, entry: Any) -> bool:
-        if entry.original == second:
+        if recorded and not refused:  # the second image to be archived (the document exists)
+            refused.append(entry.original)
             raise StorageUnavailable("Storage did not answer (test).")
+        recorded.append(entry.original)
         return record(uid, key, entry)
 
     monkeypatch.setattr(manager.archiver, "_record", second_unavailable)
     report = await manager.archive_old()
     monkeypatch.undo()
+    [first], [second] = recorded, refused  # the second to be archived is refused
     backend = manager.backend
     copies = sorted(o.key for o in backend.list_objects(keys.archive_prefix(USER)))
     assert report.failed == 1 and backend.head_object(second) is not None and len(copies) == 2
