@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from abby_core.errors import (
     AbbyError,
+    ArchivedImageNotFound,
     ConfigError,
     DailyLimitExceeded,
     GlobalStorageFull,
@@ -111,6 +112,11 @@ def _message(exc: AbbyError) -> str:
             return (
                 f"The server's image storage is full ({_mb(exc.used)} of {_mb(exc.limit)}). Free space with "
                 "'abby cleanup' or 'abby delete USER KEY', or raise MAX_GLOBAL_STORAGE_MB."
+            )
+        case ArchivedImageNotFound():
+            return (
+                f"This user has no archived image {exc.key!r}: 'abby storage archived USER' lists their archived "
+                "images ('abby gallery USER' those back in the gallery)."
             )
         case UserBlocked():
             return f"User {exc.user_id} is blocked from generating images on this server."

@@ -27,10 +27,12 @@ __all__ = [
     "State",
     "UserArg",
     "UserOpt",
+    "UserThenKeyArg",
     "open_generator",
     "open_service",
     "open_storage",
     "pick_user",
+    "pick_user_and_key",
     "run_command",
 ]
 
@@ -39,6 +41,13 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on
 UserArg = Annotated[
     str | None,
     typer.Argument(metavar="USER", show_default=False, help="The Discord user id (digits), or give it with --user."),
+]
+# ``USER KEY``, or ``--user USER KEY``: then the first argument is the key (see pick_user_and_key).
+UserThenKeyArg = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="USER", show_default=False, help="The Discord user id (digits); leave it out when --user is given."
+    ),
 ]
 UserOpt = Annotated[
     str | None,
@@ -71,6 +80,17 @@ def pick_user(ctx: typer.Context, argument: str | None, option: str | None) -> s
             "a user id is needed: give it as the USER argument or with --user ID.", ctx=ctx, param_hint="USER / --user"
         )
     return user
+
+
+def pick_user_and_key(
+    ctx: typer.Context, first: str | None, second: str | None, option: str | None, *, usage: str
+) -> tuple[str, str]:
+    """The user id and key of ``USER KEY`` or ``--user USER KEY`` (``usage`` shows both forms)."""
+    # With --user, the one argument is the key; without it, the user id comes first.
+    key = second if second is not None or option is None else first
+    if key is None:
+        raise typer.BadParameter(f"an image key is needed: {usage}.", ctx=ctx, param_hint="KEY")
+    return pick_user(ctx, first if second is not None else None, option), key
 
 
 def state_of(ctx: typer.Context) -> State:

@@ -14,7 +14,8 @@ The tree::
     │   ├── StorageUnavailable                  storage_unavailable
     │   │   └── SaveOutcomeUnknown              save_outcome_unknown  (stored and counted, or neither)
     │   ├── LedgerCorrupt                       ledger_corrupt
-    │   ├── ImageNotFound                       image_not_found
+    │   ├── ImageNotFound                       image_not_found  .key
+    │   │   └── ArchivedImageNotFound           image_not_found  .key  (no such archived image)
     │   └── ReservationInvalid                  reservation_invalid
     ├── InvalidInput                            invalid_input   .parameter .value .allowed
     │   ├── InvalidPrompt                       invalid_prompt
@@ -49,6 +50,7 @@ from typing import ClassVar
 
 __all__ = [
     "AbbyError",
+    "ArchivedImageNotFound",
     "ConfigError",
     "ContentFiltered",
     "DailyLimitExceeded",
@@ -235,9 +237,16 @@ class ImageNotFound(StorageError):
 
     code = "image_not_found"
 
-    def __init__(self, key: str) -> None:
-        super().__init__(f"No image {key!r} was found in your gallery.")
+    def __init__(self, key: str, *, message: str | None = None) -> None:
+        super().__init__(message or f"No image {key!r} was found in your gallery.")
         self.key = key
+
+
+class ArchivedImageNotFound(ImageNotFound):
+    """No archived image with that key belongs to this user (never archived, or restored or deleted since)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key, message=f"No archived image {key!r} was found.")
 
 
 class ReservationInvalid(StorageError):

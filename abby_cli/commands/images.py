@@ -8,7 +8,16 @@ import typer
 from rich.console import Console
 
 from abby_cli.output import OK, Output, escape, human_bytes, quota_line
-from abby_cli.runtime import JsonFlag, UserArg, UserOpt, open_storage, pick_user, run_command
+from abby_cli.runtime import (
+    JsonFlag,
+    UserArg,
+    UserOpt,
+    UserThenKeyArg,
+    open_storage,
+    pick_user,
+    pick_user_and_key,
+    run_command,
+)
 from abby_core.config import Settings
 from abby_core.storage import StoredImage
 
@@ -84,23 +93,16 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def delete(
         ctx: typer.Context,
-        first: Annotated[str | None, typer.Argument(metavar="USER", show_default=False, help=(
-            "The Discord user id (digits); leave it out when --user is given."))] = None,
+        first: UserThenKeyArg = None,
         second: Annotated[str | None, typer.Argument(metavar="KEY", show_default=False, help=(
             "The image key, or its file name (see 'abby gallery')."))] = None,
         user_opt: UserOpt = None,
         json_mode: JsonFlag = False,
     ) -> None:
         """Delete one of USER's images and give back its storage: abby delete USER KEY, or --user USER KEY."""
-        # With --user, the one argument is the key; without it, the user id comes first.
-        key = second if second is not None or user_opt is None else first
-        if key is None:
-            raise typer.BadParameter(
-                "an image key is needed: abby delete USER KEY, or abby delete --user USER KEY.",
-                ctx=ctx, param_hint="KEY",
-            )
-        user = pick_user(ctx, first if second is not None else None, user_opt)
-        image_key = key
+        user, image_key = pick_user_and_key(
+            ctx, first, second, user_opt, usage="abby delete USER KEY, or abby delete --user USER KEY"
+        )
 
         async def body(settings: Settings, out: Output) -> None:
             async with open_storage(settings) as storage:

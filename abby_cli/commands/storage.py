@@ -1,4 +1,4 @@
-"""``abby cleanup`` and ``abby storage init|stats|reconcile|archive|archived``: the operator's housekeeping."""
+"""``abby cleanup`` and ``abby storage init|stats|reconcile|archive|archived|restore``: the operator's housekeeping."""
 
 from __future__ import annotations
 
@@ -8,8 +8,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from abby_cli.output import FAIL, OK, Output, escape, human_bytes
-from abby_cli.runtime import JsonFlag, UserArg, UserOpt, open_storage, pick_user, run_command
+from abby_cli.commands.images import image_payload
+from abby_cli.output import FAIL, OK, Output, escape, human_bytes, quota_line
+from abby_cli.runtime import (
+    JsonFlag,
+    UserArg,
+    UserOpt,
+    UserThenKeyArg,
+    open_storage,
+    pick_user,
+    pick_user_and_key,
+    run_command,
+)
 from abby_core.analytics import AuditEvent, EventLog
 from abby_core.config import Settings
 
@@ -265,6 +275,38 @@ def archived(
             },
             render,
         )
+
+    run_command(ctx, json_mode, body)
+
+
+@storage_app.command("restore")
+def restore(
+    ctx: typer.Context,
+    first: UserThenKeyArg = None,
+    second: Annotated[str | None, typer.Argument(metavar="KEY", show_default=False, help=(
+        "The archived image's key, or its file name (see 'abby storage archived USER')."))] = None,
+    user_opt: UserOpt = None,
+    json_mode: JsonFlag = False,
+) -> None:
+    """Bring one of USER's archived images back to their gallery: abby storage restore USER KEY.
+
+    It counts against their storage and the server's but uses no generation; when full, it stays archived.
+    """
+    user, key = pick_user_and_key(
+        ctx, first, second, user_opt, usage="abby storage restore USER KEY, or abby storage restore --user USER KEY"
+    )
+
+    async def body(settings: Settings, out: Output) -> None:
+        async with open_storage(settings) as storage:
+            restored = await storage.restore_archived(user, key)
+            status = await storage.get_quota_status(user)
+
+        def render(con: Console) -> None:
+            con.print(f"{OK} Restored {escape(restored.name)} to the gallery of {escape(user)} "
+                      f"({human_bytes(restored.size)})")
+            con.print(f"  quota: {escape(quota_line(status))}")
+
+        out.success({"user_id": user, "restored": image_payload(restored), "quota": status.as_dict()}, render)
 
     run_command(ctx, json_mode, body)
 

@@ -8,7 +8,10 @@ document) or *archived* (``archive/users/{id}/…``, in the member's archive doc
 one, so a crash or a storage failure at any step leaves the original, the archived copy, or
 for a moment both; never neither. Both at once is resolved by the next archive run or
 reconcile, by one rule (:meth:`Archiver.tidy_user`): the state written last wins, judged by
-the times the two documents recorded.
+the times the two documents recorded. A copy is only ever deleted because the other one is
+*stored*, looked at in storage: a quota document lists an original from its commit until
+after its object is deleted (so the global total never counts less than is stored), and an
+archive stopped between the two leaves it listed but gone.
 
 Archive, per image:
 
@@ -41,7 +44,14 @@ from typing import TypeVar
 
 from PIL import Image, UnidentifiedImageError
 
-from abby_core.errors import ImageNotFound, InvalidImage, InvalidInput, LedgerCorrupt, StorageError, StorageUnavailable
+from abby_core.errors import (
+    ArchivedImageNotFound,
+    InvalidImage,
+    InvalidInput,
+    LedgerCorrupt,
+    StorageError,
+    StorageUnavailable,
+)
 from abby_core.images import sniff_format
 from abby_core.storage import keys, rules
 from abby_core.storage.accounts import Accounts
@@ -198,6 +208,12 @@ class Archiver:
         if gone:
             self.update(uid, lambda doc: [doc.entries.pop(k, None) for k in gone])
 
+    def _forget_gone(self, uid: str, listed: list[str]) -> None:
+        """Forget the originals ``listed`` in ``uid``'s quota document whose objects are gone."""
+        if listed:
+            log.warning("Images %s were deleted but still listed; forgetting them.", listed)
+            self.accounts.forget_objects(uid, listed)
+
     # -- archive ----------------------------------------------------------------------------
     def run(self, cutoff: datetime, *, dry_run: bool) -> ArchiveReport:
         """Archive every image last modified before ``cutoff``, then prune the archive."""
@@ -322,7 +338,7 @@ class Archiver:
         info = self.backend.head_object(full)
         if info is None:
             self._drop(uid, [full])
-            raise ImageNotFound(key)
+            raise ArchivedImageNotFound(key)
         self.backend.delete_objects([full])
         self._drop(uid, [full])
         return info.size
@@ -351,7 +367,7 @@ class Archiver:
         full = keys.check_archived_key(uid, key)
         entry = self.document(uid).entries.get(full)
         if entry is None:
-            raise ImageNotFound(key)
+            raise ArchivedImageNotFound(key)
         return self._image(uid, full, entry)
 
     def stats(self, top: int) -> ArchiveStats:
@@ -371,7 +387,7 @@ class Archiver:
 
         Raises :class:`~abby_core.errors.UserStorageFull` or
         :class:`~abby_core.errors.GlobalStorageFull` when there is no room (nothing changes),
-        :class:`~abby_core.errors.ImageNotFound` when there is no such archived image. Uses
+        :class:`~abby_core.errors.ArchivedImageNotFound` when there is no such archived image. Uses
         none of the member's daily generations.
         """
         uid = keys.check_user_id(user_id)
@@ -379,18 +395,20 @@ class Archiver:
         entry = self.document(uid).entries.get(full)
         if self.backend.head_object(full) is None:
             self._drop(uid, [full])
-            raise ImageNotFound(key)
+            raise ArchivedImageNotFound(key)
         stem = keys.restored_stem(full)
         target = f"{stem}.{full.rsplit('.', 1)[-1]}"
         active = self.accounts.user(uid)
-        present = [k for k in keys.image_candidates(stem) if k in active.objects]
+        stored = [k for k in keys.image_candidates(stem) if self.backend.head_object(k) is not None]
+        present = [k for k in stored if k in active.objects]
         if present:  # already back (a restore, or an archive, stopped half-way): finish it
             self._forget_copy(uid, full)
             found = active.objects[present[0]]
             return self._stored(uid, present[0], found.size, found.created)
-        if any(h.stem == stem for h in active.holds.values()) or any(
-            self.backend.head_object(k) is not None for k in keys.image_candidates(stem)
-        ):
+        # Listed but not stored: deleted by an archive (or a delete) that stopped before its
+        # last step, forgetting it. The archived copy is the only copy: forget, then restore.
+        self._forget_gone(uid, [k for k in keys.image_candidates(stem) if k in active.objects])
+        if stored or any(h.stem == stem for h in active.holds.values()):
             raise InvalidInput("This image is already being restored. Try again in a few minutes.")
         data = self.backend.get_object(full)
         content_type = keys.content_type_of(full)
@@ -479,15 +497,22 @@ class Archiver:
         """
         doc = self.document(uid)
         active = self.accounts.user(uid)
+        # Copies nobody recorded (an archive stopped between its put and its record) are
+        # adopted below, and settled here first: only an archive puts a copy, so the archive is
+        # the state written last (storage's clock, which dated the copy, is not compared).
+        confirmed = {k for k in found if k not in doc.entries and self.backend.head_object(k) is not None}
+        entries = doc.entries | {k: self._found_entry(found[k]) for k in confirmed}
         originals: list[str] = []
-        for akey, entry in doc.entries.items():
+        for akey, entry in entries.items():
             if akey not in found:
                 continue
             stem = keys.restored_stem(akey)
             both = [k for k in keys.image_candidates(stem) if k in active.objects]
             if not both:
                 continue
-            if active.objects[both[0]].created > entry.archived:
+            if akey not in confirmed and active.objects[both[0]].created > entry.archived:
+                if self.backend.head_object(both[0]) is None:
+                    continue  # listed but gone: the archived copy is the only copy, it stays
                 self.backend.delete_objects([akey])  # restored; the entry goes below
                 found.pop(akey)
             elif self.backend.head_object(akey) is not None:
@@ -496,7 +521,6 @@ class Archiver:
             self.accounts.record_deletions(uid, originals)
             self.backend.delete_objects(originals)
             self.accounts.forget_objects(uid, originals)
-        confirmed = {k for k in found if k not in doc.entries and self.backend.head_object(k) is not None}
 
         def correct(current: ArchiveLedger) -> tuple[int, int]:
             before = current.bytes

@@ -716,7 +716,7 @@ class StorageManager:
         return await self._run(self.archiver.list, keys.check_user_id(user_id), limit)
 
     async def archived_link(self, user_id: object, key: str) -> ArchivedImage:
-        """One archived image with a fresh link (:class:`ImageNotFound` when there is none)."""
+        """One archived image with a fresh link (:class:`ArchivedImageNotFound` when there is none)."""
         return await self._run(self.archiver.link, keys.check_user_id(user_id), key)
 
     async def get_archived(self, user_id: object, key: str) -> bytes:
@@ -724,7 +724,7 @@ class StorageManager:
         return await self._run(self.archiver.get, keys.check_user_id(user_id), key)
 
     async def delete_archived(self, user_id: object, key: str) -> int:
-        """Delete one archived image for good; returns its size. Missing: :class:`ImageNotFound`."""
+        """Delete one archived image for good; returns its size. Missing: :class:`ArchivedImageNotFound`."""
         return await self._run(self.archiver.delete, keys.check_user_id(user_id), key)
 
     async def restore_archived(
@@ -735,7 +735,9 @@ class StorageManager:
         Reserves its size like a generation would, against the member's storage limit (their
         tier's, from ``role_ids`` and ``sku_ids``) and the global limit, but uses none of the day's
         generations. Raises :class:`~abby_core.errors.UserStorageFull` or
-        :class:`~abby_core.errors.GlobalStorageFull` when there is no room (it stays archived).
+        :class:`~abby_core.errors.GlobalStorageFull` when there is no room (it stays archived), and
+        :class:`~abby_core.errors.ArchivedImageNotFound` when ``key`` is not archived (never, or
+        restored or deleted since). An image whose restore, or archive, stopped half-way is finished.
         """
         uid = keys.check_user_id(user_id)
         return await self._run(self.archiver.restore, uid, key, self.limits_for(tuple(role_ids), tuple(sku_ids)))

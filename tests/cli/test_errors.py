@@ -41,8 +41,10 @@ def _instances() -> list[errors.AbbyError]:
 
 
 # The CLI words these for an operator; every other core message is shown as it is.
-CLI_WORDED = (errors.DailyLimitExceeded, errors.UserStorageFull, errors.GlobalStorageFull, errors.UserBlocked,
-              errors.ImageNotFound, errors.InvalidKey)
+CLI_WORDED = (
+    errors.DailyLimitExceeded, errors.UserStorageFull, errors.GlobalStorageFull, errors.UserBlocked,
+    errors.ImageNotFound, errors.ArchivedImageNotFound, errors.InvalidKey,
+)
 
 
 @pytest.mark.parametrize("exc", _instances(), ids=lambda e: type(e).__name__)

@@ -1,24 +1,34 @@
-"""Archive and restore interrupted at every storage call in turn (raise, lost answer, cancel, kill),
-on the filesystem and on a real S3 server: an image is never in neither state.
+"""Archive and restore interrupted at every storage call in turn (raise, lost answer, cancel, kill):
+an image is never in neither state, not even after whatever comes next.
 
 After each interrupted run: every image is active (``images/``) or archived (``archive/``), or
-both. Then another process runs the daily maintenance (archive, reconcile) past the holds'
-lifetime: every image is in exactly one state, recorded where it is (quota document or
-archive document), and the quota, global and archive documents agree with storage.
+both. Then what a member or the maintenance would do next runs on that state (a follow-up:
+restore, delete, the next archive run, cleanup, reconcile), each on its own copy of it, and
+the check runs again. Last, another process runs reconcile past the holds' lifetime: every
+image is in exactly one state, recorded where it is (quota document or archive document),
+and the quota, global and archive documents agree with storage.
+
+The follow-ups need a copy of the interrupted state, so they run on the filesystem (a folder
+is copied in a moment); the protocol they exercise is the same over every backend. SeaweedFS
+adds its conditional writes and listings under a lost answer: its runs are ``lose`` only,
+with the follow-up the daily maintenance would run anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from abby_core.storage import StorageBackend, StorageManager, keys
+from abby_core.errors import AbbyError, ImageNotFound, InvalidInput
+from abby_core.storage import FilesystemBackend, StorageBackend, StorageManager, keys
 from abby_core.storage.documents import ArchiveLedger
 from abby_core.storage.rules import PURGE_MARGIN
 from tests.reliability import scenarios
@@ -26,6 +36,10 @@ from tests.reliability.crashpoints import ACTIONS, TTL, CrashPoints, crash_child
 from tests.storage.conftest import Clock
 
 AGE = timedelta(days=8)  # past STORAGE_CLEANUP_DAYS (7)
+#: Every action on the filesystem; on SeaweedFS the lost answer only.
+CASES = [("filesystem", action) for action in ACTIONS] + [
+    pytest.param("seaweedfs", "lose", marks=pytest.mark.seaweedfs, id="seaweedfs-lose")
+]
 
 
 def _manager(backend: StorageBackend, clock: Clock) -> StorageManager:
@@ -65,12 +79,86 @@ def _where(backend: StorageBackend, uid: str, stem: str) -> tuple[bool, bool]:
     return active, archived
 
 
-async def _settled(
-    backend: StorageBackend, uid: str, stems: list[str], clock: Clock
-) -> tuple[list[str], dict[str, str]]:
-    """Another process's daily maintenance past the holds' lifetime; then every check.
+# -- what comes next: a member's move, or the maintenance ------------------------------------
+# Each returns what the member was told per stem: "restored" or "deleted".
 
-    Returns what is wrong and where each image ended (``active`` or ``archived``).
+
+async def _restore_all(manager: StorageManager, uid: str, stems: list[str]) -> dict[str, str]:
+    """The member restores every image their archive shows."""
+    told: dict[str, str] = {}
+    for image in await manager.list_archived(uid):
+        try:
+            await manager.restore_archived(uid, image.name)
+        except (ImageNotFound, InvalidInput):  # gone meanwhile, or a restore's hold is still live
+            continue
+        told[keys.restored_stem(image.key)] = "restored"
+    return told
+
+
+async def _delete_first(manager: StorageManager, uid: str, stems: list[str]) -> dict[str, str]:
+    """The member deletes the first image where they see it, the archive before the gallery.
+
+    An archive may still list a copy a restore deleted (it stopped before dropping the
+    entry): that delete answers ImageNotFound and drops the entry; the image is in the gallery.
+    """
+    for image in await manager.list_archived(uid):
+        if keys.restored_stem(image.key) == stems[0]:
+            try:
+                await manager.delete_archived(uid, image.name)
+            except ImageNotFound:
+                return {}
+            return {stems[0]: "deleted"}
+    for stored in await manager.list_images(uid):
+        if stored.key.rsplit(".", 1)[0] == stems[0]:
+            await manager.delete_image(uid, stored.name)
+            return {stems[0]: "deleted"}
+    return {}
+
+
+async def _maintenance(run: Callable[[StorageManager], Awaitable[object]], manager: StorageManager,
+                       uid: str, stems: list[str]) -> dict[str, str]:
+    await run(manager)
+    return {}
+
+
+FOLLOW_UPS: dict[str, Callable[[StorageManager, str, list[str]], Awaitable[dict[str, str]]]] = {
+    "restore": _restore_all,
+    "delete": _delete_first,
+    "archive": partial(_maintenance, lambda m: m.archive_old()),
+    "cleanup": partial(_maintenance, lambda m: m.cleanup_old_files()),
+    "reconcile": partial(_maintenance, lambda m: m.reconcile()),
+}
+MOVES_IMAGES = {"archive", "cleanup"}  # a follow-up that archives every image old enough
+
+
+async def _follow_up(
+    backend: StorageBackend, name: str, uid: str, stems: list[str], clock: Clock
+) -> tuple[list[str], dict[str, str]]:
+    """Run follow-up ``name`` on the interrupted state; what is wrong right after, and what it told."""
+    manager = _manager(backend, clock)
+    try:
+        told = await FOLLOW_UPS[name](manager, uid, stems)
+    except AbbyError as exc:
+        return [f"{name}: {type(exc).__name__}: {exc}"], {}
+    finally:
+        await manager.aclose()
+    wrong = []
+    for stem in stems:
+        active, archived = _where(backend, uid, stem)
+        if told.get(stem) == "restored" and not active:
+            wrong.append(f"after {name}: {stem} reported restored but is not in the gallery")
+        if told.get(stem) != "deleted" and not (active or archived):
+            wrong.append(f"after {name}: LOST: {stem} is in neither state")
+    return wrong, told
+
+
+async def _settled(
+    backend: StorageBackend, uid: str, stems: list[str], clock: Clock, deleted: set[str]
+) -> tuple[list[str], dict[str, str]]:
+    """Another process's reconcile past the holds' lifetime; then every check.
+
+    Returns what is wrong and where each image ended (``active``, ``archived`` or, deleted
+    by the member, ``gone``).
     """
     wrong: list[str] = []
     # Past the holds' lifetime and the purge margin, with room for the real seconds a child
@@ -87,9 +175,11 @@ async def _settled(
         ended: dict[str, str] = {}
         for stem in stems:
             active, archived = _where(backend, uid, stem)
-            if active == archived:
-                wrong.append(f"{stem}: {'in both states' if active else 'LOST: in neither state'}")
-            ended[stem] = "active" if active else "archived"
+            if active and archived:
+                wrong.append(f"{stem}: in both states")
+            elif not (active or archived) and stem not in deleted:
+                wrong.append(f"{stem}: LOST: in neither state")
+            ended[stem] = "active" if active else "archived" if archived else "gone"
         if {k: e.size for k, e in user.objects.items()} != listed:
             wrong.append(f"quota document {sorted(user.objects)} is not the images {sorted(listed)}")
         if user.holds:
@@ -107,9 +197,61 @@ async def _settled(
         await other.aclose()
 
 
+def _expected(mode: str, follow: str, reported: object, told: dict[str, str], ended: dict[str, str]) -> list[str]:
+    """What the interrupted run and the follow-up promised about where each image ends."""
+    wrong = []
+    for stem, where in ended.items():
+        if told.get(stem) == "restored" and where != "active":
+            wrong.append(f"{stem} reported restored but ended {where}")
+        if mode == "archive" and follow in MOVES_IMAGES and told.get(stem) != "deleted" and where != "archived":
+            wrong.append(f"{stem} not archived by the next run: it ended {where}")
+    if mode == "restore" and follow == "reconcile":  # nothing moved it since: as the restore reported
+        [where] = ended.values()
+        if describe(reported) == "success" and where != "active":
+            wrong.append("restore reported success but the image is still archived")
+        if describe(reported) not in ("success", "CancelledError", "nothing (killed)") and where != "archived":
+            wrong.append(f"restore reported {describe(reported)} but the image is back in the gallery")
+    return wrong
+
+
+async def _what_comes_next(
+    backend: StorageBackend, mode: str, reported: object, uid: str, stems: list[str], clock: Clock
+) -> dict[str, list[str]]:
+    """Every follow-up on its own copy of the interrupted state (filesystem), or on SeaweedFS
+    the one the daily maintenance runs; what is wrong after each, by follow-up."""
+    right_after = [f"right after: LOST: {s} in neither state" for s in stems if not any(_where(backend, uid, s))]
+    if isinstance(backend, FilesystemBackend):
+        states: dict[str, StorageBackend] = {}
+        for follow in FOLLOW_UPS:
+            root = backend.root.with_name(f"{backend.root.name}-{follow}")
+            shutil.copytree(backend.root, root)  # copy2: the images' times are kept
+            states[follow] = FilesystemBackend(root)
+    else:
+        states = {"archive" if mode == "archive" else "reconcile": backend}
+    failures: dict[str, list[str]] = {}
+    for follow, state in states.items():
+        own = Clock(clock())
+        wrong, told = await _follow_up(state, follow, uid, stems, own)
+        deleted = {s for s, what in told.items() if what == "deleted"}
+        more, ended = await _settled(state, uid, stems, own, deleted)
+        wrong = right_after + wrong + more + _expected(mode, follow, reported, told, ended)
+        if wrong:
+            failures[follow] = wrong
+    return failures
+
+
+def _fresh(backend: StorageBackend, tmp_path: Path, at: int) -> StorageBackend:
+    """The backend for the run interrupted at call ``at``: its own folder on the filesystem."""
+    if not isinstance(backend, FilesystemBackend):
+        return backend  # one bucket, a member per run
+    made = FilesystemBackend(tmp_path / f"at-{at}")
+    made.ensure_ready(cleanup_days=7)
+    return made
+
+
 async def _interrupt(
     crash: CrashPoints, run: Callable[[StorageManager], Awaitable[object]], clock: Clock
-) -> tuple[object, StorageManager]:
+) -> object:
     manager = _manager(crash, clock)
     task = asyncio.create_task(run(manager))
     crash.on_cancel = partial(asyncio.get_running_loop().call_soon_threadsafe, task.cancel)
@@ -118,7 +260,8 @@ async def _interrupt(
     except BaseException as exc:
         reported = exc
     crash.at = 0
-    return reported, manager
+    await manager.aclose()
+    return reported
 
 
 async def _calls(
@@ -133,62 +276,44 @@ async def _calls(
     return probe.calls
 
 
-@pytest.mark.parametrize("action", ACTIONS)
-async def test_archive_interrupted_at_every_call(backend: StorageBackend, action: str) -> None:
+@pytest.mark.parametrize(("backend_name", "action"), CASES)
+async def test_archive_interrupted_at_every_call(backend: StorageBackend, action: str, tmp_path: Path) -> None:
     clock = Clock(datetime.now(UTC) + AGE)
     await _images(backend, scenarios.user(5999), 2)
     calls = await _calls(backend, lambda m: m.archive_old(), clock)
     assert len(calls) >= 12, calls  # list, read, put, record, delete... for two images
-    failures: dict[str, list[str]] = {}
+    failures: dict[str, dict[str, list[str]]] = {}
     for at in range(1, len(calls) + 1):
         uid = scenarios.user(6000 + at)
-        stems = await _images(backend, uid, 2)
+        state = _fresh(backend, tmp_path, at)
+        stems = await _images(state, uid, 2)
         clock = Clock(datetime.now(UTC) + AGE)
-        crash = CrashPoints(backend, at=at, action=action)
-        reported, manager = await _interrupt(crash, lambda m: m.archive_old(), clock)
-        await manager.aclose()
-        wrong = [f"right after: {s} in neither state" for s in stems if _where(backend, uid, s) == (False, False)]
-        # The next daily run archives what is left, then reconcile.
-        again = _manager(backend, clock)
-        try:
-            await again.archive_old()
-        finally:
-            await again.aclose()
-        more, ended = await _settled(backend, uid, stems, clock)
-        wrong += more
-        if set(ended.values()) != {"archived"}:
-            wrong.append(f"not every image archived by the next run: {ended}")
+        reported = await _interrupt(CrashPoints(state, at=at, action=action), lambda m: m.archive_old(), clock)
+        wrong = await _what_comes_next(state, "archive", reported, uid, stems, clock)
         if wrong:
             failures[f"call {at} ({calls[at - 1]}), reported {describe(reported)}"] = wrong
     assert failures == {}
 
 
-@pytest.mark.parametrize("action", ACTIONS)
-async def test_restore_interrupted_at_every_call(backend: StorageBackend, action: str) -> None:
+@pytest.mark.parametrize(("backend_name", "action"), CASES)
+async def test_restore_interrupted_at_every_call(backend: StorageBackend, action: str, tmp_path: Path) -> None:
     clock = Clock(datetime.now(UTC) + AGE)
     [probe_key] = await _archived(backend, scenarios.user(4999), clock)
     clock.advance(seconds=30)
     calls = await _calls(backend, lambda m: m.restore_archived(scenarios.user(4999), probe_key), clock)
     assert len(calls) >= 10, calls  # reads, hold, global hold, put, commit, delete copy, entry
-    failures: dict[str, list[str]] = {}
+    failures: dict[str, dict[str, list[str]]] = {}
     outcomes: set[str] = set()
     for at in range(1, len(calls) + 1):
         uid = scenarios.user(5000 + at)
+        state = _fresh(backend, tmp_path, at)
         clock = Clock(datetime.now(UTC) + AGE)
-        [key] = await _archived(backend, uid, clock)
-        stem = keys.restored_stem(key)
+        [key] = await _archived(state, uid, clock)
         clock.advance(seconds=30)
-        crash = CrashPoints(backend, at=at, action=action)
-        reported, manager = await _interrupt(crash, lambda m, u=uid, k=key: m.restore_archived(u, k), clock)
+        crash = CrashPoints(state, at=at, action=action)
+        reported = await _interrupt(crash, lambda m, u=uid, k=key: m.restore_archived(u, k), clock)
         outcomes.add(describe(reported))
-        wrong = [] if _where(backend, uid, stem) != (False, False) else ["right after: in neither state"]
-        await manager.aclose()
-        more, ended = await _settled(backend, uid, [stem], clock)
-        wrong += more
-        if describe(reported) == "success" and ended[stem] != "active":
-            wrong.append("restore reported success but the image is still archived")
-        if describe(reported) not in ("success", "CancelledError") and ended[stem] != "archived":
-            wrong.append(f"restore reported {describe(reported)} but the image is back in the gallery")
+        wrong = await _what_comes_next(state, "restore", reported, uid, [keys.restored_stem(key)], clock)
         if wrong:
             failures[f"call {at} ({calls[at - 1]}), reported {describe(reported)}"] = wrong
     assert failures == {}
@@ -207,10 +332,12 @@ def _spawn(config: dict[str, Any]) -> Any:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend_name", ["filesystem"])
 @pytest.mark.parametrize("mode", ["archive", "restore"])
 async def test_archive_and_restore_killed_at_every_call(
-    backend: StorageBackend, config: dict[str, Any], mode: str
+    backend: StorageBackend, config: dict[str, Any], mode: str, tmp_path: Path
 ) -> None:
+    """Killed (SIGKILL) at every call, in a child process; the follow-ups as above."""
     clock = Clock(datetime.now(UTC) + AGE)
     probe_user = scenarios.user(3999 if mode == "archive" else 2999)
     if mode == "archive":
@@ -219,35 +346,24 @@ async def test_archive_and_restore_killed_at_every_call(
     else:
         [probe_key] = await _archived(backend, probe_user, clock)
         calls = await _calls(backend, lambda m: m.restore_archived(probe_user, probe_key), clock)
-    failures: dict[str, list[str]] = {}
+    failures: dict[str, dict[str, list[str]]] = {}
     killed = 0
     for at in range(1, len(calls) + 1):
         uid = scenarios.user((4000 if mode == "archive" else 3000) + at)
+        state = _fresh(backend, tmp_path, at)
         clock = Clock(datetime.now(UTC) + AGE)
         if mode == "archive":
-            stems = await _images(backend, uid, 2)
+            stems = await _images(state, uid, 2)
             key = ""
         else:
-            [key] = await _archived(backend, uid, clock)
+            [key] = await _archived(state, uid, clock)
             stems = [keys.restored_stem(key)]
             clock.advance(seconds=30)  # the child's clock too (offset below)
-        reported = await crash_child(
-            _spawn(dict(config, mode=mode, user=uid, key=key, at=at, offset=AGE.total_seconds() + 30))
-        )
+        child = dict(config, root=str(state.root), mode=mode, user=uid, key=key, at=at,  # type: ignore[attr-defined]
+                     offset=AGE.total_seconds() + 30)
+        reported = await crash_child(_spawn(child))
         killed += reported is None
-        wrong = [f"right after: {s} in neither state" for s in stems if _where(backend, uid, s) == (False, False)]
-        if mode == "archive":
-            again = _manager(backend, clock)
-            try:
-                await again.archive_old()
-            finally:
-                await again.aclose()
-        more, ended = await _settled(backend, uid, stems, clock)
-        wrong += more
-        if mode == "archive" and set(ended.values()) != {"archived"}:
-            wrong.append(f"not every image archived by the next run: {ended}")
-        if mode == "restore" and reported == "success" and ended[stems[0]] != "active":
-            wrong.append("restore reported success but the image is still archived")
+        wrong = await _what_comes_next(state, mode, reported, uid, stems, clock)
         if wrong:
             failures[f"killed at call {at} ({calls[at - 1]})"] = wrong
     assert failures == {}

@@ -11,7 +11,14 @@ import pytest
 from PIL import Image
 
 from abby_core.config import load_settings
-from abby_core.errors import ConfigError, GlobalStorageFull, ImageNotFound, InvalidKey, UserStorageFull
+from abby_core.errors import (
+    ConfigError,
+    GlobalStorageFull,
+    ImageNotFound,
+    InvalidKey,
+    StorageUnavailable,
+    UserStorageFull,
+)
 from abby_core.storage import StorageBackend, StorageManager, keys
 from abby_core.storage.archive import shrink
 from abby_core.storage.documents import ArchiveLedger
@@ -239,6 +246,101 @@ async def test_half_done_states_are_finished_by_reconcile(
     assert backend.head_object(archived[second].key) is None
     assert [i.key for i in await manager.list_images(USER)] == [restored.key]
     assert [a.key for a in await manager.list_archived(USER)] == [archived[first].key]
+
+
+async def test_restore_after_an_archive_stopped_before_the_ledger_forgot_the_original(
+    make_manager: Callable[..., StorageManager], clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archive deleted the original, then storage failed before the quota document forgot
+    it: the document still lists an image that is gone. A restore must look at the object,
+    not the listing, or it takes the image for "already back" and deletes the only copy."""
+    manager = make_manager(archive=True)
+    [original] = await _make(manager, USER, 1)
+    clock.advance(days=30)
+    forget = manager.accounts.forget_objects
+
+    def unavailable(uid: str, gone: list[str]) -> None:
+        monkeypatch.setattr(manager.accounts, "forget_objects", forget)
+        raise StorageUnavailable("Storage did not answer (test).")
+
+    monkeypatch.setattr(manager.accounts, "forget_objects", unavailable)
+    with pytest.raises(StorageUnavailable):
+        await manager.archive_old(7)
+    backend = manager.backend
+    assert backend.head_object(original) is None and original in manager.accounts.user(USER).objects
+    [archived] = await manager.list_archived(USER)
+    restored = await manager.restore_archived(USER, archived.name)
+    assert backend.head_object(restored.key) is not None, "restore reported success; the image is gone"
+    assert await manager.get_image(USER, restored.name) == backend.get_object(restored.key)
+    assert [i.key for i in await manager.list_images(USER)] == [restored.key]
+    assert await manager.list_archived(USER) == [] and backend.head_object(archived.key) is None
+    status = await manager.get_quota_status(USER)
+    assert status.user_bytes == restored.size == status.global_bytes and status.in_flight == 0
+    assert set(manager.accounts.user(USER).objects) == {restored.key}
+
+
+async def test_tidy_keeps_the_archived_copy_of_an_image_listed_but_gone(
+    make_manager: Callable[..., StorageManager], clock: Clock
+) -> None:
+    """Both states by the documents, one by storage: a restore committed but kept its archived
+    copy, and the restored object is gone while the quota document still lists it (a delete
+    stopped before its last step, landing between reconcile's pass over the images and its
+    pass over the archive). The archived copy is the only copy left: the archive's pass keeps
+    it, and the next reconcile drops the listing."""
+    manager = make_manager(archive=True)
+    await _make(manager, USER, 1)
+    clock.advance(days=8)
+    await manager.archive_old()
+    [archived] = await manager.list_archived(USER)
+    clock.advance(seconds=30)
+    copy = manager.backend.get_object(archived.key)
+    restored = await manager.restore_archived(USER, archived.name)
+    backend = manager.backend
+    backend.put_object(archived.key, copy, "image/webp")  # the restore stopped before deleting it
+    manager.archiver.update(USER, lambda d: d.entries.__setitem__(archived.key, _entry(archived)))
+    backend.delete_objects([restored.key])  # and the restored object went, the listing stayed
+    assert restored.key in manager.accounts.user(USER).objects
+    manager.archiver.tidy()
+    assert backend.get_object(archived.key) == copy
+    await manager.reconcile()
+    assert backend.get_object(archived.key) == copy
+    assert [a.key for a in await manager.list_archived(USER)] == [archived.key]
+    assert manager.accounts.user(USER).objects == {} and await manager.list_images(USER) == []
+
+
+async def test_one_reconcile_settles_an_archive_stopped_before_recording_its_copy(
+    make_manager: Callable[..., StorageManager], clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archived copy was put, then storage failed before the archive document recorded
+    it: the original stays, the copy is nobody's. One reconcile adopts the copy and settles
+    the image in one state, as it settles a recorded one (the archived, written last)."""
+    manager = make_manager(archive=True)
+    await _make(manager, USER, 2)
+    clock.advance(days=8)
+    record = manager.archiver._record
+    recorded: list[str] = []
+    refused: list[str] = []
+
+    def second_unavailable(uid: str, key: str, entry: Any) -> bool:
+        if recorded and not refused:  # the second image to be archived (the document exists)
+            refused.append(entry.original)
+            raise StorageUnavailable("Storage did not answer (test).")
+        recorded.append(entry.original)
+        return record(uid, key, entry)
+
+    monkeypatch.setattr(manager.archiver, "_record", second_unavailable)
+    report = await manager.archive_old()
+    monkeypatch.undo()
+    [first], [second] = recorded, refused  # the second to be archived is refused
+    backend = manager.backend
+    copies = sorted(o.key for o in backend.list_objects(keys.archive_prefix(USER)))
+    assert report.failed == 1 and backend.head_object(second) is not None and len(copies) == 2
+    assert [a.original_key for a in await manager.list_archived(USER)] == [first]
+    await manager.reconcile()
+    assert backend.head_object(second) is None and await manager.list_images(USER) == []
+    assert sorted(a.key for a in await manager.list_archived(USER)) == copies
+    assert manager.accounts.user(USER).objects == {}
+    assert (await manager.get_quota_status(USER)).global_bytes == 0
 
 
 def _entry(image: Any) -> Any:
