@@ -197,7 +197,7 @@ class GlobalLedger(_Document):
 class MemberRecord(_Document):
     """``ledger/members/{id}.json``: state a rebuild of the hot document must not lose.
 
-    Written only by admin actions and deletions (rarely), never on the generation path.
+    Written by admin actions, deletions, credits and refunds, and after a credit-paid commit;
     ``deleted`` keeps the image keys deleted in the last two days, so a rebuilt count
     still includes today's images that were made and then deleted.
     """

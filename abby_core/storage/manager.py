@@ -79,6 +79,11 @@ LEASE_SLICE_IMAGES = 32
 _CREDIT_SOURCE = re.compile(r"[A-Za-z0-9:_-]{1,100}")
 
 
+def _check_source(source: object) -> None:
+    if not isinstance(source, str) or not _CREDIT_SOURCE.fullmatch(source):
+        raise InvalidInput("A credit source must be 1 to 100 letters, digits, ':', '_' or '-'.")
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -621,12 +626,12 @@ class StorageManager:
 
         Credits are spent one a generation past the daily allowance, at commit (a failed
         generation spends none), and do not expire. Calling again with the same source
-        changes nothing and returns ``False``; ``True`` the first time.
+        changes nothing and returns ``False``; ``True`` the first time. A source refunded
+        before it was added gives nothing (``False``).
         """
         if isinstance(credits, bool) or not isinstance(credits, int) or not 1 <= credits <= 100_000:
             raise InvalidInput("The number of credits must be a whole number from 1 to 100000.")
-        if not isinstance(source, str) or not _CREDIT_SOURCE.fullmatch(source):
-            raise InvalidInput("A credit source must be 1 to 100 letters, digits, ':', '_' or '-'.")
+        _check_source(source)
         return await self._run(self._credits, self.accounts.add_credits, user_id, credits, source)
 
     def _credits(self, change: Callable[..., _T], user_id: object, *args: Any) -> _T:
@@ -640,15 +645,13 @@ class StorageManager:
         the credit was spent). A source not added yet leaves a tombstone: adding it later
         gives nothing. Idempotent: a second call returns the same number and removes nothing more.
         """
-        if not isinstance(source, str) or not _CREDIT_SOURCE.fullmatch(source):
-            raise InvalidInput("A credit source must be 1 to 100 letters, digits, ':', '_' or '-'.")
+        _check_source(source)
         return await self._run(self._credits, self.accounts.refund_credits, user_id, source)
 
     async def credit_refunded(self, user_id: object, *, source: str) -> bool:
         """Whether the refund of ``source`` is recorded in ``user_id``'s document (a refund that
         failed or was cut short is not: call :meth:`refund_credits` again)."""
-        if not isinstance(source, str) or not _CREDIT_SOURCE.fullmatch(source):
-            raise InvalidInput("A credit source must be 1 to 100 letters, digits, ':', '_' or '-'.")
+        _check_source(source)
         return await self._run(self._credits, self.accounts.credit_refunded, user_id, source)
 
     async def reset_daily(self, user_id: object) -> None:
