@@ -165,10 +165,10 @@ class Accounting:
             raise
         self._sync_quietly(res.user_id, doc)
         if res.credit:
-            self._mirror_spent(res.user_id, doc)
+            self._mirror_credits(res.user_id, doc)
         return key, doc
 
-    def _mirror_spent(self, uid: str, doc: UserLedger) -> None:
+    def _mirror_credits(self, uid: str, doc: UserLedger) -> None:
         """Copy the credit book of ``doc`` into the member record (what a rebuild starts from).
 
         When storage refuses, the copy is retried before this process's next operation (and
@@ -179,8 +179,8 @@ class Accounting:
         except StorageError as exc:
             self._unmirrored_later(uid, exc)
 
-    def _copy_spent(self, uid: str) -> None:
-        """The member record's credits spent set to the document's, now or before the next operation."""
+    def _copy_credits(self, uid: str) -> None:
+        """The member record's credit book set to the document's, now or before the next operation."""
         try:
             self.accounts.copy_credits(uid)
         except StorageError as exc:
@@ -331,7 +331,7 @@ class Accounting:
         self._sync(res.user_id, doc)
         if res.credit:
             # The commit's copy raised the record's count; the credit given back lowers it again.
-            self._copy_spent(res.user_id)
+            self._copy_credits(res.user_id)
 
     def _sync(self, uid: str, doc: UserLedger) -> None:
         """Tell the global document about ``doc`` now, or (escrow) at the lease's next settle."""
