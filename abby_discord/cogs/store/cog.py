@@ -221,11 +221,11 @@ class Store(commands.Cog):
         async for entitlement in self.bot.entitlements(
             skus=skus, exclude_deleted=False, before=discord.utils.utcnow(), limit=_SWEEP_LIMIT
         ):
-            if entitlement.deleted and await self._refund_landed(entitlement):
+            if entitlement.deleted and await self._finish_refund(entitlement):
                 settled += 1
         return settled
 
-    async def _refund_landed(self, entitlement: discord.Entitlement) -> bool | None:
+    async def _finish_refund(self, entitlement: discord.Entitlement) -> bool | None:
         """Finish the refund of a deleted pack entitlement: ``None`` when nothing was left to do,
         ``True`` when it was refunded now, ``False`` when storage failed (the next sweep tries again)."""
         user_id = entitlement.user_id
