@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -139,7 +140,7 @@ class Accounts:
         record = self.member(uid)
         doc = UserLedger(user_id=uid, day=today, blocked=record.blocked, bonus=record.grants.get(today, 0))
         doc.credits, doc.credits_spent = record.credits, record.credits_spent
-        doc.credit_log = dict(record.credit_sources) | {"refund:" + k: -v for k, v in record.credit_refunds.items()}
+        doc.credit_log = rules.credit_log_of(record)
         reset = record.resets.get(today)
         made_today: set[str] = {k for k, day in record.deleted.items() if day == today}
         for obj in self.backend.list_objects(keys.user_prefix(uid)):
@@ -238,7 +239,7 @@ class Accounts:
             if pending:
                 raise _Doomed(pending)
             for rid in expired:
-                del doc.holds[rid]
+                rules.drop_hold(doc, rid)
             return mutate(doc)
 
         for _ in range(_DROP_ROUNDS):
@@ -336,23 +337,57 @@ class Accounts:
 
         return self._update(keys.member_key(uid), MemberRecord, change, lambda: MemberRecord(user_id=uid))
 
-    def copy_spent(self, uid: str, spent: int | None = None) -> bool:
-        """Make the member record's credits spent exactly what ``uid``'s document says now
-        (``spent``: that count, when the caller has just written the document).
+    def copy_credits(self, uid: str, doc: UserLedger | None = None) -> bool:
+        """Make the member record's credit book what ``uid``'s document says (``doc``: a version
+        the caller has just written or read; by default the document is read now).
 
-        The record is what a rebuilt document starts from: a count behind would give spent
-        credits back, one ahead would take unspent ones. Returns whether it changed; an
-        unchanged record is not written.
+        The record is what a rebuilt document starts from: credits spent behind the document
+        would give spent credits back, ahead would take unspent ones. A copy of an older
+        version than the record's changes nothing. Returns whether the record changed.
         """
-        if spent is None:
-            spent = self.user(uid).credits_spent
+        mirrored = self.user(uid) if doc is None else doc
+        return self.update_member(uid, lambda r: rules.mirror_credits(r, mirrored))[0]
 
-        def copy(record: MemberRecord) -> bool:
-            changed = record.credits_spent != spent
-            record.credits_spent = spent
-            return changed
+    # -- credits --------------------------------------------------------------------------
+    def add_credits(self, uid: str, credits: int, source: str) -> bool:
+        """Give ``uid`` ``credits`` once per ``source``: the member record first (what a rebuild
+        starts from), then the member's document. Each step applies a source once, so a retry
+        after a crash between them completes it; a source refunded first adds nothing."""
 
-        return self.update_member(uid, copy)[0]
+        def record(r: MemberRecord) -> bool | None:
+            if source in r.credit_refunds:
+                return None  # a tombstone: the refund came first
+            if source in r.credit_sources:
+                return False
+            r.credit_sources[source] = credits
+            return True
+
+        new, _ = self.update_member(uid, record)
+        if new is None:
+            return False
+        self.update_user(uid, partial(rules.add_credits, source=source, credits=credits))
+        return new
+
+    def refund_credits(self, uid: str, source: str) -> int:
+        """Refund ``source`` once: a tombstone in the member record first (an add that comes
+        later, or is still on its way, then adds nothing), then the member's document, then
+        the record's copy of what the refund took back. Returns :func:`rules.refund_taken`."""
+
+        def tombstone(r: MemberRecord) -> int:
+            r.credit_refunds.setdefault(source, 0)
+            return r.credit_sources.get(source, 0)
+
+        given, _ = self.update_member(uid, tombstone)
+        taken, doc = self.update_user(
+            uid, partial(rules.refund_credits, source=source, credits=given, now=self.clock())
+        )
+        self.copy_credits(uid, doc)
+        return taken
+
+    def credit_refunded(self, uid: str, source: str) -> bool:
+        """Whether the member's document has the refund of ``source``."""
+        entry = self.user(uid).credit_log.get(source)
+        return entry is not None and entry.refunded
 
     def record_deletions(self, uid: str, gone: list[str]) -> None:
         """Remember images of today and yesterday that were deleted, for a rebuild's count."""

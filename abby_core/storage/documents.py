@@ -23,6 +23,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeInt
 
 __all__ = [
     "SCHEMA",
+    "CreditSource",
     "Entry",
     "GlobalLedger",
     "Hold",
@@ -64,6 +65,22 @@ class Hold(_Record):
     credit: bool = False  # past the daily allowance: paid with one of the member's credits at commit
 
 
+class CreditSource(_Record):
+    """One source of credits in a member's document (a purchase, a grant), in whatever order
+    its add, its refund and the generations around them arrive.
+
+    ``refunded`` with ``credits == 0`` is a tombstone: the refund came first, and an add of
+    the same source changes nothing. ``claims``: generations in flight whose promised credit
+    the refund takes if they fail (it is spent if they succeed); a claim whose hold was
+    committed stays listed, so taking that generation back gives its credit to the refund.
+    """
+
+    credits: NonNegativeInt = 0  # what the source gave
+    refunded: bool = False
+    removed: NonNegativeInt = 0  # credits the refund took back so far
+    claims: list[str] = Field(default_factory=list)
+
+
 class Entry(_Record):
     """A committed image: its size and when it was committed."""
 
@@ -82,11 +99,11 @@ class UserLedger(_Document):
     objects: dict[str, Entry] = Field(default_factory=dict)
     holds: dict[str, Hold] = Field(default_factory=dict)
     # Credits (bought packs, admin grants): spent one a generation past the daily allowance,
-    # at commit. ``credit_log``: every source applied (id → credits), and every refund
-    # ("refund:" + id → credits removed), so each applies once; mirrored in MemberRecord.
+    # at commit. ``credit_log``: every source added or refunded, so each applies once;
+    # mirrored in MemberRecord.
     credits: NonNegativeInt = 0
     credits_spent: NonNegativeInt = 0
-    credit_log: dict[str, int] = Field(default_factory=dict)
+    credit_log: dict[str, CreditSource] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -101,7 +118,23 @@ class UserLedger(_Document):
                 }
             if "reservations" in data:
                 data["holds"] = data.pop("reservations")
+        if isinstance(data, dict) and isinstance(data.get("credit_log"), dict):
+            data = dict(data, credit_log=_credit_log(data["credit_log"]))
         return data
+
+
+def _credit_log(log: dict[str, Any]) -> dict[str, Any]:
+    """Upgrade a credit log of plain numbers (source → credits, "refund:" + source → −removed)."""
+    if all(not isinstance(v, int) for v in log.values()):
+        return log
+    found: dict[str, Any] = {k: v for k, v in log.items() if not isinstance(v, int)}
+    for key, value in log.items():
+        if isinstance(value, int) and key.startswith("refund:"):
+            entry = found.setdefault(key.removeprefix("refund:"), {})
+            entry.update(refunded=True, removed=-value)
+        elif isinstance(value, int):
+            found.setdefault(key, {})["credits"] = value
+    return found
 
 
 class SnapshotHold(_Record):
@@ -164,7 +197,7 @@ class GlobalLedger(_Document):
 class MemberRecord(_Document):
     """``ledger/members/{id}.json``: state a rebuild of the hot document must not lose.
 
-    Written only by admin actions and deletions (rarely), never on the generation path.
+    Written by admin actions, deletions, credits and refunds, and after a credit-paid commit;
     ``deleted`` keeps the image keys deleted in the last two days, so a rebuilt count
     still includes today's images that were made and then deleted.
     """
@@ -175,11 +208,13 @@ class MemberRecord(_Document):
     resets: dict[date, datetime] = Field(default_factory=dict)
     deleted: dict[str, date] = Field(default_factory=dict)
     # Credits: each source (an entitlement id, an admin grant) with its credits, each refund
-    # with the credits it removed, and the credits spent as of the last mirror of the hot
-    # document (a rebuild may give back the few spent after it; see docs/STORAGE_SYSTEM.md).
+    # (a tombstone first, then what it takes back: removed, plus what generations in flight
+    # were promised), and the credits spent, as of ``credits_version`` of the hot document
+    # (see docs/STORAGE_SYSTEM.md, "Credits").
     credit_sources: dict[str, NonNegativeInt] = Field(default_factory=dict)
     credit_refunds: dict[str, NonNegativeInt] = Field(default_factory=dict)
     credits_spent: NonNegativeInt = 0
+    credits_version: NonNegativeInt = 0
 
     @property
     def credits(self) -> int:

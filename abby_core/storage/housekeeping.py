@@ -156,8 +156,8 @@ class Housekeeping:
         self.accounts.sync_global(uid, doc)
         # A copy of the credits spent that failed or was cut short: the record is what a
         # rebuilt document starts from, so it must count what the ledger spent.
-        if (doc.credits_spent or doc.credit_log) and self.accounts.copy_spent(uid, doc.credits_spent):
-            log.warning("Reconcile: the member record of user %s now counts the credits its ledger spent.", uid)
+        if (doc.credits_spent or doc.credit_log) and self.accounts.copy_credits(uid, doc):
+            log.warning("Reconcile: the member record of user %s now has the credit book of its ledger.", uid)
         return before, after
 
     # -- stats ----------------------------------------------------------------------------

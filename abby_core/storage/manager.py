@@ -79,6 +79,11 @@ LEASE_SLICE_IMAGES = 32
 _CREDIT_SOURCE = re.compile(r"[A-Za-z0-9:_-]{1,100}")
 
 
+def _check_source(source: object) -> None:
+    if not isinstance(source, str) or not _CREDIT_SOURCE.fullmatch(source):
+        raise InvalidInput("A credit source must be 1 to 100 letters, digits, ':', '_' or '-'.")
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -623,56 +628,38 @@ class StorageManager:
         await self._run(self._admin, user_id, record, mirror)
 
     # -- credits -----------------------------------------------------------------------------
-    def _add_credits(self, user_id: object, credits: int, source: str) -> bool:
-        uid = keys.check_user_id(user_id)
-
-        def record(r: MemberRecord) -> bool:
-            if source in r.credit_sources:
-                return False
-            r.credit_sources[source] = credits
-            return True
-
-        # The member record first (what a rebuild starts from), then the hot document; each
-        # step applies a source once, so a retry after a crash between them completes it.
-        new, _ = self.accounts.update_member(uid, record)
-        self.accounts.update_user(uid, partial(rules.add_credits, source=source, credits=credits))
-        return new
-
     async def add_credits(self, user_id: object, credits: int, *, source: str) -> bool:
         """Give ``user_id`` ``credits`` once per ``source`` (an entitlement id, an admin grant's id).
 
         Credits are spent one a generation past the daily allowance, at commit (a failed
         generation spends none), and do not expire. Calling again with the same source
-        changes nothing and returns ``False``; ``True`` the first time.
+        changes nothing and returns ``False``; ``True`` the first time. A source refunded
+        before it was added gives nothing (``False``).
         """
         if isinstance(credits, bool) or not isinstance(credits, int) or not 1 <= credits <= 100_000:
             raise InvalidInput("The number of credits must be a whole number from 1 to 100000.")
-        if not isinstance(source, str) or not _CREDIT_SOURCE.fullmatch(source):
-            raise InvalidInput("A credit source must be 1 to 100 letters, digits, ':', '_' or '-'.")
-        return await self._run(self._add_credits, user_id, credits, source)
+        _check_source(source)
+        return await self._run(self._credits, self.accounts.add_credits, user_id, credits, source)
 
-    def _refund_credits(self, user_id: object, source: str) -> int:
-        uid = keys.check_user_id(user_id)
-        credits = self.accounts.member(uid).credit_sources.get(source)
-        if credits is None:
-            credits = max(self.accounts.user(uid).credit_log.get(source, 0), 0)
-        if not credits:
-            return 0
-        removed, _ = self.accounts.update_user(
-            uid, partial(rules.refund_credits, source=source, credits=credits, now=self.clock())
-        )
-        self.accounts.update_member(uid, lambda r: r.credit_refunds.__setitem__(source, removed))
-        return removed
+    def _credits(self, change: Callable[..., _T], user_id: object, *args: Any) -> _T:
+        return change(keys.check_user_id(user_id), *args)
 
     async def refund_credits(self, user_id: object, *, source: str) -> int:
-        """Take back the unspent credits of a refunded ``source``; returns how many were removed.
+        """Take back the unspent credits of a refunded ``source``; returns how many it takes.
 
-        Never more than the source gave, nor credits promised to a generation in flight.
-        Idempotent: a second call returns the same number and removes nothing more.
+        Never more than the source gave, nor credits already spent. A credit promised to a
+        generation in flight is counted and taken when that generation fails (if it succeeds,
+        the credit was spent). A source not added yet leaves a tombstone: adding it later
+        gives nothing. Idempotent: a second call returns the same number and removes nothing more.
         """
-        if not isinstance(source, str) or not _CREDIT_SOURCE.fullmatch(source):
-            raise InvalidInput("A credit source must be 1 to 100 letters, digits, ':', '_' or '-'.")
-        return await self._run(self._refund_credits, user_id, source)
+        _check_source(source)
+        return await self._run(self._credits, self.accounts.refund_credits, user_id, source)
+
+    async def credit_refunded(self, user_id: object, *, source: str) -> bool:
+        """Whether the refund of ``source`` is recorded in ``user_id``'s document (a refund that
+        failed or was cut short is not: call :meth:`refund_credits` again)."""
+        _check_source(source)
+        return await self._run(self._credits, self.accounts.credit_refunded, user_id, source)
 
     async def reset_daily(self, user_id: object) -> None:
         """Set ``user_id``'s generations used today back to zero (and drop today's grants)."""

@@ -166,25 +166,24 @@ class Accounting:
             raise
         self._sync_quietly(res.user_id, doc)
         if res.credit:
-            self._mirror_spent(res.user_id, doc)
+            self._mirror_credits(res.user_id, doc)
         return key, doc
 
-    def _mirror_spent(self, uid: str, doc: UserLedger) -> None:
-        """Copy the credits spent into the member record (what a rebuild starts from).
+    def _mirror_credits(self, uid: str, doc: UserLedger) -> None:
+        """Copy the credit book of ``doc`` into the member record (what a rebuild starts from).
 
         When storage refuses, the copy is retried before this process's next operation (and
         reconcile checks every record against its document).
         """
-        spent = doc.credits_spent
         try:
-            self.accounts.update_member(uid, lambda r: setattr(r, "credits_spent", max(r.credits_spent, spent)))
+            self.accounts.copy_credits(uid, doc)
         except StorageError as exc:
             self._unmirrored_later(uid, exc)
 
-    def _copy_spent(self, uid: str) -> None:
-        """The member record's credits spent set to the document's, now or before the next operation."""
+    def _copy_credits(self, uid: str) -> None:
+        """The member record's credit book set to the document's, now or before the next operation."""
         try:
-            self.accounts.copy_spent(uid)
+            self.accounts.copy_credits(uid)
         except StorageError as exc:
             self._unmirrored_later(uid, exc)
 
@@ -291,7 +290,7 @@ class Accounting:
                 self._unsynced.discard(uid)
         for uid in unmirrored:
             try:
-                self.accounts.copy_spent(uid)
+                self.accounts.copy_credits(uid)
             except StorageError:
                 return
             with self._unfinished_lock:
@@ -323,7 +322,7 @@ class Accounting:
 
         def undo(doc: UserLedger) -> None:
             size = doc.objects[key].size if key in doc.objects else 0
-            if rules.uncommit(doc, key=key, day=day, credit=res.credit):
+            if rules.uncommit(doc, key=key, day=day, rid=res.id, credit=res.credit):
                 # A void hold marks the upload for deletion, whatever happens next; it keeps
                 # the image's bytes counted until the image is gone.
                 doc.holds[res.id] = Hold(bytes=size, expires=now, day=day, stem=res.key_stem, void=True)
@@ -333,7 +332,7 @@ class Accounting:
         self._sync(res.user_id, doc)
         if res.credit:
             # The commit's copy raised the record's count; the credit given back lowers it again.
-            self._copy_spent(res.user_id)
+            self._copy_credits(res.user_id)
 
     def _sync(self, uid: str, doc: UserLedger) -> None:
         """Tell the global document about ``doc`` now, or (escrow) at the lease's next settle."""

@@ -25,27 +25,44 @@ from abby_core.errors import (
     UserBlocked,
     UserStorageFull,
 )
-from abby_core.storage.documents import Entry, GlobalLedger, Hold, Snapshot, SnapshotHold, UserLedger
+from abby_core.storage.documents import (
+    CreditSource,
+    Entry,
+    GlobalLedger,
+    Hold,
+    MemberRecord,
+    Snapshot,
+    SnapshotHold,
+    UserLedger,
+)
 from abby_core.storage.models import QuotaStatus, UserLimits
 
 __all__ = [
     "CLOCK_BOUND",
     "PURGE_MARGIN",
     "Settled",
+    "add_credits",
     "apply_snapshot",
     "check_room",
     "commit",
     "committable",
     "counts",
+    "credit_log_of",
+    "credits_left",
     "day_of",
+    "drop_hold",
     "droppable",
     "expired_holds",
     "global_hold",
     "global_usage",
     "hold",
     "limits_for",
+    "mirror_credits",
     "next_midnight",
     "precheck",
+    "refund_credits",
+    "refund_split",
+    "refund_taken",
     "roll_day",
     "settle",
     "snapshot",
@@ -135,9 +152,10 @@ def user_bytes(doc: UserLedger, now: datetime | None = None, *, skip: str | None
     return total
 
 
-def credits_left(doc: UserLedger, now: datetime, *, skip: str | None = None) -> int:
-    """Credits not yet promised to a live hold."""
-    promised = sum(1 for rid, h in doc.holds.items() if h.credit and counts(h, now) and rid != skip)
+def credits_left(doc: UserLedger, now: datetime) -> int:
+    """Credits not yet promised to a hold that counts, nor claimed by a refund from a hold not yet dropped."""
+    claimed = _claims(doc)
+    promised = sum(1 for rid, h in doc.holds.items() if h.credit and (counts(h, now) or rid in claimed))
     return max(0, doc.credits - promised)
 
 
@@ -239,7 +257,8 @@ def commit(doc: UserLedger, *, rid: str, key: str, size: int, now: datetime, ske
     if held.day == doc.day:
         doc.count += 1
     if held.credit:
-        # Refunds never take credits promised to a live hold, so one is there to spend.
+        # Refunds never take credits promised to a live hold, so one is there to spend (a
+        # refund's claim on it stays listed: see uncommit).
         doc.credits = max(0, doc.credits - 1)
         doc.credits_spent += 1
     doc.objects[key] = Entry(size=size, created=now)
@@ -255,15 +274,21 @@ def settle(doc: UserLedger, *, rid: str, key: str | None) -> Settled:
     return Settled.VOIDED
 
 
-def uncommit(doc: UserLedger, *, key: str, day: date, credit: bool = False) -> bool:
-    """Take back a committed image whose success was never reported (it was interrupted)."""
+def uncommit(doc: UserLedger, *, key: str, day: date, rid: str, credit: bool = False) -> bool:
+    """Take back a committed image (hold ``rid``) whose success was never reported (it was
+    interrupted). Its credit comes back, or goes to the refund that claimed it."""
     if doc.objects.pop(key, None) is None:
         return False
     if doc.day == day and doc.count > 0:
         doc.count -= 1
     if credit and doc.credits_spent > 0:
-        doc.credits += 1
         doc.credits_spent -= 1
+        claim = next((e for e in doc.credit_log.values() if rid in e.claims and rid not in doc.holds), None)
+        if claim is None:
+            doc.credits += 1
+        else:
+            claim.claims.remove(rid)
+            claim.removed += 1
     return True
 
 
@@ -370,23 +395,112 @@ def global_hold(doc: GlobalLedger, *, user_id: str, snap: Snapshot, rid: str, li
 
 
 # -- credits --------------------------------------------------------------------------------
+# A source's record (``CreditSource``) is correct whichever order its add, its refund and the
+# generations around them arrive in: a refund that comes first leaves a tombstone; one that
+# meets a credit promised to a generation in flight claims it, and the claim is settled when
+# that generation ends (``drop_hold``: failed, the credit goes to the refund; ``commit``: it
+# was spent; ``uncommit``: taken back, it goes to the refund after all).
+def _claims(doc: UserLedger) -> dict[str, CreditSource]:
+    """Holds still in the document whose credit a refund claimed, with that refund's source."""
+    return {rid: entry for entry in doc.credit_log.values() for rid in entry.claims if rid in doc.holds}
+
+
 def add_credits(doc: UserLedger, *, source: str, credits: int) -> bool:
-    """Apply a credit source (a purchase, a grant) once; ``False`` if it was applied before."""
+    """Apply a credit source (a purchase, a grant) once; ``False`` if it was applied before or
+    refunded first (a tombstone: the refunded source never adds anything)."""
     if source in doc.credit_log:
         return False
-    doc.credit_log[source] = credits
+    doc.credit_log[source] = CreditSource(credits=credits)
     doc.credits += credits
     return True
 
 
+def refund_split(*, given: int, credits: int, claimed: int, free: int) -> tuple[int, int]:
+    """What the refund of a source that gave ``given`` credits takes back: ``(now, later)``.
+
+    ``credits`` is the member's balance, ``claimed`` the part of it earlier refunds claimed
+    from generations in flight, ``free`` the part no generation in flight was promised. The
+    refund takes what the source gave, never more than the balance nobody claimed (credits
+    already spent stay spent): ``now`` from the free credits, ``later`` from credits promised
+    to generations in flight, each taken if its generation fails.
+    """
+    wanted = max(0, min(given, credits - claimed))
+    now = max(0, min(wanted, free))
+    return now, wanted - now
+
+
+def refund_taken(doc: UserLedger, source: str) -> int:
+    """What the refund of ``source`` took back: removed, plus credits it claimed from
+    generations still in flight (0 when the source was not refunded)."""
+    entry = doc.credit_log.get(source)
+    if entry is None or not entry.refunded:
+        return 0
+    return entry.removed + sum(1 for rid in entry.claims if rid in doc.holds)
+
+
 def refund_credits(doc: UserLedger, *, source: str, credits: int, now: datetime) -> int:
-    """Take back what is left of a refunded source: at most ``credits``, never credits a live
-    hold was promised (that generation may still commit). Returns the credits removed, the
-    same again when the refund was applied before."""
-    key = "refund:" + source
-    if key in doc.credit_log:
-        return -doc.credit_log[key]
-    removed = min(credits, credits_left(doc, now))
-    doc.credit_log[key] = -removed
-    doc.credits -= removed
-    return removed
+    """Refund ``source`` once (see :func:`refund_split`); returns :func:`refund_taken`.
+
+    ``credits``: what the member record says the source gave. A source the document has not
+    got yet (an add cut short between its two writes) is applied first and then refunded;
+    one nobody knows leaves a tombstone that a later add respects.
+    """
+    entry = doc.credit_log.get(source)
+    if entry is None:
+        entry = doc.credit_log[source] = CreditSource(credits=credits)
+        doc.credits += credits
+    if entry.refunded:
+        return refund_taken(doc, source)
+    claimed = _claims(doc)
+    taken, later = refund_split(
+        given=entry.credits, credits=doc.credits, claimed=len(claimed), free=credits_left(doc, now)
+    )
+    promised = sorted(rid for rid, h in doc.holds.items() if h.credit and counts(h, now) and rid not in claimed)
+    entry.refunded, entry.removed, entry.claims = True, taken, promised[:later]
+    doc.credits -= taken
+    return refund_taken(doc, source)
+
+
+def drop_hold(doc: UserLedger, rid: str) -> None:
+    """Drop a hold that can no longer commit (void, or expired past the margin); a refund's
+    claim on its credit is settled: the credit goes to the refund."""
+    entry = _claims(doc).get(rid)
+    if doc.holds.pop(rid, None) is None or entry is None:
+        return
+    entry.claims.remove(rid)
+    entry.removed += 1
+    doc.credits = max(0, doc.credits - 1)
+
+
+def mirror_credits(record: MemberRecord, doc: UserLedger) -> bool:
+    """Copy the credit book of ``doc`` (a stored version of the member's document) into the
+    member record, unless the record already mirrors a newer version; returns whether it changed.
+
+    Each refund is recorded with what it took back, claims included (a rebuilt document has no
+    generation in flight: a claim is then settled as a failure). Sources and tombstones the
+    document has not got yet (an add or a refund between its two writes) stay as they are.
+    """
+    if record.credits_version > doc.version:
+        return False
+    before = (record.credit_sources.copy(), record.credit_refunds.copy(), record.credits_spent)
+    for source, entry in doc.credit_log.items():
+        if entry.credits:
+            record.credit_sources[source] = entry.credits
+        if entry.refunded:
+            record.credit_refunds[source] = refund_taken(doc, source)
+    record.credits_spent = doc.credits_spent
+    changed = before != (record.credit_sources, record.credit_refunds, record.credits_spent)
+    record.credits_version = doc.version
+    return changed
+
+
+def credit_log_of(record: MemberRecord) -> dict[str, CreditSource]:
+    """The credit log of a document rebuilt from the member record (no generation is in flight)."""
+    return {
+        source: CreditSource(
+            credits=record.credit_sources.get(source, 0),
+            refunded=source in record.credit_refunds,
+            removed=record.credit_refunds.get(source, 0),
+        )
+        for source in sorted(record.credit_sources.keys() | record.credit_refunds.keys())
+    }

@@ -11,7 +11,7 @@ from typing import Any
 import discord
 import pytest
 
-from abby_core.errors import DailyLimitExceeded, UserStorageFull
+from abby_core.errors import DailyLimitExceeded, StorageUnavailable, UserStorageFull
 from abby_discord.cogs.store import Store
 from tests.discord.conftest import Abby, field, refusal, result_of
 from tests.discord.test_bot_shards import guilds_by_shard
@@ -187,6 +187,41 @@ async def test_a_refund_takes_back_the_unspent_credits(abby: Abby) -> None:
     handle = await abby.fake.slash("imagine", user=ann, options={"prompt": "no credits left"}, expect_error=True)
     error, _ = await refusal(handle)
     assert isinstance(error, DailyLimitExceeded)
+
+
+async def test_a_refund_that_meets_a_storage_error_is_settled_by_the_sweep(
+    abby: Abby, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await start_selling(abby)
+    ann = abby.fake.make_member(name="ann")
+    cog = store_cog(abby)
+    bought = await buy_pack(abby, ann)
+    assert abby.storage is not None
+    real = abby.storage.refund_credits
+    failures = 0
+
+    async def storage_fails_once(user_id: object, *, source: str) -> int:
+        nonlocal failures
+        if not failures:
+            failures += 1
+            raise StorageUnavailable("storage is away (test)")
+        return await real(user_id, source=source)
+
+    monkeypatch.setattr(abby.storage, "refund_credits", storage_fails_once)
+    await abby.fake.refund(bought["id"])
+    await eventually(lambda: failures == 1, "the refund that failed")
+    assert await credits(abby, ann) == PACK_CREDITS and not audits(abby, "credit_refund")
+
+    assert await cog.sweep() == 1, "the sweep settles the refund that did not land"
+    assert await credits(abby, ann) == 0
+    [record] = audits(abby, "credit_refund")
+    assert record.details["credits"] == PACK_CREDITS
+    assert await cog.sweep() == 0, "nothing left to settle"
+    monkeypatch.undo()
+    await abby.restart()  # a new process sweeps from the start: a refund that landed is not made twice
+    again = store_cog(abby)
+    await eventually(lambda: again.sweeps >= 1, "the startup sweep of the new process")
+    assert len(audits(abby, "credit_refund")) == 1 and await credits(abby, ann) == 0
 
 
 async def test_two_processes_receiving_the_same_event_credit_once(abby: Abby, second_abby: Abby) -> None:

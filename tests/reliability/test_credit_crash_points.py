@@ -1,6 +1,11 @@
-"""One generation paid with a credit, interrupted at every storage call in turn (raise, lost
-answer, cancel, kill), on the filesystem and on a real S3 server: a credit is spent exactly
-when the image is kept, and a rebuilt user document has the same balance."""
+"""One generation paid with a credit, and the refunds that meet it, interrupted at every storage
+call in turn (raise, lost answer, cancel, kill): a credit is spent exactly when the image is kept,
+a refunded pack leaves none of its unspent credits, the member record agrees with the member's
+document, and a rebuilt user document has the same balance.
+
+Every mode runs on the filesystem; a real S3 server adds something to "raise" only (there a
+refused write does not say whether it landed; on the filesystem it does): a lost answer is
+uncertain on both, and a cancel or a kill does not depend on the backend."""
 
 from __future__ import annotations
 
@@ -11,15 +16,20 @@ from typing import Any
 import pytest
 
 from abby_core.pipeline import GenerationResult
-from abby_core.storage import StorageBackend, StorageManager
+from abby_core.storage import StorageBackend, StorageManager, rules
 from abby_core.storage.documents import UserLedger
 from abby_core.storage.keys import user_ledger_key, user_prefix
+from abby_core.storage.models import Reservation
 from tests.reliability import scenarios
 from tests.reliability.crashpoints import ACTIONS, TTL, CrashPoints, crash_child, credit_verdict, describe
 from tests.storage.conftest import Clock
 
 DAILY = 1  # the member's daily allowance, used up before the generation under test
 CREDITS = 2
+LATE = 3  # a pack bought while the generation is in flight, and refunded at once
+MODES = [pytest.param("filesystem", action, id=f"filesystem-{action}") for action in ACTIONS] + [
+    pytest.param("seaweedfs", "raise", id="seaweedfs-raise", marks=pytest.mark.seaweedfs)
+]
 
 
 class CommitWatch(CrashPoints):
@@ -73,7 +83,7 @@ async def _clean_run(backend: StorageBackend, uid: str, *, escrow: bool = False)
     return probe.calls
 
 
-def _cancel_on(crash: CrashPoints, task: asyncio.Task[GenerationResult]) -> None:
+def _cancel_on(crash: CrashPoints, task: asyncio.Task[Any]) -> None:
     """``crash``'s "cancel" cancels ``task`` (from the storage worker thread it runs on)."""
     loop = asyncio.get_running_loop()
 
@@ -91,14 +101,14 @@ def _record_drift(records: dict[str, list[str]]) -> None:
     assert records == {}
 
 
-@pytest.mark.parametrize("action", ACTIONS)
+@pytest.mark.parametrize(("backend_name", "action"), MODES)
 async def test_every_storage_call_of_a_credit_generation_interrupted_in_process(
     backend: StorageBackend, action: str
 ) -> None:
     await _interrupt_every_call(backend, action, escrow=False)
 
 
-@pytest.mark.parametrize("action", ACTIONS)
+@pytest.mark.parametrize(("backend_name", "action"), MODES)
 async def test_every_storage_call_of_a_credit_generation_interrupted_in_process_with_escrow(
     backend: StorageBackend, action: str
 ) -> None:
@@ -152,6 +162,7 @@ async def _interrupt_every_call(backend: StorageBackend, action: str, *, escrow:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend_name", ["filesystem"])
 async def test_every_storage_call_of_a_credit_generation_killed(
     backend: StorageBackend, config: dict[str, Any]
 ) -> None:
@@ -180,3 +191,123 @@ async def test_every_storage_call_of_a_credit_generation_killed(
     # Killed on both sides of the commit: some killed runs are undone, some kept.
     assert killed >= len(calls) - 2 and kept == {True, False}, (killed, len(calls), kept)
     _record_drift(records)
+
+
+# -- refunds ------------------------------------------------------------------------------------
+async def refund_story(manager: StorageManager, uid: str) -> None:
+    """What refunds do while a credit-paid generation of ``uid`` is in flight: the pack that
+    pays for it is refunded, another pack is bought and refunded at once."""
+    await manager.refund_credits(uid, source=f"pack:{uid}")
+    await manager.add_credits(uid, LATE, source=f"late:{uid}")
+    await manager.refund_credits(uid, source=f"late:{uid}")
+
+
+async def _in_flight(backend: StorageBackend, uid: str, clock: Clock) -> Reservation:
+    """A member of :func:`_member` with a credit-paid generation reserved (its credit promised)."""
+    await _member(backend, uid)
+    setup = _manager(backend, clock)
+    try:
+        res = await setup.reserve(uid)
+    finally:
+        await setup.aclose()
+    assert res.credit
+    return res
+
+
+async def _refund_verdict(backend: StorageBackend, uid: str, res: Reservation, clock: Clock) -> list[str]:
+    """The refunds are made again (the store's sweep: a deleted pack is never added again), then
+    the generation fails (even user numbers) or is kept (odd): nothing of either pack is left
+    (the late one counts only if its add reached the member record), the kept image spent its
+    credit, the member record agrees and a rebuilt document has the same balance."""
+    fails = int(uid) % 2 == 0
+    again = _manager(backend, clock)
+    try:
+        for name in ("pack", "late"):
+            await again.refund_credits(uid, source=f"{name}:{uid}")
+        if fails:
+            await again.release(res)
+        else:
+            await again.save_image(res, scenarios.noise_png(40))
+        clock.advance(seconds=TTL + rules.PURGE_MARGIN.total_seconds() + 1)
+        await again.reconcile()
+        doc, record = again.accounts.user(uid), again.accounts.member(uid)
+        paid = 0 if fails else 1
+        found = {
+            "credits": doc.credits,
+            "spent": doc.credits_spent,
+            "refunded": [rules.refund_taken(doc, f"{name}:{uid}") for name in ("pack", "late")],
+            "holds": len(doc.holds),
+            "record": (record.credits, record.credits_spent),
+        }
+        late = LATE if f"late:{uid}" in record.credit_sources else 0
+        expected = {"credits": 0, "spent": paid, "refunded": [CREDITS - paid, late], "holds": 0, "record": (0, paid)}
+        wrong = [f"{found} instead of {expected}"] if found != expected else []
+        backend.delete_doc(user_ledger_key(uid))
+        again.ledger.forget()
+        if (rebuilt := (await again.get_quota_status(uid)).credits) != 0:
+            wrong.append(f"a rebuilt document has {rebuilt} credit(s)")
+    finally:
+        await again.aclose()
+    return wrong
+
+
+async def _refund_calls(backend: StorageBackend) -> list[str]:
+    uid = scenarios.user(28999)
+    res = await _in_flight(backend, uid, Clock(datetime.now(UTC)))
+    probe = CrashPoints(backend)
+    manager = _manager(probe, Clock(datetime.now(UTC)))
+    try:
+        await refund_story(manager, uid)
+    finally:
+        await manager.aclose()
+    assert await _refund_verdict(backend, uid, res, Clock(datetime.now(UTC))) == []
+    return probe.calls
+
+
+@pytest.mark.parametrize(("backend_name", "action"), [("filesystem", action) for action in ACTIONS])
+async def test_every_storage_call_of_the_refunds_interrupted_in_process(backend: StorageBackend, action: str) -> None:
+    """Refunds meeting a credit-paid generation in flight, an add cut short among them (on the
+    filesystem only: the refunds' writes are plain ledger writes, and "lose" makes them uncertain)."""
+    calls = await _refund_calls(backend)
+    # Two tombstones, two refunds and their copies, the add's two writes, the first reads.
+    assert calls.count("write_doc") == 8 and len(calls) >= 10, calls
+    failures: dict[str, list[str]] = {}
+    outcomes: set[str] = set()
+    for at in range(1, len(calls) + 1):
+        uid = scenarios.user(29000 + at)
+        clock = Clock(datetime.now(UTC))
+        res = await _in_flight(backend, uid, clock)
+        crash = CrashPoints(backend, at=at, action=action)
+        manager = _manager(crash, clock)
+        task = asyncio.create_task(refund_story(manager, uid))
+        _cancel_on(crash, task)
+        try:
+            await task
+            reported: object = "success"
+        except BaseException as exc:
+            reported = exc
+        crash.at = 0
+        await manager.aclose()
+        outcomes.add(describe(reported))
+        if wrong := await _refund_verdict(backend, uid, res, clock):
+            failures[f"call {at} ({calls[at - 1]}), reported {describe(reported)}"] = wrong
+    assert failures == {}
+    assert "success" not in outcomes or action == "cancel", outcomes  # every point interrupted the story
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend_name", ["filesystem"])
+async def test_every_storage_call_of_the_refunds_killed(backend: StorageBackend, config: dict[str, Any]) -> None:
+    calls = await _refund_calls(backend)
+    failures: dict[str, list[str]] = {}
+    killed = 0
+    for at in range(1, len(calls) + 1):
+        uid = scenarios.user(27000 + at)
+        clock = Clock(datetime.now(UTC))
+        res = await _in_flight(backend, uid, clock)
+        reported = await crash_child(scenarios.spawn(dict(config, mode="refund", user=uid, at=at)))
+        killed += reported is None
+        if wrong := await _refund_verdict(backend, uid, res, clock):
+            failures[f"killed at call {at} ({calls[at - 1]})"] = wrong
+    assert failures == {}
+    assert killed == len(calls), (killed, len(calls))

@@ -8,6 +8,9 @@ Modes:
 * ``crash``: one ``imagine`` for ``user`` through a backend that kills this process at
   storage call ``at`` (see crashpoints.py), with a daily limit of ``daily`` if given; print
   ``{"reported": "success" | error code}`` if it gets that far.
+* ``refund``: :func:`tests.reliability.test_credit_crash_points.refund_story` for ``user``
+  through a backend that kills this process at storage call ``at``; prints
+  ``{"reported": "success" | error code}`` if it gets that far.
 * ``hold``: reserve ``holds`` generations for ``user`` (TTL ``ttl``), print
   ``{"held": [reservation ids]}``, then sleep until killed.
 """
@@ -75,11 +78,28 @@ async def crash(config: dict[str, Any]) -> dict[str, Any]:
         await manager.aclose()
 
 
+async def refund(config: dict[str, Any]) -> dict[str, Any]:
+    from tests.reliability.crashpoints import TTL, CrashPoints
+    from tests.reliability.test_credit_crash_points import refund_story
+
+    backend = CrashPoints(build_backend(config), at=config["at"], action="kill")
+    manager = StorageManager(backend, reservation_ttl_seconds=TTL, settle_seconds=1)
+    try:
+        await refund_story(manager, config["user"])
+        return {"reported": "success"}
+    except AbbyError as exc:
+        return {"reported": exc.code, "message": str(exc)}
+    finally:
+        await manager.aclose()
+
+
 if __name__ == "__main__":
     cfg = json.loads(sys.argv[1])
     if cfg["mode"] == "hold":
         asyncio.run(hold(cfg))
     elif cfg["mode"] == "crash":
         print(json.dumps(asyncio.run(crash(cfg))), flush=True)
+    elif cfg["mode"] == "refund":
+        print(json.dumps(asyncio.run(refund(cfg))), flush=True)
     else:
         print(json.dumps(asyncio.run(imagine(cfg))))

@@ -118,12 +118,14 @@ async def test_a_refund_takes_back_only_unspent_and_unpromised_credits(
     await _make(manager)
     in_flight = await manager.reserve(USER)  # a credit promised to a generation in flight
     assert (await manager.get_quota_status(USER)).credits == 4
-    assert await manager.refund_credits(USER, source="entitlement:4") == 4
-    assert await manager.refund_credits(USER, source="entitlement:4") == 4  # idempotent
+    # The 4 unpromised credits now, and the promised one if its generation fails.
+    assert await manager.refund_credits(USER, source="entitlement:4") == 5
+    assert await manager.refund_credits(USER, source="entitlement:4") == 5  # idempotent
     assert (await manager.get_quota_status(USER)).credits == 0
     await manager.save_image(in_flight, PNG)  # the promised credit is still there to spend
     status = await manager.get_quota_status(USER)
     assert (status.credits, status.daily_used) == (0, 4)
+    assert await manager.refund_credits(USER, source="entitlement:4") == 4  # it was spent, not refunded
     assert await manager.refund_credits(USER, source="entitlement:unknown") == 0
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from abby_core.storage import StorageBackend, StorageManager, keys
 from abby_core.storage.documents import (
+    CreditSource,
     Entry,
     GlobalLedger,
     Hold,
@@ -56,7 +57,10 @@ def _user_doc() -> UserLedger:
     )
     doc.holds["c0ffee"] = Hold(bytes=1_500_000, expires=WHEN, day=date(2026, 11, 25), stem="images/x/y", credit=True)
     doc.holds["dead"] = Hold(bytes=0, expires=WHEN, day=date(2026, 11, 25), stem="images/x/z", void=True)
-    doc.credit_log = {"sku:1": 5, "refund:sku:1": 1}
+    doc.credit_log = {
+        "sku:1": CreditSource(credits=5, refunded=True, removed=1, claims=["c0ffee"]),
+        "sku:2": CreditSource(refunded=True),
+    }
     return doc
 
 

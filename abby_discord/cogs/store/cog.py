@@ -9,7 +9,8 @@ event reaching two bot processes, or a process that stops between crediting and 
 all end with the credits given once and the entitlement consumed: the primary process
 sweeps the pack entitlements not consumed yet at start and every ``sweep_interval``
 seconds, and finishes them. A refund (``ENTITLEMENT_DELETE``) takes back what is left of
-the pack's credits.
+the pack's credits; the sweep also finishes a refund that failed or was missed (a deleted
+pack entitlement whose refund storage has not recorded).
 
 Subscriptions (``PREMIUM_TIERS``) keep no state here: every request reads the member's
 entitlements from the interaction, so a premium tier starts and stops with the
@@ -156,6 +157,10 @@ class Store(commands.Cog):
         Idempotent (storage removes a source's credits once); a duplicate event in this process
         returns 0 without a second record. Credits already spent stay spent.
         """
+        return await self._refund(entitlement) or 0
+
+    async def _refund(self, entitlement: discord.Entitlement) -> int | None:
+        """:meth:`refund`; ``None`` when storage failed (the sweep tries again)."""
         pack = self.packs.get(entitlement.sku_id)
         user_id = entitlement.user_id
         if pack is None or user_id is None or entitlement.id in self._refunded:
@@ -163,8 +168,11 @@ class Store(commands.Cog):
         try:
             removed = await self.bot.storage.refund_credits(user_id, source=_source(entitlement))
         except AbbyError as exc:
-            log.error("Could not take back the credits of refunded entitlement %s: %s", entitlement.id, exc.message)
-            return 0
+            log.error(
+                "Could not take back the credits of refunded entitlement %s (retried by the next sweep): %s",
+                entitlement.id, exc.message,
+            )
+            return None
         self._refunded.add(entitlement.id)
         log.info(
             "Pack entitlement %s of member %s was refunded: %d of its %d credit(s) taken back (the rest were spent).",
@@ -187,7 +195,8 @@ class Store(commands.Cog):
 
     # -- the sweep -------------------------------------------------------------------------------
     async def sweep(self) -> int:
-        """Settle every pack entitlement not consumed yet (a missed event, a process that stopped).
+        """Settle every pack entitlement not consumed yet, and every refunded one whose refund
+        storage has not recorded (a missed event, a failure, a process that stopped).
 
         Reads at most a few hundred entitlements, starting after the last one known settled;
         returns how many were settled now. Discord errors propagate.
@@ -207,7 +216,30 @@ class Store(commands.Cog):
             self._settled_up_to = unsettled - 1
         elif last is not None:
             self._settled_up_to = last
+        # Refunds: the most recent pack entitlements, deleted ones included (discord.py passes
+        # ``exclude_deleted`` only when paging backwards, hence ``before``).
+        async for entitlement in self.bot.entitlements(
+            skus=skus, exclude_deleted=False, before=discord.utils.utcnow(), limit=_SWEEP_LIMIT
+        ):
+            if entitlement.deleted and await self._finish_refund(entitlement):
+                settled += 1
         return settled
+
+    async def _finish_refund(self, entitlement: discord.Entitlement) -> bool | None:
+        """Finish the refund of a deleted pack entitlement: ``None`` when nothing was left to do,
+        ``True`` when it was refunded now, ``False`` when storage failed (the next sweep tries again)."""
+        user_id = entitlement.user_id
+        if entitlement.sku_id not in self.packs or user_id is None or entitlement.id in self._refunded:
+            return None
+        try:
+            if await self.bot.storage.credit_refunded(user_id, source=_source(entitlement)):
+                self._refunded.add(entitlement.id)
+                return None
+        except AbbyError as exc:
+            log.error("Could not check the refund of entitlement %s (the next sweep tries again): %s",
+                      entitlement.id, exc.message)
+            return False
+        return await self._refund(entitlement) is not None
 
     async def _sweep_loop(self) -> None:
         await self.bot.wait_until_ready()
