@@ -17,11 +17,20 @@ from tests.fixtures.seaweedfs import seaweedfs  # noqa: F401
 _OURS = {(info.alias or name).upper() for name, info in Settings.model_fields.items()}
 
 
+# Loggers a test (or the bot's own set-up) may turn up to DEBUG: left there, every later test
+# formats each S3 request's headers, and a failure prints thousands of lines of them.
+_LOGGERS = ("", "abby", "botocore", "boto3", "urllib3", "httpx", "httpcore", "discord", "uvicorn")
+
+
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    import logging
     import os
 
     for name in list(os.environ):
         if name.upper() in _OURS or name.upper().startswith(("AWS_", "ABBY_")):
             monkeypatch.delenv(name, raising=False)
+    levels = {name: logging.getLogger(name).level for name in _LOGGERS}
     yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)

@@ -98,7 +98,7 @@ async def test_no_secret_in_logs_errors_or_reprs(
 ) -> None:
     caplog.set_level(logging.DEBUG)  # everything: abby, botocore, urllib3, httpx, httpcore
     for name in ("botocore", "boto3", "urllib3", "httpx", "httpcore", "abby"):
-        logging.getLogger(name).setLevel(logging.DEBUG)
+        caplog.set_level(logging.DEBUG, logger=name)  # put back after the test, not left at DEBUG for the rest
     settings = load_settings(
         env_file=None,
         STORAGE_BACKEND="s3",
