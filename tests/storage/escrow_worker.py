@@ -5,6 +5,7 @@ One bot process's worth of generations: ``tasks`` concurrent loops, each making 
 budget is full: refused while no lease of anybody's is left that could free room. Its clock
 is ``clock_offset`` seconds off (default 0), as a host's may be. Prints
 one line per image saved (``{"saved": n}``, so a test can kill it mid-burst) and a summary.
+``seconds`` only bounds a run that went wrong: ``done`` says the budget was full when it stopped.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ async def main(config: dict[str, Any]) -> dict[str, Any]:
     data = PNG + b"x" * (size - len(PNG))
     saved = 0
     refused = 0
+    finished = 0  # loops that stopped because the budget was full, not at the time bound
     errors: list[str] = []
     deadline = time.monotonic() + config["seconds"]
     delay = config["start_at"] - time.time()
@@ -51,7 +53,7 @@ async def main(config: dict[str, Any]) -> dict[str, Any]:
         return not stats.leases and stats.global_bytes + size > stats.global_limit_bytes
 
     async def loop(task: int) -> None:
-        nonlocal saved, refused
+        nonlocal saved, refused, finished
         n = 0
         while time.monotonic() < deadline:
             uid = str(config["first_user"] + task * 100_000 + n % config["members"])
@@ -62,6 +64,7 @@ async def main(config: dict[str, Any]) -> dict[str, Any]:
             except GlobalStorageFull:
                 refused += 1
                 if await full():
+                    finished += 1
                     return
                 await asyncio.sleep(0.02)
                 continue
@@ -82,7 +85,7 @@ async def main(config: dict[str, Any]) -> dict[str, Any]:
         "errors": errors,
         "settles": settles,
         "recovered": recovered,
-        "done": True,
+        "done": finished == config["tasks"],
     }
 
 
