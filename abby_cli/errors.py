@@ -128,6 +128,11 @@ def _message(exc: AbbyError) -> str:
             )
         case ImageNotFound():
             return f"No image {exc.key!r} in this user's gallery (their images: 'abby gallery USER')."
+        case InvalidKey(parameter="archived_key"):
+            return (
+                f"{exc.value!r} is not an archived image of this user: give a file name from "
+                "'abby storage archived USER', or its full key."
+            )
         case InvalidKey():
             given = f"{exc.value!r}" if exc.value is not None else "That"
             return (

@@ -239,7 +239,9 @@ def check_archived_key(user_id: str, key: object) -> str:
     full = key if "/" in key else f"{ARCHIVE_USERS_PREFIX}{uid}/{key}"
     owner = user_from_archived_key(full)
     if owner is None:
-        raise InvalidKey(f"{key[:80]!r} is not an archived image from your gallery.")
+        raise InvalidKey(
+            f"{key[:80]!r} is not an archived image from your gallery.", parameter="archived_key", value=key[:80]
+        )
     if owner != uid:
-        raise InvalidKey("You can only manage your own images.")
+        raise InvalidKey("You can only manage your own images.", parameter="archived_key", value=key[:80])
     return full

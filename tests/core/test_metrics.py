@@ -164,9 +164,12 @@ async def test_a_service_starts_every_known_series_at_zero(tmp_path: Path) -> No
         for outcome in ("ok", "daily_limit", "generation_unavailable", "interrupted"):
             assert value(metrics, "abby_generations_total", kind=kind, provider=provider, outcome=outcome) == 0
     for code in ("generation_unavailable", "provider_unreachable", "generation_timeout", "generation_auth",
-                 "not_configured", "storage_unavailable", "interrupted"):
+                 "storage_unavailable", "interrupted"):
         assert value(metrics, "abby_provider_errors_total", provider=provider, code=code) == 0, code
-    for reason in ("daily_limit", "user_storage_full", "global_storage_full", "blocked_prompt", "content_filtered"):
+    # A provider with no key was never asked: a refusal of the configuration, not its failure.
+    assert value(metrics, "abby_provider_errors_total", provider=provider, code="not_configured") is None
+    for reason in ("daily_limit", "user_storage_full", "global_storage_full", "blocked_prompt", "content_filtered",
+                   "not_configured"):
         assert value(metrics, "abby_refusals_total", reason=reason) == 0, reason
     assert value(metrics, "abby_provider_errors_total", provider=provider, code="daily_limit") is None
     assert value(metrics, "abby_refusals_total", reason="generation_timeout") is None
