@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -61,6 +63,29 @@ def s3_settings(endpoint: str | None, access: str | None, secret: str | None, **
     }
     values.update(extra)
     return S3Settings(**values)
+
+
+#: Local time zones far from UTC on either side of its midnight: a rule that takes the local
+#: day for the UTC day gets the date wrong in one of them within hours of midnight UTC.
+LOCAL_ZONES = ["Pacific/Chatham", "America/St_Johns"]
+
+
+@pytest.fixture(params=LOCAL_ZONES)
+def local_zone(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test with the process's local time zone (``TZ``) set to one far from UTC."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = request.param
+    time.tzset()
+    try:
+        # Without the zone's data the process would silently stay in UTC and prove nothing.
+        assert datetime.now().astimezone().utcoffset() != timedelta(0), f"no time zone data for {request.param}"
+        yield str(request.param)
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
 
 
 @pytest.fixture

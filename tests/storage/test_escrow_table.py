@@ -1,0 +1,260 @@
+"""The escrow's arithmetic without storage: one process's lease, its books and its global writes.
+
+The global document lives in memory (:class:`_Books` stands in for ``Accounts``: it applies
+each global write to a copy and keeps it), so every step is a few microseconds and each
+decision of ``abby_core/storage/escrow.py`` is pinned at its boundary: when a lease stops
+admitting, what a settle leaves leased, when a lease goes back, what closing does. The
+escrow against real backends and processes is in ``test_escrow.py`` and
+``test_escrow_multiprocess.py``; the slice rule itself is tabled in ``test_rules_table.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar, cast
+
+import pytest
+
+from abby_core.errors import GlobalStorageFull, StorageError, StorageUnavailable
+from abby_core.storage import rules
+from abby_core.storage.accounts import Accounts
+from abby_core.storage.documents import GlobalLedger, Hold, UserLedger
+from abby_core.storage.escrow import Escrow
+from abby_core.storage.ledger import UncertainWrite
+from tests.storage.conftest import Clock
+
+pytestmark = pytest.mark.usefixtures("local_zone")
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+LIMIT = 1000
+LIFETIME = timedelta(minutes=10)
+MARGIN = timedelta(seconds=30)
+MAX_SLICE = 300
+
+_T = TypeVar("_T")
+
+
+class _Books:
+    """The part of ``Accounts`` an escrow uses, with the global document in memory."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.own_leases: set[str] = set()
+        self.glob = GlobalLedger(users={})
+        self.users: dict[str, UserLedger] = {}
+        self.writes = 0
+        self.failure: StorageError | None = None  # the next global writes fail with this
+
+    def update_global(self, mutate: Callable[[GlobalLedger], _T]) -> tuple[_T, GlobalLedger]:
+        if self.failure is not None:
+            raise self.failure
+        glob = self.glob.model_copy(deep=True)
+        result = mutate(glob)
+        glob.version += 1
+        self.glob, self.writes = glob, self.writes + 1
+        return result, glob.model_copy(deep=True)
+
+    def user(self, uid: str) -> UserLedger:
+        return self.users[uid].model_copy(deep=True)
+
+
+@pytest.fixture
+def books() -> _Books:
+    return _Books(Clock(T0))
+
+
+@pytest.fixture
+def make_escrow(books: _Books) -> Iterator[Callable[[], Escrow]]:
+    made: list[Escrow] = []
+
+    def build() -> Escrow:
+        escrow = Escrow(
+            cast(Accounts, books), global_limit=LIMIT, lifetime=LIFETIME, margin=MARGIN, max_slice=MAX_SLICE
+        )
+        made.append(escrow)
+        return escrow
+
+    yield build
+    for escrow in made:
+        escrow.close()  # also stops its renewal timer
+
+
+@pytest.fixture
+def escrow(make_escrow: Callable[[], Escrow]) -> Escrow:
+    return make_escrow()
+
+
+def _member(version: int, *held: int) -> UserLedger:
+    """A member's document at ``version`` with a hold of each size in ``held``."""
+    holds = {
+        f"h{n}": Hold(bytes=size, expires=T0 + timedelta(minutes=15), day=date(2026, 11, 25), stem=f"s{n}")
+        for n, size in enumerate(held)
+    }
+    return UserLedger(user_id="42", day=date(2026, 11, 25), version=version, holds=holds)
+
+
+def _leased(books: _Books, escrow: Escrow) -> int | None:
+    lease = books.glob.leases.get(escrow.lease_id)
+    return None if lease is None else lease.bytes
+
+
+def test_the_first_charge_takes_a_slice(books: _Books, escrow: Escrow) -> None:
+    escrow.charge(100)
+    view = escrow.view()
+    assert (view.granted, view.free, view.in_flight, view.expires) == (MAX_SLICE, 200, 100, T0 + LIFETIME)
+    assert _leased(books, escrow) == MAX_SLICE
+    escrow.charge(200)  # fits: no global write
+    assert (books.writes, escrow.view().free) == (1, 0)
+
+
+@pytest.mark.parametrize(("before_expiry", "usable"), [(MARGIN + timedelta(microseconds=1), True), (MARGIN, False)])
+def test_a_lease_admits_until_a_margin_before_it_expires(
+    books: _Books, escrow: Escrow, before_expiry: timedelta, usable: bool
+) -> None:
+    escrow.charge(100)
+    books.clock.now = T0 + LIFETIME - before_expiry
+    assert escrow.free == (200 if usable else 0)
+    escrow.charge(100)
+    assert books.writes == (1 if usable else 2)  # an unusable lease is settled before it admits
+
+
+def test_a_used_lease_takes_a_fresh_slice_and_an_idle_one_goes_back(books: _Books, escrow: Escrow) -> None:
+    token = escrow.charge(100)
+    escrow.landed(token, "42", _member(1, 100))
+    escrow.settle()  # used since the last settle: the hold is in the snapshot, and a fresh slice
+    assert books.glob.users["42"] == rules.snapshot(_member(1, 100), T0)
+    assert (escrow.view().granted, escrow.view().landed, _leased(books, escrow)) == (MAX_SLICE, 0, MAX_SLICE)
+    escrow.settle()  # idle since: the whole lease goes back
+    view = escrow.view()
+    assert (view.granted, view.free, view.expires, escrow.free) == (0, 0, None, 0)
+    assert _leased(books, escrow) is None
+    assert rules.global_usage(books.glob) == 100
+
+
+def test_a_settle_keeps_what_is_in_flight_leased(books: _Books, escrow: Escrow) -> None:
+    escrow.charge(120)
+    escrow.settle(renew=False)
+    assert (escrow.view().granted, escrow.view().free, _leased(books, escrow)) == (120, 0, 120)
+
+
+def test_a_refund_gives_the_bytes_back_to_the_lease(escrow: Escrow) -> None:
+    token = escrow.charge(100)
+    escrow.refund(token)
+    escrow.refund(token)  # once only
+    assert (escrow.view().free, escrow.view().in_flight) == (MAX_SLICE, 0)
+
+
+def test_a_hold_that_may_have_landed_stays_covered_and_its_document_is_read_at_settle(
+    books: _Books, escrow: Escrow
+) -> None:
+    first, second = escrow.charge(100), escrow.charge(50)
+    escrow.landed(first, "42", _member(1, 100))
+    escrow.uncertain(second, "42")  # its write's answer was lost
+    assert (escrow.view().in_flight, escrow.view().landed) == (0, 150)
+    books.users["42"] = _member(2, 100, 50)  # it did land
+    escrow.settle()
+    assert books.glob.users["42"] == rules.snapshot(_member(2, 100, 50), T0)
+    assert escrow.view().landed == 0
+
+
+def test_a_document_read_at_settle_never_replaces_a_newer_one_served(books: _Books, escrow: Escrow) -> None:
+    escrow.uncertain(escrow.charge(50), "42")
+    escrow.served("42", _member(3, 50))  # a later write answered
+    books.users["42"] = _member(2, 50)  # a stale read
+    escrow.settle()
+    assert books.glob.users["42"].version == 3
+
+
+def test_the_last_bytes_go_to_whoever_asks_and_never_past_the_limit(
+    books: _Books, make_escrow: Callable[[], Escrow]
+) -> None:
+    """Two processes charge 100 bytes in turn and never land: together they admit exactly the limit."""
+    processes = [make_escrow(), make_escrow()]
+    admitted, refused = 0, 0
+    while refused < len(processes):
+        refused = 0
+        for escrow in processes:
+            try:
+                escrow.charge(100)
+                admitted += 100
+            except GlobalStorageFull:
+                refused += 1
+            assert rules.global_usage(books.glob) <= LIMIT
+    assert admitted == LIMIT
+
+
+def test_a_charge_past_the_limit_is_refused_and_leases_nothing(books: _Books, escrow: Escrow) -> None:
+    with pytest.raises(GlobalStorageFull) as caught:
+        escrow.charge(LIMIT + 1)
+    assert (caught.value.used, caught.value.limit) == (0, LIMIT)
+    assert (escrow.view().granted, escrow.view().in_flight, _leased(books, escrow)) == (0, 0, None)
+    escrow.charge(LIMIT)  # exactly the limit fits
+    assert _leased(books, escrow) == LIMIT
+
+
+def test_a_lost_settle_admits_nothing_until_the_lease_is_settled(books: _Books, escrow: Escrow) -> None:
+    escrow.charge(100)
+    books.failure = UncertainWrite("lost")
+    with pytest.raises(UncertainWrite):
+        escrow.settle()
+    assert escrow.free == 0
+    books.failure = None
+    escrow.charge(100)
+    assert books.writes == 2
+
+
+def test_close_gives_the_lease_back_once_and_admits_nothing_after(books: _Books, escrow: Escrow) -> None:
+    escrow.charge(100)  # still in flight: stays leased until it expires
+    escrow.close()
+    assert (books.writes, _leased(books, escrow)) == (2, 100)
+    escrow.close()
+    assert books.writes == 2
+    with pytest.raises(StorageError):
+        escrow.charge(1)
+
+
+def test_closing_an_unused_escrow_writes_nothing(books: _Books, escrow: Escrow) -> None:
+    escrow.close()
+    assert books.writes == 0
+
+
+def test_closing_when_storage_is_away_still_closes(books: _Books, escrow: Escrow) -> None:
+    escrow.charge(100)
+    books.failure = StorageUnavailable("away")
+    escrow.close()
+    with pytest.raises(StorageError):
+        escrow.charge(1)
+
+
+def test_the_timer_renews_the_lease(books: _Books, escrow: Escrow) -> None:
+    escrow.charge(100)
+    books.clock.advance(minutes=5)
+    escrow._on_timer()
+    assert escrow.view().expires == T0 + timedelta(minutes=5) + LIFETIME
+    assert books.glob.leases[escrow.lease_id].expires == T0 + timedelta(minutes=5) + LIFETIME
+
+
+def test_a_timer_that_cannot_reach_storage_tries_again(books: _Books, escrow: Escrow) -> None:
+    escrow.charge(100)
+    armed = escrow._timer
+    books.failure = StorageUnavailable("away")
+    escrow._on_timer()
+    assert escrow._timer is not None and escrow._timer is not armed
+    escrow.close()
+    assert escrow._timer is None
+    escrow._on_timer()  # a timer that fires as the escrow closes arms no other
+    assert escrow._timer is None
+
+
+def test_every_settle_changes_the_lease_even_on_a_clock_that_stood_still(books: _Books, escrow: Escrow) -> None:
+    escrow.charge(100)
+    first = books.glob.leases[escrow.lease_id].expires
+    escrow.settle(renew=True)
+    assert books.glob.leases[escrow.lease_id].expires == first + timedelta(microseconds=1)
+
+
+def test_a_served_member_is_recorded_at_the_next_settle(books: _Books, escrow: Escrow) -> None:
+    escrow.served("42", _member(1, 10))
+    escrow.settle()
+    assert books.glob.users["42"] == rules.snapshot(_member(1, 10), T0)
