@@ -19,6 +19,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -267,6 +268,21 @@ async def many_users(
 ESTIMATE_MB = 0.008  # above a 40x40 noise PNG (~4.9 kB), below a 56x56 one (~9.5 kB)
 
 
+_STORAGE_CALLS = ("put_object", "get_object", "head_object", "delete_objects", "list_objects", "read_doc",
+                  "write_doc", "delete_doc")
+
+
+def _on_thread_watch(call: Any, name: str, loop_thread: int, on_loop: list[str]) -> Any:
+    """``call``, noting ``name`` in ``on_loop`` whenever it runs on the thread ``loop_thread``."""
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() == loop_thread:
+            on_loop.append(name)
+        return call(*args, **kwargs)
+
+    return watched
+
+
 async def loop_lag(
     manager: StorageManager, provider: Provider, *, backend_name: str, generations: int = 50, interval: float = 0.005
 ) -> Outcome:
@@ -279,6 +295,10 @@ async def loop_lag(
     service = service_with(manager, provider)
     lags: list[float] = []
     done = asyncio.Event()
+    on_loop: list[str] = []  # storage calls made on the event loop's own thread
+    backend = manager.backend
+    for name in _STORAGE_CALLS:
+        setattr(backend, name, _on_thread_watch(getattr(backend, name), name, threading.get_ident(), on_loop))
 
     async def ticker() -> None:
         while not done.is_set():
@@ -296,6 +316,8 @@ async def loop_lag(
     finally:
         done.set()
         await tick
+        for name in _STORAGE_CALLS:
+            delattr(backend, name)
     seconds = time.perf_counter() - started
     out.count(results)
     lags.sort()
@@ -310,7 +332,10 @@ async def loop_lag(
     # Structural, not timed: the loop kept turning (a blocked loop ticks a handful of times).
     expected = seconds / (interval * 20)
     out.check("the ticker kept ticking during the run", len(lags) >= max(5, expected), (len(lags), expected))
-    out.check("no tick was delayed by a second or more", not lags or lags[-1] < 1.0, lags[-1:] if lags else [])
+    # How long a tick waited is a figure (bench/reliability.py prints it), not a pass mark: a
+    # machine loaded by other work delays ticks too. What blocks the loop is a storage call
+    # made on its thread, and none may be.
+    out.check("no storage call ran on the event loop's thread", not on_loop, sorted(set(on_loop)))
     return out
 
 
