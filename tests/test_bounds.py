@@ -1,0 +1,101 @@
+"""Each bound on what an admin or the operator may give has one owner in the core.
+
+The core refuses past it, and every adapter that asks for the number (the Discord
+command, the dashboard form, the CREDIT_PACKS setting) offers exactly the core's range.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+
+from abby_core.config import load_settings
+from abby_core.errors import ConfigError, InvalidInput
+from abby_core.storage import rules
+from abby_dashboard import actions
+from abby_discord.cogs.admin.cog import Admin
+
+
+@pytest.mark.parametrize(
+    ("check", "top", "what"),
+    [(rules.check_grant, rules.MAX_GRANT, "extra generations"), (rules.check_credits, rules.MAX_CREDITS, "credits")],
+)
+def test_the_core_takes_1_to_its_bound_and_names_it(check: object, top: int, what: str) -> None:
+    assert callable(check)
+    assert check(1) == 1 and check(top) == top
+    for bad in (0, -1, top + 1, True, 1.0, "5", None):
+        with pytest.raises(InvalidInput, match=f"number of {what} must be a whole number from 1 to {top}"):
+            check(bad)
+
+
+def test_the_discord_grant_command_offers_the_cores_ranges() -> None:
+    params = {p.name: p for p in Admin.grant.parameters}
+    assert (params["count"].min_value, params["count"].max_value) == (1, rules.MAX_GRANT)
+    assert (params["credits"].min_value, params["credits"].max_value) == (1, rules.MAX_CREDITS)
+
+
+@pytest.mark.parametrize(("typed", "taken"), [(str(rules.MAX_GRANT), True), (str(rules.MAX_GRANT + 1), False)])
+def test_the_dashboard_grant_form_takes_the_cores_range(typed: str, taken: bool) -> None:
+    form = FormData({"count": typed})
+    if taken:
+        assert actions._count(form, "grant") == rules.MAX_GRANT
+        return
+    with pytest.raises(HTTPException) as refused:
+        actions._count(form, "grant")
+    assert refused.value.status_code == 400
+    assert f"from 1 to {rules.MAX_GRANT}, not {typed!r}" in refused.value.detail
+
+
+def test_a_credit_pack_takes_the_cores_range() -> None:
+    top = rules.MAX_CREDITS
+    assert load_settings(env_file=None, CREDIT_PACKS=f"5:{top}").discord.credit_packs[0].credits == top
+    with pytest.raises(ConfigError, match=f"1 to {top} credits"):
+        load_settings(env_file=None, CREDIT_PACKS=f"5:{top + 1}")
+
+
+# Run with the core's bounds changed before any adapter is imported: an adapter that keeps
+# its own copy of a bound still says the old number.
+_MOVED = textwrap.dedent(
+    """
+    import json
+    from abby_core.storage import rules
+    rules.MAX_GRANT, rules.MAX_CREDITS = 7, 70
+    from starlette.datastructures import FormData
+    from starlette.exceptions import HTTPException
+    from abby_core.config import load_settings
+    from abby_core.errors import ConfigError, InvalidInput
+    from abby_dashboard import actions
+    from abby_discord.cogs.admin.cog import Admin
+
+    def refused(run, *exc):
+        try:
+            run()
+        except exc as e:
+            return str(getattr(e, "detail", e))
+        return None
+
+    params = {p.name: p for p in Admin.grant.parameters}
+    print(json.dumps({
+        "cog": [params["count"].max_value, params["credits"].max_value],
+        "dashboard": refused(lambda: actions._count(FormData({"count": "8"}), "grant"), HTTPException),
+        "pack": refused(lambda: load_settings(env_file=None, CREDIT_PACKS="5:71"), ConfigError),
+    }))
+    """
+)
+
+
+def test_every_adapter_follows_the_cores_bounds() -> None:
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run([sys.executable, "-c", _MOVED], cwd=root, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert seen["cog"] == [7, 70], "the /abby-admin grant command has its own bounds"
+    assert seen["dashboard"] is not None and "from 1 to 7," in seen["dashboard"], seen
+    assert seen["pack"] is not None and "1 to 70 credits" in seen["pack"], seen
