@@ -1,7 +1,7 @@
-"""Each bound on what an admin or the operator may give has one owner in the core.
+"""Each bound on what an admin, the operator or a member may give has one owner in the core.
 
 The core refuses past it, and every adapter that asks for the number (the Discord
-command, the dashboard form, the CREDIT_PACKS setting) offers exactly the core's range.
+command, the dashboard form, the CREDIT_PACKS setting, an uploaded picture) offers exactly the core's range.
 """
 
 from __future__ import annotations
@@ -67,14 +67,19 @@ _MOVED = textwrap.dedent(
     import json
     from abby_core.storage import rules
     rules.MAX_GRANT, rules.MAX_CREDITS = 7, 70
+    from abby_core import images
+    images.MAX_IMAGE_BYTES = 7 * 1024 * 1024
     from starlette.datastructures import FormData
     from starlette.exceptions import HTTPException
     from abby_core.config import load_settings
-    from abby_core.errors import ConfigError, InvalidInput
+    from abby_core.errors import ConfigError, InvalidImage, InvalidInput
     from abby_dashboard import actions
     from abby_discord.cogs.admin.cog import Admin
+    from abby_discord.cogs.generate.cog import Images, check_attachment
+    from types import SimpleNamespace
 
     def refused(run, *exc):
+        exc = exc or (Exception,)
         try:
             run()
         except exc as e:
@@ -82,7 +87,11 @@ _MOVED = textwrap.dedent(
         return None
 
     params = {p.name: p for p in Admin.grant.parameters}
+    big = SimpleNamespace(size=images.MAX_IMAGE_BYTES + 1, filename="big.png", content_type="image/png")
     print(json.dumps({
+        "upload": refused(lambda: check_attachment(big), InvalidImage),
+        "upload-fits": refused(lambda: check_attachment(SimpleNamespace(**{**vars(big), "size": 7 * 1024 * 1024}))),
+        "described": [c.parameters[0].description for c in (Images.imgimg, Images.upscale)],
         "cog": [params["count"].max_value, params["credits"].max_value],
         "dashboard": refused(lambda: actions._count(FormData({"count": "8"}), "grant"), HTTPException),
         "pack": refused(lambda: load_settings(env_file=None, CREDIT_PACKS="5:71"), ConfigError),
@@ -99,3 +108,6 @@ def test_every_adapter_follows_the_cores_bounds() -> None:
     assert seen["cog"] == [7, 70], "the /abby-admin grant command has its own bounds"
     assert seen["dashboard"] is not None and "from 1 to 7," in seen["dashboard"], seen
     assert seen["pack"] is not None and "1 to 70 credits" in seen["pack"], seen
+    assert seen["upload"] == "`big.png` is 7.1 MiB; images must be 7 MiB or smaller.", seen
+    assert seen["upload-fits"] is None
+    assert all("(up to 7 MiB)" in text for text in seen["described"]), seen
