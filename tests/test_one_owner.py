@@ -1,0 +1,124 @@
+"""Each fact has one owner in the core, and every adapter follows it.
+
+The bounds on what an admin, the operator or a member may give (the Discord command,
+the dashboard form, the CREDIT_PACKS setting, an uploaded picture) and the table of
+image formats. The core refuses past a bound; each adapter offers exactly its range.
+The proof that nobody keeps a copy: change the owner in a fresh interpreter, before
+anything else is imported, and see every user of the fact change with it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+
+from abby_core.config import load_settings
+from abby_core.errors import ConfigError, InvalidInput
+from abby_core.storage import rules
+from abby_dashboard import actions
+from abby_discord.cogs.admin.cog import Admin
+
+
+@pytest.mark.parametrize(
+    ("check", "top", "what"),
+    [(rules.check_grant, rules.MAX_GRANT, "extra generations"), (rules.check_credits, rules.MAX_CREDITS, "credits")],
+)
+def test_the_core_takes_1_to_its_bound_and_names_it(check: object, top: int, what: str) -> None:
+    assert callable(check)
+    assert check(1) == 1 and check(top) == top
+    for bad in (0, -1, top + 1, True, 1.0, "5", None):
+        with pytest.raises(InvalidInput, match=f"number of {what} must be a whole number from 1 to {top}"):
+            check(bad)
+
+
+def test_the_discord_grant_command_offers_the_cores_ranges() -> None:
+    params = {p.name: p for p in Admin.grant.parameters}
+    assert (params["count"].min_value, params["count"].max_value) == (1, rules.MAX_GRANT)
+    assert (params["credits"].min_value, params["credits"].max_value) == (1, rules.MAX_CREDITS)
+
+
+@pytest.mark.parametrize(("typed", "taken"), [(str(rules.MAX_GRANT), True), (str(rules.MAX_GRANT + 1), False)])
+def test_the_dashboard_grant_form_takes_the_cores_range(typed: str, taken: bool) -> None:
+    form = FormData({"count": typed})
+    if taken:
+        assert actions._count(form, "grant") == rules.MAX_GRANT
+        return
+    with pytest.raises(HTTPException) as refused:
+        actions._count(form, "grant")
+    assert refused.value.status_code == 400
+    assert f"from 1 to {rules.MAX_GRANT}, not {typed!r}" in refused.value.detail
+
+
+def test_a_credit_pack_takes_the_cores_range() -> None:
+    top = rules.MAX_CREDITS
+    assert load_settings(env_file=None, CREDIT_PACKS=f"5:{top}").discord.credit_packs[0].credits == top
+    with pytest.raises(ConfigError, match=f"1 to {top} credits"):
+        load_settings(env_file=None, CREDIT_PACKS=f"5:{top + 1}")
+
+
+def _with_core_changed(script: str) -> Any:
+    """Run ``script`` (which changes the core, imports the users of a fact and prints one
+    JSON line of what they say) in a fresh interpreter; return what it printed."""
+    prelude = textwrap.dedent(
+        """
+        import json
+        from types import SimpleNamespace
+
+        def refused(run, *exc):
+            try:
+                run()
+            except exc or (Exception,) as e:
+                return str(getattr(e, "detail", e))
+            return None
+        """
+    )
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(script)], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_every_adapter_follows_the_cores_bounds() -> None:
+    seen = _with_core_changed(
+        """
+        from abby_core.storage import rules
+        rules.MAX_GRANT, rules.MAX_CREDITS = 7, 70
+        from abby_core import images
+        images.MAX_IMAGE_BYTES = 7 * 1024 * 1024
+        from starlette.datastructures import FormData
+        from starlette.exceptions import HTTPException
+        from abby_core.config import load_settings
+        from abby_core.errors import ConfigError, InvalidImage
+        from abby_dashboard import actions
+        from abby_discord.cogs.admin.cog import Admin
+        from abby_discord.cogs.generate.cog import Images, check_attachment
+
+        params = {p.name: p for p in Admin.grant.parameters}
+        big = SimpleNamespace(size=images.MAX_IMAGE_BYTES + 1, filename="big.png", content_type="image/png")
+        fits = SimpleNamespace(**{**vars(big), "size": images.MAX_IMAGE_BYTES})
+        print(json.dumps({
+            "upload": refused(lambda: check_attachment(big), InvalidImage),
+            "upload-fits": refused(lambda: check_attachment(fits)),
+            "described": [c.parameters[0].description for c in (Images.imgimg, Images.upscale)],
+            "cog": [params["count"].max_value, params["credits"].max_value],
+            "dashboard": refused(lambda: actions._count(FormData({"count": "8"}), "grant"), HTTPException),
+            "pack": refused(lambda: load_settings(env_file=None, CREDIT_PACKS="5:71"), ConfigError),
+        }))
+        """
+    )
+    assert seen["cog"] == [7, 70], "the /abby-admin grant command has its own bounds"
+    assert seen["dashboard"] is not None and "from 1 to 7," in seen["dashboard"], seen
+    assert seen["pack"] is not None and "1 to 70 credits" in seen["pack"], seen
+    assert seen["upload"] == "`big.png` is 7.1 MiB; images must be 7 MiB or smaller.", seen
+    assert seen["upload-fits"] is None
+    assert all("(up to 7 MiB)" in text for text in seen["described"]), seen
