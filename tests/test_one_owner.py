@@ -122,3 +122,28 @@ def test_every_adapter_follows_the_cores_bounds() -> None:
     assert seen["upload"] == "`big.png` is 7.1 MiB; images must be 7 MiB or smaller.", seen
     assert seen["upload-fits"] is None
     assert all("(up to 7 MiB)" in text for text in seen["described"]), seen
+
+
+def test_the_image_formats_have_one_table() -> None:
+    seen = _with_core_changed(
+        """
+        import io
+        from PIL import Image
+        from abby_core import images
+        images.CONTENT_TYPES["png"] = "image/x-png"
+        from abby_core.storage import archive, keys
+
+        buf = io.BytesIO()
+        Image.new("RGB", (4, 4)).save(buf, format="PNG")
+        print(json.dumps({
+            "extension": refused(lambda: keys.extension_for("image/x-png")) or keys.extension_for("image/x-png"),
+            "old": refused(lambda: keys.extension_for("image/png")),
+            "archived": archive._content_type(buf.getvalue()),
+            "named": keys.content_type_of("20261207T120000Z-0123abcd.png"),
+        }))
+        """
+    )
+    assert seen["extension"] == "png", "the storage keys keep their own table of content types"
+    assert seen["old"] is not None, seen
+    assert seen["archived"] == "image/x-png", "the archive keeps its own table of content types"
+    assert seen["named"] == "image/x-png", seen

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime
 
+from abby_core import images
 from abby_core.errors import InvalidKey, InvalidUser
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "CONTENT_TYPES",
     "GLOBAL_LEDGER_KEY",
     "IMAGES_PREFIX",
+    "IMAGE_EXTENSIONS",
     "LEDGER_PREFIX",
     "LOGS_PREFIX",
     "MEMBERS_PREFIX",
@@ -75,11 +77,14 @@ ARCHIVE_LEDGER_PREFIX = "ledger/archive/"
 # Discord snowflakes are 64-bit integers: at most 20 ASCII digits. ``str.isdigit`` would
 # accept other scripts' digits ("١٢٣"), so the pattern spells out ASCII.
 _SNOWFLAKE = re.compile(r"[1-9][0-9]{0,19}")
-# The one table of the image formats Abby stores: content type -> file extension.
-CONTENT_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
-_BY_EXTENSION = {**{ext: ct for ct, ext in CONTENT_TYPES.items()}, "jpeg": "image/jpeg"}
+# The image formats Abby stores (images.CONTENT_TYPES), by content type -> file extension:
+# a JPEG is named .jpg (.jpeg is read too).
+CONTENT_TYPES = {ct: "jpg" if fmt == "jpeg" else fmt for fmt, ct in images.CONTENT_TYPES.items()}
+_BY_EXTENSION = {**{ext: ct for ct, ext in CONTENT_TYPES.items()}, **images.CONTENT_TYPES}
+#: Every file extension an image may have, without the dot.
+IMAGE_EXTENSIONS = tuple(_BY_EXTENSION)
 # The one pattern of an image's file name: when it was reserved, then the reservation id.
-_NAME = re.compile(r"(?P<stamp>[0-9]{8}T[0-9]{6}Z)-[0-9a-f]{8,32}\.(?P<ext>png|jpg|jpeg|webp)")
+_NAME = re.compile(rf"(?P<stamp>[0-9]{{8}}T[0-9]{{6}}Z)-[0-9a-f]{{8,32}}\.(?P<ext>{'|'.join(_BY_EXTENSION)})")
 
 
 def check_user_id(user_id: object) -> str:

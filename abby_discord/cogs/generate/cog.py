@@ -25,7 +25,7 @@ from abby_core.errors import AbbyError, GenerationTimeout, InvalidImage, Invalid
 from abby_core.generation import ASPECT_RATIOS, MAX_SEED, STYLE_PRESETS, ProgressCallback
 from abby_core.images import MAX_IMAGE_BYTES
 from abby_core.pipeline import GenerationResult
-from abby_core.storage.keys import CONTENT_TYPES
+from abby_core.storage.keys import CONTENT_TYPES, IMAGE_EXTENSIONS
 from abby_discord.errors import PUBLIC_DEFER, ChannelNotAllowed, NotOwner
 from abby_discord.limiter import UserBusy
 from abby_discord.progress import ProgressMessage
@@ -42,7 +42,7 @@ _ANSWER_WITHIN = timedelta(minutes=14)  # Discord's interaction token lasts 15
 
 _DISCORD_FILE_LIMIT = 10 * 1024 * 1024  # what a bot may attach where Discord does not say
 IMAGE_TYPES = tuple(CONTENT_TYPES)
-_EXTENSIONS = (*(f".{ext}" for ext in CONTENT_TYPES.values()), ".jpeg")
+_EXTENSIONS = tuple(f".{ext}" for ext in IMAGE_EXTENSIONS)
 
 
 class Tiers(NamedTuple):
