@@ -9,11 +9,13 @@ anything else is imported, and see every user of the fact change with it.
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,6 +24,8 @@ from starlette.exceptions import HTTPException
 
 from abby_core.config import load_settings
 from abby_core.errors import ConfigError, InvalidInput
+from abby_core.generation import ImageGenerator
+from abby_core.pipeline import ImageService
 from abby_core.storage import rules
 from abby_dashboard import actions
 from abby_discord.cogs.admin.cog import Admin
@@ -147,3 +151,37 @@ def test_the_image_formats_have_one_table() -> None:
     assert seen["old"] is not None, seen
     assert seen["archived"] == "image/x-png", "the archive keeps its own table of content types"
     assert seen["named"] == "image/x-png", seen
+
+
+class _Recorded(Exception):
+    """Raised by a stand-in validator once it has seen what it was called with."""
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "call"),
+    [
+        ("abby_core.generation.generator", "validate_text_to_image", lambda g, s: g.text_to_image(s, "a cat")),
+        ("abby_core.generation.generator", "validate_image_to_image", lambda g, s: g.image_to_image(s, b"x", "a cat")),
+        ("abby_core.generation.generator", "validate_upscale", lambda g, s: g.upscale_image(s, b"x")),
+        ("abby_core.pipeline", "validate_text_to_image", lambda p, s: p.imagine(s, "1", "a cat")),
+        ("abby_core.pipeline", "validate_image_to_image", lambda p, s: p.img2img(s, "1", b"x", "a cat")),
+        ("abby_core.pipeline", "validate_upscale", lambda p, s: p.upscale(s, "1", b"x")),
+    ],
+)
+async def test_a_request_s_defaults_are_the_validators_alone(
+    monkeypatch: pytest.MonkeyPatch, module: str, name: str, call: Any
+) -> None:
+    """The generator and the service pass on only the options they were given: each
+    option's default (aspect ratio, seed, strength, mode, output format) is the validator's."""
+    seen: dict[str, Any] = {}
+
+    def recorder(*args: Any, **kwargs: Any) -> None:
+        seen.update(kwargs)
+        raise _Recorded
+
+    monkeypatch.setattr(importlib.import_module(module), name, recorder)
+    owner = ImageGenerator if module.endswith("generator") else ImageService
+    fake = SimpleNamespace(input_limits="limits", generate=None, generator=SimpleNamespace(input_limits="limits"))
+    with pytest.raises(_Recorded):
+        await call(owner, fake)
+    assert seen == ({} if name == "validate_text_to_image" else {"limits": "limits"})
