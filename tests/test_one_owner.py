@@ -10,6 +10,7 @@ anything else is imported, and see every user of the fact change with it.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from starlette.exceptions import HTTPException
 
 from abby_core.config import load_settings
 from abby_core.errors import ConfigError, InvalidInput
-from abby_core.generation import ImageGenerator
+from abby_core.generation import ImageGenerator, params
 from abby_core.pipeline import ImageService
 from abby_core.storage import rules
 from abby_dashboard import actions
@@ -185,3 +186,16 @@ async def test_a_request_s_defaults_are_the_validators_alone(
     with pytest.raises(_Recorded):
         await call(owner, fake)
     assert seen == ({} if name == "validate_text_to_image" else {"limits": "limits"})
+
+
+@pytest.mark.parametrize(
+    ("options", "validator"),
+    [
+        (params.TextToImageOptions, params.validate_text_to_image),
+        (params.ImageToImageOptions, params.validate_image_to_image),
+        (params.UpscaleImageOptions, params.validate_upscale),
+    ],
+)
+def test_the_options_types_name_what_the_validators_take(options: Any, validator: Any) -> None:
+    taken = {p.name for p in inspect.signature(validator).parameters.values() if p.kind is p.KEYWORD_ONLY}
+    assert set(options.__optional_keys__) == taken - {"limits"}
