@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,7 +28,7 @@ from abby_core.config import load_settings
 from abby_core.errors import ConfigError, InvalidInput
 from abby_core.generation import ImageGenerator, params
 from abby_core.pipeline import ImageService
-from abby_core.storage import rules
+from abby_core.storage import ArchivedImage, StoredImage, rules
 from abby_dashboard import actions
 from abby_discord.cogs.admin.cog import Admin
 
@@ -199,3 +200,13 @@ async def test_a_request_s_defaults_are_the_validators_alone(
 def test_the_options_types_name_what_the_validators_take(options: Any, validator: Any) -> None:
     taken = {p.name for p in inspect.signature(validator).parameters.values() if p.kind is p.KEYWORD_ONLY}
     assert set(options.__optional_keys__) == taken - {"limits"}
+
+
+def test_a_stored_and_an_archived_image_share_their_link_and_name() -> None:
+    assert StoredImage.link is ArchivedImage.link and StoredImage.name is ArchivedImage.name
+    when = datetime(2026, 12, 7, tzinfo=UTC)
+    stored = StoredImage("images/users/1/a.png", "1", 5, when, "image/png", url=None, path="/x/a.png")
+    archived = ArchivedImage("archive/users/1/a.webp", "1", 5, "images/users/1/a.png", when, when, "image/webp",
+                             url="https://s3/a.webp", path="/x/a.webp")
+    assert (stored.link, stored.name) == ("/x/a.png", "a.png")
+    assert (archived.link, archived.name) == ("https://s3/a.webp", "a.webp")
