@@ -25,10 +25,10 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 
 from abby_core.config import load_settings
-from abby_core.errors import ConfigError, InvalidInput
+from abby_core.errors import ConfigError, InvalidInput, InvalidKey
 from abby_core.generation import ImageGenerator, params
 from abby_core.pipeline import ImageService
-from abby_core.storage import ArchivedImage, StoredImage, rules
+from abby_core.storage import ArchivedImage, StoredImage, keys, rules
 from abby_dashboard import actions
 from abby_discord.cogs.admin.cog import Admin
 
@@ -210,3 +210,38 @@ def test_a_stored_and_an_archived_image_share_their_link_and_name() -> None:
                              url="https://s3/a.webp", path="/x/a.webp")
     assert (stored.link, stored.name) == ("/x/a.png", "a.png")
     assert (archived.link, archived.name) == ("https://s3/a.webp", "a.webp")
+
+
+_NAME = "20261207T101010Z-ab12cd34.png"
+_KINDS = [
+    (keys.check_image_key, keys.USERS_PREFIX, "an image key", "key"),
+    (keys.check_archived_key, keys.ARCHIVE_USERS_PREFIX, "an archived image", "archived_key"),
+]
+
+
+@pytest.mark.parametrize(("check", "prefix", "what", "parameter"), _KINDS)
+def test_an_image_key_and_an_archived_key_are_checked_alike(check: Any, prefix: str, what: str, parameter: str) -> None:
+    assert check("12", _NAME) == check("12", f"{prefix}12/{_NAME}") == f"{prefix}12/{_NAME}"
+    for bad in (None, "", "x" * 201):
+        with pytest.raises(InvalidKey, match=rf"^That is not {what} from your gallery\.$"):
+            check("12", bad)
+    for bad in ("../13/" + _NAME, f"{prefix}12/../{_NAME}", "notes.txt", f"{prefix}12/sub/{_NAME}"):
+        with pytest.raises(InvalidKey, match=f"is not {what} from your gallery") as refused:
+            check("12", bad)
+        assert (refused.value.parameter, refused.value.value) == (parameter, bad)
+    with pytest.raises(InvalidKey, match=r"^You can only manage your own images\.$"):
+        check("12", f"{prefix}13/{_NAME}")
+
+
+def test_who_owns_a_key_is_read_in_one_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    read: list[str] = []
+    owner = keys._owner
+
+    def spy(key: str, prefix: str) -> str | None:
+        read.append(prefix)
+        return owner(key, prefix)
+
+    monkeypatch.setattr(keys, "_owner", spy)
+    for check, prefix, _, _ in _KINDS:
+        check("12", _NAME)
+        assert read[-1] == prefix

@@ -161,14 +161,19 @@ def image_key(stem: str, content_type: str) -> str:
     return f"{stem}.{extension_for(content_type)}"
 
 
-def user_from_key(key: str) -> str | None:
-    """The owner of an image key, or ``None`` when the key is not an image key."""
-    if not key.startswith(USERS_PREFIX):
+def _owner(key: str, prefix: str) -> str | None:
+    """The user id in ``{prefix}{id}/{image name}``, or ``None`` when ``key`` is not such a key."""
+    if not key.startswith(prefix):
         return None
-    rest = key[len(USERS_PREFIX):].split("/")
+    rest = key[len(prefix) :].split("/")
     if len(rest) != 2 or not _SNOWFLAKE.fullmatch(rest[0]) or not _NAME.fullmatch(rest[1]):
         return None
     return rest[0]
+
+
+def user_from_key(key: str) -> str | None:
+    """The owner of an image key, or ``None`` when the key is not an image key."""
+    return _owner(key, USERS_PREFIX)
 
 
 def check_image_key(user_id: str, key: object) -> str:
@@ -177,15 +182,20 @@ def check_image_key(user_id: str, key: object) -> str:
     Accepts the full key or just the file name (``20261125T101010Z-ab12cd34.png``).
     Traversal (``..``), absolute paths, backslashes and other users' keys are refused.
     """
+    return _check_key(user_id, key, USERS_PREFIX, what="an image key", parameter="key")
+
+
+def _check_key(user_id: str, key: object, prefix: str, *, what: str, parameter: str) -> str:
+    """``key`` (a full key or a file name) when it names one of ``user_id``'s images under ``prefix``."""
     uid = check_user_id(user_id)
     if not isinstance(key, str) or not key or len(key) > 200:
-        raise InvalidKey("That is not an image key from your gallery.")
-    full = key if "/" in key else f"{USERS_PREFIX}{uid}/{key}"
-    owner = user_from_key(full)
+        raise InvalidKey(f"That is not {what} from your gallery.")
+    full = key if "/" in key else f"{prefix}{uid}/{key}"
+    owner = _owner(full, prefix)
     if owner is None:
-        raise InvalidKey(f"{key[:80]!r} is not an image key from your gallery.", parameter="key", value=key[:80])
+        raise InvalidKey(f"{key[:80]!r} is not {what} from your gallery.", parameter=parameter, value=key[:80])
     if owner != uid:
-        raise InvalidKey("You can only manage your own images.", parameter="key", value=key[:80])
+        raise InvalidKey("You can only manage your own images.", parameter=parameter, value=key[:80])
     return full
 
 
@@ -200,15 +210,6 @@ def archive_prefix(user_id: str) -> str:
 
 def archive_ledger_key(user_id: str) -> str:
     return f"{ARCHIVE_LEDGER_PREFIX}{check_user_id(user_id)}.json"
-
-
-def _owner(key: str, prefix: str) -> str | None:
-    if not key.startswith(prefix):
-        return None
-    rest = key[len(prefix) :].split("/")
-    if len(rest) != 2 or not _SNOWFLAKE.fullmatch(rest[0]) or not _NAME.fullmatch(rest[1]):
-        return None
-    return rest[0]
 
 
 def user_from_archived_key(key: str) -> str | None:
@@ -238,15 +239,4 @@ def check_archived_key(user_id: str, key: object) -> str:
 
     Accepts the full key or just the file name; traversal and other users' keys are refused.
     """
-    uid = check_user_id(user_id)
-    if not isinstance(key, str) or not key or len(key) > 200:
-        raise InvalidKey("That is not an archived image from your gallery.")
-    full = key if "/" in key else f"{ARCHIVE_USERS_PREFIX}{uid}/{key}"
-    owner = user_from_archived_key(full)
-    if owner is None:
-        raise InvalidKey(
-            f"{key[:80]!r} is not an archived image from your gallery.", parameter="archived_key", value=key[:80]
-        )
-    if owner != uid:
-        raise InvalidKey("You can only manage your own images.", parameter="archived_key", value=key[:80])
-    return full
+    return _check_key(user_id, key, ARCHIVE_USERS_PREFIX, what="an archived image", parameter="archived_key")
