@@ -24,13 +24,16 @@ import pytest
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 
+from abby_core.analytics import AuditEvent, EventLog, UsageEvent
 from abby_core.config import load_settings
-from abby_core.errors import ConfigError, InvalidInput, InvalidKey
+from abby_core.errors import ConfigError, InvalidInput, InvalidKey, StorageUnavailable
 from abby_core.generation import ImageGenerator, params
 from abby_core.pipeline import ImageService
 from abby_core.storage import ArchivedImage, StoredImage, keys, rules
 from abby_dashboard import actions
 from abby_discord.cogs.admin.cog import Admin
+
+_WHEN = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -245,3 +248,33 @@ def test_who_owns_a_key_is_read_in_one_place(monkeypatch: pytest.MonkeyPatch) ->
     for check, prefix, _, _ in _KINDS:
         check("12", _NAME)
         assert read[-1] == prefix
+
+
+@pytest.mark.parametrize("fault", [StorageUnavailable("disk on fire"), RuntimeError("a bug")])
+@pytest.mark.parametrize(
+    ("record", "event", "logged"),
+    [
+        (EventLog.record, UsageEvent(time=_WHEN, kind="imagine", user_id="12", outcome="ok", provider="offline"),
+         "Usage event not recorded (imagine ok)"),
+        (EventLog.record_audit, AuditEvent(time=_WHEN, actor="cli", action="reconcile"),
+         "Audit record not written (reconcile by cli)"),
+    ],
+)
+def test_a_usage_event_and_an_audit_record_are_written_by_one_writer(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, record: Any, event: Any, logged: str,
+    fault: Exception,
+) -> None:
+    """Both are one object each, never raise, and log what was lost: one writer does it."""
+    written: list[str] = []
+
+    class Broken:
+        def put_object(self, key: str, *args: Any) -> None:
+            written.append(key)
+            raise fault
+
+    write = EventLog._write
+    monkeypatch.setattr(EventLog, "_write", lambda self, *a: (written.append("shared"), write(self, *a))[1])
+    events = EventLog(Broken(), clock=lambda: _WHEN)  # type: ignore[arg-type]
+    assert record(events, event) is False
+    assert written[0] == "shared" and len(written) == 2
+    assert logged in caplog.text
