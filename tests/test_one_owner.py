@@ -278,3 +278,19 @@ def test_a_usage_event_and_an_audit_record_are_written_by_one_writer(
     assert record(events, event) is False
     assert written[0] == "shared" and len(written) == 2
     assert logged in caplog.text
+
+
+def test_the_cli_describes_a_stored_and_an_archived_image_in_one_place() -> None:
+    from abby_cli.commands.images import image_payload
+
+    stored = StoredImage("images/users/1/a.png", "1", 5, _WHEN, "image/png", path="/x/a.png")
+    archived = ArchivedImage("archive/users/1/a.webp", "1", 4, "images/users/1/a.png", _WHEN, _WHEN, "image/webp",
+                             url="https://s3/a.webp")
+    assert list(image_payload(stored).items()) == [
+        ("key", stored.key), ("name", "a.png"), ("size", 5), ("created_at", _WHEN.isoformat()),
+        ("content_type", "image/png"), ("path", "/x/a.png"),
+    ]
+    assert list(image_payload(archived).items()) == [
+        ("key", archived.key), ("name", "a.webp"), ("size", 4), ("original_key", "images/users/1/a.png"),
+        ("created_at", _WHEN.isoformat()), ("archived_at", _WHEN.isoformat()), ("url", "https://s3/a.webp"),
+    ]
