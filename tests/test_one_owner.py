@@ -20,6 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -32,6 +33,11 @@ from abby_core.pipeline import ImageService
 from abby_core.storage import ArchivedImage, StoredImage, keys, rules
 from abby_dashboard import actions
 from abby_discord.cogs.admin.cog import Admin
+from tests.fixtures.fake_a1111 import FakeA1111
+from tests.fixtures.fake_comfyui import FakeComfyUI
+from tests.fixtures.fake_discord_oauth import FakeDiscordOAuth
+from tests.fixtures.fake_stability import FakeStability
+from tests.fixtures.server import FakeServer
 
 _WHEN = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
@@ -294,3 +300,19 @@ def test_the_cli_describes_a_stored_and_an_archived_image_in_one_place() -> None
         ("key", archived.key), ("name", "a.webp"), ("size", 4), ("original_key", "images/users/1/a.png"),
         ("created_at", _WHEN.isoformat()), ("archived_at", _WHEN.isoformat()), ("url", "https://s3/a.webp"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("fake", "path"),
+    [(FakeStability, "/v1/user/balance"), (FakeA1111, "/sdapi/v1/options"), (FakeComfyUI, "/system_stats"),
+     (FakeDiscordOAuth, "/oauth2/authorize")],
+)
+def test_every_fake_server_runs_on_one_runner(fake: Any, path: str) -> None:
+    """Each fake serves by the one runner: on the caller's loop or threaded, with one ``url``."""
+    assert issubclass(fake, FakeServer)
+    with fake.threaded() as server:
+        assert server.url == f"http://127.0.0.1:{server.port}" and server.port > 0
+        answer = httpx.get(server.url + path, timeout=30)
+        assert answer.status_code < 500, answer.text
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(server.url + path, timeout=30)
