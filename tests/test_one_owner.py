@@ -15,7 +15,7 @@ import json
 import subprocess
 import sys
 import textwrap
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -316,3 +316,23 @@ def test_every_fake_server_runs_on_one_runner(fake: Any, path: str) -> None:
         assert answer.status_code < 500, answer.text
     with pytest.raises(httpx.ConnectError):
         httpx.get(server.url + path, timeout=30)
+
+
+def test_one_clock_stands_still_or_runs_and_the_test_moves_it() -> None:
+    from tests.fixtures.clocks import Clock, Ticks
+
+    stopped = Clock(_WHEN)
+    assert stopped() == stopped() == stopped.now == _WHEN
+    stopped.advance(hours=1)
+    stopped.now += timedelta(minutes=1)
+    assert stopped() == _WHEN + timedelta(hours=1, minutes=1)
+    running = Clock(running=True)
+    before = datetime.now(UTC)
+    running.set(_WHEN)
+    running.advance(days=1)
+    seen = running()
+    passed = datetime.now(UTC) - before  # real time goes on under a running clock
+    assert _WHEN + timedelta(days=1) <= seen <= _WHEN + timedelta(days=1) + passed
+    ticks = Ticks(1000.0)
+    ticks.advance(2.5)
+    assert ticks() == ticks.now == 1002.5 and Ticks()() == 0.0
