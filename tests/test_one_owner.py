@@ -179,7 +179,7 @@ class _Recorded(Exception):
         ("abby_core.pipeline", "validate_upscale", lambda p, s: p.upscale(s, "1", b"x")),
     ],
 )
-async def test_a_request_s_defaults_are_the_validators_alone(
+async def test_each_request_default_is_its_validators_alone(
     monkeypatch: pytest.MonkeyPatch, module: str, name: str, call: Any
 ) -> None:
     """The generator and the service pass on only the options they were given: each
