@@ -821,8 +821,10 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_packs(cls, value: Any) -> Any:
         def check(pack: dict[str, Any]) -> str | None:
-            if pack["sku_id"] < 1 or not 1 <= pack["credits"] <= 100_000:
-                return "needs a SKU id and 1 to 100000 credits"
+            from abby_core.storage.rules import MAX_CREDITS  # the rule's home; it imports this module
+
+            if pack["sku_id"] < 1 or not 1 <= pack["credits"] <= MAX_CREDITS:
+                return f"needs a SKU id and 1 to {MAX_CREDITS} credits"
             return None
 
         return _entries(value, (("sku_id", int), ("credits", int)), check)

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, Unpack, get_args
 
 from abby_core.analytics import INTERRUPTED, OK, EventKind, EventLog, UsageEvent
 from abby_core.config import Settings
@@ -30,6 +30,7 @@ from abby_core.generation import (
     validate_text_to_image,
     validate_upscale,
 )
+from abby_core.generation.params import ImagineOptions, Img2ImgOptions, UpscaleOptions
 from abby_core.generation.stability import NOT_CONFIGURED
 from abby_core.images import clean_prompt, compress_for_storage
 from abby_core.metrics import Metrics
@@ -202,19 +203,15 @@ class ImageService:
         user_id: object,
         prompt: str,
         *,
-        negative_prompt: str | None = None,
-        aspect_ratio: str = "1:1",
-        seed: int = 0,
-        style_preset: str | None = None,
         role_ids: Iterable[int] = (),
         sku_ids: Iterable[int] = (),
         progress: ProgressCallback | None = None,
+        **options: Unpack[ImagineOptions],
     ) -> GenerationResult:
-        """Text to image for ``user_id`` (``/imagine``, ``abby imagine``)."""
+        """Text to image for ``user_id`` (``/imagine``, ``abby imagine``); ``options`` as
+        :func:`~abby_core.generation.validate_text_to_image` takes them."""
         uid = check_user_id(user_id)
-        request = validate_text_to_image(
-            prompt, negative_prompt=negative_prompt, aspect_ratio=aspect_ratio, seed=seed, style_preset=style_preset
-        )
+        request = validate_text_to_image(prompt, **options)
         return await self._run("imagine", uid, request, request.prompt, (tuple(role_ids), tuple(sku_ids)), progress)
 
     async def img2img(
@@ -223,23 +220,16 @@ class ImageService:
         image: bytes,
         prompt: str,
         *,
-        strength: float = 0.6,
-        negative_prompt: str | None = None,
-        seed: int = 0,
         role_ids: Iterable[int] = (),
         sku_ids: Iterable[int] = (),
         progress: ProgressCallback | None = None,
+        **options: Unpack[Img2ImgOptions],
     ) -> GenerationResult:
-        """A new image from ``image`` and a prompt (``/imgimg``, variations)."""
+        """A new image from ``image`` and a prompt (``/imgimg``, variations); ``options`` as
+        :func:`~abby_core.generation.validate_image_to_image` takes them."""
         uid = check_user_id(user_id)
         request = await asyncio.to_thread(
-            validate_image_to_image,
-            image,
-            prompt,
-            limits=self.generator.input_limits,
-            strength=strength,
-            negative_prompt=negative_prompt,
-            seed=seed,
+            validate_image_to_image, image, prompt, limits=self.generator.input_limits, **options
         )
         return await self._run("img2img", uid, request, request.prompt, (tuple(role_ids), tuple(sku_ids)), progress)
 
@@ -248,17 +238,15 @@ class ImageService:
         user_id: object,
         image: bytes,
         *,
-        mode: str = "fast",
-        prompt: str | None = None,
         role_ids: Iterable[int] = (),
         sku_ids: Iterable[int] = (),
         progress: ProgressCallback | None = None,
+        **options: Unpack[UpscaleOptions],
     ) -> GenerationResult:
-        """A larger copy of ``image`` (``/upscale``)."""
+        """A larger copy of ``image`` (``/upscale``); ``options`` as
+        :func:`~abby_core.generation.validate_upscale` takes them."""
         uid = check_user_id(user_id)
-        request = await asyncio.to_thread(
-            validate_upscale, image, limits=self.generator.input_limits, prompt=prompt, mode=mode
-        )
+        request = await asyncio.to_thread(validate_upscale, image, limits=self.generator.input_limits, **options)
         return await self._run("upscale", uid, request, request.prompt, (tuple(role_ids), tuple(sku_ids)), progress)
 
     async def _run(

@@ -21,14 +21,12 @@ from starlette.routing import Route
 
 from abby_core.analytics import AuditAction, AuditEvent
 from abby_core.errors import AbbyError, StorageError
-from abby_core.storage import StorageManager
+from abby_core.storage import StorageManager, rules
 from abby_dashboard.context import dashboard, flash, redirect, render, require_admin
 from abby_dashboard.csrf import checked_form
 from abby_dashboard.pages import checked_user
 
-__all__ = ["ACTIONS", "MAX_GRANT", "routes"]
-
-MAX_GRANT = 1000
+__all__ = ["ACTIONS", "routes"]
 
 
 @dataclass(frozen=True)
@@ -80,8 +78,8 @@ def _count(form: FormData, action: AuditAction) -> int:
         return 0
     raw = form.get("count")
     text = raw.strip() if isinstance(raw, str) else ""
-    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_GRANT):
-        raise HTTPException(400, f"The number of extra generations must be a whole number from 1 to {MAX_GRANT}, "
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= rules.MAX_GRANT):
+        raise HTTPException(400, f"The number of extra generations must be a whole number from 1 to {rules.MAX_GRANT}, "
                                  f"not {text[:20]!r}.")
     return int(text)
 

@@ -7,6 +7,7 @@ prompt is its description, and the options are fields read back by :func:`prompt
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,6 +31,7 @@ __all__ = [
     "attach_chart",
     "credits_text",
     "mb",
+    "mib",
     "prompt_of",
     "quota_embed",
     "quota_line",
@@ -46,6 +48,15 @@ def mb(n: int) -> str:
     """Bytes as megabytes with one decimal (``12.4``); whole numbers stay short (``500``)."""
     value = n / 1_000_000
     return f"{value:.0f}" if value >= 10 and value == int(value) else f"{value:.1f}"
+
+
+def mib(n: int) -> str:
+    """Bytes in mebibytes, the unit the upload limit counts in: ``10 MiB``, ``10.1 MiB``.
+
+    Rounded up, so a file just over a limit never reads as the limit itself.
+    """
+    tenths = math.ceil(n * 10 / 1_048_576)
+    return f"{tenths // 10} MiB" if tenths % 10 == 0 else f"{tenths / 10:.1f} MiB"
 
 
 def credits_text(n: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 import typer
@@ -19,21 +20,52 @@ from abby_cli.runtime import (
     run_command,
 )
 from abby_core.config import Settings
-from abby_core.storage import StoredImage
+from abby_core.storage import ArchivedImage, StorageManager, StoredImage
 
 __all__ = ["image_payload", "register"]
 
 
-def image_payload(image: StoredImage) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "key": image.key,
-        "name": image.name,
-        "size": image.size,
-        "created_at": image.created_at.isoformat(),
-        "content_type": image.content_type,
-    }
+def image_payload(image: StoredImage | ArchivedImage) -> dict[str, Any]:
+    """An image as the JSON output shows it; an archived one also names its original."""
+    payload: dict[str, Any] = {"key": image.key, "name": image.name, "size": image.size}
+    if isinstance(image, ArchivedImage):
+        payload.update(original_key=image.original_key, created_at=image.created_at.isoformat(),
+                       archived_at=image.archived_at.isoformat())
+    else:
+        payload.update(created_at=image.created_at.isoformat(), content_type=image.content_type)
     payload.update({"url": image.url} if image.url else {"path": image.path})
     return payload
+
+
+LimitOpt = Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="Show at most this many.")]
+
+
+def list_images(
+    ctx: typer.Context,
+    json_mode: bool,
+    user: str,
+    fetch: Callable[[StorageManager], Awaitable[Sequence[StoredImage | ArchivedImage]]],
+    *,
+    field: str,
+    nothing: str,
+    show: Callable[[Console, Sequence[Any]], None],
+) -> None:
+    """Run a listing of ``user``'s images: ``fetch`` them, print ``nothing`` when there are none,
+    else ``show`` them; the JSON output lists them under ``field``."""
+
+    async def body(settings: Settings, out: Output) -> None:
+        async with open_storage(settings) as storage:
+            found = await fetch(storage)
+
+        def render(con: Console) -> None:
+            if not found:
+                con.print(nothing)
+                return
+            show(con, found)
+
+        out.success({"user_id": user, "count": len(found), field: [image_payload(i) for i in found]}, render)
+
+    run_command(ctx, json_mode, body)
 
 
 def register(app: typer.Typer) -> None:
@@ -64,31 +96,23 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         user_arg: UserArg = None,
         user_opt: UserOpt = None,
-        limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="Show at most this many.")] = 20,
+        limit: LimitOpt = 20,
         json_mode: JsonFlag = False,
     ) -> None:
         """List USER's images, newest first, with their links (or file paths)."""
         user = pick_user(ctx, user_arg, user_opt)
 
-        async def body(settings: Settings, out: Output) -> None:
-            async with open_storage(settings) as storage:
-                found = await storage.list_images(user, limit=limit)
+        def show(con: Console, found: Sequence[StoredImage]) -> None:
+            con.print(f"Images of {escape(user)}, newest first ({len(found)} shown):")
+            for image in found:
+                con.print(
+                    f"  [bold]{escape(image.name)}[/bold]  {human_bytes(image.size)}  "
+                    f"{image.created_at:%Y-%m-%d %H:%M} UTC"
+                )
+                con.print(f"    {escape(image.link or '')}")
 
-            def render(con: Console) -> None:
-                if not found:
-                    con.print(f"User {escape(user)} has no images.")
-                    return
-                con.print(f"Images of {escape(user)}, newest first ({len(found)} shown):")
-                for image in found:
-                    con.print(
-                        f"  [bold]{escape(image.name)}[/bold]  {human_bytes(image.size)}  "
-                        f"{image.created_at:%Y-%m-%d %H:%M} UTC"
-                    )
-                    con.print(f"    {escape(image.link or '')}")
-
-            out.success({"user_id": user, "count": len(found), "images": [image_payload(i) for i in found]}, render)
-
-        run_command(ctx, json_mode, body)
+        list_images(ctx, json_mode, user, lambda storage: storage.list_images(user, limit=limit), field="images",
+                    nothing=f"User {escape(user)} has no images.", show=show)
 
     @app.command()
     def delete(

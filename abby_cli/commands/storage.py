@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from abby_cli.commands.images import image_payload
+from abby_cli.commands.images import LimitOpt, image_payload, list_images
 from abby_cli.output import FAIL, OK, Output, escape, human_bytes, quota_line
 from abby_cli.runtime import (
     JsonFlag,
@@ -22,6 +23,7 @@ from abby_cli.runtime import (
 )
 from abby_core.analytics import AuditEvent, EventLog
 from abby_core.config import Settings
+from abby_core.storage import ArchivedImage
 
 __all__ = ["register"]
 
@@ -242,41 +244,21 @@ def archived(
     ctx: typer.Context,
     user_arg: UserArg = None,
     user_opt: UserOpt = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="Show at most this many.")] = 20,
+    limit: LimitOpt = 20,
     json_mode: JsonFlag = False,
 ) -> None:
     """List USER's archived images, most recently archived first, with their links (or file paths)."""
     user = pick_user(ctx, user_arg, user_opt)
 
-    async def body(settings: Settings, out: Output) -> None:
-        async with open_storage(settings) as storage:
-            found = await storage.list_archived(user, limit=limit)
+    def show(con: Console, found: Sequence[ArchivedImage]) -> None:
+        table = Table("Name", "Size", "Made", "Archived", title=f"Archived images of {escape(user)}")
+        for image in found:
+            table.add_row(escape(image.name), human_bytes(image.size),
+                          f"{image.created_at:%Y-%m-%d}", f"{image.archived_at:%Y-%m-%d}")
+        con.print(table)
 
-        def render(con: Console) -> None:
-            if not found:
-                con.print(f"User {escape(user)} has no archived images.")
-                return
-            table = Table("Name", "Size", "Made", "Archived", title=f"Archived images of {escape(user)}")
-            for image in found:
-                table.add_row(escape(image.name), human_bytes(image.size),
-                              f"{image.created_at:%Y-%m-%d}", f"{image.archived_at:%Y-%m-%d}")
-            con.print(table)
-
-        out.success(
-            {
-                "user_id": user,
-                "count": len(found),
-                "archived": [
-                    {"key": i.key, "name": i.name, "size": i.size, "original_key": i.original_key,
-                     "created_at": i.created_at.isoformat(), "archived_at": i.archived_at.isoformat(),
-                     **({"url": i.url} if i.url else {"path": i.path})}
-                    for i in found
-                ],
-            },
-            render,
-        )
-
-    run_command(ctx, json_mode, body)
+    list_images(ctx, json_mode, user, lambda storage: storage.list_archived(user, limit=limit), field="archived",
+                nothing=f"User {escape(user)} has no archived images.", show=show)
 
 
 @storage_app.command("restore")

@@ -150,18 +150,13 @@ class EventLog:
         A generation must never fail because of analytics, so every error here is logged
         and turned into ``False``.
         """
-        try:
-            if not self.store_prompts and event.prompt is not None:
-                event = event.model_copy(update={"prompt": None})
-            now = self.clock()
-            key = f"{raw_prefix(now.date())}{now:%Y%m%dT%H%M%S%f}Z-{secrets.token_hex(8)}.json"
-            self.backend.put_object(key, event.model_dump_json(exclude_none=True).encode(), _JSON)
-            return True
-        except StorageError as exc:
-            log.warning("Usage event not recorded (%s %s): %s", event.kind, event.outcome, exc)
-        except Exception:
-            log.exception("Usage event not recorded (%s %s)", event.kind, event.outcome)
-        return False
+        if not self.store_prompts and event.prompt is not None:
+            event = event.model_copy(update={"prompt": None})
+
+        def key(now: datetime, stamp: str) -> str:
+            return f"{raw_prefix(now.date())}{stamp}.json"
+
+        return self._write(key, event, f"Usage event not recorded ({event.kind} {event.outcome})")
 
     async def arecord(self, event: UsageEvent) -> bool:
         """:meth:`record` on a worker thread."""
@@ -174,21 +169,29 @@ class EventLog:
         Never raises: the action it describes already happened, and must not be reported as
         failed because its record could not be written.
         """
-        try:
-            now = self.clock()
-            stamp = f"{now:%Y%m%dT%H%M%S%f}Z-{secrets.token_hex(8)}-{event.action}"
-            key = f"{AUDIT_PREFIX}{now.date().isoformat()}/{stamp}.json"
-            self.backend.put_object(key, event.model_dump_json(exclude_none=True).encode(), _JSON)
-            return True
-        except StorageError as exc:
-            log.warning("Audit record not written (%s by %s): %s", event.action, event.actor, exc)
-        except Exception:
-            log.exception("Audit record not written (%s by %s)", event.action, event.actor)
-        return False
+
+        def key(now: datetime, stamp: str) -> str:
+            return f"{AUDIT_PREFIX}{now.date().isoformat()}/{stamp}-{event.action}.json"
+
+        return self._write(key, event, f"Audit record not written ({event.action} by {event.actor})")
 
     async def arecord_audit(self, event: AuditEvent) -> bool:
         """:meth:`record_audit` on a worker thread."""
         return await asyncio.to_thread(self.record_audit, event)
+
+    def _write(self, key: Callable[[datetime, str], str], event: UsageEvent | AuditEvent, lost: str) -> bool:
+        """Store ``event`` as its own object under ``key(now, stamp)`` (the stamp is the time and a
+        random part, so keys sort by time and never collide); ``False`` and ``lost`` logged if not."""
+        try:
+            now = self.clock()
+            stamp = f"{now:%Y%m%dT%H%M%S%f}Z-{secrets.token_hex(8)}"
+            self.backend.put_object(key(now, stamp), event.model_dump_json(exclude_none=True).encode(), _JSON)
+            return True
+        except StorageError as exc:
+            log.warning("%s: %s", lost, exc)
+        except Exception:
+            log.exception("%s", lost)
+        return False
 
     def audit_events(
         self, limit: int = 50, *, action: AuditAction | None = None, target: str | None = None

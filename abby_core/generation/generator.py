@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, Unpack
 
 import httpx
 from pydantic import SecretStr
@@ -28,7 +28,14 @@ from abby_core.generation.base import (
     reporting_progress,
 )
 from abby_core.generation.offline import OfflineProvider
-from abby_core.generation.params import validate_image_to_image, validate_text_to_image, validate_upscale
+from abby_core.generation.params import (
+    ImageToImageOptions,
+    TextToImageOptions,
+    UpscaleImageOptions,
+    validate_image_to_image,
+    validate_text_to_image,
+    validate_upscale,
+)
 from abby_core.generation.stability import NOT_CONFIGURED, StabilityProvider
 from abby_core.images import strip_metadata
 
@@ -231,63 +238,19 @@ class ImageGenerator:
             raise GenerationUnavailable("The image service sent an unreadable image.") from exc
         return image if data is image.data else dataclasses.replace(image, data=data)
 
-    async def text_to_image(
-        self,
-        prompt: str,
-        *,
-        negative_prompt: str | None = None,
-        aspect_ratio: str = "1:1",
-        seed: int = 0,
-        style_preset: str | None = None,
-        output_format: str = "png",
-    ) -> GeneratedImage:
+    async def text_to_image(self, prompt: str, **options: Unpack[TextToImageOptions]) -> GeneratedImage:
         """Make an image from a prompt; ``seed=0`` gets a fresh random seed each call (it is reported)."""
-        request = validate_text_to_image(
-            prompt,
-            negative_prompt=negative_prompt,
-            aspect_ratio=aspect_ratio,
-            seed=seed,
-            style_preset=style_preset,
-            output_format=output_format,
-        )
-        return await self.generate(request)
+        return await self.generate(validate_text_to_image(prompt, **options))
 
-    async def image_to_image(
-        self,
-        image: bytes,
-        prompt: str,
-        *,
-        strength: float = 0.6,
-        negative_prompt: str | None = None,
-        seed: int = 0,
-        output_format: str = "png",
-    ) -> GeneratedImage:
+    async def image_to_image(self, image: bytes, prompt: str, **options: Unpack[ImageToImageOptions]) -> GeneratedImage:
         """Remake ``image`` following ``prompt``; ``strength`` 0 keeps it, 1 ignores it."""
         # Decoding and resizing is CPU work: off the event loop.
-        request = await asyncio.to_thread(
-            validate_image_to_image,
-            image,
-            prompt,
-            limits=self.input_limits,
-            strength=strength,
-            negative_prompt=negative_prompt,
-            seed=seed,
-            output_format=output_format,
-        )
+        request = await asyncio.to_thread(validate_image_to_image, image, prompt, limits=self.input_limits, **options)
         return await self.generate(request)
 
-    async def upscale_image(
-        self,
-        image: bytes,
-        *,
-        prompt: str | None = None,
-        mode: str = "fast",
-        output_format: str = "png",
-    ) -> GeneratedImage:
+    async def upscale_image(self, image: bytes, **options: Unpack[UpscaleImageOptions]) -> GeneratedImage:
         """Enlarge ``image`` (fast: 4x). ``creative`` polls for up to a few minutes."""
-        request = await asyncio.to_thread(
-            validate_upscale, image, limits=self.input_limits, prompt=prompt, mode=mode, output_format=output_format
-        )
+        request = await asyncio.to_thread(validate_upscale, image, limits=self.input_limits, **options)
         return await self.generate(request)
 
     async def get_balance(self) -> float | None:

@@ -8,7 +8,7 @@ Nothing here touches the network.
 from __future__ import annotations
 
 import math
-from typing import get_args
+from typing import TypedDict, get_args
 
 from abby_core.errors import InvalidInput, InvalidPrompt
 from abby_core.generation.base import (
@@ -27,6 +27,12 @@ __all__ = [
     "OUTPUT_FORMATS",
     "STYLE_PRESETS",
     "UPSCALE_MODES",
+    "ImageToImageOptions",
+    "ImagineOptions",
+    "Img2ImgOptions",
+    "TextToImageOptions",
+    "UpscaleImageOptions",
+    "UpscaleOptions",
     "validate_image_to_image",
     "validate_text_to_image",
     "validate_upscale",
@@ -41,6 +47,48 @@ STYLE_PRESETS: tuple[str, ...] = (
     "origami", "photographic", "pixel-art", "tile-texture",
 )
 MAX_SEED = 4_294_967_294
+
+
+# The options of each request, for callers that pass them on (``**options: Unpack[...]``):
+# a caller passes only what it was given, so each default is its validator's alone.
+class ImagineOptions(TypedDict, total=False):
+    """A text-to-image request's options besides the prompt (:func:`validate_text_to_image`)."""
+
+    negative_prompt: str | None
+    aspect_ratio: str
+    seed: int
+    style_preset: str | None
+
+
+class Img2ImgOptions(TypedDict, total=False):
+    """An image-to-image request's options (:func:`validate_image_to_image`)."""
+
+    strength: float
+    negative_prompt: str | None
+    seed: int
+
+
+class UpscaleOptions(TypedDict, total=False):
+    """An upscale request's options (:func:`validate_upscale`)."""
+
+    prompt: str | None
+    mode: str
+
+
+class _OutputFormat(TypedDict, total=False):
+    output_format: str
+
+
+class TextToImageOptions(ImagineOptions, _OutputFormat, total=False):
+    """:class:`ImagineOptions` and the file format of the result."""
+
+
+class ImageToImageOptions(Img2ImgOptions, _OutputFormat, total=False):
+    """:class:`Img2ImgOptions` and the file format of the result."""
+
+
+class UpscaleImageOptions(UpscaleOptions, _OutputFormat, total=False):
+    """:class:`UpscaleOptions` and the file format of the result."""
 
 
 # How a refused field is named in a core message; adapters name their own option instead.

@@ -52,7 +52,7 @@ from abby_core.errors import (
     StorageError,
     StorageUnavailable,
 )
-from abby_core.images import sniff_format
+from abby_core.images import CONTENT_TYPES, sniff_format
 from abby_core.storage import keys, rules
 from abby_core.storage.accounts import Accounts
 from abby_core.storage.backend import ConditionFailed
@@ -99,14 +99,14 @@ def shrink(data: bytes, *, quality: int, max_side: int = ARCHIVE_MAX_SIDE) -> tu
     out = buf.getvalue()
     if len(out) >= len(data):
         return data, _content_type(data)
-    return out, "image/webp"
+    return out, CONTENT_TYPES["webp"]
 
 
 def _content_type(data: bytes) -> str:
     try:
-        return {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}[sniff_format(data)]
+        return CONTENT_TYPES[sniff_format(data)]
     except InvalidImage:
-        return "image/png"
+        return CONTENT_TYPES["png"]
 
 
 class Archiver:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime
 
+from abby_core import images
 from abby_core.errors import InvalidKey, InvalidUser
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "CONTENT_TYPES",
     "GLOBAL_LEDGER_KEY",
     "IMAGES_PREFIX",
+    "IMAGE_EXTENSIONS",
     "LEDGER_PREFIX",
     "LOGS_PREFIX",
     "MEMBERS_PREFIX",
@@ -75,11 +77,14 @@ ARCHIVE_LEDGER_PREFIX = "ledger/archive/"
 # Discord snowflakes are 64-bit integers: at most 20 ASCII digits. ``str.isdigit`` would
 # accept other scripts' digits ("١٢٣"), so the pattern spells out ASCII.
 _SNOWFLAKE = re.compile(r"[1-9][0-9]{0,19}")
-# The one table of the image formats Abby stores: content type -> file extension.
-CONTENT_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
-_BY_EXTENSION = {**{ext: ct for ct, ext in CONTENT_TYPES.items()}, "jpeg": "image/jpeg"}
+# The image formats Abby stores (images.CONTENT_TYPES), by content type -> file extension:
+# a JPEG is named .jpg (.jpeg is read too).
+CONTENT_TYPES = {ct: "jpg" if fmt == "jpeg" else fmt for fmt, ct in images.CONTENT_TYPES.items()}
+_BY_EXTENSION = {**{ext: ct for ct, ext in CONTENT_TYPES.items()}, **images.CONTENT_TYPES}
+#: Every file extension an image may have, without the dot.
+IMAGE_EXTENSIONS = tuple(_BY_EXTENSION)
 # The one pattern of an image's file name: when it was reserved, then the reservation id.
-_NAME = re.compile(r"(?P<stamp>[0-9]{8}T[0-9]{6}Z)-[0-9a-f]{8,32}\.(?P<ext>png|jpg|jpeg|webp)")
+_NAME = re.compile(rf"(?P<stamp>[0-9]{{8}}T[0-9]{{6}}Z)-[0-9a-f]{{8,32}}\.(?P<ext>{'|'.join(_BY_EXTENSION)})")
 
 
 def check_user_id(user_id: object) -> str:
@@ -156,14 +161,19 @@ def image_key(stem: str, content_type: str) -> str:
     return f"{stem}.{extension_for(content_type)}"
 
 
-def user_from_key(key: str) -> str | None:
-    """The owner of an image key, or ``None`` when the key is not an image key."""
-    if not key.startswith(USERS_PREFIX):
+def _owner(key: str, prefix: str) -> str | None:
+    """The user id in ``{prefix}{id}/{image name}``, or ``None`` when ``key`` is not such a key."""
+    if not key.startswith(prefix):
         return None
-    rest = key[len(USERS_PREFIX):].split("/")
+    rest = key[len(prefix) :].split("/")
     if len(rest) != 2 or not _SNOWFLAKE.fullmatch(rest[0]) or not _NAME.fullmatch(rest[1]):
         return None
     return rest[0]
+
+
+def user_from_key(key: str) -> str | None:
+    """The owner of an image key, or ``None`` when the key is not an image key."""
+    return _owner(key, USERS_PREFIX)
 
 
 def check_image_key(user_id: str, key: object) -> str:
@@ -172,15 +182,20 @@ def check_image_key(user_id: str, key: object) -> str:
     Accepts the full key or just the file name (``20261125T101010Z-ab12cd34.png``).
     Traversal (``..``), absolute paths, backslashes and other users' keys are refused.
     """
+    return _check_key(user_id, key, USERS_PREFIX, what="an image key", parameter="key")
+
+
+def _check_key(user_id: str, key: object, prefix: str, *, what: str, parameter: str) -> str:
+    """``key`` (a full key or a file name) when it names one of ``user_id``'s images under ``prefix``."""
     uid = check_user_id(user_id)
     if not isinstance(key, str) or not key or len(key) > 200:
-        raise InvalidKey("That is not an image key from your gallery.")
-    full = key if "/" in key else f"{USERS_PREFIX}{uid}/{key}"
-    owner = user_from_key(full)
+        raise InvalidKey(f"That is not {what} from your gallery.")
+    full = key if "/" in key else f"{prefix}{uid}/{key}"
+    owner = _owner(full, prefix)
     if owner is None:
-        raise InvalidKey(f"{key[:80]!r} is not an image key from your gallery.", parameter="key", value=key[:80])
+        raise InvalidKey(f"{key[:80]!r} is not {what} from your gallery.", parameter=parameter, value=key[:80])
     if owner != uid:
-        raise InvalidKey("You can only manage your own images.", parameter="key", value=key[:80])
+        raise InvalidKey("You can only manage your own images.", parameter=parameter, value=key[:80])
     return full
 
 
@@ -195,15 +210,6 @@ def archive_prefix(user_id: str) -> str:
 
 def archive_ledger_key(user_id: str) -> str:
     return f"{ARCHIVE_LEDGER_PREFIX}{check_user_id(user_id)}.json"
-
-
-def _owner(key: str, prefix: str) -> str | None:
-    if not key.startswith(prefix):
-        return None
-    rest = key[len(prefix) :].split("/")
-    if len(rest) != 2 or not _SNOWFLAKE.fullmatch(rest[0]) or not _NAME.fullmatch(rest[1]):
-        return None
-    return rest[0]
 
 
 def user_from_archived_key(key: str) -> str | None:
@@ -233,15 +239,4 @@ def check_archived_key(user_id: str, key: object) -> str:
 
     Accepts the full key or just the file name; traversal and other users' keys are refused.
     """
-    uid = check_user_id(user_id)
-    if not isinstance(key, str) or not key or len(key) > 200:
-        raise InvalidKey("That is not an archived image from your gallery.")
-    full = key if "/" in key else f"{ARCHIVE_USERS_PREFIX}{uid}/{key}"
-    owner = user_from_archived_key(full)
-    if owner is None:
-        raise InvalidKey(
-            f"{key[:80]!r} is not an archived image from your gallery.", parameter="archived_key", value=key[:80]
-        )
-    if owner != uid:
-        raise InvalidKey("You can only manage your own images.", parameter="archived_key", value=key[:80])
-    return full
+    return _check_key(user_id, key, ARCHIVE_USERS_PREFIX, what="an archived image", parameter="archived_key")

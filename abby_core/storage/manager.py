@@ -614,8 +614,7 @@ class StorageManager:
 
     async def grant(self, user_id: object, extra: int) -> None:
         """Give ``user_id`` ``extra`` more generations today (until midnight UTC)."""
-        if isinstance(extra, bool) or not isinstance(extra, int) or not 1 <= extra <= 1000:
-            raise InvalidInput("The number of extra generations must be a whole number from 1 to 1000.")
+        rules.check_grant(extra)
         day = rules.day_of(self.clock())
 
         def record(r: MemberRecord) -> None:
@@ -636,8 +635,7 @@ class StorageManager:
         changes nothing and returns ``False``; ``True`` the first time. A source refunded
         before it was added gives nothing (``False``).
         """
-        if isinstance(credits, bool) or not isinstance(credits, int) or not 1 <= credits <= 100_000:
-            raise InvalidInput("The number of credits must be a whole number from 1 to 100000.")
+        rules.check_credits(credits)
         _check_source(source)
         return await self._run(self._credits, self.accounts.add_credits, user_id, credits, source)
 

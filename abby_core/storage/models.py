@@ -59,8 +59,25 @@ class Reservation:
     credit: bool = False  # past the daily allowance: one of the member's credits is spent at commit
 
 
+class _Linked:
+    """What a stored and an archived image share: where to open it and its file name."""
+
+    key: str
+    url: str | None
+    path: str | None
+
+    @property
+    def link(self) -> str | None:
+        """The presigned link (S3), else the local file (filesystem)."""
+        return self.url or self.path
+
+    @property
+    def name(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
+
+
 @dataclass(frozen=True)
-class StoredImage:
+class StoredImage(_Linked):
     """A saved image. ``url`` is a presigned link (S3); ``path`` a local file (filesystem)."""
 
     key: str
@@ -70,14 +87,6 @@ class StoredImage:
     content_type: str
     url: str | None = None
     path: str | None = None
-
-    @property
-    def link(self) -> str | None:
-        return self.url or self.path
-
-    @property
-    def name(self) -> str:
-        return self.key.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -192,7 +201,7 @@ class ReadyReport:
 
 
 @dataclass(frozen=True)
-class ArchivedImage:
+class ArchivedImage(_Linked):
     """An archived image. ``url``/``path`` link the archived copy, like :class:`StoredImage`."""
 
     key: str
@@ -204,14 +213,6 @@ class ArchivedImage:
     content_type: str
     url: str | None = None
     path: str | None = None
-
-    @property
-    def link(self) -> str | None:
-        return self.url or self.path
-
-    @property
-    def name(self) -> str:
-        return self.key.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)

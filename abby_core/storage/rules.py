@@ -21,6 +21,7 @@ from abby_core.config import MB, PremiumTier, QuotaTier
 from abby_core.errors import (
     DailyLimitExceeded,
     GlobalStorageFull,
+    InvalidInput,
     ReservationInvalid,
     UserBlocked,
     UserStorageFull,
@@ -39,10 +40,14 @@ from abby_core.storage.models import QuotaStatus, UserLimits
 
 __all__ = [
     "CLOCK_BOUND",
+    "MAX_CREDITS",
+    "MAX_GRANT",
     "PURGE_MARGIN",
     "Settled",
     "add_credits",
     "apply_snapshot",
+    "check_credits",
+    "check_grant",
     "check_room",
     "commit",
     "committable",
@@ -79,6 +84,10 @@ CLOCK_BOUND = timedelta(seconds=120)
 # expired: its owner commits only before expiry by its own clock, so a process whose clock
 # is up to this much ahead never stops counting (or drops) a hold its owner can still commit.
 PURGE_MARGIN = CLOCK_BOUND
+#: The most extra generations one admin grant gives (for the day it is given).
+MAX_GRANT = 1000
+#: The most credits one source gives: an admin grant or a credit pack (CREDIT_PACKS).
+MAX_CREDITS = 100_000
 
 
 class Settled(Enum):
@@ -94,6 +103,22 @@ def day_of(moment: datetime) -> date:
 
 def next_midnight(day: date) -> datetime:
     return datetime.combine(day + timedelta(days=1), time(0), tzinfo=UTC)
+
+
+def _whole(value: object, top: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+        raise InvalidInput(f"The number of {what} must be a whole number from 1 to {top}.")
+    return value
+
+
+def check_grant(extra: object) -> int:
+    """``extra`` as a number of extra generations to grant, or :class:`InvalidInput`."""
+    return _whole(extra, MAX_GRANT, "extra generations")
+
+
+def check_credits(credits: object) -> int:
+    """``credits`` as a number of credits one source gives, or :class:`InvalidInput`."""
+    return _whole(credits, MAX_CREDITS, "credits")
 
 
 def limits_for(

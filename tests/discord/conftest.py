@@ -2,7 +2,6 @@
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,24 +15,9 @@ from abby_core.pipeline import ImageService
 from abby_core.storage import StorageManager
 from abby_discord.bot import AbbyBot
 from tests.fixtures import fake_discord as harness
+from tests.fixtures.clocks import Clock
 from tests.fixtures.fake_discord import fake_discord  # noqa: F401
 from tests.fixtures.fake_stability import API_KEY, FakeStability
-
-
-class Clock:
-    """Real time shifted by ``offset``; tests move it to cross midnight or age images."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta()
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def set(self, moment: datetime) -> None:
-        self.offset = moment - datetime.now(UTC)
-
-    def advance(self, **kw: float) -> None:
-        self.offset += timedelta(**kw)
 
 
 class GatedProvider(OfflineProvider):
@@ -58,7 +42,7 @@ class Abby:
     def __init__(self, fake: harness.FakeDiscord, tmp_path: Path) -> None:
         self.fake = fake
         self.tmp_path = tmp_path
-        self.clock = Clock()
+        self.clock = Clock(running=True)
         self.settings: Settings | None = None
         self.storage: StorageManager | None = None
         self.generator: ImageGenerator | None = None

@@ -44,7 +44,8 @@ async def test_imgimg_makes_a_new_image_from_an_attachment(abby: Abby) -> None:
     ("name", "data", "content_type", "text"),
     [
         ("notes.txt", b"hello", "text/plain", "is not an image"),
-        ("huge.png", b"\x89PNG" + b"0" * (10 * 1024 * 1024 + 1), "image/png", "must be 10 MB or smaller"),
+        ("huge.png", b"\x89PNG" + b"0" * (10 * 1024 * 1024 + 1), "image/png",
+         "is 10.1 MiB; images must be 10 MiB or smaller"),
     ],
     ids=["text-file", "oversize"],
 )

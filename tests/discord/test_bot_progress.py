@@ -10,21 +10,9 @@ import pytest
 
 from abby_core.generation import Progress
 from abby_discord.progress import ProgressMessage, describe_progress
+from tests.fixtures.clocks import Ticks
 
 RUNNING_12 = Progress("running", step=12, steps=30)
-
-
-class FakeClock:
-    """``time.monotonic`` that only moves when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class StubInteraction:
@@ -57,8 +45,8 @@ class StubInteraction:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> Ticks:
+    return Ticks(1000.0)
 
 
 @pytest.fixture
@@ -67,7 +55,7 @@ def stub() -> StubInteraction:
 
 
 @pytest.fixture
-def progress(stub: StubInteraction, clock: FakeClock) -> ProgressMessage:
+def progress(stub: StubInteraction, clock: Ticks) -> ProgressMessage:
     return ProgressMessage(stub, clock=clock)  # type: ignore[arg-type]  # duck-typed interaction
 
 
@@ -115,7 +103,7 @@ def test_describe_progress(report: Progress, text: str) -> None:
 
 
 async def test_each_stage_is_shown_as_its_text(
-    progress: ProgressMessage, stub: StubInteraction, clock: FakeClock
+    progress: ProgressMessage, stub: StubInteraction, clock: Ticks
 ) -> None:
     for report in (Progress("queued", queue_position=2), RUNNING_12, Progress("finished")):
         await progress(report)
@@ -134,7 +122,7 @@ async def test_each_stage_is_shown_as_its_text(
 
 
 async def test_at_most_one_edit_per_interval(
-    progress: ProgressMessage, stub: StubInteraction, clock: FakeClock
+    progress: ProgressMessage, stub: StubInteraction, clock: Ticks
 ) -> None:
     await progress(Progress("running", step=1, steps=30))
     await settle(progress)
@@ -153,7 +141,7 @@ async def test_at_most_one_edit_per_interval(
     assert [text.split("… ")[1][:10] for text in stub.texts] == ["step 1/30 ", "step 11/30"]
 
 
-async def test_the_interval_is_configurable(stub: StubInteraction, clock: FakeClock) -> None:
+async def test_the_interval_is_configurable(stub: StubInteraction, clock: Ticks) -> None:
     message = ProgressMessage(stub, interval=5.0, clock=clock)  # type: ignore[arg-type]
     await message(Progress("queued"))
     await settle(message)
@@ -167,7 +155,7 @@ async def test_the_interval_is_configurable(stub: StubInteraction, clock: FakeCl
 
 
 async def test_a_dropped_report_does_not_reset_the_interval(
-    progress: ProgressMessage, stub: StubInteraction, clock: FakeClock
+    progress: ProgressMessage, stub: StubInteraction, clock: Ticks
 ) -> None:
     await progress(Progress("queued"))
     await settle(progress)
@@ -179,7 +167,7 @@ async def test_a_dropped_report_does_not_reset_the_interval(
     assert len(stub.edits) == 2
 
 
-async def test_only_one_edit_is_in_flight(progress: ProgressMessage, stub: StubInteraction, clock: FakeClock) -> None:
+async def test_only_one_edit_is_in_flight(progress: ProgressMessage, stub: StubInteraction, clock: Ticks) -> None:
     stub.hold()  # Discord is slow to answer the first edit
     await progress(Progress("queued"))
     await asyncio.sleep(0)
@@ -199,7 +187,7 @@ async def test_only_one_edit_is_in_flight(progress: ProgressMessage, stub: StubI
 
 
 async def test_the_same_text_is_not_sent_twice(
-    progress: ProgressMessage, stub: StubInteraction, clock: FakeClock
+    progress: ProgressMessage, stub: StubInteraction, clock: Ticks
 ) -> None:
     await progress(RUNNING_12)
     await settle(progress)
@@ -214,7 +202,7 @@ async def test_the_same_text_is_not_sent_twice(
 
 
 async def test_a_refused_edit_is_logged_and_the_next_one_still_goes(
-    progress: ProgressMessage, stub: StubInteraction, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    progress: ProgressMessage, stub: StubInteraction, clock: Ticks, caplog: pytest.LogCaptureFixture
 ) -> None:
     response = type("Response", (), {"status": 429, "reason": "Too Many Requests"})()
     stub.fail_with = discord.HTTPException(response, "rate limited")  # type: ignore[arg-type]
@@ -232,7 +220,7 @@ async def test_a_refused_edit_is_logged_and_the_next_one_still_goes(
 # -- close ------------------------------------------------------------------------------------------
 
 
-async def test_no_edit_after_close(progress: ProgressMessage, stub: StubInteraction, clock: FakeClock) -> None:
+async def test_no_edit_after_close(progress: ProgressMessage, stub: StubInteraction, clock: Ticks) -> None:
     await progress(Progress("queued"))
     await settle(progress)
     await progress.close()
@@ -244,7 +232,7 @@ async def test_no_edit_after_close(progress: ProgressMessage, stub: StubInteract
 
 
 async def test_close_waits_for_the_edit_in_flight(
-    progress: ProgressMessage, stub: StubInteraction, clock: FakeClock
+    progress: ProgressMessage, stub: StubInteraction, clock: Ticks
 ) -> None:
     stub.hold()
     await progress(RUNNING_12)
@@ -308,7 +296,7 @@ async def test_a_preview_is_attached_as_a_spoiler_file(
 
 
 async def test_a_new_preview_goes_out_even_with_the_same_text(
-    progress: ProgressMessage, stub: StubInteraction, clock: FakeClock
+    progress: ProgressMessage, stub: StubInteraction, clock: Ticks
 ) -> None:
     await progress(Progress("running", step=5, steps=30, preview=b"first", preview_type="image/png"))
     await settle(progress)
@@ -325,7 +313,7 @@ async def test_a_new_preview_goes_out_even_with_the_same_text(
 
 
 async def test_the_newest_preview_rides_on_the_next_edit(
-    progress: ProgressMessage, stub: StubInteraction, clock: FakeClock
+    progress: ProgressMessage, stub: StubInteraction, clock: Ticks
 ) -> None:
     # ComfyUI sends each step, then that step's preview: the edit goes out on the step report.
     for step in range(1, 5):
@@ -347,7 +335,7 @@ async def test_the_newest_preview_rides_on_the_next_edit(
 
 
 async def test_queued_and_finished_carry_no_preview(
-    progress: ProgressMessage, stub: StubInteraction, clock: FakeClock
+    progress: ProgressMessage, stub: StubInteraction, clock: Ticks
 ) -> None:
     await progress(Progress("running", step=5, steps=30, preview=b"picture", preview_type="image/png"))
     await settle(progress)

@@ -10,7 +10,7 @@ from abby_core.generation.base import GeneratedImage
 from abby_core.generation.offline import LABEL
 from abby_core.pipeline import GenerationResult
 from abby_core.storage import QuotaStatus, StoredImage
-from abby_discord.render import PromptInfo, quota_line, render_result
+from abby_discord.render import PromptInfo, mib, quota_line, render_result
 
 NOW = datetime(2026, 11, 25, 10, 10, 10, tzinfo=UTC)
 MIDNIGHT = datetime(2026, 11, 26, tzinfo=UTC)
@@ -63,3 +63,17 @@ def test_delivery(
     assert ("Link" in names) == link
     assert names[-1 if not link else -2] == "Your quota"
     assert embed["description"] == "a fox"
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [
+        (10 * 1_048_576, "10 MiB"),
+        (10 * 1_048_576 + 1, "10.1 MiB"),
+        (1, "0.1 MiB"),
+        (1_572_864, "1.5 MiB"),
+        (0, "0 MiB"),
+    ],
+)
+def test_mib_rounds_up_so_a_file_over_a_limit_never_reads_as_the_limit(size: int, text: str) -> None:
+    assert mib(size) == text

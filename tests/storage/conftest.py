@@ -19,32 +19,10 @@ import pytest
 from abby_core.config import S3Settings
 from abby_core.storage import FilesystemBackend, StorageBackend, StorageManager
 from abby_core.storage.s3 import S3Backend
+from tests.fixtures.clocks import Clock
 from tests.fixtures.seaweedfs import SeaweedFS
 
 BACKENDS = ["filesystem", "moto", pytest.param("seaweedfs", marks=pytest.mark.seaweedfs)]
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self.now = start or datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-class Ticks:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def s3_settings(endpoint: str | None, access: str | None, secret: str | None, **extra: Any) -> S3Settings:

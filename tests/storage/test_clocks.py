@@ -18,7 +18,8 @@ from abby_core.errors import DailyLimitExceeded
 from abby_core.storage import FilesystemBackend, StorageBackend, StorageManager, rules
 from abby_core.storage.documents import GlobalLedger, Hold, Lease
 from abby_core.storage.escrow import LeaseView
-from tests.storage.conftest import Clock, Ticks
+from tests.fixtures.clocks import Ticks
+from tests.storage.conftest import Clock
 from tests.storage.test_escrow import _escrow_manager, _kill, _make
 from tests.storage.test_manager import ALICE, png
 

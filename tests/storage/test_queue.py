@@ -11,7 +11,7 @@ import pytest
 from abby_core.storage import StorageBackend
 from abby_core.storage.keys import QUEUE_PREFIX
 from abby_core.storage.queue import GenerationQueue, QueueTicket, after
-from tests.storage.conftest import Ticks
+from tests.fixtures.clocks import Ticks
 
 
 def _now() -> datetime:

@@ -18,6 +18,7 @@ from discord.ext import commands
 
 from abby_core.analytics import AuditEvent
 from abby_core.errors import GenerationError, InvalidInput, NotConfigured, StorageError
+from abby_core.storage.rules import MAX_CREDITS, MAX_GRANT
 from abby_discord.charts import daily_chart
 from abby_discord.cogs.generate.cog import role_ids
 from abby_discord.errors import NotAdmin, timestamp
@@ -152,8 +153,8 @@ class Admin(commands.GroupCog, group_name="abby-admin", group_description="Image
         self,
         interaction: discord.Interaction,
         user: discord.Member,
-        count: app_commands.Range[int, 1, 1000] | None = None,
-        credits: app_commands.Range[int, 1, 100_000] | None = None,
+        count: app_commands.Range[int, 1, MAX_GRANT] | None = None,
+        credits: app_commands.Range[int, 1, MAX_CREDITS] | None = None,
     ) -> None:
         """Give a member extra generations for today (until midnight UTC), credits that keep, or both."""
         if count is None and credits is None:

@@ -23,25 +23,26 @@ from discord.ext import commands
 from abby_core.config import PremiumTier
 from abby_core.errors import AbbyError, GenerationTimeout, InvalidImage, InvalidPrompt
 from abby_core.generation import ASPECT_RATIOS, MAX_SEED, STYLE_PRESETS, ProgressCallback
+from abby_core.images import MAX_IMAGE_BYTES
 from abby_core.pipeline import GenerationResult
-from abby_core.storage.keys import CONTENT_TYPES
+from abby_core.storage.keys import CONTENT_TYPES, IMAGE_EXTENSIONS
 from abby_discord.errors import PUBLIC_DEFER, ChannelNotAllowed, NotOwner
 from abby_discord.limiter import UserBusy
 from abby_discord.progress import ProgressMessage
-from abby_discord.render import PromptInfo, mb, prompt_of, render_result
+from abby_discord.render import PromptInfo, mb, mib, prompt_of, render_result
 
 if TYPE_CHECKING:
     from abby_discord.bot import AbbyBot
 
-__all__ = ["MAX_UPLOAD_BYTES", "Images", "Tiers", "check_attachment", "role_ids", "sku_ids", "tiers_of"]
+__all__ = ["Images", "Tiers", "check_attachment", "role_ids", "sku_ids", "tiers_of"]
 
 events = logging.getLogger("abby.events")
 log = logging.getLogger("abby.discord")
 _ANSWER_WITHIN = timedelta(minutes=14)  # Discord's interaction token lasts 15
 
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+_DISCORD_FILE_LIMIT = 10 * 1024 * 1024  # what a bot may attach where Discord does not say
 IMAGE_TYPES = tuple(CONTENT_TYPES)
-_EXTENSIONS = (*(f".{ext}" for ext in CONTENT_TYPES.values()), ".jpeg")
+_EXTENSIONS = tuple(f".{ext}" for ext in IMAGE_EXTENSIONS)
 
 
 class Tiers(NamedTuple):
@@ -85,9 +86,9 @@ def tiers_of(interaction: discord.Interaction, premium_tiers: Iterable[PremiumTi
 
 def check_attachment(attachment: discord.Attachment) -> None:
     """Refuse an upload by its declared type and size, before downloading it."""
-    if attachment.size > MAX_UPLOAD_BYTES:
+    if attachment.size > MAX_IMAGE_BYTES:
         raise InvalidImage(
-            f"`{attachment.filename[:80]}` is {mb(attachment.size)} MB; images must be 10 MB or smaller."
+            f"`{attachment.filename[:80]}` is {mib(attachment.size)}; images must be {mib(MAX_IMAGE_BYTES)} or smaller."
         )
     declared = (attachment.content_type or "").split(";")[0].strip().lower()
     if declared not in IMAGE_TYPES and not (not declared and attachment.filename.lower().endswith(_EXTENSIONS)):
@@ -102,7 +103,7 @@ def _size_limit(interaction: discord.Interaction) -> int:
     limit = getattr(interaction, "filesize_limit", None)
     if not limit and interaction.guild is not None:
         limit = interaction.guild.filesize_limit
-    return int(limit or MAX_UPLOAD_BYTES)
+    return int(limit or _DISCORD_FILE_LIMIT)
 
 
 class Images(commands.Cog):
@@ -233,7 +234,7 @@ class Images(commands.Cog):
     @app_commands.command(name="imgimg")
     @app_commands.guild_only()
     @app_commands.describe(
-        image="A PNG, JPEG or WebP picture (up to 10 MB) to start from",
+        image=f"A PNG, JPEG or WebP picture (up to {mib(MAX_IMAGE_BYTES)}) to start from",
         prompt="How to change it",
         strength="0 keeps your picture, 1 ignores it (default 0.6)",
     )
@@ -260,7 +261,7 @@ class Images(commands.Cog):
 
     @app_commands.command(name="upscale")
     @app_commands.guild_only()
-    @app_commands.describe(image="A PNG, JPEG or WebP picture (up to 10 MB) to enlarge")
+    @app_commands.describe(image=f"A PNG, JPEG or WebP picture (up to {mib(MAX_IMAGE_BYTES)}) to enlarge")
     async def upscale(self, interaction: discord.Interaction, image: discord.Attachment) -> None:
         """Make a larger, sharper copy of your picture."""
         check_attachment(image)
