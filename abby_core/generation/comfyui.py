@@ -108,6 +108,9 @@ log = logging.getLogger("abby.generation.comfyui")
 UPLOAD_SUBFOLDER = "abby"
 _HEADER_VALUE = re.compile(r"[\x20-\x7e]{1,4096}")
 _LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30)
+# Messages a finished job's socket may still deliver, each restarting the wait for the next
+# (a job's steps, nodes and previews come to a few hundred; other clients' "status" too).
+_DRAIN = 1000
 _MAX_MESSAGE = 32 * 1024 * 1024  # previews are small; anything larger is not ComfyUI talking
 _PREVIEW_TYPES = {1: "image/jpeg", 2: "image/png"}
 
@@ -349,11 +352,14 @@ class ComfyUIProvider(Provider):
         The socket reports the job; every ``poll_interval`` seconds ``/history`` and
         ``/queue`` are checked too, so a lost message or a cleared queue cannot leave
         the job waiting until the timeout. When the history shows the job done while
-        the socket is alive, the socket gets one more interval to deliver the rest.
+        the socket is alive, the socket delivers the rest: until the server's last message,
+        or until it has been quiet for an interval (each message it still has restarts that
+        wait, at most ``_DRAIN`` times, so a listener slower than the poll loses nothing).
         """
         loop = asyncio.get_running_loop()
         check_at = loop.time() + self._poll_interval
         done_entry: dict[str, Any] | None = None
+        drained = 0
         while True:
             message: str | bytes | None = None
             wait = check_at - loop.time()
@@ -375,6 +381,9 @@ class ComfyUIProvider(Provider):
                     entry = done_entry or await self._history(job.prompt_id)
                     if entry is not None:
                         return entry
+                if done_entry is not None and drained < _DRAIN:
+                    drained += 1
+                    check_at = loop.time() + self._poll_interval
                 continue
             check_at = loop.time() + self._poll_interval
             if done_entry is not None:

@@ -199,6 +199,27 @@ async def test_previews_are_reported(fake: FakeComfyUI) -> None:
     assert stages(events)[-1] == "finished"
 
 
+async def test_a_slow_listener_still_gets_every_preview(fake: FakeComfyUI) -> None:
+    # The history may say "done" while the socket still holds previews the listener has not
+    # taken yet (a busy machine, a slow Discord edit): they are delivered, not cut off.
+    fake.previews = "JPEG"
+    provider = make(fake)  # the history is checked every 50 ms
+    events: list[Progress] = []
+
+    async def slow(progress: Progress) -> None:
+        events.append(progress)
+        if progress.preview is not None:
+            await asyncio.sleep(0.03)  # stands for a listener slower than the poll: 25 take 0.75 s
+
+    try:
+        with reporting_progress(slow):
+            await provider.text_to_image(FOX)
+    finally:
+        await provider.aclose()
+    assert [e.step for e in events if e.preview is not None] == list(range(1, 26))
+    assert stages(events)[-1] == "finished"
+
+
 async def test_nobody_listening_means_no_reports_and_no_queue_reads(
     fake: FakeComfyUI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
