@@ -72,7 +72,7 @@ async def test_tampered_expired_and_anonymous_requests_are_refused(
     assert httpx.get(f"{seaweedfs.endpoint}/{bucket}?list-type=2").status_code == 403
     assert httpx.get(f"{seaweedfs.endpoint}/{bucket}/ledger/global.json").status_code == 403
 
-    short = backend_on(seaweedfs, presigned_url_ttl_seconds=1)
+    short = backend_on(seaweedfs)
     url, _ = short.link(stored.key, content_type="image/png", ttl=1)
     assert url is not None
     time.sleep(2.2)
