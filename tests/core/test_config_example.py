@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import get_args
 
-from abby_core.config import VARIABLES, describe_settings, load_settings
+import pytest
+from pydantic import BaseModel
+
+from abby_core.config import VARIABLES, Settings, describe_settings, load_settings
 
 ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
 COMPOSE_ONLY = "# docker compose only"  # below this heading: variables Abby itself does not read
@@ -22,6 +26,28 @@ def _listed() -> list[tuple[str, str]]:
     return [(name or commented, value or commented_value) for name, value, commented, commented_value in found]
 
 
+def _declarations(model: type[BaseModel]) -> list[str]:
+    """Every variable name ``model`` and the models of its fields declare, counting repeats."""
+    names: list[str] = []
+    for info in model.model_fields.values():
+        if info.alias:
+            names.append(info.alias)
+        names += [n for arg in (info.annotation, *get_args(info.annotation)) for n in _model_declarations(arg)]
+    return names
+
+
+def _model_declarations(annotation: object) -> list[str]:
+    return _declarations(annotation) if isinstance(annotation, type) and issubclass(annotation, BaseModel) else []
+
+
+def test_each_variable_is_declared_once_in_one_section() -> None:
+    names = _declarations(Settings)
+    assert sorted(names) == sorted(set(names)) == sorted(VARIABLES)
+    for name, info in Settings.model_fields.items():  # Settings itself declares no variable: only sections
+        assert info.alias is None and isinstance(info.annotation, type), name
+        assert issubclass(info.annotation, BaseModel), name
+
+
 def test_every_declared_variable_is_listed_once_and_nothing_else() -> None:
     names = [name for name, _ in _listed()]
     assert sorted(names) == sorted(VARIABLES)  # no name twice, none missing, none unknown
@@ -35,29 +61,35 @@ def test_listed_values_are_the_defaults() -> None:
         assert describe_settings(load_settings(env_file=None, **{name: value}))[name] == defaults[name], name
 
 
-STORAGE_DOC = ENV_EXAMPLE.parent / "docs" / "STORAGE_API_REFERENCE.md"
+DOCS = ENV_EXAMPLE.parent / "docs"
+#: The docs with a table of variables and their defaults, and the sections each covers in full.
+TABLES = {"STORAGE_API_REFERENCE.md": (("storage",), ("s3",)), "DISCORD.md": (), "DASHBOARD.md": ()}
 
 
-def _documented() -> list[tuple[str, str]]:
-    """``(NAME, default as written)`` from the settings table of the storage reference."""
-    section = STORAGE_DOC.read_text(encoding="utf-8").split("## Configuration")[1]
-    rows = re.findall(r"^\| (`[A-Z][^|]*) \| ([^|]*) \|", section, re.M)
-    found = []
-    for names, default in rows:
-        values = re.findall(r"`([^`]*)`", default) or ["" for _ in names.split(",")]
-        found += list(zip(re.findall(r"`([A-Z][A-Z0-9_]*)`", names), values, strict=True))
+def _tables(doc: str) -> list[tuple[str, str]]:
+    """``(NAME, default as written)`` from the doc's tables headed ``| Variable | Default |`` ("empty": "")."""
+    found: list[tuple[str, str]] = []
+    text = (DOCS / doc).read_text(encoding="utf-8")
+    for table in re.findall(r"^\| [Vv]ariable \| [Dd]efault \|.*\n\|[-| ]+\|\n((?:\|.*\n)+)", text, re.M):
+        for names, default in re.findall(r"^\| (`[A-Z][^|]*) \| ([^|]*) \|", table, re.M):
+            variables = re.findall(r"`([A-Z][A-Z0-9_]*)`", names)
+            if "{" in default:  # derived from other variables, e.g. http://{host}:{port}
+                continue
+            empty = default.strip().startswith(("empty", "\u2014"))
+            values = [""] * len(variables) if empty else re.findall(r"`([^`]*)`", default) or [default.strip()]
+            found += list(zip(variables, values, strict=True))
     return found
 
 
-def test_the_storage_reference_table_states_the_declared_defaults() -> None:
+@pytest.mark.parametrize("doc", sorted(TABLES))
+def test_the_docs_settings_tables_state_the_declared_defaults(doc: str) -> None:
     defaults = describe_settings(load_settings(env_file=None))
-    documented = _documented()
-    assert len(documented) > 20
+    documented = _tables(doc)
+    assert len(documented) > 10
     for name, default in documented:
         assert name in VARIABLES, name
-        shown = None if default == "" else describe_settings(load_settings(env_file=None, **{name: default}))[name]
-        assert shown == defaults[name], name
-    section = STORAGE_DOC.read_text(encoding="utf-8").split("## Configuration")[1]
+        assert describe_settings(load_settings(env_file=None, **{name: default}))[name] == defaults[name], name
+    text = (DOCS / doc).read_text(encoding="utf-8")
     for name, (path, _) in VARIABLES.items():
-        if path in (("storage",), ("s3",)):
-            assert f"`{name}`" in section, name
+        if path in TABLES[doc]:
+            assert f"`{name}`" in text, name
