@@ -212,16 +212,12 @@ def _listen_host(value: str) -> str:
     return value
 
 
-def _ids(value: Any) -> Any:
-    return _csv_ints(value)
-
-
 _URL = AfterValidator(_http_url)
 #: An http(s) URL variable (checked, and shown without credentials in errors and ``abby doctor``).
-Url = Annotated[str, _URL]
-OptionalUrl = Annotated[str | None, _URL]
-ListenHost = Annotated[str, AfterValidator(_listen_host)]
-Ids = Annotated[tuple[int, ...], BeforeValidator(_ids)]
+_Url = Annotated[str, _URL]
+_OptionalUrl = Annotated[str | None, _URL]
+_ListenHost = Annotated[str, AfterValidator(_listen_host)]
+_Ids = Annotated[tuple[int, ...], BeforeValidator(_csv_ints)]
 
 
 def _var(default: Any, name: str, description: str, **bounds: Any) -> Any:
@@ -401,8 +397,8 @@ class StorageSettings(_Section):
 class S3Settings(_Section):
     """The S3-compatible bucket (MinIO, AWS S3, SeaweedFS)."""
 
-    endpoint_url: OptionalUrl = _var(None, "S3_ENDPOINT_URL", "an http(s) URL, or empty for AWS")
-    public_endpoint_url: OptionalUrl = _var(
+    endpoint_url: _OptionalUrl = _var(None, "S3_ENDPOINT_URL", "an http(s) URL, or empty for AWS")
+    public_endpoint_url: _OptionalUrl = _var(
         None, "S3_PUBLIC_ENDPOINT_URL", "an http(s) URL that users' browsers reach, or empty"
     )
     bucket: str = _var(
@@ -425,7 +421,7 @@ ProviderName = Literal["stability", "comfyui", "automatic1111", "offline"]
 class ComfyUISettings(_Section):
     """A ComfyUI server (``COMFYUI_*``)."""
 
-    url: OptionalUrl = _var(None, "COMFYUI_URL", "an http(s) URL such as http://127.0.0.1:8188")
+    url: _OptionalUrl = _var(None, "COMFYUI_URL", "an http(s) URL such as http://127.0.0.1:8188")
     auth_header: SecretStr | None = _var(
         None, "COMFYUI_AUTH_HEADER", "the value of a header a reverse proxy requires, or empty"
     )
@@ -445,7 +441,7 @@ class ComfyUISettings(_Section):
 class A1111Settings(_Section):
     """An AUTOMATIC1111 / Forge / SD.Next web UI started with ``--api`` (``A1111_*``)."""
 
-    url: OptionalUrl = _var(None, "A1111_URL", "an http(s) URL such as http://127.0.0.1:7860")
+    url: _OptionalUrl = _var(None, "A1111_URL", "an http(s) URL such as http://127.0.0.1:7860")
     username: str | None = _var(None, "A1111_USERNAME", "the --api-auth user, or empty")
     password: SecretStr | None = _var(None, "A1111_PASSWORD", "the --api-auth password")
     model: str | None = _var(None, "A1111_MODEL", "a checkpoint name, or empty for the server's")
@@ -470,7 +466,7 @@ class ModerationSettings(_Section):
     blocklist_file: Path | None = _var(
         None, "PROMPT_BLOCKLIST_FILE", "a text file with one word or re:pattern per line"
     )
-    channel_ids: Ids = _var(
+    channel_ids: _Ids = _var(
         (), "IMAGE_CHANNEL_IDS", "channel ids separated by commas, or empty for every channel"
     )
     age_restricted_only: bool = _var(False, "IMAGE_AGE_RESTRICTED_ONLY", "true or false")
@@ -493,7 +489,7 @@ class MetricsSettings(_Section):
     port: int | None = _var(
         None, "METRICS_PORT", "a port number from 1 to 65535, or empty for no metrics endpoint", ge=1, le=65535
     )
-    host: ListenHost = _var(
+    host: _ListenHost = _var(
         "127.0.0.1", "METRICS_HOST", "the address the metrics endpoint listens on: an IP address or host name"
     )
 
@@ -519,12 +515,12 @@ class DashboardSettings(_Section):
     handed over by :class:`Settings`.
     """
 
-    host: ListenHost = _var(
+    host: _ListenHost = _var(
         "127.0.0.1", "DASHBOARD_HOST", "the address the dashboard listens on: an IP address or host name"
     )
     port: int = _var(8765, "DASHBOARD_PORT", "a port number from 1 to 65535", ge=1, le=65535)
     #: DASHBOARD_PUBLIC_URL as set; :attr:`public_url` is the one in use.
-    configured_public_url: OptionalUrl = _var(
+    configured_public_url: _OptionalUrl = _var(
         None, "DASHBOARD_PUBLIC_URL",
         "the http(s) URL browsers use to reach the dashboard, such as https://abby.example.org, "
         "or empty for http://DASHBOARD_HOST:DASHBOARD_PORT",
@@ -542,8 +538,8 @@ class DashboardSettings(_Section):
         None, "DISCORD_CLIENT_ID", "the Discord application's client id, digits only", pattern=r"^[0-9]{1,20}$"
     )
     client_secret: SecretStr | None = _var(None, "DISCORD_CLIENT_SECRET", "the Discord application's client secret")
-    oauth_url: Url = _var("https://discord.com", "DISCORD_OAUTH_URL", "an http(s) URL")
-    api_url: Url = _var("https://discord.com/api/v10", "DISCORD_API_URL", "an http(s) URL")
+    oauth_url: _Url = _var("https://discord.com", "DISCORD_OAUTH_URL", "an http(s) URL")
+    api_url: _Url = _var("https://discord.com/api/v10", "DISCORD_API_URL", "an http(s) URL")
     guild_id: int | None = None
     admin_role_ids: tuple[int, ...] = ()
     bot_token: SecretStr | None = None
@@ -645,7 +641,7 @@ class ApiSettings(_Section):
     comfyui: ComfyUISettings = Field(default_factory=ComfyUISettings)
     a1111: A1111Settings = Field(default_factory=A1111Settings)
     stability_api_key: SecretStr | None = _var(None, "STABILITY_API_KEY", "a Stability AI API key")
-    stability_api_host: Url = _var("https://api.stability.ai", "STABILITY_API_HOST", "an http(s) URL")
+    stability_api_host: _Url = _var("https://api.stability.ai", "STABILITY_API_HOST", "an http(s) URL")
     stability_model: str = _var(
         "core", "STABILITY_MODEL", "one of core, ultra, sd3.5-large, sd3.5-large-turbo, sd3.5-medium",
         pattern=r"^(core|ultra|sd3\.5-large|sd3\.5-large-turbo|sd3\.5-medium)$",
@@ -689,7 +685,7 @@ class DiscordSettings(_Section):
 
     token: SecretStr | None = _var(None, "DISCORD_TOKEN", "a bot token")
     guild_id: int | None = _var(None, "DISCORD_GUILD_ID", "a server (guild) id, digits only", ge=1)
-    admin_role_ids: Ids = _var((), "ADMIN_ROLE_IDS", "role ids separated by commas")
+    admin_role_ids: _Ids = _var((), "ADMIN_ROLE_IDS", "role ids separated by commas")
     delivery: Literal["attach", "link", "both"] = _var("both", "IMAGE_DELIVERY", "'attach', 'link' or 'both'")
     max_concurrent_generations: int = _var(
         4, "MAX_CONCURRENT_GENERATIONS", "a whole number from 1 to 256", ge=1, le=256
@@ -699,7 +695,7 @@ class DiscordSettings(_Section):
         pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$",
     )
     shard_count: int | None = _var(None, "SHARD_COUNT", "a whole number from 1 to 1000", ge=1, le=1000)
-    shard_ids: Annotated[tuple[Annotated[int, Field(ge=0)], ...], BeforeValidator(_ids)] = _var(
+    shard_ids: Annotated[tuple[Annotated[int, Field(ge=0)], ...], BeforeValidator(_csv_ints)] = _var(
         (), "SHARD_IDS", "shard ids (0, 1, ...) separated by commas"
     )
     # "shared": MAX_CONCURRENT_GENERATIONS and the queue are those of every process on the storage.
