@@ -741,9 +741,12 @@ def _declared(model: type[BaseModel], path: tuple[str, ...] = ()) -> dict[str, t
     found: dict[str, tuple[tuple[str, ...], FieldInfo]] = {}
     for name, info in model.model_fields.items():
         if isinstance(info.annotation, type) and issubclass(info.annotation, _Section):
-            found.update(_declared(info.annotation, (*path, name)))
-        elif info.alias:
-            found[info.alias] = (path, info)
+            inner = _declared(info.annotation, (*path, name))
+        else:
+            inner = {info.alias: (path, info)} if info.alias else {}
+        if set(inner) & set(found):  # a second declaration would silently shadow the first
+            raise TypeError(f"{', '.join(sorted(set(inner) & set(found)))} declared twice")
+        found.update(inner)
     return found
 
 
