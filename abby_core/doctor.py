@@ -151,7 +151,7 @@ async def _stability_check(settings: Settings, generator: ImageGenerator) -> Che
         return _skip("stability", "IMAGE_PROVIDER=offline: no key needed, images are local previews")
     if "stability" not in (api.provider, api.fallback):
         return _skip("stability", f"{_providers(api)}: Stability is not used, so no key is needed")
-    if api.provider == "stability" and not generator.configured and "image_provider" not in settings.model_fields_set:
+    if api.provider == "stability" and not generator.configured and "provider" not in api.model_fields_set:
         # A fresh install: Stability is only the default. Nothing is broken, something is still to set.
         return _skip(
             "stability",

@@ -48,12 +48,12 @@ class RedactSecrets(logging.Filter):
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    values = (settings.discord_token, settings.stability_api_key, settings.s3_secret_access_key)
+    values = (settings.discord.token, settings.api.stability_api_key, settings.s3.secret_access_key)
     return [v.get_secret_value() for v in values if v is not None]
 
 
 def log_file(settings: Settings) -> Path:
-    return Path(settings.storage_root) / "logs" / "abby.log"
+    return Path(settings.storage.root) / "logs" / "abby.log"
 
 
 def setup_logging(settings: Settings) -> Path | None:
@@ -65,7 +65,7 @@ def setup_logging(settings: Settings) -> Path | None:
     for handler in [h for h in root.handlers if getattr(h, _MARK, False)]:
         root.removeHandler(handler)
         handler.close()
-    level = logging.getLevelName(settings.log_level)
+    level = logging.getLevelName(settings.discord.log_level)
     root.setLevel(level)
     redact = RedactSecrets(secrets_of(settings))
     formatter = logging.Formatter(LOG_FORMAT)
@@ -94,7 +94,7 @@ def setup_logging(settings: Settings) -> Path | None:
     if problem:
         logging.getLogger("abby").warning(
             "Cannot write the log file under %s (%s); logging to the console only.",
-            Path(settings.storage_root) / "logs",
+            Path(settings.storage.root) / "logs",
             problem,
         )
     return path

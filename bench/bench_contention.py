@@ -493,7 +493,6 @@ def main() -> None:
                 "access_key_id": server.access_key,
                 "secret_access_key": server.secret_key,
                 "region": "us-east-1",
-                "presigned_url_ttl_seconds": 3600,
                 "timeout_seconds": 30,
                 "max_attempts": 3,
             }

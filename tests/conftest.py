@@ -10,11 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from abby_core.config import Settings
+from abby_core.config import VARIABLES
 from tests.fixtures.fake_stability import fake_stability  # noqa: F401
 from tests.fixtures.seaweedfs import seaweedfs  # noqa: F401
 
-_OURS = {(info.alias or name).upper() for name, info in Settings.model_fields.items()}
+_OURS = set(VARIABLES)
 
 
 # Loggers a test (or the bot's own set-up) may turn up to DEBUG: left there, every later test

@@ -32,9 +32,7 @@ def _section(settings: Settings, host: str | None, port: int | None) -> Dashboar
         return section
     host = host if host is not None else section.host
     port = port if port is not None else section.port
-    shown = f"[{host}]" if ":" in host else host
-    public = settings.dashboard_public_url or f"http://{shown}:{port}"
-    return section.model_copy(update={"host": host, "port": port, "public_url": public})
+    return section.model_copy(update={"host": host, "port": port})
 
 
 class PortInUse(NotConfigured):

@@ -28,14 +28,14 @@ import math
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from abby_core.config import MB, PremiumTier, QuotaTier, Settings, StorageSettings
+from abby_core.config import Settings, StorageSettings
 from abby_core.errors import (
     ImageNotFound,
     InvalidImage,
@@ -91,7 +91,11 @@ def _utcnow() -> datetime:
 class StorageManager:
     """Images per user, with exact daily, per-user and global quotas.
 
-    Build it with :meth:`from_settings`, or with the seed's keyword names for a folder::
+    Build it with :meth:`from_settings`, or from the storage section over a backend::
+
+        StorageManager(backend, settings.storage, clock)
+
+    or, for a folder, with the section's field names over its defaults (the seed's names)::
 
         StorageManager(storage_root="shared", max_global_storage_mb=5000,
                        max_user_storage_mb=500, max_user_daily_gens=5)
@@ -100,36 +104,34 @@ class StorageManager:
     def __init__(
         self,
         backend: StorageBackend | None = None,
+        section: StorageSettings | None = None,
+        clock: Callable[[], datetime] | None = None,
         *,
         storage_root: str | Path | None = None,
-        max_global_storage_mb: float = 5000,
-        max_user_storage_mb: float = 500,
-        max_user_daily_gens: int = 5,
-        cleanup_days: int = 7,
-        image_gen_size_mb: float = 1.5,
-        reservation_ttl_seconds: int = 900,
-        presigned_url_ttl_seconds: int = 3600,
-        quota_tiers: Sequence[QuotaTier] = (),
-        premium_tiers: Sequence[PremiumTier] = (),
-        clock: Callable[[], datetime] | None = None,
         max_workers: int = 8,
         settle_seconds: float = 30.0,
         events_retention_days: int | None = None,
-        escrow: bool = False,
-        archive: bool = False,
-        archive_days: int = 90,
-        max_user_archive_mb: float = 200,
-        archive_quality: int = 60,
-        archive_storage_class: str | None = None,
+        **limits: Any,
     ) -> None:
+        """``limits`` are :class:`StorageSettings` fields by name (``max_user_daily_gens=3``),
+        over ``section`` or the section's defaults. They are not bounds-checked, so tests and
+        benchmarks can use values no deployment may (a reservation that expires in 2 s); an
+        unknown name is a :class:`TypeError`. ``storage_root`` is the folder when no
+        ``backend`` is given (default: the section's ``root``)."""
+        section = section if section is not None else StorageSettings()
+        unknown = set(limits) - set(StorageSettings.model_fields)
+        if unknown:
+            raise TypeError(f"StorageManager() got unknown storage settings: {', '.join(sorted(unknown))}")
+        section = section.model_copy(update=limits) if limits else section
         if backend is None:
-            backend = FilesystemBackend(storage_root if storage_root is not None else "shared")
+            backend = FilesystemBackend(storage_root if storage_root is not None else section.root)
+        self.section = section
         self.backend = backend
         self.clock = clock or _utcnow
         # A lease stops admitting a margin before it expires (by its owner's clock); another
         # process takes it for dead that margin plus CLOCK_BOUND after (by its own clock), or
         # once it has seen it unchanged for its lifetime and margin (by its monotonic clock).
-        lease_lifetime = min(LEASE_LIFETIME, timedelta(seconds=reservation_ttl_seconds / 2))
+        lease_lifetime = min(LEASE_LIFETIME, timedelta(seconds=section.reservation_ttl_seconds / 2))
         lease_margin = min(CLOCK_SKEW, lease_lifetime / 4)
         self.accounts = Accounts(
             backend,
@@ -137,17 +139,17 @@ class StorageManager:
             lease_margin=lease_margin + rules.CLOCK_BOUND,
             lease_silence=lease_lifetime + lease_margin,
         )
-        self.global_limit_bytes = int(max_global_storage_mb * MB)
-        self.default_limits = UserLimits(max_user_daily_gens, int(max_user_storage_mb * MB))
-        self.cleanup_days = cleanup_days
+        self.global_limit_bytes = section.max_global_bytes
+        self.default_limits = UserLimits(section.max_user_daily_gens, section.max_user_bytes)
+        self.cleanup_days = section.cleanup_days
         #: ``ANALYTICS_RETENTION_DAYS``: with it, ``ensure_ready`` asks for the ``events/``
         #: lifecycle backstop (that many days plus a margin); ``None`` leaves events alone.
         self.events_retention_days = events_retention_days
-        self.estimate_bytes = int(image_gen_size_mb * MB)
-        self.reservation_ttl = reservation_ttl_seconds
-        self.link_ttl = presigned_url_ttl_seconds
-        self.quota_tiers = tuple(quota_tiers)
-        self.premium_tiers = tuple(premium_tiers)
+        self.estimate_bytes = section.image_gen_bytes
+        self.reservation_ttl = section.reservation_ttl_seconds
+        self.link_ttl = section.link_ttl_seconds
+        self.quota_tiers = tuple(section.quota_tiers)
+        self.premium_tiers = tuple(section.premium_tiers)
         self.escrow = (
             Escrow(
                 self.accounts,
@@ -156,36 +158,36 @@ class StorageManager:
                 margin=lease_margin,
                 max_slice=LEASE_SLICE_IMAGES * self.estimate_bytes,
             )
-            if escrow
+            if section.escrow
             else None
         )
         self.protocol = Accounting(
             self.accounts,
             global_limit=self.global_limit_bytes,
-            reservation_ttl=reservation_ttl_seconds,
+            reservation_ttl=self.reservation_ttl,
             settle_seconds=settle_seconds,
             escrow=self.escrow,
         )
         #: STORAGE_ARCHIVE: cleanup archives old images instead of deleting them.
-        self.archive = archive
+        self.archive = section.archive
         self.archiver = Archiver(
             self.accounts,
             self.protocol,
-            days=archive_days,
-            limit_bytes=int(max_user_archive_mb * MB),
-            quality=archive_quality,
-            storage_class=archive_storage_class,
+            days=section.archive_days,
+            limit_bytes=section.max_user_archive_bytes,
+            quality=section.archive_quality,
+            storage_class=section.archive_storage_class,
             global_limit=self.global_limit_bytes,
-            reservation_ttl=reservation_ttl_seconds,
-            link_ttl=presigned_url_ttl_seconds,
+            reservation_ttl=self.reservation_ttl,
+            link_ttl=self.link_ttl,
         )
         self.housekeeping = Housekeeping(
             self.accounts,
-            cleanup_days=cleanup_days,
-            reservation_ttl=reservation_ttl_seconds,
+            cleanup_days=self.cleanup_days,
+            reservation_ttl=self.reservation_ttl,
             global_limit=self.global_limit_bytes,
             archiver=self.archiver,
-            archive=archive,
+            archive=self.archive,
         )
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="abby-storage")
         self._closed = False
@@ -213,34 +215,7 @@ class StorageManager:
                 backend = S3Backend(settings.s3)
             else:
                 backend = FilesystemBackend(settings.storage.root)
-        manager = cls.from_section(settings.storage, backend, clock=clock)
-        manager.events_retention_days = settings.analytics.retention_days
-        return manager
-
-    @classmethod
-    def from_section(
-        cls, section: StorageSettings, backend: StorageBackend, *, clock: Callable[[], datetime] | None = None
-    ) -> StorageManager:
-        """The manager for one storage section (limits, tiers, lifetimes) over ``backend``."""
-        return cls(
-            backend,
-            max_global_storage_mb=section.max_global_storage_mb,
-            max_user_storage_mb=section.max_user_storage_mb,
-            max_user_daily_gens=section.max_user_daily_gens,
-            cleanup_days=section.cleanup_days,
-            image_gen_size_mb=section.image_gen_size_mb,
-            reservation_ttl_seconds=section.reservation_ttl_seconds,
-            presigned_url_ttl_seconds=section.link_ttl_seconds,
-            quota_tiers=section.quota_tiers,
-            premium_tiers=section.premium_tiers,
-            clock=clock,
-            escrow=section.escrow,
-            archive=section.archive,
-            archive_days=section.archive_days,
-            max_user_archive_mb=section.max_user_archive_mb,
-            archive_quality=section.archive_quality,
-            archive_storage_class=section.archive_storage_class,
-        )
+        return cls(backend, settings.storage, clock, events_retention_days=settings.analytics.retention_days)
 
     # -- plumbing ------------------------------------------------------------------------
     async def _run(

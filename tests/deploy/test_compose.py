@@ -27,7 +27,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from pydantic import SecretStr
 
-from abby_core.config import S3Settings, Settings, load_settings
+from abby_core.config import VARIABLES, S3Settings, load_settings
 from abby_core.storage.s3 import S3Backend
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +43,7 @@ DEV_SEAWEEDFS = ROOT / "infra" / "dev-seaweedfs.sh"
 ENV_EXAMPLE = ROOT / ".env.example"
 SHELL_SCRIPTS = [MINIO_INIT, SEAWEEDFS_INIT, DEV_SEAWEEDFS]
 
-ALIASES = sorted((info.alias or name).upper() for name, info in Settings.model_fields.items())
+ALIASES = sorted(VARIABLES)
 STORAGE_ADMIN_VARS = (
     "MINIO_ROOT_USER",
     "MINIO_ROOT_PASSWORD",
@@ -653,7 +653,7 @@ def test_seaweedfs_init_twice_against_a_real_server(seaweedfs: Any, tmp_path: Pa
         S3Settings(
             endpoint_url=seaweedfs.endpoint, public_endpoint_url=None, bucket=bucket,
             access_key_id=app_key, secret_access_key=SecretStr(app_secret), region="us-east-1",
-            presigned_url_ttl_seconds=3600, timeout_seconds=10, max_attempts=2,
+            timeout_seconds=10, max_attempts=2,
         )
     )
     report = backend.ensure_ready(cleanup_days=7, create=False, events_days=97)
@@ -830,7 +830,7 @@ def test_env_example_has_the_compose_only_variables() -> None:
 
 def test_env_example_is_valid_and_has_no_real_secrets() -> None:
     settings = load_settings(env_file=ENV_EXAMPLE)
-    assert settings.storage_backend == "filesystem"
+    assert settings.storage.backend == "filesystem"
     values = dict(
         line.split("=", 1) for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
         if re.match(r"[A-Z][A-Z0-9_]*=", line)

@@ -233,6 +233,7 @@ async def test_on_s3_the_presigned_link_is_in_the_embed(abby: Abby, seaweedfs: A
         "S3_BUCKET": f"abby-bot-{uuid.uuid4().hex[:8]}",
         "S3_ACCESS_KEY_ID": seaweedfs.access_key,
         "S3_SECRET_ACCESS_KEY": seaweedfs.secret_key,
+        "PRESIGNED_URL_TTL_SECONDS": "120",
     }
     await abby.start(**env)
     assert abby.storage is not None
@@ -241,6 +242,11 @@ async def test_on_s3_the_presigned_link_is_in_the_embed(abby: Abby, seaweedfs: A
     result = await result_of(await abby.fake.slash("imagine", user=member, options={"prompt": "a harbour"}))
     link = re.search(r"\[Open the full image\]\((http[^)]+)\)", field(result.embeds[0], "Link"))
     assert link and link[1].startswith(seaweedfs.endpoint)
+    # One variable sets how long the link works and the expiry the member is shown.
+    assert "X-Amz-Expires=120&" in link[1] + "&"
+    (stored,) = await abby.storage.list_images(member.id)
+    expires = re.search(r"\(expires <t:(\d+):R>\)", field(result.embeds[0], "Link"))
+    assert expires and int(expires[1]) == int((stored.created_at + timedelta(seconds=120)).timestamp())
     assert result.files, "IMAGE_DELIVERY=both attaches the file too"
     async with aiohttp.ClientSession() as session, session.get(link[1]) as response:
         assert response.status == 200

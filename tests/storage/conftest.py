@@ -35,7 +35,6 @@ def s3_settings(endpoint: str | None, access: str | None, secret: str | None, **
         "access_key_id": access,
         "secret_access_key": SecretStr(secret) if secret else None,
         "region": "us-east-1",
-        "presigned_url_ttl_seconds": 3600,
         "timeout_seconds": 10,
         "max_attempts": 3,
     }

@@ -24,8 +24,9 @@ def test_every_public_method_is_in_the_reference(name: str) -> None:
     assert f"`{name}(" in REFERENCE or f".{name}(" in REFERENCE or f"/ `{name}(" in REFERENCE, name
 
 
-@pytest.mark.parametrize("builder", ["from_settings", "from_section"])
-def test_every_builder_parameter_is_in_the_reference(builder: str) -> None:
-    params = list(inspect.signature(getattr(StorageManager, builder)).parameters)
-    line = next(line for line in REFERENCE.splitlines() if f"`StorageManager.{builder}(" in line)
+@pytest.mark.parametrize(("builder", "written"), [("from_settings", "StorageManager.from_settings("),
+                                                  ("__init__", "StorageManager(backend")])
+def test_every_builder_parameter_is_in_the_reference(builder: str, written: str) -> None:
+    params = [p for p in inspect.signature(getattr(StorageManager, builder)).parameters if p != "self"]
+    line = next(line for line in REFERENCE.splitlines() if f"`{written}" in line)
     assert params and all(p in line for p in params), (params, line)

@@ -178,7 +178,7 @@ class Images(commands.Cog):
                 info=info,
                 delivery=self.bot.settings.discord.delivery,
                 size_limit=_size_limit(interaction),
-                link_ttl=self.bot.settings.s3.presigned_url_ttl_seconds if result.stored.url else None,
+                link_ttl=self.bot.settings.storage.link_ttl_seconds if result.stored.url else None,
             )
             await interaction.edit_original_response(
                 content=rendered.content, embed=rendered.embed, attachments=rendered.attachments, view=rendered.view
