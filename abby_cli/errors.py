@@ -14,7 +14,8 @@ whose message is generic so no foreign text (which could hold a secret) is shown
 Messages are written for an operator at a terminal, from the data the core error
 carries: quota errors name the commands and settings that free or raise the limit,
 a missing provider key points at ``--provider offline``, and a refused option is named as
-typed (``--aspect-ratio``, not the request's field). Other core messages are shown as they are.
+typed (``--aspect-ratio``, not the request's field). Every other core error keeps its factual
+message (written for logs) followed by what the operator can do; none is shown bare.
 """
 
 from __future__ import annotations
@@ -29,17 +30,36 @@ from abby_core.errors import (
     AbbyError,
     ArchivedImageNotFound,
     ConfigError,
+    ContentFiltered,
     DailyLimitExceeded,
+    GenerationError,
+    GenerationTimeout,
+    GenerationUnavailable,
     GlobalStorageFull,
     ImageNotFound,
+    InvalidImage,
     InvalidInput,
     InvalidKey,
+    InvalidPrompt,
+    InvalidUser,
+    LedgerCorrupt,
     NotConfigured,
+    PromptRejected,
+    ProviderAuthError,
+    ProviderOutOfCredits,
+    ProviderRejected,
+    ProviderUnreachable,
     QuotaExceeded,
+    RateLimited,
+    RequestTooLarge,
+    ReservationInvalid,
+    SaveOutcomeUnknown,
     StorageError,
+    StorageUnavailable,
     UserBlocked,
     UserStorageFull,
 )
+from abby_core.images import ACCEPTED
 
 __all__ = [
     "EXIT_CONFIG",
@@ -93,8 +113,71 @@ def _mb(n: int) -> str:
     return f"{n / 1_000_000:.1f} MB"
 
 
+_CHARGED_NOTHING = "Nothing was charged"
+# What the operator can do about a refused prompt or image, by the error's ``reason``.
+_PROMPT_ADVICE = {
+    "empty": "Describe the image to make.",
+    "too_long": "Shorten it.",
+    "control_character": "Remove that character.",
+    "invalid_character": "Retype that character.",
+    "format_character": "Retype the text without that character.",
+}
+_IMAGE_ADVICE = {
+    "too_detailed": "Give a smaller image.",
+    "damaged": f"Give a complete {ACCEPTED} file.",
+}
+
+
+def _advice(exc: AbbyError) -> str:
+    """What an operator can do about a core error the CLI does not word on its own."""
+    match exc:
+        case SaveOutcomeUnknown():
+            return "'abby gallery USER' shows whether the image was kept; if it is not there, nothing was charged."
+        case StorageUnavailable():
+            return "Run again once storage answers; 'abby doctor' checks the storage settings."
+        case LedgerCorrupt():
+            return "It is rebuilt from the stored images on its next use; run again."
+        case ReservationInvalid():
+            return f"{_CHARGED_NOTHING}; run the command again."
+        case StorageError():
+            return "'abby doctor' checks the storage settings."
+        case InvalidUser():
+            return "Give the member's Discord user id (digits only)."
+        case InvalidPrompt():
+            return _PROMPT_ADVICE.get(exc.reason or "", "Change the prompt and run again.")
+        case InvalidImage():
+            return _IMAGE_ADVICE.get(exc.reason or "", f"Give a {ACCEPTED} image.")
+        case InvalidInput():
+            return "Nothing was changed."
+        case ContentFiltered() | PromptRejected():
+            return f"{_CHARGED_NOTHING}; change the prompt or options and run again."
+        case RequestTooLarge():
+            return f"{_CHARGED_NOTHING}; give a smaller image."
+        case ProviderAuthError():
+            return "Check the provider's key or credentials in the settings ('abby doctor' checks them)."
+        case ProviderOutOfCredits():
+            return "Top up the provider account, then run again."
+        case ProviderRejected():
+            return f"{_CHARGED_NOTHING}."
+        case GenerationTimeout():
+            return f"{_CHARGED_NOTHING}; run again, or raise the provider's timeout setting."
+        case RateLimited():
+            return f"{_CHARGED_NOTHING}; run again in a minute."
+        case ProviderUnreachable():
+            return f"{_CHARGED_NOTHING}; check that the image server runs and its URL ('abby doctor')."
+        case GenerationUnavailable() | GenerationError():
+            return f"{_CHARGED_NOTHING}; run again in a few minutes."
+        case NotConfigured(setting=str(setting)):
+            return f"Set {setting} in .env or the environment."
+        case ConfigError() | NotConfigured():
+            return "Fix the settings in .env or the environment ('abby doctor' checks them)."
+    return "Run again with 'abby --debug ...' for details."
+
+
 def _message(exc: AbbyError) -> str:
-    """The operator's sentence for ``exc``; core messages speak to a member."""
+    """The operator's sentence for ``exc``; core messages are written for logs."""
+    if not type(exc).__module__.startswith("abby_core."):
+        return exc.message  # the CLI's own errors (PortInUse) are written for the operator
     match exc:
         case DailyLimitExceeded():
             when = f" It resets at {exc.resets_at:%H:%M} UTC." if exc.resets_at else ""
@@ -129,12 +212,15 @@ def _message(exc: AbbyError) -> str:
         case ImageNotFound():
             return f"No image {exc.key!r} in this user's gallery (their images: 'abby gallery USER')."
         case InvalidKey(parameter="archived_key"):
+            given = f"{exc.value!r}" if exc.value is not None else "That"
             return (
-                f"{exc.value!r} is not an archived image of this user: give a file name from "
+                f"{given} is not an archived image of this user: give a file name from "
                 "'abby storage archived USER', or its full key."
             )
         case InvalidKey():
             given = f"{exc.value!r}" if exc.value is not None else "That"
+            if exc.reason == "other_user":
+                return f"{given} is another user's image: give a key from 'abby gallery USER' of this user."
             return (
                 f"{given} is not an image key of this user: give a file name from 'abby gallery USER', "
                 "or its full key."
@@ -143,7 +229,7 @@ def _message(exc: AbbyError) -> str:
             if exc.allowed is not None:
                 return f"{OPTIONS[parameter]} must be one of {', '.join(exc.allowed)} (got {exc.value!r})."
             return f"{exc.message} Give it with {OPTIONS[parameter]}."
-    return exc.message
+    return f"{exc.message}{chr(10) if chr(10) in exc.message else ' '}{_advice(exc)}"
 
 
 def _usage_message(exc: typer.TyperException) -> str:

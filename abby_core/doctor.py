@@ -258,11 +258,11 @@ def _issue_fixes(issues: tuple[WorkflowIssue, ...]) -> str:
         if node:
             fixes.append(
                 f"Install the custom node that provides {missing} (e.g. with ComfyUI-Manager) and restart "
-                f"ComfyUI, or point {workflow} at nodes you have."
+                f"ComfyUI, or point {workflow} at installed nodes."
             )
         else:
             where = f"ComfyUI's {folder} folder" if folder else "the matching folder under ComfyUI's models/"
-            fixes.append(f"Put {missing} in {where}, or point {workflow} at one you have.")
+            fixes.append(f"Put {missing} in {where}, or point {workflow} at an installed one.")
     return " ".join(fixes)
 
 

@@ -17,7 +17,7 @@ The tree::
     │   ├── ImageNotFound                       image_not_found  .key
     │   │   └── ArchivedImageNotFound           image_not_found  .key  (no such archived image)
     │   └── ReservationInvalid                  reservation_invalid
-    ├── InvalidInput                            invalid_input   .parameter .value .allowed
+    ├── InvalidInput                            invalid_input   .parameter .value .allowed .reason
     │   ├── InvalidPrompt                       invalid_prompt
     │   ├── InvalidImage                        invalid_image
     │   ├── InvalidUser                         invalid_user
@@ -27,19 +27,22 @@ The tree::
         │   ├── ProviderUnreachable             provider_unreachable    (nothing was sent)
         │   ├── GenerationTimeout               generation_timeout
         │   └── RateLimited                     rate_limited
-        └── ProviderRejected                    .status .request_id
+        └── ProviderRejected                    .status .request_id .detail
             ├── PromptRejected                  invalid_prompt          (the user's to fix)
             ├── ContentFiltered                 content_filtered        (the user's to fix)
             ├── RequestTooLarge                 invalid_image
             ├── ProviderAuthError               generation_auth         (the operator's to fix)
             └── ProviderOutOfCredits            generation_auth         (the operator's to fix)
 
-Messages are neutral sentences (no buttons, no command-line flags): each adapter
-(the Discord translator, the CLI) words what its reader can do from the data the
-error carries. Every message is safe to show to a Discord member or an operator: it
-never contains a secret, a key, a credential or a foreign exception's text that
-could hold one. Foreign exceptions (botocore, httpx, OSError) are translated at the
-edge of core with ``raise ... from exc`` and never leave it.
+Messages are neutral, factual sentences for logs, in the third person (no "you",
+no "please", no buttons, no command-line flags): each adapter (the Discord
+translator, the CLI, the dashboard) words what its reader can do from the data the
+error carries (``.limit``, ``.key``, ``.parameter``, ``.reason``, ...); a test fails if
+a core string addresses the reader or a translator falls back to the message.
+Every message is safe to show to a Discord member or an operator: it never contains
+a secret, a key, a credential or a foreign exception's text that could hold one.
+Foreign exceptions (botocore, httpx, OSError) are translated at the edge of core
+with ``raise ... from exc`` and never leave it.
 """
 
 from __future__ import annotations
@@ -133,7 +136,7 @@ class UserBlocked(AbbyError):
     code = "blocked"
 
     def __init__(self, user_id: str) -> None:
-        super().__init__("You have been blocked from generating images on this server.")
+        super().__init__(f"User {user_id} is blocked from generating images.")
         self.user_id = user_id
 
 
@@ -169,8 +172,8 @@ class DailyLimitExceeded(QuotaExceeded):
 
     def __init__(self, *, used: int, limit: int, resets_at: datetime) -> None:
         super().__init__(
-            f"You have used all {limit} of your image generations for today. "
-            f"Your quota resets at {resets_at:%H:%M} UTC.",
+            f"The daily limit of {limit} image generations is used up ({used} used); "
+            f"it resets at {resets_at:%H:%M} UTC.",
             used=used,
             limit=limit,
             resets_at=resets_at,
@@ -185,8 +188,7 @@ class UserStorageFull(QuotaExceeded):
 
     def __init__(self, *, used: int, limit: int) -> None:
         super().__init__(
-            f"Your image storage is full ({_mb(used)} of {_mb(limit)}). "
-            "Delete some of your images, or wait for old ones to expire.",
+            f"The user's image storage is full ({_mb(used)} of {_mb(limit)}).",
             used=used,
             limit=limit,
         )
@@ -200,8 +202,7 @@ class GlobalStorageFull(QuotaExceeded):
 
     def __init__(self, *, used: int, limit: int) -> None:
         super().__init__(
-            f"This server's image storage is full ({_mb(used)} of {_mb(limit)}). "
-            "Please try again after old images expire, or ask an admin to run a cleanup.",
+            f"The server's image storage is full ({_mb(used)} of {_mb(limit)}).",
             used=used,
             limit=limit,
         )
@@ -238,7 +239,7 @@ class ImageNotFound(StorageError):
     code = "image_not_found"
 
     def __init__(self, key: str, *, message: str | None = None) -> None:
-        super().__init__(message or f"No image {key!r} was found in your gallery.")
+        super().__init__(message or f"No image {key!r} was found in the user's gallery.")
         self.key = key
 
 
@@ -261,10 +262,13 @@ class InvalidInput(AbbyError):
     ``parameter`` names the request's field that was refused (``aspect_ratio``,
     ``style_preset``, ``mode``, ``prompt``), ``value`` what was given and ``allowed`` the
     accepted values when they are a list; each adapter names its own option for the field.
-    All three are ``None`` when the refusal is not about one field.
+    All three are ``None`` when the refusal is not about one field. ``reason`` is one of the
+    class's :attr:`reasons` when the adapters advise differently for it (an empty prompt is
+    described, a control character removed), else ``None``.
     """
 
     code = "invalid_input"
+    reasons: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -273,23 +277,29 @@ class InvalidInput(AbbyError):
         parameter: str | None = None,
         value: str | None = None,
         allowed: tuple[str, ...] | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(message)
+        if reason is not None and reason not in self.reasons:
+            raise ValueError(f"{type(self).__name__} has no reason {reason!r}")
         self.parameter = parameter
         self.value = value
         self.allowed = allowed
+        self.reason = reason
 
 
 class InvalidPrompt(InvalidInput):
     """The prompt is empty, too long or contains characters that are not allowed."""
 
     code = "invalid_prompt"
+    reasons = ("empty", "too_long", "control_character", "invalid_character", "format_character")
 
 
 class InvalidImage(InvalidInput):
     """An uploaded image is not one Abby can use."""
 
     code = "invalid_image"
+    reasons = ("unsupported_format", "empty", "damaged", "too_detailed")
 
 
 class InvalidUser(InvalidInput):
@@ -302,6 +312,7 @@ class InvalidKey(InvalidInput):
     """An image key is malformed or does not belong to the user."""
 
     code = "invalid_key"
+    reasons = ("not_a_key", "other_user")
 
 
 class GenerationError(AbbyError):
@@ -339,14 +350,25 @@ class RateLimited(GenerationUnavailable):
 
 
 class ProviderRejected(GenerationError):
-    """The provider answered with an error about this request."""
+    """The provider answered with an error about this request.
+
+    ``detail`` is the provider's own reason, shortened and stripped of secrets (``None`` when it gave none).
+    """
 
     code = "generation_error"
 
-    def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        request_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.request_id = request_id
+        self.detail = detail
 
 
 class PromptRejected(ProviderRejected):

@@ -80,28 +80,29 @@ def clean_prompt(text: str, *, field: str = "prompt", max_chars: int = MAX_PROMP
         raise InvalidPrompt(f"The {field} must be text.")
     text = text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ").replace("\t", " ").strip()
     if not text:
-        raise InvalidPrompt(f"The {field} is empty. Please describe the image you want.")
+        raise InvalidPrompt(f"The {field} is empty.", reason="empty")
     if len(text) > max_chars:
         raise InvalidPrompt(
-            f"The {field} is too long ({len(text):,} characters; the limit is {max_chars:,})."
+            f"The {field} is too long ({len(text):,} characters; the limit is {max_chars:,}).", reason="too_long"
         )
     for ch in text:
         category = unicodedata.category(ch)
         if category == "Cc":
             raise InvalidPrompt(
-                f"The {field} contains a control character (U+{ord(ch):04X}). Please remove it."
+                f"The {field} contains a control character (U+{ord(ch):04X}).", reason="control_character"
             )
         if category == "Cs":
             # A lone surrogate (JSON can carry "\ud800") cannot be encoded for the provider.
             raise InvalidPrompt(
-                f"The {field} contains an invalid character (U+{ord(ch):04X}, half of an emoji "
-                "or symbol). Please retype it."
+                f"The {field} contains an invalid character (U+{ord(ch):04X}, half of an emoji or symbol).",
+                reason="invalid_character",
             )
         if category == "Cf":
             raise InvalidPrompt(
                 f"The {field} contains an invisible formatting character (U+{ord(ch):04X}, "
                 f"{unicodedata.name(ch, 'unnamed')}), such as a text-direction override or "
-                "zero-width space. Please retype it without that character."
+                "zero-width space.",
+                reason="format_character",
             )
     return text
 
@@ -178,13 +179,13 @@ def sniff_format(data: bytes) -> ImageFormat:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
     if head.startswith((b"GIF87a", b"GIF89a")):
-        raise InvalidImage(f"GIF images are not supported. Please upload a {ACCEPTED} image.")
+        raise InvalidImage(f"GIF images are not supported (only {ACCEPTED}).", reason="unsupported_format")
     lowered = head.lstrip().lower()
     if lowered.startswith(b"<?xml") or b"<svg" in lowered:
-        raise InvalidImage(f"SVG images are not supported. Please upload a {ACCEPTED} image.")
+        raise InvalidImage(f"SVG images are not supported (only {ACCEPTED}).", reason="unsupported_format")
     if not head:
-        raise InvalidImage(f"The file is empty. Please upload a {ACCEPTED} image.")
-    raise InvalidImage(f"This file is not a {ACCEPTED} image.")
+        raise InvalidImage("The file is empty.", reason="empty")
+    raise InvalidImage(f"This file is not a {ACCEPTED} image.", reason="unsupported_format")
 
 
 def _open(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[Image.Image, ImageFormat]:
@@ -195,7 +196,7 @@ def _open(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[Image.Image,
             f"{max_bytes / 1_048_576:.0f} MiB)."
         )
     fmt = sniff_format(data)
-    damaged = InvalidImage(f"The image is damaged or incomplete. Please upload a complete {ACCEPTED} image.")
+    damaged = InvalidImage("The image is damaged or incomplete.", reason="damaged")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -228,7 +229,7 @@ def probe_image(data: bytes, *, max_bytes: int = 64 * 1024 * 1024) -> tuple[Imag
         with Image.open(io.BytesIO(data), formats=[fmt.upper()]) as img:
             width, height = img.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InvalidImage("The image is damaged or incomplete.") from exc
+        raise InvalidImage("The image is damaged or incomplete.", reason="damaged") from exc
     return fmt, width, height
 
 
@@ -310,7 +311,7 @@ def prepare_image(
         img = img.resize((w, h), Image.Resampling.LANCZOS)
         out = _png(img)
     if len(out) > max_output_bytes:
-        raise InvalidImage("The image holds too much detail to send. Please upload a smaller image.")
+        raise InvalidImage("The image holds too much detail to send.", reason="too_detailed")
     return PreparedImage(out, "image/png", img.width, img.height, fmt)
 
 
@@ -375,7 +376,7 @@ def strip_metadata(data: bytes) -> bytes:
     try:
         parts = {"png": _png_parts, "jpeg": _jpeg_parts, "webp": _webp_parts}[fmt](data)
     except (IndexError, struct.error, ValueError) as exc:
-        raise InvalidImage(f"The image is damaged or incomplete. Please upload a complete {ACCEPTED} image.") from exc
+        raise InvalidImage("The image is damaged or incomplete.", reason="damaged") from exc
     out = b"".join(parts)
     return data if out == data else out
 

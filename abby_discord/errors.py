@@ -30,7 +30,10 @@ from abby_core.errors import (
     GenerationUnavailable,
     GlobalStorageFull,
     ImageNotFound,
+    InvalidImage,
     InvalidInput,
+    InvalidKey,
+    InvalidPrompt,
     InvalidUser,
     LedgerCorrupt,
     NotConfigured,
@@ -49,6 +52,7 @@ from abby_core.errors import (
     UserBlocked,
     UserStorageFull,
 )
+from abby_core.images import ACCEPTED
 from abby_discord.limiter import QueueTimeout, UserBusy
 
 __all__ = [
@@ -101,6 +105,22 @@ _NOTHING_CHARGED = "Nothing was charged"
 # The slash-command option a member filled in for each request field a core error can name.
 _OPTIONS = {"aspect_ratio": "aspect_ratio", "style_preset": "style", "prompt": "prompt"}
 MAX_OFFERS = 5  # premium buttons under a refusal: one action row
+# What the member can do about a refused prompt or image, by the error's ``reason``.
+_PROMPT_ADVICE = {
+    "empty": "Please describe the image you want.",
+    "too_long": "Please shorten it.",
+    "control_character": "Please remove it.",
+    "invalid_character": "Please retype it.",
+    "format_character": "Please retype it without that character.",
+    None: "Please change your prompt and try again.",
+}
+_IMAGE_ADVICE = {
+    "unsupported_format": f"Please upload a {ACCEPTED} image.",
+    "empty": f"Please upload a {ACCEPTED} image.",
+    "damaged": f"Please upload a complete {ACCEPTED} image.",
+    "too_detailed": "Please upload a smaller image.",
+    None: "Please try a different image.",
+}
 
 
 def store_offer(error: BaseException, store: DiscordSettings | None) -> tuple[int, ...]:
@@ -204,11 +224,12 @@ def user_message(error: BaseException, *, store: DiscordSettings | None = None) 
                 "later — an admin can free space with /abby-admin cleanup."
             )
         case QuotaExceeded():
-            return exc.message
+            return f"A limit on this server is reached ({exc.used} of {exc.limit}). Please try again later."
         case ContentFiltered():
             return "The image service's safety filter blocked this request. Please try a different prompt."
         case PromptRejected():
-            return exc.message
+            because = f" ({exc.detail})" if exc.detail else ""
+            return f"The image service refused the request{because}. Please change your prompt or options."
         case RequestTooLarge():
             return "That image is too large for the image service. Please use a smaller image."
         case ProviderAuthError() | ProviderOutOfCredits():
@@ -259,15 +280,27 @@ def user_message(error: BaseException, *, store: DiscordSettings | None = None) 
             log.error("Reservation problem: %s", exc.message)
             return f"Your image could not be saved. {_NOTHING_CHARGED} — please try again."
         case StorageError():
-            return exc.message
+            log.warning("Storage problem: %s", exc.message)
+            return f"Image storage could not do this right now. {_NOTHING_CHARGED} — please try again later."
         case InvalidUser():
             return "That is not a valid Discord user."
+        case InvalidKey(reason="other_user"):
+            return "You can only manage your own images."
+        case InvalidKey():
+            what = "an archived image" if exc.parameter == "archived_key" else "an image key"
+            given = f"{exc.value!r}" if exc.value is not None else "That"
+            return f"{given} is not {what} from your gallery."
         case InvalidInput(parameter=str(parameter), allowed=tuple(allowed)) if parameter in _OPTIONS:
             return f"The `{_OPTIONS[parameter]}` option must be one of {', '.join(allowed)} (got {exc.value!r})."
+        case InvalidPrompt():
+            return f"{exc.message} {_PROMPT_ADVICE.get(exc.reason, _PROMPT_ADVICE[None])}"
+        case InvalidImage():
+            return f"{exc.message} {_IMAGE_ADVICE.get(exc.reason, _IMAGE_ADVICE[None])}"
         case InvalidInput():
-            return exc.message
+            return f"{exc.message} {_NOTHING_CHARGED}."
         case AbbyError():
-            return exc.message
+            log.warning("Unworded error (%s): %s", exc.code, exc.message)
+            return f"That could not be done. {_NOTHING_CHARGED} — please try again later."
     ref = secrets.token_hex(4)
     log.error("Unexpected error (ref %s)", ref, exc_info=exc)
     return (

@@ -232,14 +232,16 @@ _KINDS = [
 def test_an_image_key_and_an_archived_key_are_checked_alike(check: Any, prefix: str, what: str, parameter: str) -> None:
     assert check("12", _NAME) == check("12", f"{prefix}12/{_NAME}") == f"{prefix}12/{_NAME}"
     for bad in (None, "", "x" * 201):
-        with pytest.raises(InvalidKey, match=rf"^That is not {what} from your gallery\.$"):
+        with pytest.raises(InvalidKey, match=rf"^That is not {what} of the user\.$") as refused:
             check("12", bad)
+        assert (refused.value.parameter, refused.value.value, refused.value.reason) == (parameter, None, "not_a_key")
     for bad in ("../13/" + _NAME, f"{prefix}12/../{_NAME}", "notes.txt", f"{prefix}12/sub/{_NAME}"):
-        with pytest.raises(InvalidKey, match=f"is not {what} from your gallery") as refused:
+        with pytest.raises(InvalidKey, match=f"is not {what} of the user") as refused:
             check("12", bad)
-        assert (refused.value.parameter, refused.value.value) == (parameter, bad)
-    with pytest.raises(InvalidKey, match=r"^You can only manage your own images\.$"):
+        assert (refused.value.parameter, refused.value.value, refused.value.reason) == (parameter, bad, "not_a_key")
+    with pytest.raises(InvalidKey) as refused:
         check("12", f"{prefix}13/{_NAME}")
+    assert (refused.value.parameter, refused.value.reason) == (parameter, "other_user")
 
 
 def test_who_owns_a_key_is_read_in_one_place(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,7 @@ from abby_core.errors import (
 
 __all__ = ["error_for_status", "sanitize"]
 
-OWNER = "This is a server setup problem: please tell the server owner."
+OWNER = "This is a setup problem for the server owner."
 _SECRETISH = re.compile(r"\b(sk-[A-Za-z0-9_-]{6,}|Bearer\s+\S+)", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]+")
 
@@ -59,44 +59,41 @@ def error_for_status(
     name = body.get("name") if isinstance(body, dict) else None
     detail = _detail(body, secrets)
     because = f": {detail}" if detail else ""
-    kw: dict[str, Any] = {"status": status, "request_id": request_id}
+    kw: dict[str, Any] = {"status": status, "request_id": request_id, "detail": detail or None}
     if status in (400, 422):
         return PromptRejected(
-            f"The image service refused the request{because}. Please change your prompt or options.", **kw
+            f"The image service refused the request{because}.", **kw
         )
     if status == 401:
         return ProviderAuthError(f"The image service rejected this server's API key. {OWNER}", **kw)
     if status == 402:
         return ProviderOutOfCredits(
-            "This server's image-generation credits have run out. "
-            "Please tell the server owner so they can top up the account.",
+            "This server's image-generation credits have run out; the provider account needs a top-up.",
             **kw,
         )
     if status == 403 and name == "content_moderation":
         return ContentFiltered(
-            "Your request was flagged by the image service's content filter. Please rephrase it.", **kw
+            "The request was flagged by the image service's content filter.", **kw
         )
     if status == 403:
         return ProviderAuthError(f"The image service refused access for this server's account. {OWNER}", **kw)
     if status == 404:
         return ProviderRejected(
-            "The image service does not know this request (HTTP 404). "
-            "If it keeps happening, please tell the server owner.",
+            "The image service does not know this request (HTTP 404).",
             **kw,
         )
     if status == 413:
         return RequestTooLarge(
-            "The image is too large for the image service. Please use a smaller one.", **kw
+            "The image is too large for the image service.", **kw
         )
     if status == 408:
-        return GenerationTimeout("The image service took too long to answer. Please try again.")
+        return GenerationTimeout("The image service took too long to answer.")
     if status == 429:
         return RateLimited(
-            "The image service is busy right now. Please try again in a minute.", retry_after=retry_after
+            "The image service is busy (rate limited).", retry_after=retry_after
         )
     if 400 <= status < 500:
         return ProviderRejected(f"The image service refused the request (HTTP {status}){because}.", **kw)
     return GenerationUnavailable(
-        f"The image service is having trouble right now (HTTP {status}). "
-        "Please try again in a few minutes; nothing was used from your quota."
+        f"The image service is having trouble (HTTP {status}); nothing was used from the quota."
     )

@@ -85,8 +85,8 @@ _STOP_WAIT = 5.0  # how long a cancelled call waits for its interrupt to be sent
 _SNAPSHOT_TIMEOUT = 10.0
 _MAX_UPSCALE_SIDE = 4096
 _MAX_BODY_IMAGE = 48 * 1024 * 1024  # sent as base64 in JSON: a body a third larger
-_UNREADABLE = "The image server gave an unreadable answer. Please try again."
-_UNREADABLE_IMAGE = "The image server sent an unreadable image. Please try again."
+_UNREADABLE = "The image server gave an unreadable answer."
+_UNREADABLE_IMAGE = "The image server sent an unreadable image."
 _UNREADABLE_INPUT = "The image could not be read before sending it."
 _T = TypeVar("_T")
 
@@ -374,7 +374,7 @@ class Automatic1111Provider(Provider):
         }
         body = _parse(_Upscaled, await self._job("upscale", "extra-single-image", payload))
         if not body.image:
-            raise GenerationUnavailable("The image server sent no image back. Please try again.")
+            raise GenerationUnavailable("The image server sent no image back.")
         label = f"{upscaler} upscale"
         return await self._result(_decode(body.image), 0, label, request.output_format, None)
 
@@ -439,7 +439,7 @@ class Automatic1111Provider(Provider):
         """Run a txt2img/img2img job; the seed is the one ``info`` reports, else the one sent."""
         body = _parse(_Generated, await self._job(kind, path, payload))
         if not body.images:
-            raise GenerationUnavailable("The image server sent no image back. Please try again.")
+            raise GenerationUnavailable("The image server sent no image back.")
         try:
             info = _parse(_Info, json.loads(body.info))
         except ValueError:  # the image is still good; the seed sent is the one used
@@ -485,7 +485,7 @@ class Automatic1111Provider(Provider):
                     after = await self._snapshot(preview=False)
                     if watch.stopped or (after is not None and watch.ended_stopped(after.state)):
                         raise GenerationUnavailable(
-                            "The job was stopped on the image server before it finished. Please try again."
+                            "The job was stopped on the image server before it finished."
                         )
                 await report(Progress("finished"))
                 return body
@@ -497,7 +497,7 @@ class Automatic1111Provider(Provider):
                 post.exception()  # already raised to the caller, or replaced by this exception
             if isinstance(exc, TimeoutError):
                 raise GenerationTimeout(
-                    f"The image server did not finish within {self._timeout:g} seconds. Please try again later."
+                    f"The image server did not finish within {self._timeout:g} seconds."
                 ) from None
             raise
         finally:
@@ -607,18 +607,18 @@ class Automatic1111Provider(Provider):
                 if attempt == attempts:
                     raise ProviderUnreachable(
                         f"The image server at {self._shown_url} is not reachable right now; "
-                        "nothing was used from your quota."
+                        "nothing was used from the quota."
                     ) from exc
             except httpx.TimeoutException as exc:
-                raise GenerationTimeout("The image server took too long to answer. Please try again.") from exc
+                raise GenerationTimeout("The image server took too long to answer.") from exc
             except httpx.LocalProtocolError:
                 # Not chained: the request's headers hold the password.
                 raise GenerationUnavailable(
-                    "The image server could not be called (a malformed request). Please tell the server owner."
+                    "The image server could not be called (a malformed request)."
                 ) from None
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 raise GenerationUnavailable(
-                    "The connection to the image server broke. Please try again in a few minutes."
+                    "The connection to the image server broke."
                 ) from exc
             else:
                 if not response.is_success:
@@ -653,11 +653,8 @@ class Automatic1111Provider(Provider):
                 f"{'.'.join(str(p) for p in e.get('loc', [])[1:])}: {e.get('msg', '')}"
                 for e in detail[:3] if isinstance(e, dict)
             ]
-            return PromptRejected(
-                f"The image server refused the request ({sanitize('; '.join(problems), secrets=secrets)}). "
-                "Please change your prompt or options.",
-                status=422,
-            )
+            detail = sanitize("; ".join(problems), secrets=secrets)
+            return PromptRejected(f"The image server refused the request ({detail}).", status=422, detail=detail)
         error = body.get("error")
         name = error if isinstance(error, str) else ""
         text = next((v for v in (detail, body.get("errors"), body.get("message")) if isinstance(v, str) and v), "")
@@ -666,7 +663,7 @@ class Automatic1111Provider(Provider):
                         sanitize(text, secrets=secrets))
         if name == "OutOfMemoryError":
             return GenerationUnavailable(
-                "The image server ran out of GPU memory. Please try again, or ask for a smaller image."
+                "The image server ran out of GPU memory (a smaller image needs less)."
             )
         return error_for_status(status, {"errors": [text]} if text else {}, secrets=secrets)
 

@@ -679,7 +679,7 @@ class ComfyUIProvider(Provider):
         except httpx.LocalProtocolError:
             # Not chained: the request's headers hold the auth value.
             raise GenerationUnavailable(
-                "The ComfyUI server could not be called (a malformed request). Please tell the server owner."
+                "The ComfyUI server could not be called (a malformed request)."
             ) from None
         except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
             # The connection broke or the server hung up (killed, restarted): a job may exist.
@@ -691,7 +691,7 @@ class ComfyUIProvider(Provider):
 
     def _unreachable(self) -> ProviderUnreachable:
         return ProviderUnreachable(
-            f"The ComfyUI server at {self._shown_url} is not reachable right now; nothing was used from your quota."
+            f"The ComfyUI server at {self._shown_url} is not reachable right now; nothing was used from the quota."
         )
 
     @contextlib.asynccontextmanager

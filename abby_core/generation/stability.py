@@ -193,7 +193,7 @@ class StabilityProvider(Provider):
         )
         result_id = _json(started).get("id")
         if not isinstance(result_id, str) or not _RESULT_ID.match(result_id):
-            raise GenerationUnavailable("The image service gave an unreadable answer. Please try again.")
+            raise GenerationUnavailable("The image service gave an unreadable answer.")
         return await self._poll(result_id, label)
 
     async def get_balance(self) -> float | None:
@@ -241,7 +241,7 @@ class StabilityProvider(Provider):
                 continue
             if response.status_code != 202:
                 return self._image(response, label, 0, request_id=result_id)
-        raise GenerationTimeout("The image service took too long to finish the upscale. Please try again.")
+        raise GenerationTimeout("The image service took too long to finish the upscale.")
 
     async def _send(
         self,
@@ -277,38 +277,36 @@ class StabilityProvider(Provider):
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if last and not reached:
                     raise ProviderUnreachable(
-                        "The image service is not reachable right now; nothing was used from your quota."
+                        "The image service is not reachable right now; nothing was used from the quota."
                     ) from exc
                 if last:
                     raise GenerationUnavailable(
-                        "The image service could not be reached. Please try again in a few minutes."
+                        "The image service could not be reached."
                     ) from exc
             except httpx.PoolTimeout as exc:
                 if last:
                     raise GenerationTimeout(
-                        "The image service could not be reached in time. Please try again later."
+                        "The image service could not be reached in time."
                     ) from exc
             except httpx.TimeoutException as exc:
                 raise GenerationTimeout(
-                    "The image service took too long to answer. Please try again; if it keeps "
-                    "happening the server owner may raise STABILITY_TIMEOUT_SECONDS."
+                    "The image service took too long to answer (STABILITY_TIMEOUT_SECONDS)."
                 ) from exc
             except httpx.LocalProtocolError:
                 # Our own request could not be written (a malformed header); never retried,
                 # and not chained: the header holds the key.
                 raise GenerationUnavailable(
-                    "The image service could not be called (a malformed request). Please tell the server owner."
+                    "The image service could not be called (a malformed request)."
                 ) from None
             except httpx.TransportError as exc:
                 if last or method == "POST":  # sent, maybe processed: retrying could charge twice
                     raise GenerationUnavailable(
-                        "The connection to the image service broke. Please try again in a few minutes."
+                        "The connection to the image service broke."
                     ) from exc
                 reached = True
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 raise GenerationUnavailable(
-                    f"The image service could not be called ({type(exc).__name__}). "
-                    "Please tell the server owner."
+                    f"The image service could not be called ({type(exc).__name__})."
                 ) from exc
             else:
                 reached = True
@@ -332,7 +330,7 @@ class StabilityProvider(Provider):
         request_id = request_id or response.headers.get("x-request-id")
         if finish == "CONTENT_FILTERED":
             raise ContentFiltered(
-                "The image was blocked by the image service's content filter. Please rephrase your prompt.",
+                "The image was blocked by the image service's content filter.",
                 status=response.status_code,
                 request_id=request_id,
             )
@@ -343,7 +341,7 @@ class StabilityProvider(Provider):
         # As sent: the service was asked for the output format.
         return generated_image(
             response.content, provider=self.name, label=label, seed=seed, request_id=request_id,
-            unreadable="The image service sent an unreadable image. Please try again.",
+            unreadable="The image service sent an unreadable image.",
         )
 
 

@@ -248,7 +248,7 @@ class Accounts:
             except _Doomed as found:
                 self.delete_uploads(sorted(found.stems.values()))
                 deleted.update(found.stems)
-        raise StorageUnavailable("The quota ledger is too busy right now; please try again in a moment.")
+        raise StorageUnavailable("The quota ledger is too busy (too many writers at once); nothing was changed.")
 
     def update_global(self, mutate: Callable[[GlobalLedger], _T]) -> tuple[_T, GlobalLedger]:
         """Change the global document, after refreshing the snapshots of users whose holds expired."""

@@ -189,13 +189,17 @@ def _check_key(user_id: str, key: object, prefix: str, *, what: str, parameter: 
     """``key`` (a full key or a file name) when it names one of ``user_id``'s images under ``prefix``."""
     uid = check_user_id(user_id)
     if not isinstance(key, str) or not key or len(key) > 200:
-        raise InvalidKey(f"That is not {what} from your gallery.")
+        raise InvalidKey(f"That is not {what} of the user.", parameter=parameter, reason="not_a_key")
     full = key if "/" in key else f"{prefix}{uid}/{key}"
     owner = _owner(full, prefix)
     if owner is None:
-        raise InvalidKey(f"{key[:80]!r} is not {what} from your gallery.", parameter=parameter, value=key[:80])
+        raise InvalidKey(
+            f"{key[:80]!r} is not {what} of the user.", parameter=parameter, value=key[:80], reason="not_a_key"
+        )
     if owner != uid:
-        raise InvalidKey("You can only manage your own images.", parameter=parameter, value=key[:80])
+        raise InvalidKey(
+            "The key names another user's image.", parameter=parameter, value=key[:80], reason="other_user"
+        )
     return full
 
 

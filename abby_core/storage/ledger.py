@@ -144,7 +144,7 @@ class Ledger:
                 self._cache[key] = (body, new_tag, True)
                 self._seen[key] = body
                 return result, doc
-        raise StorageUnavailable("The quota ledger is too busy right now; please try again in a moment.")
+        raise StorageUnavailable("The quota ledger is too busy (too many writers at once); nothing was changed.")
 
     def last_seen(self, key: str, model: type[D]) -> D | None:
         """The last version of ``key`` this ledger read or wrote, without I/O.

@@ -231,7 +231,7 @@ def hold(
     existing = doc.holds.get(rid)
     if renew and (existing is None or not committable(existing, now, skew)):
         raise ReservationInvalid(
-            "This generation took too long and its quota hold expired; nothing was charged. Please try again."
+            "The generation took too long and its quota hold expired; nothing was charged."
         )
     if not renew and existing is not None:
         raise ReservationInvalid("This reservation id is already in use.")
@@ -274,8 +274,7 @@ def commit(doc: UserLedger, *, rid: str, key: str, size: int, now: datetime, ske
     held = doc.holds.get(rid)
     if held is None or not committable(held, now, skew):
         raise ReservationInvalid(
-            "This generation took too long to save and its quota hold expired; nothing was charged. "
-            "Please try again."
+            "The generation took too long to save and its quota hold expired; nothing was charged."
         )
     roll_day(doc, now)
     del doc.holds[rid]

@@ -163,7 +163,7 @@ class MemberSlots:
             elif previous is not None and not previous.released:
                 log.info("Took over the expired claim of %s on %s.", previous.owner, key)
             return SlotLease(uid, doc.owner, doc.claim, doc.expires, new_tag)
-        raise StorageUnavailable("The generation slots are too busy right now; please try again in a moment.")
+        raise StorageUnavailable("The generation slots are too busy (too many writers at once); nothing was changed.")
 
     def renew(self, lease: SlotLease) -> SlotLease | None:
         """Push our claim's expiry to ``lease_seconds`` from now; ``None`` if it is no longer ours.
@@ -183,7 +183,7 @@ class MemberSlots:
             except ConditionFailed:
                 continue
             return SlotLease(lease.user_id, doc.owner, doc.claim, doc.expires, new_tag)
-        raise StorageUnavailable("The generation slots are too busy right now; please try again in a moment.")
+        raise StorageUnavailable("The generation slots are too busy (too many writers at once); nothing was changed.")
 
     def release(self, lease: SlotLease) -> bool:
         """Free the member's slot if ``lease`` still holds it; return whether it did.
@@ -204,7 +204,7 @@ class MemberSlots:
             except ConditionFailed:
                 continue
             return True
-        raise StorageUnavailable("The generation slots are too busy right now; please try again in a moment.")
+        raise StorageUnavailable("The generation slots are too busy (too many writers at once); nothing was changed.")
 
     def holder(self, user_id: str) -> SlotHolder | None:
         """The live claim on the member's slot (ours or another process's), or ``None``.

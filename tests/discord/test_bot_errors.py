@@ -50,6 +50,24 @@ def test_every_core_error_has_a_specific_message(cls: type[core_errors.AbbyError
     assert len(message) <= 300
 
 
+def _variants() -> list[core_errors.AbbyError]:
+    """One of every core error, and one per reason for those that advise by reason."""
+    made = []
+    for cls in CORE_CLASSES:
+        made.append(_make(cls))
+        for reason in getattr(cls, "reasons", ()):
+            made.append(cls("details", parameter="key", value="x.png", reason=reason))
+    return made
+
+
+@pytest.mark.parametrize(
+    "exc", _variants(), ids=lambda e: f"{type(e).__name__}-{getattr(e, 'reason', None) or ''}".rstrip("-")
+)
+def test_every_core_error_is_worded_for_the_member(exc: core_errors.AbbyError) -> None:
+    """The core's message is for logs: the translator words every class (and reason) itself."""
+    assert user_message(exc) != exc.message
+
+
 # Errors whose own text is not shown: the translator writes its own.
 OWN_WORDS = [
     core_errors.NotConfigured, core_errors.ConfigError, core_errors.StorageUnavailable, core_errors.LedgerCorrupt,
