@@ -65,7 +65,7 @@ from abby_core.storage.models import (
     StoredImage,
     UserLimits,
 )
-from abby_core.storage.protocol import CLOCK_SKEW, Accounting
+from abby_core.storage.protocol import CLOCK_SKEW, QuotaProtocol
 
 __all__ = ["StorageManager"]
 
@@ -161,7 +161,7 @@ class StorageManager:
             if section.escrow
             else None
         )
-        self.protocol = Accounting(
+        self.protocol = QuotaProtocol(
             self.accounts,
             global_limit=self.global_limit_bytes,
             reservation_ttl=self.reservation_ttl,

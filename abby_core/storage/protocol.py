@@ -41,7 +41,7 @@ from abby_core.storage.escrow import Escrow
 from abby_core.storage.ledger import UncertainWrite
 from abby_core.storage.models import Reservation, UserLimits
 
-__all__ = ["Accounting"]
+__all__ = ["QuotaProtocol"]
 
 log = logging.getLogger("abby.storage")
 
@@ -54,8 +54,8 @@ SAVE_MARGIN = timedelta(seconds=120)
 CLOCK_SKEW = timedelta(seconds=60)
 
 
-class Accounting:
-    """The quota protocol over one backend's ledger documents."""
+class QuotaProtocol:
+    """The quota protocol (reserve → upload → commit, and the undo of each) over :class:`Accounts`, the books."""
 
     def __init__(
         self,
