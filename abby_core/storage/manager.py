@@ -31,7 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from abby_core.config import Settings, StorageSettings
+from abby_core.config import QuotaTier, Settings, StorageSettings
 from abby_core.errors import ReservationInvalid, StorageError
 from abby_core.storage import keys, rules
 from abby_core.storage.accounts import Accounts
@@ -121,15 +121,12 @@ class StorageManager:
             lease_silence=lease_lifetime + lease_margin,
         )
         self.global_limit_bytes = section.max_global_bytes
-        self.default_limits = UserLimits(section.max_user_daily_gens, section.max_user_bytes)
         self.cleanup_days = section.cleanup_days
         #: ``ANALYTICS_RETENTION_DAYS``: with it, ``ensure_ready`` asks for the ``events/``
         #: lifecycle backstop (that many days plus a margin); ``None`` leaves events alone.
         self.events_retention_days = events_retention_days
-        self.estimate_bytes = section.image_gen_bytes
         self.reservation_ttl = section.reservation_ttl_seconds
         self.link_ttl = section.link_ttl_seconds
-        self.quota_tiers = tuple(section.quota_tiers)
         self.premium_tiers = tuple(section.premium_tiers)
         self.escrow = (
             Escrow(
@@ -175,6 +172,22 @@ class StorageManager:
         )
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="abby-storage")
         self._closed = False
+
+    # -- what the adapters show (read-only) -------------------------------------------------
+    @property
+    def default_limits(self) -> UserLimits:
+        """The limits of a member in no tier: ``MAX_USER_DAILY_GENS`` and ``MAX_USER_STORAGE_MB``."""
+        return UserLimits(self.section.max_user_daily_gens, self.section.max_user_bytes)
+
+    @property
+    def quota_tiers(self) -> tuple[QuotaTier, ...]:
+        """The role tiers (``QUOTA_TIERS``), as configured; empty when there are none."""
+        return tuple(self.section.quota_tiers)
+
+    @property
+    def estimate_bytes(self) -> int:
+        """What a reservation holds when no size is given (``IMAGE_GEN_SIZE_MB``), in bytes."""
+        return self.section.image_gen_bytes
 
     @property
     def ledger(self) -> Ledger:
