@@ -13,10 +13,12 @@ The flow reads like the story::
 or, equivalently, ``async with storage.reservation(user_id) as r: ...``.
 
 Every method is a coroutine; the blocking work runs on the manager's own worker threads,
-so the event loop never waits on storage. Errors are :mod:`abby_core.errors` only. The
-protocol that makes a failure (or a crash, or a cancellation) cost nothing lives in
-:mod:`abby_core.storage.protocol`; the quota rules in :mod:`abby_core.storage.rules`;
-cleanup, reconcile and stats in :mod:`abby_core.storage.housekeeping`.
+so the event loop never waits on storage. Errors are :mod:`abby_core.errors` only. A method
+checks its input at the door, runs one operation of the module that owns it, and returns:
+the protocol that makes a failure (or a crash, or a cancellation) cost nothing lives in
+:mod:`abby_core.storage.protocol`; the quota rules and input bounds in
+:mod:`abby_core.storage.rules`; admin changes and credits in :mod:`abby_core.storage.accounts`;
+cleanup, archiving by age, reconcile and stats in :mod:`abby_core.storage.housekeeping`.
 """
 
 from __future__ import annotations
