@@ -30,3 +30,16 @@ def test_every_builder_parameter_is_in_the_reference(builder: str, written: str)
     params = [p for p in inspect.signature(getattr(StorageManager, builder)).parameters if p != "self"]
     line = next(line for line in REFERENCE.splitlines() if f"`{written}" in line)
     assert params and all(p in line for p in params), (params, line)
+
+
+PROPERTIES = sorted(name for name, value in vars(StorageManager).items()
+                    if not name.startswith("_") and isinstance(value, property) and name != "ledger")
+
+
+def test_the_properties_are_read() -> None:
+    assert {"default_limits", "quota_tiers", "estimate_bytes"} <= set(PROPERTIES)
+
+
+@pytest.mark.parametrize("name", PROPERTIES)
+def test_every_public_property_is_in_the_reference(name: str) -> None:
+    assert f"`.{name}`" in REFERENCE, name
