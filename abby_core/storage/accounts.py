@@ -348,6 +348,65 @@ class Accounts:
         mirrored = self.user(uid) if doc is None else doc
         return self.update_member(uid, lambda r: rules.mirror_credits(r, mirrored))[0]
 
+    # -- admin changes ----------------------------------------------------------------------
+    def change_member(
+        self,
+        uid: str,
+        record: Callable[[MemberRecord], None],
+        mirror: Callable[[UserLedger, MemberRecord], None],
+    ) -> None:
+        """Change the member record (what survives damage) first, then copy it into the hot document.
+
+        The copy is set from the record, not changed by the same amount: a hot document rebuilt
+        from the record (it did not exist yet) already has the change.
+        """
+        _, stored = self.update_member(uid, record)
+        now = self.clock()
+
+        def change(doc: UserLedger) -> None:
+            rules.roll_day(doc, now)
+            mirror(doc, stored)
+
+        self.update_user(uid, change)
+
+    def set_blocked(self, uid: str, blocked: bool) -> None:
+        """Block (or unblock) ``uid`` from generating; their images stay."""
+
+        def record(r: MemberRecord) -> None:
+            r.blocked = bool(blocked)
+
+        def mirror(doc: UserLedger, r: MemberRecord) -> None:
+            doc.blocked = r.blocked
+
+        self.change_member(uid, record, mirror)
+
+    def grant(self, uid: str, extra: int) -> None:
+        """Give ``uid`` ``extra`` more generations today (until midnight UTC)."""
+        day = rules.day_of(self.clock())
+
+        def record(r: MemberRecord) -> None:
+            r.grants[day] = r.grants.get(day, 0) + extra
+
+        def mirror(doc: UserLedger, r: MemberRecord) -> None:
+            if doc.day == day:
+                doc.bonus = r.grants.get(day, 0)
+
+        self.change_member(uid, record, mirror)
+
+    def reset_daily(self, uid: str) -> None:
+        """Set ``uid``'s generations used today back to zero (and drop today's grants)."""
+        now = self.clock()
+        day = rules.day_of(now)
+
+        def record(r: MemberRecord) -> None:
+            r.grants[day] = 0
+            r.resets[day] = now
+
+        def mirror(doc: UserLedger, r: MemberRecord) -> None:
+            doc.count, doc.bonus = 0, 0
+
+        self.change_member(uid, record, mirror)
+
     # -- credits --------------------------------------------------------------------------
     def add_credits(self, uid: str, credits: int, source: str) -> bool:
         """Give ``uid`` ``credits`` once per ``source``: the member record first (what a rebuild

@@ -59,7 +59,7 @@ from abby_core.storage.backend import ConditionFailed
 from abby_core.storage.documents import ArchiveEntry, ArchiveLedger, Hold, UserLedger
 from abby_core.storage.ledger import UncertainWrite
 from abby_core.storage.models import ArchivedImage, ArchiveReport, ArchiveStats, ObjectInfo, StoredImage, UserLimits
-from abby_core.storage.protocol import Accounting
+from abby_core.storage.protocol import QuotaProtocol
 
 __all__ = ["ARCHIVE_MAX_SIDE", "RESTORE_DAY", "Archiver", "shrink"]
 
@@ -115,7 +115,7 @@ class Archiver:
     def __init__(
         self,
         accounts: Accounts,
-        protocol: Accounting,
+        protocol: QuotaProtocol,
         *,
         days: int,
         limit_bytes: int,

@@ -15,8 +15,18 @@ from abby_core.errors import InvalidInput
 from abby_core.storage import keys, rules
 from abby_core.storage.accounts import Accounts
 from abby_core.storage.archive import Archiver
+from abby_core.storage.backend import ARCHIVE_GRACE_DAYS, EVENTS_EXPIRY_MARGIN_DAYS
 from abby_core.storage.documents import Entry, UserLedger
-from abby_core.storage.models import CleanupReport, GlobalStats, LeaseInfo, ObjectInfo, ReconcileReport
+from abby_core.storage.escrow import Escrow
+from abby_core.storage.models import (
+    ArchiveReport,
+    CleanupReport,
+    GlobalStats,
+    LeaseInfo,
+    ObjectInfo,
+    ReadyReport,
+    ReconcileReport,
+)
 
 __all__ = ["MAX_CLEANUP_DAYS", "Housekeeping"]
 
@@ -34,8 +44,15 @@ class Housekeeping:
         global_limit: int,
         archiver: Archiver | None = None,
         archive: bool = False,
+        escrow: Escrow | None = None,
+        events_retention_days: int | None = None,
     ) -> None:
         self.accounts = accounts
+        #: Stats settle this process's lease first (with escrow, STORAGE_ESCROW).
+        self.escrow = escrow
+        #: ``ANALYTICS_RETENTION_DAYS``: with it, :meth:`ensure_ready` asks for the ``events/``
+        #: lifecycle backstop (that many days plus a margin); ``None`` leaves events alone.
+        self.events_retention_days = events_retention_days
         #: Reconcile and stats cover the archive (images archived earlier stay, even once
         #: STORAGE_ARCHIVE is off); with ``archive`` (STORAGE_ARCHIVE) cleanup archives old
         #: images instead of deleting them.
@@ -100,6 +117,41 @@ class Housekeeping:
             moved, report.original_bytes + report.deleted_bytes, report.users, cutoff, dry_run, partial, report
         )
 
+    # -- archive ---------------------------------------------------------------------------
+    def archive_old(self, days: int | None, dry_run: bool) -> ArchiveReport:
+        """Archive images older than ``days`` (default: the cleanup age), then prune the archive."""
+        assert self.archiver is not None
+        days = self.cleanup_days if days is None else days
+        if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 36_500:
+            raise InvalidInput("The archive age must be a whole number of days from 0 to 36500.")
+        # Never an image younger than a hold's lifetime: it may not be committed yet.
+        young = self._young()
+        cutoff = min(self.accounts.clock() - timedelta(days=days), young)
+        return self.archiver.run(cutoff, dry_run=dry_run)
+
+    # -- preparing the storage ----------------------------------------------------------------
+    def ensure_ready(self, create: bool) -> ReadyReport:
+        """The backend's folders, or bucket, privacy and lifecycle rules, for these ages.
+
+        With ``archive`` the ``archive/`` rule is added and the ``images/`` rule waits
+        ``ARCHIVE_GRACE_DAYS`` longer, so the daily maintenance archives images first.
+        """
+        events = self.events_retention_days
+        if self.archive:
+            assert self.archiver is not None
+            return self.backend.ensure_ready(
+                cleanup_days=self.cleanup_days + ARCHIVE_GRACE_DAYS,
+                create=create,
+                events_days=None if events is None else events + EVENTS_EXPIRY_MARGIN_DAYS,
+                archive_days=self.archiver.days + ARCHIVE_GRACE_DAYS,
+            )
+        if events is None:
+            # Not passed at all, so backends written before events_days keep working.
+            return self.backend.ensure_ready(cleanup_days=self.cleanup_days, create=create)
+        return self.backend.ensure_ready(
+            cleanup_days=self.cleanup_days, create=create, events_days=events + EVENTS_EXPIRY_MARGIN_DAYS
+        )
+
     # -- reconcile ------------------------------------------------------------------------
     def reconcile(self) -> ReconcileReport:
         started = self.accounts.clock()
@@ -162,6 +214,8 @@ class Housekeeping:
 
     # -- stats ----------------------------------------------------------------------------
     def stats(self, top: int) -> GlobalStats:
+        if self.escrow is not None:
+            self.escrow.settle()  # this process's members first; other processes' at their next settle
         glob = self.accounts.global_doc()
         ranked = sorted(((u, s.bytes) for u, s in glob.users.items() if s.bytes > 0), key=lambda t: -t[1])
         return GlobalStats(

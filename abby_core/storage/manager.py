@@ -13,10 +13,12 @@ The flow reads like the story::
 or, equivalently, ``async with storage.reservation(user_id) as r: ...``.
 
 Every method is a coroutine; the blocking work runs on the manager's own worker threads,
-so the event loop never waits on storage. Errors are :mod:`abby_core.errors` only. The
-protocol that makes a failure (or a crash, or a cancellation) cost nothing lives in
-:mod:`abby_core.storage.protocol`; the quota rules in :mod:`abby_core.storage.rules`;
-cleanup, reconcile and stats in :mod:`abby_core.storage.housekeeping`.
+so the event loop never waits on storage. Errors are :mod:`abby_core.errors` only. A method
+checks its input at the door, runs one operation of the module that owns it, and returns:
+the protocol that makes a failure (or a crash, or a cancellation) cost nothing lives in
+:mod:`abby_core.storage.protocol`; the quota rules and input bounds in
+:mod:`abby_core.storage.rules`; admin changes and credits in :mod:`abby_core.storage.accounts`;
+cleanup, archiving by age, reconcile and stats in :mod:`abby_core.storage.housekeeping`.
 """
 
 from __future__ import annotations
@@ -24,10 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-import re
-import threading
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -35,20 +33,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from abby_core.config import Settings, StorageSettings
-from abby_core.errors import (
-    ImageNotFound,
-    InvalidImage,
-    InvalidInput,
-    ReservationInvalid,
-    StorageError,
-    StorageUnavailable,
-)
+from abby_core.config import QuotaTier, Settings, StorageSettings
+from abby_core.errors import ReservationInvalid, StorageError
 from abby_core.storage import keys, rules
 from abby_core.storage.accounts import Accounts
 from abby_core.storage.archive import Archiver
-from abby_core.storage.backend import ARCHIVE_GRACE_DAYS, EVENTS_EXPIRY_MARGIN_DAYS, StorageBackend
-from abby_core.storage.documents import MemberRecord, UserLedger
+from abby_core.storage.backend import StorageBackend
 from abby_core.storage.escrow import Escrow
 from abby_core.storage.filesystem import FilesystemBackend
 from abby_core.storage.housekeeping import Housekeeping
@@ -65,23 +55,16 @@ from abby_core.storage.models import (
     StoredImage,
     UserLimits,
 )
-from abby_core.storage.protocol import CLOCK_SKEW, Accounting
+from abby_core.storage.protocol import CLOCK_SKEW, QuotaProtocol
 
 __all__ = ["StorageManager"]
 
 log = logging.getLogger("abby.storage")
 _T = TypeVar("_T")
-_SPENT_REMEMBERED = 10_000
 # Escrow (STORAGE_ESCROW): how long a lease of the global budget lasts between renewals
 # (at most half a hold's lifetime), and the largest slice, in estimated images.
 LEASE_LIFETIME = timedelta(seconds=60)
 LEASE_SLICE_IMAGES = 32
-_CREDIT_SOURCE = re.compile(r"[A-Za-z0-9:_-]{1,100}")
-
-
-def _check_source(source: object) -> None:
-    if not isinstance(source, str) or not _CREDIT_SOURCE.fullmatch(source):
-        raise InvalidInput("A credit source must be 1 to 100 letters, digits, ':', '_' or '-'.")
 
 
 def _utcnow() -> datetime:
@@ -140,15 +123,12 @@ class StorageManager:
             lease_silence=lease_lifetime + lease_margin,
         )
         self.global_limit_bytes = section.max_global_bytes
-        self.default_limits = UserLimits(section.max_user_daily_gens, section.max_user_bytes)
         self.cleanup_days = section.cleanup_days
         #: ``ANALYTICS_RETENTION_DAYS``: with it, ``ensure_ready`` asks for the ``events/``
         #: lifecycle backstop (that many days plus a margin); ``None`` leaves events alone.
         self.events_retention_days = events_retention_days
-        self.estimate_bytes = section.image_gen_bytes
         self.reservation_ttl = section.reservation_ttl_seconds
         self.link_ttl = section.link_ttl_seconds
-        self.quota_tiers = tuple(section.quota_tiers)
         self.premium_tiers = tuple(section.premium_tiers)
         self.escrow = (
             Escrow(
@@ -161,10 +141,11 @@ class StorageManager:
             if section.escrow
             else None
         )
-        self.protocol = Accounting(
+        self.protocol = QuotaProtocol(
             self.accounts,
             global_limit=self.global_limit_bytes,
             reservation_ttl=self.reservation_ttl,
+            link_ttl=self.link_ttl,
             settle_seconds=settle_seconds,
             escrow=self.escrow,
         )
@@ -188,11 +169,27 @@ class StorageManager:
             global_limit=self.global_limit_bytes,
             archiver=self.archiver,
             archive=self.archive,
+            escrow=self.escrow,
+            events_retention_days=events_retention_days,
         )
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="abby-storage")
         self._closed = False
-        self._spent: OrderedDict[str, None] = OrderedDict()  # reservations saved or released
-        self._spent_lock = threading.Lock()
+
+    # -- what the adapters show (read-only) -------------------------------------------------
+    @property
+    def default_limits(self) -> UserLimits:
+        """The limits of a member in no tier: ``MAX_USER_DAILY_GENS`` and ``MAX_USER_STORAGE_MB``."""
+        return UserLimits(self.section.max_user_daily_gens, self.section.max_user_bytes)
+
+    @property
+    def quota_tiers(self) -> tuple[QuotaTier, ...]:
+        """The role tiers (``QUOTA_TIERS``), as configured; empty when there are none."""
+        return tuple(self.section.quota_tiers)
+
+    @property
+    def estimate_bytes(self) -> int:
+        """What a reservation holds when no size is given (``IMAGE_GEN_SIZE_MB``), in bytes."""
+        return self.section.image_gen_bytes
 
     @property
     def ledger(self) -> Ledger:
@@ -273,22 +270,6 @@ class StorageManager:
         return rules.limits_for(self.default_limits, self.quota_tiers, role_ids, self.premium_tiers, sku_ids)
 
     # -- reserve / save / release ----------------------------------------------------------
-    def _size(self, size: object) -> int:
-        if size is None:
-            return self.estimate_bytes
-        if isinstance(size, bool) or not isinstance(size, int | float) or not math.isfinite(size):
-            raise InvalidInput(f"The size to reserve must be a whole number of bytes, not {size!r}.")
-        if size != int(size) or not 1 <= size <= self.global_limit_bytes:
-            raise InvalidInput(
-                f"The size to reserve must be a whole number of bytes from 1 to {self.global_limit_bytes}."
-            )
-        return int(size)
-
-    def _reserve(self, user_id: object, role_ids: Iterable[int], size: object, sku_ids: Iterable[int]) -> Reservation:
-        uid = keys.check_user_id(user_id)
-        nbytes = self._size(size)
-        return self.protocol.reserve(uid, self.limits_for(role_ids, sku_ids), nbytes)
-
     async def reserve(
         self,
         user_id: object,
@@ -309,23 +290,10 @@ class StorageManager:
         a quota tier, ``sku_ids`` (active subscriptions) a premium tier. Past the daily
         allowance, one of the member's credits pays, if they have one (spent at commit only).
         """
-        return await self._run(
-            self._reserve, user_id, tuple(role_ids), size_bytes, tuple(sku_ids), on_cancel=self._release
-        )
-
-    def _save(self, res: Reservation, data: bytes, content_type: str) -> StoredImage:
-        if not isinstance(data, bytes | bytearray) or not data:
-            raise InvalidImage("There is no image to save (the image data is empty).")
-        if content_type not in keys.CONTENT_TYPES:
-            raise InvalidImage(f"Images must be PNG, JPEG or WebP, not {content_type!r}.")
-        self._spend(res)
-        key, _ = self.protocol.save(res, bytes(data), content_type)
-        try:
-            url, path = self.backend.link(key, content_type=content_type, ttl=self.link_ttl)
-        except StorageError:
-            url, path = None, None  # the image is stored and charged; the gallery links it later
-            log.warning("Could not make a link for %s; it is stored.", key)
-        return StoredImage(key, res.user_id, len(data), self.clock(), content_type, url, path)
+        uid = keys.check_user_id(user_id)
+        size = rules.check_size(size_bytes, estimate=self.estimate_bytes, limit=self.global_limit_bytes)
+        limits = self.limits_for(tuple(role_ids), tuple(sku_ids))
+        return await self._run(self.protocol.reserve, uid, limits, size, on_cancel=self.protocol.release)
 
     async def save_image(
         self, reservation: Reservation, data: bytes, *, content_type: str = "image/png"
@@ -340,32 +308,19 @@ class StorageManager:
         if not isinstance(reservation, Reservation):
             raise ReservationInvalid("save_image needs the Reservation returned by reserve().")
         return await self._run(
-            self._save, reservation, data, content_type, on_cancel=partial(self._discard, reservation)
+            self.protocol.store,
+            reservation,
+            data,
+            content_type,
+            on_cancel=lambda stored: self.protocol.discard(reservation, stored.key),
         )
-
-    def _discard(self, res: Reservation, stored: StoredImage) -> None:
-        self.protocol.discard(res, stored.key)
 
     async def discard(self, reservation: Reservation, stored: StoredImage) -> None:
         """Take back a saved image whose success was never reported (the request was interrupted).
 
         The image is deleted and the generation no longer counts. Shielded from cancellation.
         """
-        await asyncio.shield(self._run(self._discard, reservation, stored))
-
-    def _spend(self, res: Reservation) -> None:
-        """Mark ``res`` used; a reservation saves one image or is released, once."""
-        with self._spent_lock:
-            if res.id in self._spent:
-                raise ReservationInvalid("This reservation was already used: reserve again for another image.")
-            self._spent[res.id] = None
-            while len(self._spent) > _SPENT_REMEMBERED:
-                self._spent.popitem(last=False)
-
-    def _release(self, res: Reservation) -> None:
-        with self._spent_lock:
-            self._spent[res.id] = None
-        self.protocol.release(res)
+        await asyncio.shield(self._run(self.protocol.discard, reservation, stored.key))
 
     async def release(self, reservation: Reservation) -> None:
         """Give back a reservation whose generation failed. Releasing twice is a no-op.
@@ -373,7 +328,7 @@ class StorageManager:
         When storage cannot be reached this raises :class:`~abby_core.errors.StorageError`;
         the hold then ends by itself when it expires, with anything uploaded for it.
         """
-        await self._run(self._release, reservation)
+        await self._run(self.protocol.release, reservation)
 
     @contextlib.asynccontextmanager
     async def reservation(self, user_id: object, *, role_ids: Iterable[int] = ()) -> AsyncIterator[Reservation]:
@@ -389,28 +344,6 @@ class StorageManager:
             raise
 
     # -- reading -----------------------------------------------------------------------------
-    def _status(
-        self, user_id: object, role_ids: Iterable[int], allow_cached: bool = False, sku_ids: Iterable[int] = ()
-    ) -> QuotaStatus:
-        uid = keys.check_user_id(user_id)
-        limits = self.limits_for(role_ids, sku_ids)
-        try:
-            user = self.accounts.user(uid)
-            glob = self.accounts.global_doc()
-        except StorageUnavailable:
-            cached_user, cached_glob = self.accounts.cached_user(uid), self.accounts.cached_global()
-            if not allow_cached or cached_user is None or cached_glob is None:
-                raise
-            user, glob = cached_user, cached_glob
-        return rules.status(
-            user,
-            limits=limits,
-            now=self.clock(),
-            # This process's unused lease is room it can still admit from.
-            global_bytes=rules.global_usage(glob) - (self.escrow.free if self.escrow is not None else 0),
-            global_limit=self.global_limit_bytes,
-        )
-
     async def get_quota_status(
         self,
         user_id: object,
@@ -426,7 +359,9 @@ class StorageManager:
         user's and the global ledger: then it answers from those copies. (Right after a
         save, so an image that was stored is never reported as a failure.)
         """
-        return await self._run(self._status, user_id, tuple(role_ids), allow_cached, tuple(sku_ids))
+        uid = keys.check_user_id(user_id)
+        limits = self.limits_for(tuple(role_ids), tuple(sku_ids))
+        return await self._run(self.protocol.status, uid, limits, allow_cached)
 
     async def precheck(
         self, user_id: object, *, role_ids: Iterable[int] = (), sku_ids: Iterable[int] = ()
@@ -440,47 +375,17 @@ class StorageManager:
         rules.precheck(state, self.estimate_bytes)
         return state
 
-    def _stored(self, key: str, size: int, created: datetime) -> StoredImage:
-        content_type = keys.content_type_of(key)
-        url, path = self.backend.link(key, content_type=content_type, ttl=self.link_ttl)
-        owner = keys.user_from_key(key) or ""
-        return StoredImage(key, owner, size, created, content_type, url, path)
-
-    def _list(self, user_id: object, limit: int | None) -> list[StoredImage]:
-        uid = keys.check_user_id(user_id)
-        found = [o for o in self.backend.list_objects(keys.user_prefix(uid)) if keys.user_from_key(o.key) == uid]
-        held = tuple(h.stem + "." for h in self.accounts.user(uid).holds.values()) or ("\0",)
-        found = [o for o in found if not o.key.startswith(held)]  # uploads not (yet) committed
-        found.sort(key=lambda o: (o.last_modified, o.key), reverse=True)
-        return [self._stored(o.key, o.size, o.last_modified) for o in found[:limit]]
-
     async def list_images(self, user_id: object, *, limit: int | None = None) -> list[StoredImage]:
         """``user_id``'s images, newest first, each with a fresh link. Lists only their prefix.
 
         Images of generations still in flight (or failed, about to be deleted) are not shown.
         """
-        return await self._run(self._list, user_id, limit)
-
-    def _get(self, user_id: object, key: str) -> bytes:
-        full = keys.check_image_key(keys.check_user_id(user_id), key)
-        return self.backend.get_object(full)
+        return await self._run(self.protocol.gallery, keys.check_user_id(user_id), limit)
 
     async def get_image(self, user_id: object, key: str) -> bytes:
         """The bytes of one of ``user_id``'s own images (:class:`ImageNotFound` otherwise)."""
-        return await self._run(self._get, user_id, key)
-
-    def _delete(self, user_id: object, key: str) -> int:
-        uid = keys.check_user_id(user_id)
-        full = keys.check_image_key(uid, key)
-        info = self.backend.head_object(full)
-        if info is None:
-            raise ImageNotFound(key)
-        # The deletion is recorded first (a rebuilt ledger still counts today's image), then
-        # the object goes, then the ledger: a reconcile in between only sees it gone.
-        self.accounts.record_deletions(uid, [full])
-        self.backend.delete_objects([full])
-        self.accounts.forget_objects(uid, [full])
-        return info.size
+        full = keys.check_image_key(keys.check_user_id(user_id), key)
+        return await self._run(self.backend.get_object, full)
 
     async def delete_image(self, user_id: object, key: str) -> int:
         """Delete one of ``user_id``'s images and free its storage; returns the bytes freed.
@@ -490,7 +395,7 @@ class StorageManager:
         :class:`~abby_core.errors.InvalidKey`; a missing image raises
         :class:`~abby_core.errors.ImageNotFound`.
         """
-        return await self._run(self._delete, user_id, key)
+        return await self._run(self.protocol.delete_image, keys.check_user_id(user_id), key)
 
     # -- housekeeping --------------------------------------------------------------------------
     async def cleanup_old_files(self, days: int | None = None, *, dry_run: bool = False) -> CleanupReport:
@@ -513,11 +418,6 @@ class StorageManager:
         """
         return await self._run(self.housekeeping.reconcile)
 
-    def _stats(self, top: int) -> GlobalStats:
-        if self.escrow is not None:
-            self.escrow.settle()  # this process's members first; other processes' at their next settle
-        return self.housekeeping.stats(top)
-
     async def stats(self, *, top: int = 10) -> GlobalStats:
         """Server-wide usage and the users using the most storage.
 
@@ -525,7 +425,7 @@ class StorageManager:
         processes served appear once those processes settle their leases (within a lease's
         lifetime).
         """
-        return await self._run(self._stats, top)
+        return await self._run(self.housekeeping.stats, top)
 
     async def ensure_ready(self, *, create: bool = True) -> ReadyReport:
         """Prepare the storage: folders, or bucket + privacy + lifecycle rules (S3).
@@ -533,73 +433,18 @@ class StorageManager:
         With STORAGE_ARCHIVE the ``archive/`` rule is added and the ``images/`` rule waits
         ``ARCHIVE_GRACE_DAYS`` longer, so the daily maintenance archives images first.
         """
-        if self.archive:
-            return await self._run(
-                self.backend.ensure_ready,
-                cleanup_days=self.cleanup_days + ARCHIVE_GRACE_DAYS,
-                create=create,
-                events_days=(
-                    None if self.events_retention_days is None
-                    else self.events_retention_days + EVENTS_EXPIRY_MARGIN_DAYS
-                ),
-                archive_days=self.archiver.days + ARCHIVE_GRACE_DAYS,
-            )
-        if self.events_retention_days is None:
-            # Not passed at all, so backends written before events_days keep working.
-            return await self._run(self.backend.ensure_ready, cleanup_days=self.cleanup_days, create=create)
-        return await self._run(
-            self.backend.ensure_ready,
-            cleanup_days=self.cleanup_days,
-            create=create,
-            events_days=self.events_retention_days + EVENTS_EXPIRY_MARGIN_DAYS,
-        )
+        return await self._run(self.housekeeping.ensure_ready, create)
 
     # -- admin overrides -------------------------------------------------------------------------
-    def _admin(
-        self,
-        user_id: object,
-        record: Callable[[MemberRecord], None],
-        mirror: Callable[[UserLedger, MemberRecord], None],
-    ) -> None:
-        """Change the member record (what survives damage) first, then copy it into the hot document.
-
-        The copy is set from the record, not changed by the same amount: a hot document rebuilt
-        from the record (it did not exist yet) already has the change.
-        """
-        uid = keys.check_user_id(user_id)
-        _, stored = self.accounts.update_member(uid, record)
-        now = self.clock()
-
-        def change(doc: UserLedger) -> None:
-            rules.roll_day(doc, now)
-            mirror(doc, stored)
-
-        self.accounts.update_user(uid, change)
-
     async def set_blocked(self, user_id: object, blocked: bool) -> None:
         """Block (or unblock) a user from generating; their images stay."""
-
-        def record(r: MemberRecord) -> None:
-            r.blocked = bool(blocked)
-
-        def mirror(doc: UserLedger, r: MemberRecord) -> None:
-            doc.blocked = r.blocked
-
-        await self._run(self._admin, user_id, record, mirror)
+        await self._run(self.accounts.set_blocked, keys.check_user_id(user_id), blocked)
 
     async def grant(self, user_id: object, extra: int) -> None:
         """Give ``user_id`` ``extra`` more generations today (until midnight UTC)."""
         rules.check_grant(extra)
-        day = rules.day_of(self.clock())
-
-        def record(r: MemberRecord) -> None:
-            r.grants[day] = r.grants.get(day, 0) + extra
-
-        def mirror(doc: UserLedger, r: MemberRecord) -> None:
-            if doc.day == day:
-                doc.bonus = r.grants.get(day, 0)
-
-        await self._run(self._admin, user_id, record, mirror)
+        uid = keys.check_user_id(user_id)
+        await self._run(self.accounts.grant, uid, extra)
 
     # -- credits -----------------------------------------------------------------------------
     async def add_credits(self, user_id: object, credits: int, *, source: str) -> bool:
@@ -611,11 +456,9 @@ class StorageManager:
         before it was added gives nothing (``False``).
         """
         rules.check_credits(credits)
-        _check_source(source)
-        return await self._run(self._credits, self.accounts.add_credits, user_id, credits, source)
-
-    def _credits(self, change: Callable[..., _T], user_id: object, *args: Any) -> _T:
-        return change(keys.check_user_id(user_id), *args)
+        rules.check_source(source)
+        uid = keys.check_user_id(user_id)
+        return await self._run(self.accounts.add_credits, uid, credits, source)
 
     async def refund_credits(self, user_id: object, *, source: str) -> int:
         """Take back the unspent credits of a refunded ``source``; returns how many it takes.
@@ -625,42 +468,25 @@ class StorageManager:
         the credit was spent). A source not added yet leaves a tombstone: adding it later
         gives nothing. Idempotent: a second call returns the same number and removes nothing more.
         """
-        _check_source(source)
-        return await self._run(self._credits, self.accounts.refund_credits, user_id, source)
+        rules.check_source(source)
+        uid = keys.check_user_id(user_id)
+        return await self._run(self.accounts.refund_credits, uid, source)
 
     async def credit_refunded(self, user_id: object, *, source: str) -> bool:
         """Whether the refund of ``source`` is recorded in ``user_id``'s document (a refund that
         failed or was cut short is not: call :meth:`refund_credits` again)."""
-        _check_source(source)
-        return await self._run(self._credits, self.accounts.credit_refunded, user_id, source)
+        rules.check_source(source)
+        uid = keys.check_user_id(user_id)
+        return await self._run(self.accounts.credit_refunded, uid, source)
 
     async def reset_daily(self, user_id: object) -> None:
         """Set ``user_id``'s generations used today back to zero (and drop today's grants)."""
-        now = self.clock()
-        day = rules.day_of(now)
-
-        def record(r: MemberRecord) -> None:
-            r.grants[day] = 0
-            r.resets[day] = now
-
-        def mirror(doc: UserLedger, r: MemberRecord) -> None:
-            doc.count, doc.bonus = 0, 0
-
-        await self._run(self._admin, user_id, record, mirror)
+        await self._run(self.accounts.reset_daily, keys.check_user_id(user_id))
 
     # -- archive -------------------------------------------------------------------------------
     # STORAGE_ARCHIVE: abby_core.storage.archive holds the logic and docs/STORAGE_SYSTEM.md
     # ("Archive") the crash table. Archived images have their own limit (MAX_USER_ARCHIVE_MB)
     # and count against neither the member's nor the server's active storage.
-    def _archive_old(self, days: int | None, dry_run: bool) -> ArchiveReport:
-        days = self.cleanup_days if days is None else days
-        if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 36_500:
-            raise InvalidInput("The archive age must be a whole number of days from 0 to 36500.")
-        # Never an image younger than a hold's lifetime: it may not be committed yet.
-        young = self.clock() - timedelta(seconds=self.reservation_ttl) - rules.PURGE_MARGIN
-        cutoff = min(self.clock() - timedelta(days=days), young)
-        return self.archiver.run(cutoff, dry_run=dry_run)
-
     async def archive_old(self, days: int | None = None, *, dry_run: bool = False) -> ArchiveReport:
         """Archive images older than ``days`` (default ``STORAGE_CLEANUP_DAYS``), then prune the archive.
 
@@ -669,7 +495,7 @@ class StorageManager:
         member's archive is full (``MAX_USER_ARCHIVE_MB``) is deleted as cleanup would.
         ``dry_run`` only counts (``archived_bytes`` is then 0: nothing was encoded).
         """
-        return await self._run(self._archive_old, days, dry_run)
+        return await self._run(self.housekeeping.archive_old, days, dry_run)
 
     async def list_archived(self, user_id: object, *, limit: int | None = None) -> list[ArchivedImage]:
         """``user_id``'s archived images, most recently archived first, each with a fresh link."""

@@ -29,19 +29,27 @@ import logging
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
 
-from abby_core.errors import SaveOutcomeUnknown, StorageError, StorageUnavailable
+from abby_core.errors import (
+    ImageNotFound,
+    InvalidImage,
+    ReservationInvalid,
+    SaveOutcomeUnknown,
+    StorageError,
+    StorageUnavailable,
+)
 from abby_core.storage import keys, rules
 from abby_core.storage.accounts import Accounts
 from abby_core.storage.documents import Hold, UserLedger
 from abby_core.storage.escrow import Escrow
 from abby_core.storage.ledger import UncertainWrite
-from abby_core.storage.models import Reservation, UserLimits
+from abby_core.storage.models import QuotaStatus, Reservation, StoredImage, UserLimits
 
-__all__ = ["Accounting"]
+__all__ = ["QuotaProtocol"]
 
 log = logging.getLogger("abby.storage")
 
@@ -52,10 +60,12 @@ SAVE_MARGIN = timedelta(seconds=120)
 # lifetime), time for the commit's write to land: another process counts the hold, by its own
 # clock, until PURGE_MARGIN (rules.CLOCK_BOUND) after expiry, which covers the clocks' difference.
 CLOCK_SKEW = timedelta(seconds=60)
+# How many used (saved or released) reservations a process remembers, to refuse a second use.
+_SPENT_REMEMBERED = 10_000
 
 
-class Accounting:
-    """The quota protocol over one backend's ledger documents."""
+class QuotaProtocol:
+    """The quota protocol (reserve → upload → commit, and the undo of each) over :class:`Accounts`, the books."""
 
     def __init__(
         self,
@@ -63,6 +73,7 @@ class Accounting:
         *,
         global_limit: int,
         reservation_ttl: int,
+        link_ttl: int,
         settle_seconds: float = 30.0,
         escrow: Escrow | None = None,
     ) -> None:
@@ -75,7 +86,10 @@ class Accounting:
         self.clock: Callable[[], datetime] = accounts.clock
         self.global_limit = global_limit
         self.ttl = reservation_ttl
+        self.link_ttl = link_ttl
         self.settle_seconds = settle_seconds
+        self._spent: OrderedDict[str, None] = OrderedDict()  # reservations saved or released
+        self._spent_lock = threading.Lock()
         # Voids storage refused: retried before this process's next operation, so after an
         # outage the hold goes at once; if the process dies, the hold's expiry still ends it.
         self._unfinished: dict[str, tuple[str, str | None]] = {}
@@ -147,6 +161,31 @@ class Accounting:
         return held
 
     # -- steps 3 to 5 ----------------------------------------------------------------------
+    def store(self, res: Reservation, data: bytes, content_type: str) -> StoredImage:
+        """:meth:`save` the image of ``res`` (once: a reservation saves one image or is released)
+        and return it with a link; a link storage refused is left to the gallery to make later."""
+        if not isinstance(data, bytes | bytearray) or not data:
+            raise InvalidImage("There is no image to save (the image data is empty).")
+        if content_type not in keys.CONTENT_TYPES:
+            raise InvalidImage(f"Images must be PNG, JPEG or WebP, not {content_type!r}.")
+        self._spend(res)
+        key, _ = self.save(res, bytes(data), content_type)
+        try:
+            url, path = self.backend.link(key, content_type=content_type, ttl=self.link_ttl)
+        except StorageError:
+            url, path = None, None  # the image is stored and charged; the gallery links it later
+            log.warning("Could not make a link for %s; it is stored.", key)
+        return StoredImage(key, res.user_id, len(data), self.clock(), content_type, url, path)
+
+    def _spend(self, res: Reservation) -> None:
+        """Mark ``res`` used; a reservation saves one image or is released, once."""
+        with self._spent_lock:
+            if res.id in self._spent:
+                raise ReservationInvalid("This reservation was already used: reserve again for another image.")
+            self._spent[res.id] = None
+            while len(self._spent) > _SPENT_REMEMBERED:
+                self._spent.popitem(last=False)
+
     def save(self, res: Reservation, data: bytes, content_type: str) -> tuple[str, UserLedger]:
         """Upload and commit; on any failure the generation is voided and the error raised."""
         key = keys.image_key(res.key_stem, content_type)
@@ -260,6 +299,8 @@ class Accounting:
 
     def release(self, res: Reservation) -> None:
         """Give back a reservation whose generation failed (no-op once saved or released)."""
+        with self._spent_lock:
+            self._spent[res.id] = None
         try:
             self.void(res.user_id, res.id, res.key_stem)
         except StorageError:
@@ -340,3 +381,51 @@ class Accounting:
             self.escrow.served(uid, doc)
         else:
             self.accounts.sync_global(uid, doc)
+
+    # -- what the member sees and deletes ---------------------------------------------------
+    def status(self, uid: str, limits: UserLimits, allow_cached: bool = False) -> QuotaStatus:
+        """Where ``uid`` stands today; with ``allow_cached``, from the last documents this
+        process read or wrote when storage cannot be read (:class:`StorageUnavailable` otherwise)."""
+        try:
+            user = self.accounts.user(uid)
+            glob = self.accounts.global_doc()
+        except StorageUnavailable:
+            cached_user, cached_glob = self.accounts.cached_user(uid), self.accounts.cached_global()
+            if not allow_cached or cached_user is None or cached_glob is None:
+                raise
+            user, glob = cached_user, cached_glob
+        return rules.status(
+            user,
+            limits=limits,
+            now=self.clock(),
+            # This process's unused lease is room it can still admit from.
+            global_bytes=rules.global_usage(glob) - (self.escrow.free if self.escrow is not None else 0),
+            global_limit=self.global_limit,
+        )
+
+    def gallery(self, uid: str, limit: int | None) -> list[StoredImage]:
+        """``uid``'s committed images, newest first, each with a fresh link (uploads of holds are not shown)."""
+        found = [o for o in self.backend.list_objects(keys.user_prefix(uid)) if keys.user_from_key(o.key) == uid]
+        held = tuple(h.stem + "." for h in self.accounts.user(uid).holds.values()) or ("\0",)
+        found = [o for o in found if not o.key.startswith(held)]  # uploads not (yet) committed
+        found.sort(key=lambda o: (o.last_modified, o.key), reverse=True)
+        return [self._stored(o.key, o.size, o.last_modified) for o in found[:limit]]
+
+    def _stored(self, key: str, size: int, created: datetime) -> StoredImage:
+        content_type = keys.content_type_of(key)
+        url, path = self.backend.link(key, content_type=content_type, ttl=self.link_ttl)
+        owner = keys.user_from_key(key) or ""
+        return StoredImage(key, owner, size, created, content_type, url, path)
+
+    def delete_image(self, uid: str, key: str) -> int:
+        """Delete one of ``uid``'s images (``key``: the full key or the file name); returns its size."""
+        full = keys.check_image_key(uid, key)
+        info = self.backend.head_object(full)
+        if info is None:
+            raise ImageNotFound(key)
+        # The deletion is recorded first (a rebuilt ledger still counts today's image), then
+        # the object goes, then the ledger: a reconcile in between only sees it gone.
+        self.accounts.record_deletions(uid, [full])
+        self.backend.delete_objects([full])
+        self.accounts.forget_objects(uid, [full])
+        return info.size

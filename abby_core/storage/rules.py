@@ -13,6 +13,8 @@ clocks differ across midnight therefore allow at most one daily limit per UTC da
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from enum import Enum
@@ -49,6 +51,8 @@ __all__ = [
     "check_credits",
     "check_grant",
     "check_room",
+    "check_size",
+    "check_source",
     "commit",
     "committable",
     "counts",
@@ -119,6 +123,28 @@ def check_grant(extra: object) -> int:
 def check_credits(credits: object) -> int:
     """``credits`` as a number of credits one source gives, or :class:`InvalidInput`."""
     return _whole(credits, MAX_CREDITS, "credits")
+
+
+def check_size(size: object, *, estimate: int, limit: int) -> int:
+    """``size`` as the bytes to reserve (``None``: the ``estimate``), a whole number from 1 to
+    the global ``limit``, or :class:`InvalidInput`."""
+    if size is None:
+        return estimate
+    if isinstance(size, bool) or not isinstance(size, int | float) or not math.isfinite(size):
+        raise InvalidInput(f"The size to reserve must be a whole number of bytes, not {size!r}.")
+    if size != int(size) or not 1 <= size <= limit:
+        raise InvalidInput(f"The size to reserve must be a whole number of bytes from 1 to {limit}.")
+    return int(size)
+
+
+_CREDIT_SOURCE = re.compile(r"[A-Za-z0-9:_-]{1,100}")
+
+
+def check_source(source: object) -> str:
+    """``source`` as the id of what gives credits (an entitlement, an admin grant), or :class:`InvalidInput`."""
+    if not isinstance(source, str) or not _CREDIT_SOURCE.fullmatch(source):
+        raise InvalidInput("A credit source must be 1 to 100 letters, digits, ':', '_' or '-'.")
+    return source
 
 
 def limits_for(

@@ -78,3 +78,16 @@ def test_a_fixed_message_is_shown_as_the_code_writes_it(exc: errors.AbbyError) -
 def test_the_errors_table_does_not_address_the_reader() -> None:
     messages = [cell for row in _error_rows().values() for cell in row.split("`")[1::2]]
     assert not [m for m in messages if re.search(r"\b(please|your|you)\b", m, re.IGNORECASE)]
+
+
+PROPERTIES = sorted(name for name, value in vars(StorageManager).items()
+                    if not name.startswith("_") and isinstance(value, property) and name != "ledger")
+
+
+def test_the_properties_are_read() -> None:
+    assert {"default_limits", "quota_tiers", "estimate_bytes"} <= set(PROPERTIES)
+
+
+@pytest.mark.parametrize("name", PROPERTIES)
+def test_every_public_property_is_in_the_reference(name: str) -> None:
+    assert f"`.{name}`" in REFERENCE, name

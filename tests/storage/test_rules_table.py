@@ -21,6 +21,7 @@ from abby_core.config import MB, PremiumTier, QuotaTier
 from abby_core.errors import (
     DailyLimitExceeded,
     GlobalStorageFull,
+    InvalidInput,
     QuotaExceeded,
     ReservationInvalid,
     UserBlocked,
@@ -510,3 +511,43 @@ def test_a_lease_slice_is_a_fair_share_of_what_is_left(
         leases["me"] = Lease(bytes=mine, expires=NOW)
     doc = GlobalLedger(users={"1": _snap(1, 250, a=50)}, leases=leases)
     assert rules.lease_slice(doc, lease_id="me", covered=covered, need=need, want=want, limit=1000) == slice_
+
+
+# -- the bounds checked at the door --------------------------------------------------------
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [(None, 7), (1, 1), (100, 100), (100.0, 100), (99, 99)],
+)
+def test_check_size_takes_a_whole_number_of_bytes_up_to_the_global_limit(size: object, expected: int) -> None:
+    assert rules.check_size(size, estimate=7, limit=100) == expected
+    assert type(rules.check_size(size, estimate=7, limit=100)) is int
+
+
+@pytest.mark.parametrize(
+    ("size", "says"),
+    [
+        (0, "from 1 to 100"),
+        (-1, "from 1 to 100"),
+        (101, "from 1 to 100"),
+        (1.5, "from 1 to 100"),
+        (True, "not True"),
+        (float("nan"), "not nan"),
+        (float("inf"), "not inf"),
+        ("10", "not '10'"),
+    ],
+)
+def test_check_size_refuses_what_is_not_a_size_and_says_what_it_was_given(size: object, says: str) -> None:
+    with pytest.raises(InvalidInput, match="size to reserve") as refused:
+        rules.check_size(size, estimate=7, limit=100)
+    assert says in str(refused.value)
+
+
+@pytest.mark.parametrize("source", ["a", "entitlement:123", "grant_2026-11-25", "x" * 100, "A:Z_0-9"])
+def test_check_source_takes_1_to_100_letters_digits_and_separators(source: str) -> None:
+    assert rules.check_source(source) == source
+
+
+@pytest.mark.parametrize("source", ["", "x" * 101, "a b", "a/b", "é", "a\n", None, 12])
+def test_check_source_refuses_anything_else(source: object) -> None:
+    with pytest.raises(InvalidInput, match="credit source"):
+        rules.check_source(source)

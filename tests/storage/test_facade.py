@@ -1,0 +1,34 @@
+"""StorageManager is a facade: it validates at the door and runs one core operation on its workers.
+
+The rules, the order of a protocol's steps and the lifecycle arithmetic have their owners
+(rules, protocol, accounts, housekeeping, archive); the manager keeps no synchronous twin of
+its coroutines, only the one mechanism that runs a core method off the event loop.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import abby_core.storage.manager as manager_module
+from abby_core.storage import StorageManager
+
+# The mechanism: _run (shielded, on_cancel undo) and _call (retries refused undos first).
+PLUMBING = {"_run", "_call"}
+
+
+def test_the_manager_keeps_no_private_helpers_besides_the_executor_plumbing() -> None:
+    private = {
+        name
+        for name, member in vars(StorageManager).items()
+        if name.startswith("_") and not name.startswith("__") and inspect.isfunction(member)
+    }
+    assert private == PLUMBING
+
+
+def test_the_manager_module_holds_no_rule_of_its_own() -> None:
+    helpers = {
+        name
+        for name, member in vars(manager_module).items()
+        if inspect.isfunction(member) and member.__module__ == manager_module.__name__
+    }
+    assert helpers <= {"_utcnow"}, helpers
