@@ -309,8 +309,9 @@ def test_landed_bytes_add_up_and_a_token_counts_once(books: _Books, escrow: Escr
 
 
 def test_an_older_document_never_replaces_a_newer_one_served(books: _Books, escrow: Escrow) -> None:
+    token = escrow.charge(50)
     escrow.served("42", _member(3, 50))
-    escrow.landed(escrow.charge(50), "42", _member(2, 50))  # its answer came after a later write's
+    escrow.landed(token, "42", _member(2, 50))  # its answer came after a later write's
     escrow.settle()
     assert books.glob.users["42"].version == 3
 

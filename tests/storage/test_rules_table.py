@@ -458,6 +458,9 @@ def test_a_snapshot_keeps_committed_bytes_and_every_hold_not_yet_dropped() -> No
         (None, _snap(3, 10), _snap(3, 10)),
         (_snap(3, 10), _snap(4, 20), _snap(4, 20)),
         (_snap(4, 20), _snap(3, 10), _snap(4, 20)),  # an older snapshot never replaces a newer one
+        # the same version taken later (a hold past the purge margin left out) does not replace it
+        # either: what was counted stays counted until the document moves on
+        (_snap(4, 20, h=5), _snap(4, 20), _snap(4, 20, h=5)),
     ],
 )
 def test_a_snapshot_only_moves_forward(stored: Snapshot | None, applied: Snapshot, kept: Snapshot) -> None:
