@@ -12,15 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
-from typing import TypeVar, cast
+from types import SimpleNamespace
+from typing import ClassVar, TypeVar, cast
 
 import pytest
 
 from abby_core.errors import GlobalStorageFull, StorageError, StorageUnavailable
+from abby_core.storage import escrow as escrow_module
 from abby_core.storage import rules
 from abby_core.storage.accounts import Accounts
-from abby_core.storage.documents import GlobalLedger, Hold, UserLedger
-from abby_core.storage.escrow import Escrow
+from abby_core.storage.documents import GlobalLedger, Hold, Snapshot, UserLedger
+from abby_core.storage.escrow import Escrow, LeaseView
 from abby_core.storage.ledger import UncertainWrite
 from tests.storage.conftest import Clock
 
@@ -258,3 +260,110 @@ def test_a_served_member_is_recorded_at_the_next_settle(books: _Books, escrow: E
     escrow.served("42", _member(1, 10))
     escrow.settle()
     assert books.glob.users["42"] == rules.snapshot(_member(1, 10), T0)
+
+
+# -- what mutation testing found unpinned -------------------------------------------------------
+def test_a_new_escrow_holds_nothing(escrow: Escrow) -> None:
+    assert escrow.view() == LeaseView(lease_id=escrow.lease_id, granted=0, free=0, in_flight=0, landed=0, expires=None)
+    assert escrow.settles == 0
+
+
+def test_a_charge_of_nothing_writes_nothing(books: _Books, escrow: Escrow) -> None:
+    escrow.charge(0)
+    assert (books.writes, escrow.view().granted) == (0, 0)
+
+
+def test_a_first_charge_of_one_byte_takes_a_whole_slice(books: _Books, escrow: Escrow) -> None:
+    escrow.charge(1)
+    assert (books.writes, escrow.view().granted, escrow.view().free) == (1, MAX_SLICE, MAX_SLICE - 1)
+
+
+def test_the_last_byte_is_leased_and_the_next_is_refused(books: _Books, escrow: Escrow) -> None:
+    books.glob.users["7"] = Snapshot(version=1, bytes=LIMIT - 1)
+    escrow.charge(1)
+    assert _leased(books, escrow) == 1
+    assert escrow.view().expires == T0 + LIFETIME
+    with pytest.raises(GlobalStorageFull) as caught:
+        escrow.charge(1)
+    assert (caught.value.used, caught.value.limit) == (LIMIT - 1, LIMIT)  # the lease's own bytes are not "used"
+    assert (escrow.view().in_flight, rules.global_usage(books.glob)) == (1, LIMIT)
+
+
+def test_the_lease_names_its_owner_and_settles_are_counted(books: _Books, escrow: Escrow) -> None:
+    escrow.charge(100)
+    escrow.settle(renew=True)
+    assert books.glob.leases[escrow.lease_id].owner == escrow.owner
+    assert escrow.settles == books.writes == 2
+
+
+def test_landed_bytes_add_up_and_a_token_counts_once(books: _Books, escrow: Escrow) -> None:
+    books.users["42"] = _member(2, 100, 50)
+    first, second, refunded = escrow.charge(100), escrow.charge(50), escrow.charge(10)
+    escrow.refund(refunded)
+    escrow.landed(first, "42", _member(1, 100))
+    escrow.landed(second, "42", _member(2, 100, 50))
+    escrow.landed(first, "42", _member(2, 100, 50))  # already landed
+    escrow.landed(refunded, "42", _member(2, 100, 50))  # refunded: nothing in flight
+    escrow.uncertain(refunded, "42")
+    assert (escrow.view().landed, escrow.view().in_flight) == (150, 0)
+
+
+def test_an_older_document_never_replaces_a_newer_one_served(books: _Books, escrow: Escrow) -> None:
+    token = escrow.charge(50)
+    escrow.served("42", _member(3, 50))
+    escrow.landed(token, "42", _member(2, 50))  # its answer came after a later write's
+    escrow.settle()
+    assert books.glob.users["42"].version == 3
+
+
+def test_a_settled_member_is_not_written_again_at_close(books: _Books, escrow: Escrow) -> None:
+    escrow.served("42", _member(1, 10))
+    escrow.settle(renew=False)
+    escrow.close()
+    assert books.writes == 1
+
+
+def test_close_records_a_member_served_without_a_lease(books: _Books, escrow: Escrow) -> None:
+    escrow.served("42", _member(1, 10))
+    escrow.close()
+    assert (books.writes, books.glob.users["42"]) == (1, rules.snapshot(_member(1, 10), T0))
+
+
+def test_a_closed_escrow_says_so() -> None:
+    escrow = Escrow(
+        cast(Accounts, _Books(Clock(T0))), global_limit=LIMIT, lifetime=LIFETIME, margin=MARGIN, max_slice=MAX_SLICE
+    )
+    escrow.close()
+    with pytest.raises(StorageError) as caught:
+        escrow.charge(1)
+    assert caught.value.message == "The storage manager is closed."
+
+
+class _Timer:
+    """Stands in for ``threading.Timer``: records what would run, and when."""
+
+    armed: ClassVar[list[_Timer]] = []
+
+    def __init__(self, delay: float, function: Callable[[], None]) -> None:
+        self.delay, self.function, self.daemon = delay, function, False
+        _Timer.armed.append(self)
+
+    def start(self) -> None:
+        pass
+
+    def cancel(self) -> None:
+        pass
+
+
+def test_the_renewal_timer_fires_four_fifths_of_the_way_to_the_margin(
+    books: _Books, escrow: Escrow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_Timer, "armed", [])
+    monkeypatch.setattr(escrow_module, "threading", SimpleNamespace(Timer=_Timer))
+    escrow.charge(100)
+    books.clock.now = T0 + LIFETIME - MARGIN  # then re-armed at the margin: as soon as it may
+    escrow._arm_timer()
+    assert [(t.delay, t.function, t.daemon) for t in _Timer.armed] == [
+        ((LIFETIME - MARGIN).total_seconds() * 0.8, escrow._on_timer, True),
+        (0.05, escrow._on_timer, True),
+    ]

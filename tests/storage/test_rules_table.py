@@ -12,6 +12,7 @@ process runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
 
@@ -28,7 +29,17 @@ from abby_core.errors import (
     UserStorageFull,
 )
 from abby_core.storage import rules
-from abby_core.storage.documents import Entry, GlobalLedger, Hold, Lease, Snapshot, SnapshotHold, UserLedger
+from abby_core.storage.documents import (
+    CreditSource,
+    Entry,
+    GlobalLedger,
+    Hold,
+    Lease,
+    MemberRecord,
+    Snapshot,
+    SnapshotHold,
+    UserLedger,
+)
 from abby_core.storage.models import QuotaStatus, UserLimits
 
 pytestmark = pytest.mark.usefixtures("local_zone")
@@ -447,6 +458,9 @@ def test_a_snapshot_keeps_committed_bytes_and_every_hold_not_yet_dropped() -> No
         (None, _snap(3, 10), _snap(3, 10)),
         (_snap(3, 10), _snap(4, 20), _snap(4, 20)),
         (_snap(4, 20), _snap(3, 10), _snap(4, 20)),  # an older snapshot never replaces a newer one
+        # the same version taken later (a hold past the purge margin left out) does not replace it
+        # either: what was counted stays counted until the document moves on
+        (_snap(4, 20, h=5), _snap(4, 20), _snap(4, 20, h=5)),
     ],
 )
 def test_a_snapshot_only_moves_forward(stored: Snapshot | None, applied: Snapshot, kept: Snapshot) -> None:
@@ -551,3 +565,125 @@ def test_check_source_takes_1_to_100_letters_digits_and_separators(source: str) 
 def test_check_source_refuses_anything_else(source: object) -> None:
     with pytest.raises(InvalidInput, match="credit source"):
         rules.check_source(source)
+
+
+# -- what mutation testing found unpinned -------------------------------------------------------
+# Messages of core errors are shown: the CLI prints every core message, the Discord
+# translator an InvalidInput's, so each is pinned whole.
+@pytest.mark.parametrize(
+    ("check", "top", "says"),
+    [
+        (rules.check_grant, rules.MAX_GRANT, "The number of extra generations must be a whole number from 1 to 1000."),
+        (rules.check_credits, rules.MAX_CREDITS, "The number of credits must be a whole number from 1 to 100000."),
+    ],
+)
+def test_a_grant_or_credits_is_taken_up_to_its_bound_and_refused_past_it(
+    check: Callable[[object], int], top: int, says: str
+) -> None:
+    assert (check(1), check(top)) == (1, top)
+    for refused in (0, top + 1, True, 2.0, "3"):
+        with pytest.raises(InvalidInput) as caught:
+            check(refused)
+        assert caught.value.message == says
+
+
+def test_check_source_says_what_a_source_may_be() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        rules.check_source("a b")
+    assert caught.value.message == "A credit source must be 1 to 100 letters, digits, ':', '_' or '-'."
+
+
+def test_a_blocked_member_is_named_wherever_they_are_refused() -> None:
+    with pytest.raises(UserBlocked) as by_hold:
+        _hold(_doc(blocked=True), "r", MB)
+    with pytest.raises(UserBlocked) as by_rule:
+        rules.check_room(
+            blocked=True, user_id="7", daily_used=0, daily_limit=1, resets_at=NOW, user_used=0, user_limit=1, size=0
+        )
+    state = QuotaStatus(
+        user_id="9", daily_used=0, daily_limit=2, resets_at=NOW, user_bytes=0, user_limit_bytes=MB,
+        global_bytes=0, global_limit_bytes=MB, in_flight=0, blocked=True, credits=0,
+    )  # fmt: skip
+    with pytest.raises(UserBlocked) as by_precheck:
+        rules.precheck(state, 1)
+    assert (by_hold.value.user_id, by_rule.value.user_id, by_precheck.value.user_id) == ("42", "7", "9")
+
+
+@pytest.mark.parametrize(
+    ("holds", "renew", "says"),
+    [
+        ({}, True, "The generation took too long and its quota hold expired; nothing was charged."),
+        ({"r": _held()}, False, "This reservation id is already in use."),
+    ],
+)
+def test_a_hold_id_that_cannot_be_held_says_why(holds: dict[str, Hold], renew: bool, says: str) -> None:
+    with pytest.raises(ReservationInvalid) as caught:
+        _hold(_doc(holds=holds), "r", MB, renew=renew)
+    assert caught.value.message == says
+
+
+def test_a_commit_without_a_live_hold_says_nothing_was_charged() -> None:
+    with pytest.raises(ReservationInvalid) as caught:
+        rules.commit(_doc(), rid="r", key="k", size=MB, now=NOW, skew=SKEW)
+    assert caught.value.message == (
+        "The generation took too long to save and its quota hold expired; nothing was charged."
+    )
+
+
+def test_a_hold_is_new_unless_renewal_is_asked_for() -> None:
+    doc = _doc()
+    rules.hold(doc, rid="r", size=MB, stem="s", limits=LIMITS, now=NOW, ttl=TTL, skew=SKEW)
+    assert list(doc.holds) == ["r"]
+
+
+def test_taking_back_an_image_gives_back_no_credit_unless_it_was_credit_paid() -> None:
+    doc = _doc(objects={"k": Entry(size=MB, created=NOW)}, count=1, credits=3, credits_spent=1)
+    assert rules.uncommit(doc, key="k", day=TODAY, rid="r")
+    assert (doc.count, doc.credits, doc.credits_spent) == (0, 3, 1)
+
+
+def test_taking_back_an_image_adds_its_credit_to_what_the_claiming_refund_took() -> None:
+    doc = _doc(
+        objects={"k": Entry(size=MB, created=NOW)},
+        count=1,
+        credits_spent=1,
+        credit_log={"p": CreditSource(credits=5, refunded=True, removed=2, claims=["r"])},
+    )
+    assert rules.uncommit(doc, key="k", day=TODAY, rid="r", credit=True)
+    assert doc.credit_log["p"] == CreditSource(credits=5, refunded=True, removed=3, claims=[])
+    assert (doc.credits, doc.credits_spent, rules.refund_taken(doc, "p")) == (0, 0, 3)
+
+
+def test_a_credit_source_is_added_once() -> None:
+    doc = _doc()
+    assert rules.add_credits(doc, source="p", credits=5) is True
+    assert rules.add_credits(doc, source="p", credits=5) is False
+    assert doc.credits == 5
+
+
+@pytest.mark.parametrize("log", [{}, {"p": CreditSource(credits=5)}])
+def test_a_source_not_refunded_took_nothing_back(log: dict[str, CreditSource]) -> None:
+    assert rules.refund_taken(_doc(credit_log=log), "p") == 0
+
+
+def test_dropping_a_hold_that_is_gone_changes_nothing() -> None:
+    doc = _doc(credits=2)
+    rules.drop_hold(doc, "gone")
+    assert (doc.holds, doc.credits) == ({}, 2)
+
+
+def test_mirroring_the_same_credit_book_again_changes_nothing() -> None:
+    doc = _doc(version=3, credits=5, credits_spent=1, credit_log={"p": CreditSource(credits=5)})
+    record = MemberRecord(user_id="42")
+    assert rules.mirror_credits(record, doc) is True
+    assert rules.mirror_credits(record, doc) is False
+    assert (record.credit_sources, record.credits_spent, record.credits_version) == ({"p": 5}, 1, 3)
+
+
+def test_the_credit_log_of_a_member_record() -> None:
+    record = MemberRecord(user_id="42", credit_sources={"a": 5, "b": 3}, credit_refunds={"b": 2, "c": 0})
+    assert rules.credit_log_of(record) == {
+        "a": CreditSource(credits=5),
+        "b": CreditSource(credits=3, refunded=True, removed=2),
+        "c": CreditSource(refunded=True),
+    }
