@@ -318,6 +318,10 @@ def report(results: list[Outcome], lag: dict[str, Any], seconds: float) -> str:
     return "\n".join(lines)
 
 
+#: Everything after this line of the report is written by hand and kept when it is rewritten.
+KEEP = "<!-- Written by hand from here on: bench/reliability.py keeps it when it rewrites the page. -->"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(ROOT / "docs" / "RELIABILITY.md"))
@@ -326,7 +330,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="abby-reliability-") as tmp:
         results, lag = asyncio.run(run(Path(tmp)))
     text = report(results, lag, time.perf_counter() - started)
-    Path(args.out).write_text(text, encoding="utf-8")
+    out = Path(args.out)
+    kept = out.read_text(encoding="utf-8") if out.exists() else ""
+    if KEEP in kept:  # the sections written by hand (mutation testing) stay as they are
+        text = text.rstrip("\n") + "\n\n" + kept[kept.index(KEEP) :]
+    out.write_text(text, encoding="utf-8")
     for name, f in lag.items():
         print(f"loop lag [{name}]: max {f['max_lag_ms']} ms, p99 {f['p99_lag_ms']} ms (target < {LAG_TARGET_MS} ms)")
     failed = sum(len(o.failed) for o in results)
