@@ -9,10 +9,18 @@ Every method is synchronous and runs on the manager's worker threads.
 - Every global update first refreshes the snapshots of users whose holds expired, from
   their own documents (which also drops those holds), so a process that died between a
   commit and the global update costs nothing for longer than a hold's lifetime.
+- Usage is counted in two levels: each member's snapshot in the document of their shard
+  (``ledger/shards/{k}.json``), each shard's snapshot in the global document. A change
+  reaches its shard first, then the global document; at both levels an older snapshot
+  never replaces a newer one, so whoever applies a snapshot later includes every change
+  that landed before it.
 - A missing user document is rebuilt from the user's images and their member record
-  (blocks, grants, resets, today's deletions); a missing global document from the user
-  documents. An unreadable one is repaired the same way and logged. Usage is never read
-  as zero because a document is gone.
+  (blocks, grants, resets, today's deletions); a missing shard or global document from
+  the user documents. An unreadable one is repaired the same way and logged. Usage is
+  never read as zero because a document is gone.
+- A global document of the layout before shards (one snapshot per member) is moved into
+  the shard documents by the first global update: shards first, then the global document
+  in one write, so an interrupted move is finished by the next.
 """
 
 from __future__ import annotations
@@ -31,7 +39,16 @@ from pydantic import BaseModel
 from abby_core.errors import InvalidUser, LedgerCorrupt, StorageUnavailable
 from abby_core.storage import keys, liveness, rules
 from abby_core.storage.backend import ConditionFailed, StorageBackend
-from abby_core.storage.documents import Entry, GlobalLedger, Lease, MemberRecord, Snapshot, UserLedger
+from abby_core.storage.documents import (
+    Entry,
+    GlobalLedger,
+    Lease,
+    MemberRecord,
+    ShardLedger,
+    ShardSnapshot,
+    Snapshot,
+    UserLedger,
+)
 from abby_core.storage.ledger import Ledger
 from abby_core.storage.liveness import Sighting
 
@@ -54,6 +71,15 @@ class _Doomed(Exception):
 
 # How many users with expired holds one global update refreshes (the rest wait for the next).
 _REFRESH_PER_UPDATE = 8
+_SHARD_NAMES = frozenset(f"{n:02x}" for n in range(keys.SHARDS))
+
+
+class _Legacy(Exception):
+    """The global document has member snapshots of the layout before shards to move first."""
+
+    def __init__(self, doc: GlobalLedger) -> None:
+        super().__init__(f"{len(doc.users)} member snapshot(s) to move into shards")
+        self.doc = doc
 
 
 def _version(lease: Lease) -> str:
@@ -113,6 +139,19 @@ class Accounts:
         """A fresh copy of the global document (rebuilt, not stored, when it is missing)."""
         return self._read_or_repair(keys.GLOBAL_LEDGER_KEY, GlobalLedger, self.rebuild_global)
 
+    def shard(self, shard: str) -> ShardLedger:
+        """A fresh copy of a shard document (rebuilt, not stored, when it is missing)."""
+        return self._read_or_repair(keys.shard_key(shard), ShardLedger, lambda: self._new_shard(shard))
+
+    def shards(self) -> dict[str, ShardLedger]:
+        """Every shard document there is."""
+        found: dict[str, ShardLedger] = {}
+        for obj in self.backend.list_objects(keys.SHARDS_LEDGER_PREFIX):
+            shard = obj.key[len(keys.SHARDS_LEDGER_PREFIX) :].removesuffix(".json")
+            if shard in _SHARD_NAMES:
+                found[shard] = self.shard(shard)
+        return found
+
     def member(self, uid: str) -> MemberRecord:
         """``uid``'s member record (an empty one when there is none, or it is unreadable)."""
         try:
@@ -164,12 +203,18 @@ class Accounts:
         return doc
 
     def _known_version(self, uid: str) -> int:
-        try:
-            found = self.ledger.read(keys.GLOBAL_LEDGER_KEY, GlobalLedger)
-        except LedgerCorrupt:
-            return 0
-        snap = found[0].users.get(uid) if found else None
-        return snap.version if snap else 0
+        """The highest version of ``uid``'s document its shard (or a global document of the
+        layout before shards) has a snapshot of."""
+        known = 0
+        with contextlib.suppress(LedgerCorrupt):
+            found = self.ledger.read(keys.shard_key(keys.shard_of(uid)), ShardLedger)
+            snap = found[0].users.get(uid) if found else None
+            known = snap.version if snap else 0
+        with contextlib.suppress(LedgerCorrupt):
+            legacy = self.ledger.read(keys.GLOBAL_LEDGER_KEY, GlobalLedger)
+            snap = legacy[0].users.get(uid) if legacy else None
+            known = max(known, snap.version if snap else 0)
+        return known
 
     def users_with_documents(self) -> set[str]:
         users: set[str] = set()
@@ -180,25 +225,63 @@ class Accounts:
                 continue
         return users
 
-    def rebuild_global(self) -> GlobalLedger:
-        """The global document from every user document (and the images of users without one)."""
-        doc = GlobalLedger(users={})
-        totals: dict[str, int] = {}
+    def _user_snapshots(self, shard: str | None = None) -> dict[str, Snapshot]:
+        """A snapshot of every user document (of one ``shard``), and of the images of users
+        without one: what a rebuild of the usage starts from (it reads everything)."""
+        found: dict[str, Snapshot] = {}
         for obj in self.backend.list_objects(keys.USERS_PREFIX):
             owner = keys.user_from_key(obj.key)
-            if owner is not None:
-                totals[owner] = totals.get(owner, 0) + obj.size
-        for uid, total in totals.items():
-            doc.users[uid] = Snapshot(version=0, bytes=total)  # any user-document snapshot replaces it
-        for uid in self.users_with_documents():
+            if owner is not None and (shard is None or keys.shard_of(owner) == shard):
+                # Version 0: any snapshot of the member's document replaces it.
+                total = found.get(owner, Snapshot(version=0, bytes=0)).bytes + obj.size
+                found[owner] = Snapshot(version=0, bytes=total)
+        for uid in sorted(self.users_with_documents()):
+            if shard is not None and keys.shard_of(uid) != shard:
+                continue
             try:
-                found = self.ledger.read(keys.user_ledger_key(uid), UserLedger)
+                read = self.ledger.read(keys.user_ledger_key(uid), UserLedger)
             except LedgerCorrupt:
                 continue  # repaired on its owner's next request; its images are counted above
-            if found is not None:
-                rules.apply_snapshot(doc, uid, rules.snapshot(found[0], self.clock()))
-        if totals:
-            log.warning("Global quota ledger was missing: rebuilt from %d user(s).", len(doc.users))
+            if read is not None:
+                found[uid] = rules.snapshot(read[0], self.clock())
+        return found
+
+    def _new_shard(self, shard: str) -> ShardLedger:
+        """The document of a shard that has none: empty if the global document never recorded
+        it (no member of it was counted yet), else rebuilt (it was lost)."""
+        try:
+            found = self.ledger.read(keys.GLOBAL_LEDGER_KEY, GlobalLedger)
+        except LedgerCorrupt:
+            return self.rebuild_shard(shard)
+        seen = found[0].shards.get(shard) if found else None
+        if seen is None:
+            return ShardLedger(shard=shard, users={})
+        return self.rebuild_shard(shard, known=seen.version)
+
+    def rebuild_shard(self, shard: str, *, known: int = 0) -> ShardLedger:
+        """A shard document from its members' documents and images (damage); ``known``: the
+        version of it the global document has."""
+        doc = ShardLedger(shard=shard, users={})
+        for uid, snap in self._user_snapshots(shard).items():
+            rules.apply_snapshot(doc, uid, snap)
+        log.warning("Quota ledger shard %s was missing: rebuilt from %d user(s).", shard, len(doc.users))
+        # Above the version the global document knows, so it accepts this shard's snapshot.
+        doc.version = _rebuilt_version(known)
+        return doc
+
+    def rebuild_global(self) -> GlobalLedger:
+        """The global document from every user document (and the images of users without one),
+        through their shard documents, which are brought up to date first."""
+        doc = GlobalLedger(shards={})
+        by_shard: dict[str, dict[str, Snapshot]] = {}
+        for uid, snap in self._user_snapshots().items():
+            by_shard.setdefault(keys.shard_of(uid), {})[uid] = snap
+        for shard, written in self.publish(by_shard).items():
+            rules.apply_shard(doc, shard, written)
+        for shard, stored in self.shards().items():
+            rules.apply_shard(doc, shard, rules.shard_snapshot(stored))
+        if doc.shards:
+            log.warning("Global quota ledger was missing: rebuilt from %d shard(s).", len(doc.shards))
         doc.version = _rebuilt_version(0)
         return doc
 
@@ -250,15 +333,60 @@ class Accounts:
                 deleted.update(found.stems)
         raise StorageUnavailable("The quota ledger is too busy (too many writers at once); nothing was changed.")
 
-    def update_global(self, mutate: Callable[[GlobalLedger], _T]) -> tuple[_T, GlobalLedger]:
-        """Change the global document, after refreshing the snapshots of users whose holds expired."""
+    def update_shard(self, shard: str, mutate: Callable[[ShardLedger], _T]) -> tuple[_T, ShardLedger]:
+        return self._update(keys.shard_key(shard), ShardLedger, mutate, lambda: self._new_shard(shard))
+
+    def publish(self, snaps: dict[str, dict[str, Snapshot]]) -> dict[str, ShardSnapshot]:
+        """Record user snapshots (by shard, then member) in their shard documents; returns the
+        snapshot of each shard document as written, for the global document."""
+        written: dict[str, ShardSnapshot] = {}
+        for shard in sorted(snaps):
+
+            def apply(doc: ShardLedger, found: dict[str, Snapshot] = snaps[shard]) -> None:
+                for uid, snap in found.items():
+                    rules.apply_snapshot(doc, uid, snap)
+
+            _, doc = self.update_shard(shard, apply)
+            written[shard] = rules.shard_snapshot(doc)
+        return written
+
+    def publish_users(self, docs: dict[str, UserLedger]) -> dict[str, ShardSnapshot]:
+        """:meth:`publish` the snapshots of stored versions of user documents."""
+        now = self.clock()
+        by_shard: dict[str, dict[str, Snapshot]] = {}
+        for uid, doc in docs.items():
+            by_shard.setdefault(keys.shard_of(uid), {})[uid] = rules.snapshot(doc, now)
+        return self.publish(by_shard)
+
+    def update_global(
+        self, mutate: Callable[[GlobalLedger], _T], *, shards: dict[str, ShardSnapshot] | None = None
+    ) -> tuple[_T, GlobalLedger]:
+        """Change the global document, after refreshing the snapshots of users whose holds
+        expired; ``shards``: shard snapshots to record in the same write."""
+        fresh: dict[str, ShardSnapshot] = dict(shards or {})
         current = self.cached_global() or self.global_doc()
+        moved: set[str] = set()
+        for _ in range(_DROP_ROUNDS):
+            if set(current.users) - moved:
+                fresh.update(self._move_legacy(current))
+                moved |= set(current.users)
+            try:
+                return self._update_global(current, fresh, moved, mutate)
+            except _Legacy as found:
+                current = found.doc
+        raise StorageUnavailable("The quota ledger is too busy (too many writers at once); nothing was changed.")
+
+    def _update_global(
+        self,
+        current: GlobalLedger,
+        fresh: dict[str, ShardSnapshot],
+        moved: set[str],
+        mutate: Callable[[GlobalLedger], _T],
+    ) -> tuple[_T, GlobalLedger]:
         deadline = self.clock() - rules.PURGE_MARGIN
-        stale = [uid for uid, s in current.users.items() if any(h.expires <= deadline for h in s.holds.values())]
-        fresh: dict[str, Snapshot] = {}
-        for uid in stale[:_REFRESH_PER_UPDATE]:
-            _, doc = self.update_user(uid, lambda d: None)
-            fresh[uid] = rules.snapshot(doc, self.clock())
+        stale = rules.stale_holders(current, deadline)[:_REFRESH_PER_UPDATE]
+        if stale:
+            fresh.update(self.publish_users({uid: self.update_user(uid, lambda d: None)[1] for uid in stale}))
         scanned_at = self.clock()
         silent = self._silent_leases()
         recovering = bool(rules.dead_leases(current, scanned_at, self.lease_margin) or silent)
@@ -267,8 +395,11 @@ class Accounts:
         dropped: list[str] = []
 
         def change(doc: GlobalLedger) -> _T:
-            for uid, snap in fresh.items():
-                rules.apply_snapshot(doc, uid, snap)
+            if set(doc.users) - moved:
+                raise _Legacy(doc)  # members of the layout before shards, not moved yet
+            doc.users = {}
+            for shard, snap in fresh.items():
+                rules.apply_shard(doc, shard, snap)
             dropped.clear()
             if recovering:
                 # Dead before the scan began: every hold their owners admitted is in a user
@@ -285,6 +416,15 @@ class Accounts:
             self.recovered_leases += len(dropped)
             log.warning("Took back %d expired lease(s) of the global storage budget: %s.", len(dropped), dropped)
         return result
+
+    def _move_legacy(self, glob: GlobalLedger) -> dict[str, ShardSnapshot]:
+        """Copy the member snapshots of a global document of the layout before shards into
+        their shard documents (the global document drops them in its next write)."""
+        by_shard: dict[str, dict[str, Snapshot]] = {}
+        for uid, snap in glob.users.items():
+            by_shard.setdefault(keys.shard_of(uid), {})[uid] = snap
+        log.info("Moving the usage of %d member(s) into %d shard document(s).", len(glob.users), len(by_shard))
+        return self.publish(by_shard)
 
     def _see_leases(self, written: GlobalLedger) -> None:
         """Remember the leases of a global document this process just wrote (so it was current)."""
@@ -310,22 +450,29 @@ class Accounts:
                 if lid not in self.own_leases and liveness.abandoned(s, now, silence)
             }
 
-    def _every_snapshot(self) -> dict[str, Snapshot]:
-        """A snapshot of every user document (to take over from a lease whose owner died)."""
-        found: dict[str, Snapshot] = {}
+    def _every_snapshot(self) -> dict[str, ShardSnapshot]:
+        """Every user document, read now, recorded in its shard (to take over from a lease
+        whose owner died); returns the shard snapshots."""
+        docs: dict[str, UserLedger] = {}
         for uid in sorted(self.users_with_documents()):
             try:
                 read = self.ledger.read(keys.user_ledger_key(uid), UserLedger)
             except LedgerCorrupt:
                 read = None
-            doc = read[0] if read is not None else self.user(uid)
-            found[uid] = rules.snapshot(doc, self.clock())
-        return found
+            docs[uid] = read[0] if read is not None else self.user(uid)
+        return self.publish_users(docs)
 
     def sync_global(self, uid: str, doc: UserLedger) -> None:
-        """Record ``doc`` (a stored version of ``uid``'s document) in the global document."""
-        snap = rules.snapshot(doc, self.clock())
-        self.update_global(lambda g: rules.apply_snapshot(g, uid, snap))
+        """Record ``doc`` (a stored version of ``uid``'s document) in its shard, then the shard
+        in the global document."""
+        self.update_global(lambda g: None, shards=self.publish_users({uid: doc}))
+
+    def hold_global(self, uid: str, doc: UserLedger, rid: str, limit: int) -> None:
+        """Record ``doc``, which holds ``rid``, up to the global document, refusing the hold
+        (:class:`~abby_core.errors.GlobalStorageFull`) if it would pass ``limit``."""
+        shard = keys.shard_of(uid)
+        snap = self.publish_users({uid: doc})[shard]
+        self.update_global(partial(rules.global_hold, shard=shard, snap=snap, rid=rid, limit=limit))
 
     def update_member(self, uid: str, mutate: Callable[[MemberRecord], _T]) -> tuple[_T, MemberRecord]:
         def change(record: MemberRecord) -> _T:

@@ -92,8 +92,16 @@ def shrink(data: bytes, *, quality: int, max_side: int = ARCHIVE_MAX_SIDE) -> tu
             img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
         buf = io.BytesIO()
         img.save(buf, format="WEBP", quality=quality, method=4)
-    except (InvalidImage, UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
-            Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (
+        InvalidImage,
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        SyntaxError,
+        EOFError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
         log.warning("An image could not be shrunk for the archive (%s); it is archived as it is.", exc)
         return data, _content_type(data)
     out = buf.getvalue()
@@ -249,8 +257,11 @@ class Archiver:
 
     def _archive_user(self, uid: str, objs: list[ObjectInfo]) -> dict[str, int]:
         counts: dict[str, int] = defaultdict(int)
-        copies = {keys.restored_stem(o.key): o for o in self.backend.list_objects(keys.archive_prefix(uid))
-                  if keys.user_from_archived_key(o.key) == uid}
+        copies = {
+            keys.restored_stem(o.key): o
+            for o in self.backend.list_objects(keys.archive_prefix(uid))
+            if keys.user_from_archived_key(o.key) == uid
+        }
         recorded = self.document(uid).entries
         archived: list[str] = []
         dropped: list[str] = []
@@ -356,8 +367,9 @@ class Archiver:
             url, path = self.backend.link(key, content_type=content_type, ttl=self.link_ttl)
         except StorageError:
             url, path = None, None
-        return ArchivedImage(key, uid, entry.size, entry.original, entry.created, entry.archived,
-                             content_type, url, path)
+        return ArchivedImage(
+            key, uid, entry.size, entry.original, entry.created, entry.archived, content_type, url, path
+        )
 
     def get(self, user_id: str, key: str) -> bytes:
         return self.backend.get_object(keys.check_archived_key(keys.check_user_id(user_id), key))
@@ -473,10 +485,7 @@ class Archiver:
             self.protocol.void_quietly(uid, rid)  # the hold may have landed
             raise
         try:
-            snap = rules.snapshot(doc, self.clock())
-            self.accounts.update_global(
-                partial(rules.global_hold, user_id=uid, snap=snap, rid=rid, limit=self.global_limit)
-            )
+            self.accounts.hold_global(uid, doc, rid, self.global_limit)
         except BaseException:
             self.protocol.void_quietly(uid, rid)
             raise

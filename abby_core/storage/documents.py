@@ -4,8 +4,9 @@ Three kinds of document, all outside ``images/`` so lifecycle rules never expire
 
     ledger/users/{id}.json     UserLedger    the member's hot document: today's count, their
                                              committed images and the holds in flight
-    ledger/global.json         GlobalLedger  one snapshot of every user document (committed
-                                             bytes and holds, with its version), and the
+    ledger/shards/{k}.json     ShardLedger   one snapshot of each user document of shard k
+                                             (committed bytes and holds, with its version)
+    ledger/global.json         GlobalLedger  one snapshot of each shard document, and the
                                              processes' leases of the budget (escrow)
     ledger/members/{id}.json   MemberRecord  what must survive damage to the hot document:
                                              blocks, grants, daily resets, today's deletions
@@ -29,6 +30,9 @@ __all__ = [
     "Hold",
     "Lease",
     "MemberRecord",
+    "ShardHold",
+    "ShardLedger",
+    "ShardSnapshot",
     "Snapshot",
     "SnapshotHold",
     "UserLedger",
@@ -150,6 +154,35 @@ class Snapshot(_Record):
     holds: dict[str, SnapshotHold] = Field(default_factory=dict)
 
 
+class ShardLedger(_Document):
+    """``ledger/shards/{shard}.json``: the snapshots of the members whose id hashes to ``shard``.
+
+    Members are spread over a fixed number of shards (:func:`abby_core.storage.keys.shard_of`),
+    so a shard holds about members / ``SHARDS`` snapshots and the global document one
+    snapshot per shard: neither grows with the community the way one list of every member would.
+    """
+
+    shard: str
+    users: dict[str, Snapshot]  # required: an empty document must not read as zero usage
+
+
+class ShardHold(_Record):
+    """A hold in a shard snapshot, with its member (whose document drops it once it expired)."""
+
+    user: str
+    bytes: NonNegativeInt
+    expires: AwareDatetime
+
+
+class ShardSnapshot(_Record):
+    """One shard document as the global ledger last saw it (``version``: that document's)."""
+
+    version: NonNegativeInt
+    bytes: NonNegativeInt  # committed bytes of the shard's members
+    members: NonNegativeInt = 0  # members with images, for stats
+    holds: dict[str, ShardHold] = Field(default_factory=dict)
+
+
 class Lease(_Record):
     """A process's slice of the global budget (escrow): it admits holds from it in memory.
 
@@ -163,14 +196,22 @@ class Lease(_Record):
 
 
 class GlobalLedger(_Document):
-    """``ledger/global.json``: usage is the sum of the snapshots' bytes and holds, plus the leases."""
+    """``ledger/global.json``: usage is the sum of the shard snapshots' bytes and holds, plus the leases.
 
-    users: dict[str, Snapshot]  # required: an empty document must not read as zero usage
+    ``users``: the layout before shards (one snapshot per member), read only to be moved
+    into the shard documents (:meth:`abby_core.storage.accounts.Accounts.update_global`).
+    """
+
+    shards: dict[str, ShardSnapshot] = Field(default_factory=dict)
+    users: dict[str, Snapshot] = Field(default_factory=dict)
     leases: dict[str, Lease] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
     def _upgrade(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "shards" not in data and "users" not in data:
+            # An empty document must not read as zero usage.
+            raise ValueError("a global ledger document lists its shards")
         if (
             isinstance(data, dict)
             and data.get("schema") == 1

@@ -180,9 +180,9 @@ class Escrow:
             # judge whether its owner lives by seeing it change (``Accounts.lease_silence``).
             expires = self._expires + timedelta(microseconds=1)
 
+        shards = self.accounts.publish_users(served)
+
         def change(glob: GlobalLedger) -> tuple[int, bool]:
-            for uid, doc in served.items():
-                rules.apply_snapshot(glob, uid, rules.snapshot(doc, now))
             free = rules.lease_slice(
                 glob,
                 lease_id=self.lease_id,
@@ -201,7 +201,7 @@ class Escrow:
             return free, need > 0 and free < need
 
         try:
-            (free, refused), glob = self.accounts.update_global(change)
+            (free, refused), glob = self.accounts.update_global(change, shards=shards)
         except UncertainWrite:
             self._free = 0  # the lease may now be smaller than we thought: admit nothing until it is settled
             raise

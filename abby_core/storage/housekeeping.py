@@ -217,12 +217,15 @@ class Housekeeping:
         if self.escrow is not None:
             self.escrow.settle()  # this process's members first; other processes' at their next settle
         glob = self.accounts.global_doc()
-        ranked = sorted(((u, s.bytes) for u, s in glob.users.items() if s.bytes > 0), key=lambda t: -t[1])
+        # The members' snapshots are in the shard documents: one read a shard, whatever the community's size.
+        members = {uid: snap.bytes for shard in self.accounts.shards().values() for uid, snap in shard.users.items()}
+        members.update({uid: snap.bytes for uid, snap in glob.users.items()})  # a global document not moved yet
+        ranked = sorted(((u, b) for u, b in members.items() if b > 0), key=lambda t: -t[1])
         return GlobalStats(
             global_bytes=rules.global_usage(glob),
             global_limit_bytes=self.global_limit,
             users=len(ranked),
-            in_flight=sum(len(s.holds) for s in glob.users.values()),
+            in_flight=sum(len(s.holds) for s in glob.shards.values()) + sum(len(s.holds) for s in glob.users.values()),
             top_users=ranked[:top],
             leases=[
                 LeaseInfo(lid, lease.owner, lease.bytes, lease.expires)

@@ -4,7 +4,8 @@ Layout (the same on the filesystem, under ``STORAGE_ROOT``, and in a bucket)::
 
     images/users/{user_id}/{YYYYmmddTHHMMSSZ}-{reservation_id}.{ext}   the images
     ledger/users/{user_id}.json                                      a user's quota ledger
-    ledger/global.json                                               server-wide usage
+    ledger/shards/{shard}.json                                       usage of the members of one shard
+    ledger/global.json                                               server-wide usage: one line a shard
     ledger/members/{user_id}.json                                    blocks, grants, deletions
     ledger/slots/{user_id}.json                                      the member's generation in flight
     ledger/queue/{joined}-{id}.json                                  a generation waiting or running (shared queue)
@@ -20,6 +21,7 @@ touches it.
 from __future__ import annotations
 
 import re
+import zlib
 from datetime import UTC, date, datetime
 
 from abby_core import images
@@ -37,6 +39,8 @@ __all__ = [
     "LOGS_PREFIX",
     "MEMBERS_PREFIX",
     "QUEUE_PREFIX",
+    "SHARDS",
+    "SHARDS_LEDGER_PREFIX",
     "SLOTS_PREFIX",
     "TEMP_PREFIX",
     "USERS_LEDGER_PREFIX",
@@ -52,6 +56,8 @@ __all__ = [
     "image_key",
     "member_key",
     "restored_stem",
+    "shard_key",
+    "shard_of",
     "slot_key",
     "time_of_key",
     "user_from_archived_key",
@@ -65,6 +71,10 @@ USERS_PREFIX = "images/users/"
 LEDGER_PREFIX = "ledger/"
 USERS_LEDGER_PREFIX = "ledger/users/"
 GLOBAL_LEDGER_KEY = "ledger/global.json"
+SHARDS_LEDGER_PREFIX = "ledger/shards/"
+#: How many shard documents the members are spread over (a power of two; changing it
+#: would move members between shards, so it is part of the layout).
+SHARDS = 256
 MEMBERS_PREFIX = "ledger/members/"
 SLOTS_PREFIX = "ledger/slots/"
 QUEUE_PREFIX = "ledger/queue/"
@@ -109,6 +119,15 @@ def user_prefix(user_id: str) -> str:
 
 def user_ledger_key(user_id: str) -> str:
     return f"{USERS_LEDGER_PREFIX}{check_user_id(user_id)}.json"
+
+
+def shard_of(user_id: str) -> str:
+    """The shard of ``user_id``'s usage: a stable hash (the same in every process and version)."""
+    return f"{zlib.crc32(check_user_id(user_id).encode()) % SHARDS:02x}"
+
+
+def shard_key(shard: str) -> str:
+    return f"{SHARDS_LEDGER_PREFIX}{shard}.json"
 
 
 def member_key(user_id: str) -> str:

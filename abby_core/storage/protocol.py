@@ -132,10 +132,7 @@ class QuotaProtocol:
                 self.void_quietly(uid, rid)  # the hold may have landed
             raise
         try:
-            snap = rules.snapshot(doc, self.clock())
-            self.accounts.update_global(
-                partial(rules.global_hold, user_id=uid, snap=snap, rid=rid, limit=self.global_limit)
-            )
+            self.accounts.hold_global(uid, doc, rid, self.global_limit)
         except BaseException:
             if not renew:
                 self.void_quietly(uid, rid)

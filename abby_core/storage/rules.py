@@ -34,6 +34,9 @@ from abby_core.storage.documents import (
     GlobalLedger,
     Hold,
     MemberRecord,
+    ShardHold,
+    ShardLedger,
+    ShardSnapshot,
     Snapshot,
     SnapshotHold,
     UserLedger,
@@ -47,6 +50,7 @@ __all__ = [
     "PURGE_MARGIN",
     "Settled",
     "add_credits",
+    "apply_shard",
     "apply_snapshot",
     "check_credits",
     "check_grant",
@@ -74,7 +78,9 @@ __all__ = [
     "refund_taken",
     "roll_day",
     "settle",
+    "shard_snapshot",
     "snapshot",
+    "stale_holders",
     "status",
     "uncommit",
     "user_bytes",
@@ -256,9 +262,7 @@ def hold(
     roll_day(doc, now)
     existing = doc.holds.get(rid)
     if renew and (existing is None or not committable(existing, now, skew)):
-        raise ReservationInvalid(
-            "The generation took too long and its quota hold expired; nothing was charged."
-        )
+        raise ReservationInvalid("The generation took too long and its quota hold expired; nothing was charged.")
     if not renew and existing is not None:
         raise ReservationInvalid("This reservation id is already in use.")
     size = max(size, existing.bytes) if existing else size
@@ -342,9 +346,7 @@ def uncommit(doc: UserLedger, *, key: str, day: date, rid: str, credit: bool = F
     return True
 
 
-def status(
-    doc: UserLedger, *, limits: UserLimits, now: datetime, global_bytes: int, global_limit: int
-) -> QuotaStatus:
+def status(doc: UserLedger, *, limits: UserLimits, now: datetime, global_bytes: int, global_limit: int) -> QuotaStatus:
     """Where a member stands: ``daily_used`` counts generations in flight too."""
     roll_day(doc, now)
     live = [h for h in doc.holds.values() if counts(h, now)]
@@ -396,10 +398,27 @@ def snapshot(doc: UserLedger, now: datetime) -> Snapshot:
     return Snapshot(version=doc.version, bytes=user_bytes(doc), holds=holds)
 
 
+def shard_snapshot(doc: ShardLedger) -> ShardSnapshot:
+    """What the global ledger keeps of a shard document: its members' bytes and holds, in sum."""
+    return ShardSnapshot(
+        version=doc.version,
+        bytes=sum(s.bytes for s in doc.users.values()),
+        members=sum(1 for s in doc.users.values() if s.bytes > 0),
+        holds={
+            rid: ShardHold(user=uid, bytes=h.bytes, expires=h.expires)
+            for uid, s in doc.users.items()
+            for rid, h in s.holds.items()
+        },
+    )
+
+
 def snapshot_usage(doc: GlobalLedger) -> int:
-    """Committed bytes plus every hold a user snapshot still has (expired or not: only the
-    user document drops a hold, so a hold counted here may still commit)."""
-    return sum(s.bytes + sum(h.bytes for h in s.holds.values()) for s in doc.users.values())
+    """Committed bytes plus every hold a snapshot still has (expired or not: only the user
+    document drops a hold, so a hold counted here may still commit)."""
+    shards = sum(s.bytes + sum(h.bytes for h in s.holds.values()) for s in doc.shards.values())
+    # A document of the layout before shards, not moved yet (``GlobalLedger.users``).
+    legacy = sum(s.bytes + sum(h.bytes for h in s.holds.values()) for s in doc.users.values())
+    return shards + legacy
 
 
 def global_usage(doc: GlobalLedger) -> int:
@@ -428,19 +447,34 @@ def dead_leases(doc: GlobalLedger, now: datetime, margin: timedelta) -> list[str
     return [lid for lid, lease in doc.leases.items() if lease.expires + margin <= now]
 
 
-def apply_snapshot(doc: GlobalLedger, user_id: str, snap: Snapshot) -> None:
+def stale_holders(doc: GlobalLedger, deadline: datetime) -> list[str]:
+    """Members with a hold that expired before ``deadline``: their documents drop it, their
+    snapshots then stop counting it."""
+    found = {h.user for s in doc.shards.values() for h in s.holds.values() if h.expires <= deadline}
+    found.update(uid for uid, s in doc.users.items() if any(h.expires <= deadline for h in s.holds.values()))
+    return sorted(found)
+
+
+def apply_snapshot(doc: ShardLedger, user_id: str, snap: Snapshot) -> None:
     """Record a user document's snapshot; an older version never replaces a newer one."""
     current = doc.users.get(user_id)
     if current is None or current.version < snap.version:
         doc.users[user_id] = snap
 
 
-def global_hold(doc: GlobalLedger, *, user_id: str, snap: Snapshot, rid: str, limit: int) -> None:
-    """Record the snapshot that holds ``rid``, refusing it if the global limit would be passed."""
-    apply_snapshot(doc, user_id, snap)
+def apply_shard(doc: GlobalLedger, shard: str, snap: ShardSnapshot) -> None:
+    """Record a shard document's snapshot; an older version never replaces a newer one."""
+    current = doc.shards.get(shard)
+    if current is None or current.version < snap.version:
+        doc.shards[shard] = snap
+
+
+def global_hold(doc: GlobalLedger, *, shard: str, snap: ShardSnapshot, rid: str, limit: int) -> None:
+    """Record the shard snapshot that holds ``rid``, refusing it if the global limit would be passed."""
+    apply_shard(doc, shard, snap)
     used = global_usage(doc)
-    if rid in doc.users[user_id].holds and used > limit:
-        mine = doc.users[user_id].holds[rid].bytes
+    if rid in doc.shards[shard].holds and used > limit:
+        mine = doc.shards[shard].holds[rid].bytes
         raise GlobalStorageFull(used=used - mine, limit=limit)
 
 

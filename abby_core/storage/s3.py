@@ -445,9 +445,7 @@ class S3Backend(StorageBackend):
         attempts: list[tuple[str, Callable[[], Any]]] = [
             (
                 "public-access block",
-                lambda: self.client.put_public_access_block(
-                    Bucket=self.bucket, PublicAccessBlockConfiguration=blocked
-                ),
+                lambda: self.client.put_public_access_block(Bucket=self.bucket, PublicAccessBlockConfiguration=blocked),
             ),
             ("private ACL", lambda: self.client.put_bucket_acl(Bucket=self.bucket, ACL="private")),
         ]
