@@ -56,6 +56,7 @@ from abby_core.storage.models import (
     UserLimits,
 )
 from abby_core.storage.protocol import CLOCK_SKEW, QuotaProtocol
+from abby_core.storage.restore import Restorer
 
 __all__ = ["StorageManager"]
 
@@ -153,14 +154,14 @@ class StorageManager:
         self.archive = section.archive
         self.archiver = Archiver(
             self.accounts,
-            self.protocol,
             days=section.archive_days,
             limit_bytes=section.max_user_archive_bytes,
             quality=section.archive_quality,
             storage_class=section.archive_storage_class,
-            global_limit=self.global_limit_bytes,
-            reservation_ttl=self.reservation_ttl,
             link_ttl=self.link_ttl,
+        )
+        self.restorer = Restorer(
+            self.archiver, self.protocol, global_limit=self.global_limit_bytes, reservation_ttl=self.reservation_ttl
         )
         self.housekeeping = Housekeeping(
             self.accounts,
@@ -484,7 +485,7 @@ class StorageManager:
         await self._run(self.accounts.reset_daily, keys.check_user_id(user_id))
 
     # -- archive -------------------------------------------------------------------------------
-    # STORAGE_ARCHIVE: abby_core.storage.archive holds the logic and docs/STORAGE_SYSTEM.md
+    # STORAGE_ARCHIVE: abby_core.storage.archive and .restore hold the logic, docs/STORAGE_SYSTEM.md
     # ("Archive") the crash table. Archived images have their own limit (MAX_USER_ARCHIVE_MB)
     # and count against neither the member's nor the server's active storage.
     async def archive_old(self, days: int | None = None, *, dry_run: bool = False) -> ArchiveReport:
@@ -526,4 +527,4 @@ class StorageManager:
         restored or deleted since). An image whose restore, or archive, stopped half-way is finished.
         """
         uid = keys.check_user_id(user_id)
-        return await self._run(self.archiver.restore, uid, key, self.limits_for(tuple(role_ids), tuple(sku_ids)))
+        return await self._run(self.restorer.restore, uid, key, self.limits_for(tuple(role_ids), tuple(sku_ids)))

@@ -47,6 +47,7 @@ from abby_core.storage.accounts import Accounts
 from abby_core.storage.documents import Hold, UserLedger
 from abby_core.storage.escrow import Escrow
 from abby_core.storage.ledger import UncertainWrite
+from abby_core.storage.links import stored_image
 from abby_core.storage.models import QuotaStatus, Reservation, StoredImage, UserLimits
 
 __all__ = ["QuotaProtocol"]
@@ -409,13 +410,10 @@ class QuotaProtocol:
         held = tuple(h.stem + "." for h in self.accounts.user(uid).holds.values()) or ("\0",)
         found = [o for o in found if not o.key.startswith(held)]  # uploads not (yet) committed
         found.sort(key=lambda o: (o.last_modified, o.key), reverse=True)
-        return [self._stored(o.key, o.size, o.last_modified) for o in found[:limit]]
-
-    def _stored(self, key: str, size: int, created: datetime) -> StoredImage:
-        content_type = keys.content_type_of(key)
-        url, path = self.backend.link(key, content_type=content_type, ttl=self.link_ttl)
-        owner = keys.user_from_key(key) or ""
-        return StoredImage(key, owner, size, created, content_type, url, path)
+        return [
+            stored_image(self.backend, o.key, owner=uid, size=o.size, created=o.last_modified, ttl=self.link_ttl)
+            for o in found[:limit]
+        ]
 
     def delete_image(self, uid: str, key: str) -> int:
         """Delete one of ``uid``'s images (``key``: the full key or the file name); returns its size."""
