@@ -13,6 +13,7 @@ import inspect
 import abby_core.storage.manager as manager_module
 from abby_core.storage import StorageManager
 
+
 def test_the_manager_keeps_no_private_helpers() -> None:
     private = {
         name
