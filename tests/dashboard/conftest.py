@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from abby_core.analytics import EventLog, UsageEvent
 from abby_core.config import load_settings
 from abby_core.storage import FilesystemBackend, StorageManager, StoredImage
 from abby_dashboard import DiscordAPI, create_app
-from tests.storage.conftest import Clock
+from tests.fixtures.clocks import Clock, day_safe_now
 
 TOKEN = "correct-horse-battery-staple-42"
 BASE_URL = "http://127.0.0.1:8765"
@@ -63,8 +62,8 @@ def unreachable(request: httpx.Request) -> httpx.Response:
 
 @pytest.fixture
 def clock() -> Clock:
-    # Real "now": the filesystem's modification times and the ledger agree on the day.
-    return Clock(datetime.now(UTC))
+    # Near real "now": the filesystem's modification times and the ledger agree on the day.
+    return Clock(day_safe_now())
 
 
 @pytest.fixture

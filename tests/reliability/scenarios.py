@@ -654,7 +654,7 @@ async def killed_holder(
     import signal
 
     from abby_core.errors import DailyLimitExceeded
-    from tests.storage.conftest import Clock
+    from tests.fixtures.clocks import Clock, day_safe_now
 
     uid = user(6006)
     out = Outcome("process killed holding reservations", backend_name,
@@ -667,7 +667,7 @@ async def killed_holder(
         os.kill(proc.pid, signal.SIGKILL)
         await asyncio.to_thread(proc.wait, 30)
     out.check("the child was killed by SIGKILL", proc.returncode == -signal.SIGKILL, proc.returncode)
-    clock = Clock(datetime.now(UTC))
+    clock = Clock(day_safe_now())
     manager = StorageManager(backend, max_user_daily_gens=holds, reservation_ttl_seconds=ttl, clock=clock)
     service = service_with(manager, FixedProvider([noise_png(40) for _ in range(holds)], delay=0))
     try:

@@ -31,9 +31,9 @@ from abby_core.errors import AbbyError, ImageNotFound, InvalidInput
 from abby_core.storage import FilesystemBackend, StorageBackend, StorageManager, keys
 from abby_core.storage.documents import ArchiveLedger
 from abby_core.storage.rules import PURGE_MARGIN
+from tests.fixtures.clocks import Clock, day_safe_now
 from tests.reliability import scenarios
 from tests.reliability.crashpoints import ACTIONS, TTL, CrashPoints, crash_child, describe
-from tests.storage.conftest import Clock
 
 AGE = timedelta(days=8)  # past STORAGE_CLEANUP_DAYS (7)
 #: Every action on the filesystem; on SeaweedFS the lost answer only.
@@ -48,7 +48,7 @@ def _manager(backend: StorageBackend, clock: Clock) -> StorageManager:
 
 async def _images(backend: StorageBackend, uid: str, count: int) -> list[str]:
     """``count`` committed images for ``uid``; returns their stems."""
-    manager = _manager(backend, Clock(datetime.now(UTC)))
+    manager = _manager(backend, Clock(day_safe_now()))
     try:
         stems = []
         for n in range(count):

@@ -4,16 +4,15 @@ on the filesystem and on a real S3 server: what was reported is what is charged.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 import pytest
 
 from abby_core.storage import StorageBackend, StorageManager
+from tests.fixtures.clocks import Clock, day_safe_now
 from tests.reliability import scenarios
 from tests.reliability.crashpoints import ACTIONS, TTL, CrashPoints, crash_child, describe, verdict
-from tests.storage.conftest import Clock
 
 
 def _manager(backend: StorageBackend, clock: Clock, *, escrow: bool = False) -> StorageManager:
@@ -23,7 +22,7 @@ def _manager(backend: StorageBackend, clock: Clock, *, escrow: bool = False) -> 
 async def _clean_run(backend: StorageBackend, uid: str, *, escrow: bool = False) -> list[str]:
     """The storage calls of one uninterrupted generation, in order (escrow: from a new lease)."""
     probe = CrashPoints(backend)
-    manager = _manager(probe, Clock(datetime.now(UTC)), escrow=escrow)
+    manager = _manager(probe, Clock(day_safe_now()), escrow=escrow)
     try:
         await scenarios.service_with(manager, scenarios.FixedProvider([scenarios.noise_png(40)], delay=0)).imagine(
             uid, "counting"
@@ -51,7 +50,7 @@ async def _interrupt_every_call(backend: StorageBackend, action: str, *, escrow:
     outcomes: set[str] = set()
     for at in range(1, len(calls) + 1):
         uid = scenarios.user(9000 + at)
-        clock = Clock(datetime.now(UTC))
+        clock = Clock(day_safe_now())
         crash = CrashPoints(backend, at=at, action=action)
         manager = _manager(crash, clock, escrow=escrow)
         service = scenarios.service_with(manager, scenarios.FixedProvider([scenarios.noise_png(40)], delay=0))
@@ -85,7 +84,7 @@ async def test_every_storage_call_killed(backend: StorageBackend, config: dict[s
         uid = scenarios.user(7000 + at)
         reported = await crash_child(scenarios.spawn(dict(config, mode="crash", user=uid, at=at, escrow=escrow)))
         killed += reported is None
-        wrong = await verdict(reported, backend, uid, same=None, clock=Clock(datetime.now(UTC)))
+        wrong = await verdict(reported, backend, uid, same=None, clock=Clock(day_safe_now()))
         if wrong:
             failures[f"killed at call {at} ({calls[at - 1]})"] = wrong
     assert failures == {}

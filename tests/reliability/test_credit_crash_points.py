@@ -10,7 +10,6 @@ uncertain on both, and a cancel or a kill does not depend on the backend."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -20,9 +19,9 @@ from abby_core.storage import StorageBackend, StorageManager, credit_rules, rule
 from abby_core.storage.documents import UserLedger
 from abby_core.storage.keys import user_ledger_key, user_prefix
 from abby_core.storage.models import Reservation
+from tests.fixtures.clocks import Clock, day_safe_now
 from tests.reliability import scenarios
 from tests.reliability.crashpoints import ACTIONS, TTL, CrashPoints, crash_child, credit_verdict, describe
-from tests.storage.conftest import Clock
 
 DAILY = 1  # the member's daily allowance, used up before the generation under test
 CREDITS = 2
@@ -56,7 +55,7 @@ def _manager(backend: StorageBackend, clock: Clock, *, escrow: bool = False) -> 
 
 async def _member(backend: StorageBackend, uid: str) -> dict[str, int]:
     """A member who used the day's allowance and holds ``CREDITS`` credits; returns their images."""
-    setup = _manager(backend, Clock(datetime.now(UTC)))
+    setup = _manager(backend, Clock(day_safe_now()))
     try:
         service = scenarios.service_with(setup, scenarios.FixedProvider([scenarios.noise_png(40)], delay=0))
         first = await service.imagine(uid, "the day's allowance")
@@ -73,7 +72,7 @@ async def _clean_run(backend: StorageBackend, uid: str, *, escrow: bool = False)
     """The storage calls of one uninterrupted credit-paid generation, in order."""
     await _member(backend, uid)
     probe = CrashPoints(backend)
-    manager = _manager(probe, Clock(datetime.now(UTC)), escrow=escrow)
+    manager = _manager(probe, Clock(day_safe_now()), escrow=escrow)
     try:
         service = scenarios.service_with(manager, scenarios.FixedProvider([scenarios.noise_png(40)], delay=0))
         result = await service.imagine(uid, "counting")
@@ -126,7 +125,7 @@ async def _interrupt_every_call(backend: StorageBackend, action: str, *, escrow:
     for at in range(1, len(calls) + 1):
         uid = scenarios.user(19000 + at)
         before = await _member(backend, uid)
-        clock = Clock(datetime.now(UTC))
+        clock = Clock(day_safe_now())
         watch = CommitWatch(backend, uid)
         crash = CrashPoints(watch, at=at, action=action)
         manager = _manager(crash, clock, escrow=escrow)
@@ -178,7 +177,7 @@ async def test_every_storage_call_of_a_credit_generation_killed(
         reported = await crash_child(scenarios.spawn(dict(config, mode="crash", user=uid, at=at, daily=DAILY)))
         killed += reported is None
         wrong, record, was_kept = await credit_verdict(
-            reported, backend, uid, same=None, clock=Clock(datetime.now(UTC)), before=before, credits=CREDITS
+            reported, backend, uid, same=None, clock=Clock(day_safe_now()), before=before, credits=CREDITS
         )
         if reported is None:
             kept.add(was_kept)
@@ -253,14 +252,14 @@ async def _refund_verdict(backend: StorageBackend, uid: str, res: Reservation, c
 
 async def _refund_calls(backend: StorageBackend) -> list[str]:
     uid = scenarios.user(28999)
-    res = await _in_flight(backend, uid, Clock(datetime.now(UTC)))
+    res = await _in_flight(backend, uid, Clock(day_safe_now()))
     probe = CrashPoints(backend)
-    manager = _manager(probe, Clock(datetime.now(UTC)))
+    manager = _manager(probe, Clock(day_safe_now()))
     try:
         await refund_story(manager, uid)
     finally:
         await manager.aclose()
-    assert await _refund_verdict(backend, uid, res, Clock(datetime.now(UTC))) == []
+    assert await _refund_verdict(backend, uid, res, Clock(day_safe_now())) == []
     return probe.calls
 
 
@@ -275,7 +274,7 @@ async def test_every_storage_call_of_the_refunds_interrupted_in_process(backend:
     outcomes: set[str] = set()
     for at in range(1, len(calls) + 1):
         uid = scenarios.user(29000 + at)
-        clock = Clock(datetime.now(UTC))
+        clock = Clock(day_safe_now())
         res = await _in_flight(backend, uid, clock)
         crash = CrashPoints(backend, at=at, action=action)
         manager = _manager(crash, clock)
@@ -303,7 +302,7 @@ async def test_every_storage_call_of_the_refunds_killed(backend: StorageBackend,
     killed = 0
     for at in range(1, len(calls) + 1):
         uid = scenarios.user(27000 + at)
-        clock = Clock(datetime.now(UTC))
+        clock = Clock(day_safe_now())
         res = await _in_flight(backend, uid, clock)
         reported = await crash_child(scenarios.spawn(dict(config, mode="refund", user=uid, at=at)))
         killed += reported is None

@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 from abby_core.config import S3Settings
 from abby_core.storage import FilesystemBackend, StorageBackend, StorageManager
 from abby_core.storage.s3 import S3Backend
-from tests.fixtures.clocks import Clock
+from tests.fixtures.clocks import Clock, day_safe_now
 from tests.fixtures.seaweedfs import SeaweedFS
 
 BACKENDS = ["filesystem", "moto", pytest.param("seaweedfs", marks=pytest.mark.seaweedfs)]
@@ -67,8 +67,9 @@ def local_zone(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture
 def clock() -> Clock:
-    # Real "now", so S3 LastModified (set by the server) and the ledger agree on the day.
-    return Clock(datetime.now(UTC))
+    # Near real "now", so S3 LastModified (set by the server) and the ledger agree on the day,
+    # and clear of midnight, so a test that moves it by minutes stays in one day.
+    return Clock(day_safe_now())
 
 
 _MOTO_PUT = threading.Lock()

@@ -18,8 +18,7 @@ from abby_core.errors import DailyLimitExceeded
 from abby_core.storage import FilesystemBackend, StorageBackend, StorageManager, rules
 from abby_core.storage.documents import GlobalLedger, Hold, Lease
 from abby_core.storage.escrow import LeaseView
-from tests.fixtures.clocks import Ticks
-from tests.storage.conftest import Clock
+from tests.fixtures.clocks import Clock, Ticks, day_safe_now
 from tests.storage.test_escrow import _escrow_manager, _kill, _make
 from tests.storage.test_manager import ALICE, png
 
@@ -118,7 +117,7 @@ async def test_a_looker_whose_clock_is_ahead_never_takes_back_a_lease_still_in_u
 ) -> None:
     """Escrow: process A admits from its lease until a margin before it expires (A's clock);
     B, ``offset`` seconds ahead, writes the global document just then: A's lease stays."""
-    clock_a, clock_b = Clock(datetime.now(UTC)), Clock()
+    clock_a, clock_b = Clock(day_safe_now()), Clock()
     async with _processes(FilesystemBackend(tmp_path), clock_a, clock_b) as (a, b):
         lease = await _leased(a, "5000")
         assert a.escrow is not None and lease.expires is not None
@@ -157,7 +156,7 @@ async def test_a_lease_is_taken_for_dead_only_the_clock_bound_after_its_owner_st
 async def test_a_lease_seen_unchanged_for_its_lifetime_is_taken_back_whatever_the_clocks(tmp_path: Path) -> None:
     """The survivor's clock is ``CLOCK_BOUND`` behind, so by its clock the lease has not even
     expired; what it saw (no settle for a lifetime and margin) is enough."""
-    clock = Clock(datetime.now(UTC))
+    clock = Clock(day_safe_now())
     async with _processes(FilesystemBackend(tmp_path), clock, Clock(clock.now - rules.CLOCK_BOUND)) as (
         dead,
         survivor,
@@ -178,7 +177,7 @@ async def test_a_lease_seen_unchanged_for_its_lifetime_is_taken_back_whatever_th
 
 
 async def test_a_lease_its_owner_settles_is_never_taken_for_silent(tmp_path: Path) -> None:
-    clock = Clock(datetime.now(UTC))
+    clock = Clock(day_safe_now())
     async with _processes(FilesystemBackend(tmp_path), clock, Clock(clock.now - rules.CLOCK_BOUND)) as (owner, other):
         ticks = Ticks()
         other.accounts.monotonic = ticks

@@ -20,8 +20,8 @@ from abby_core.errors import DailyLimitExceeded, StorageUnavailable
 from abby_core.storage import FilesystemBackend, StorageBackend, StorageManager, credit_rules, keys, rules
 from abby_core.storage.documents import CreditSource, Hold, MemberRecord, UserLedger
 from abby_core.storage.models import Reservation
+from tests.fixtures.clocks import Clock, day_safe_now
 from tests.reliability.crashpoints import CrashPoints
-from tests.storage.conftest import Clock
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"x" * 200
 USER = "777000222"
@@ -305,7 +305,7 @@ steps = st.lists(st.tuples(st.sampled_from(VERBS), st.integers(0, len(PACKS) - 1
 async def _run_steps(root: Path, sequence: list[Step]) -> None:
     backend = FilesystemBackend(root)
     backend.ensure_ready(cleanup_days=7)
-    clock = Clock(datetime.now(UTC))
+    clock = Clock(day_safe_now())
     manager = StorageManager(backend, max_user_daily_gens=1, clock=clock)
     cut = StorageManager(NoMemberDocument(backend, USER), max_user_daily_gens=1, clock=clock)
     in_flight: list[Reservation] = []

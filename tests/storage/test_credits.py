@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import pytest
 
 from abby_core.config import PremiumTier
 from abby_core.errors import DailyLimitExceeded, InvalidInput, SaveOutcomeUnknown, StorageError
 from abby_core.storage import StorageBackend, StorageManager, keys
+from tests.fixtures.clocks import Clock, day_safe_now
 from tests.reliability.crashpoints import CrashPoints
-from tests.storage.conftest import Clock
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"x" * 200
 USER = "777000111"
@@ -242,7 +241,7 @@ async def test_a_storage_failure_at_every_call_spends_the_credit_only_if_the_ima
     for action in ("raise", "lose"):
         for at in range(1, 12):
             uid = f"{990000 + at}" if action == "raise" else f"{991000 + at}"
-            clock = Clock(datetime.now(UTC))
+            clock = Clock(day_safe_now())
             setup = StorageManager(backend, max_user_daily_gens=1, clock=clock)
             try:
                 await _make(setup, uid)

@@ -40,7 +40,7 @@ from abby_core.storage.slots import (
     SlotLease,
     live_claim,
 )
-from tests.storage.conftest import Clock
+from tests.fixtures.clocks import Clock, day_safe_now
 
 MakeBackend = Callable[..., StorageBackend]
 ROOT = Path(__file__).resolve().parents[2]
@@ -509,7 +509,7 @@ def test_a_skewed_process_never_takes_over_a_claim_within_the_answer_window(
 ) -> None:
     """The holder on one clock, the other process ``offset`` seconds off (docs/SCALING.md: up
     to 2 minutes apart are safe): until the holder's answer window is over, the slot is its."""
-    holder_clock = Clock(datetime.now(UTC))
+    holder_clock = Clock(day_safe_now())
     other_clock = Clock(holder_clock.now + timedelta(seconds=offset))
     a = MemberSlots(twins[0], clock=holder_clock, owner="a")
     b = MemberSlots(twins[1], clock=other_clock, owner="b")
