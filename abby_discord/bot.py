@@ -232,7 +232,7 @@ class AbbyBot(commands.AutoShardedBot):
             events = self.service.events
             if events is not None:  # the dashboard's storage page shows the last run; never fails
                 now = self.storage.clock()
-                days = self.storage.cleanup_days
+                days = self.settings.storage.cleanup_days
                 await events.arecord_audit(AuditEvent.of_cleanup(cleaned, actor="maintenance", time=now, days=days))
             fixed = await asyncio.wait_for(self.storage.reconcile(), _MAINTENANCE_TIMEOUT)
             log.info(
