@@ -117,3 +117,19 @@ async def test_a_generation_past_its_deadline_is_cancelled_and_costs_nothing(bot
     status = await bot.storage.get_quota_status(USER)
     assert (status.daily_used, status.in_flight) == (0, 0)
     assert await bot.admission.slots.holder(USER) is None
+
+
+async def test_a_cancelled_generation_gives_the_slot_back_and_costs_nothing(bot: Process) -> None:
+    """What Ctrl+C does to 'abby imagine' (asyncio.run cancels the command) and a bot shutdown to a command."""
+    provider = bot.provider
+    assert isinstance(provider, HeldProvider)
+    running = asyncio.create_task(bot.imagine())
+    await asyncio.wait_for(provider.entered.wait(), 30)
+    assert await bot.admission.slots.holder(USER) is not None
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert await bot.admission.slots.holder(USER) is None
+    status = await bot.storage.get_quota_status(USER)
+    assert (status.daily_used, status.in_flight) == (0, 0)
+    assert bot.admission.limiter.active == 0 and not bot.admission.limiter.busy(USER)
