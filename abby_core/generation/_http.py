@@ -14,7 +14,10 @@ import httpx
 
 from abby_core.errors import GenerationUnavailable
 
-__all__ = ["ClientPool", "json_object", "shown_url"]
+__all__ = ["LIMITS", "ClientPool", "json_object", "shown_url"]
+
+# The pool must not serialize concurrent generations (each can take a minute).
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30)
 
 
 class ClientPool:

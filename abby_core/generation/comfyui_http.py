@@ -31,7 +31,7 @@ from abby_core.errors import (
     ProviderAuthError,
     ProviderUnreachable,
 )
-from abby_core.generation._http import ClientPool, json_object, shown_url
+from abby_core.generation._http import LIMITS, ClientPool, json_object, shown_url
 from abby_core.generation._status import OWNER, error_for_status
 from abby_core.images import sniff_format
 
@@ -40,7 +40,6 @@ __all__ = ["UPLOAD_SUBFOLDER", "ComfyUIClient"]
 log = logging.getLogger("abby.generation.comfyui")
 
 UPLOAD_SUBFOLDER = "abby"
-_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30)
 _MAX_MESSAGE = 32 * 1024 * 1024  # previews are small; anything larger is not ComfyUI talking
 
 
@@ -69,7 +68,7 @@ class ComfyUIClient:
         self._timeout = timeout
         self._pool = ClientPool(
             "The ComfyUI client is closed (the bot is shutting down).",
-            base_url=url, headers=headers, timeout=timeout, limits=_LIMITS, transport=transport,
+            base_url=url, headers=headers, timeout=timeout, limits=LIMITS, transport=transport,
         )
         self._queue_lock = asyncio.Lock()
         self._queue_copy: tuple[float, dict[str, Any]] | None = None
