@@ -27,7 +27,7 @@ from typing import Any
 from abby_core.errors import AbbyError, GenerationTimeout, GenerationUnavailable, InvalidImage
 from abby_core.generation.automatic1111_answers import JobKind, Snapshot, State, decode, parse
 from abby_core.generation.automatic1111_http import API, WebUIClient
-from abby_core.generation.base import Progress, report_progress, wants_progress
+from abby_core.generation.base import Progress, ProgressReports, wants_progress
 from abby_core.images import sniff_format
 
 __all__ = ["JobRunner"]
@@ -74,19 +74,16 @@ class _Watch:
 
 
 class _Reporter:
-    """One job's progress for the current listener: nothing when nobody listens, each change once."""
+    """One job's progress for the current listener, from ``/progress`` snapshots."""
 
     def __init__(self, kind: JobKind) -> None:
         self._kind = kind
-        self._last: tuple[object, ...] = ()
-        self._preview: str | None = None  # the last preview sent, as the server encoded it
+        self._reports = ProgressReports()
+        self._preview: str | None = None  # the last preview decoded, as the server encoded it
 
     async def __call__(self, progress: Progress) -> None:
-        """Report ``progress`` if it says something new (a preview here always is)."""
-        where = (progress.stage, progress.queue_position, progress.step, progress.steps)
-        if wants_progress() and (where != self._last or progress.preview is not None):
-            self._last = where
-            await report_progress(progress)
+        """Report ``progress`` if it says something new."""
+        await self._reports(progress)
 
     async def running(self, snapshot: Snapshot) -> None:
         """Our job as one ``/progress`` snapshot shows it; a preview only when it is a new one."""

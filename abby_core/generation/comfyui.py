@@ -214,7 +214,7 @@ class ComfyUIProvider(Provider):
             await asyncio.shield(self._jobs.abandon(job))
             raise
         view = output_image(job.workflow, job.graph, entry, self._client.secrets())
-        await self._jobs.report(job, Progress("finished"))
+        await job.reports(Progress("finished"))
         data = (await self._client.call("GET", "/view", params=view)).content
         return await asyncio.to_thread(
             generated_image, data, provider=self.name, label=job.workflow.label, seed=seed,

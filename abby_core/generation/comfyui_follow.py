@@ -11,8 +11,8 @@ Progress goes to :func:`~abby_core.generation.base.report_progress`, only when s
 listens, and only what the server says: ``queued`` with the number of prompts ahead in
 ``/queue`` (asked right after the POST and on each ``status`` message while waiting),
 ``running`` on ``execution_start``, each node, each sampler step and each preview, and
-``finished`` once the history entry names the image. A report that would repeat the
-last one is skipped.
+``finished`` once the history entry names the image. A report that says nothing new is
+skipped (:class:`~abby_core.generation.base.ProgressReports`).
 
 A job nobody waits for any more is withdrawn (:meth:`Follower.abandon`): deleted from the
 queue and, if it is already running, interrupted, so the GPU does not keep working for
@@ -35,7 +35,7 @@ from websockets.exceptions import ConnectionClosed
 
 from abby_core.errors import GenerationError, GenerationUnavailable, ProviderUnreachable
 from abby_core.generation._http import json_object
-from abby_core.generation.base import Progress, report_progress, wants_progress
+from abby_core.generation.base import Progress, ProgressReports, wants_progress
 from abby_core.generation.comfyui_answers import failure, ids, place, refusal, step_count
 from abby_core.generation.comfyui_http import ComfyUIClient
 from abby_core.generation.comfyui_workflows import Workflow
@@ -64,7 +64,7 @@ class Job:
     done: bool = False
     step: int | None = None  # the current node's last reported step, for its previews
     steps: int | None = None
-    reported: Progress | None = None
+    reports: ProgressReports = field(default_factory=ProgressReports)
     queued_at: float = 0.0  # loop time when the server accepted the prompt
 
 
@@ -181,12 +181,6 @@ class Follower:
         except (GenerationError, TimeoutError) as exc:
             log.warning("Could not withdraw ComfyUI prompt %s; it may still run: %s", job.prompt_id, exc)
 
-    async def report(self, job: Job, progress: Progress) -> None:
-        """Hand ``progress`` to the listener, unless nobody listens or it repeats the last report."""
-        if wants_progress() and progress != job.reported:
-            job.reported = progress
-            await report_progress(progress)
-
     # -- messages ------------------------------------------------------------------------
 
     async def _on_message(self, job: Job, message: str | bytes) -> bool:
@@ -213,10 +207,10 @@ class Follower:
             return True
         elif kind == "executing":
             job.step = job.steps = None
-            await self.report(job, Progress("running"))
+            await job.reports(Progress("running"))
         elif kind == "progress":
             job.step, job.steps = step_count(data.get("value")), step_count(data.get("max")) or None
-            await self.report(job, Progress("running", step=job.step, steps=job.steps))
+            await job.reports(Progress("running", step=job.step, steps=job.steps))
         elif kind in ("execution_error", "execution_interrupted"):
             job.done = True
             raise failure(job.workflow, job.graph, kind, data, self._client.secrets())
@@ -240,22 +234,22 @@ class Follower:
             preview, content_type = message[8 + size :], str(meta.get("image_type", "image/jpeg"))
         else:
             return
-        await self.report(job, Progress("running", step=job.step, steps=job.steps, preview=preview,
+        await job.reports(Progress("running", step=job.step, steps=job.steps, preview=preview,
                                         preview_type=content_type))
 
     async def _start(self, job: Job) -> None:
         if not job.running:
             job.running = True
-            await self.report(job, Progress("running"))
+            await job.reports(Progress("running"))
 
     async def _report_place(self, job: Job, queue: dict[str, Any] | None) -> None:
         """Report where a job not yet seen running is, from a ``/queue`` answer (None: unknown)."""
         if job.running:
             return
         if queue is None:
-            if job.reported is None:
-                await self.report(job, Progress("queued"))
+            if job.reports.last is None:
+                await job.reports(Progress("queued"))
         elif job.prompt_id in ids(queue.get("queue_running")):
             await self._start(job)
         elif (ahead := place(queue, job.prompt_id)) is not None:
-            await self.report(job, Progress("queued", queue_position=ahead))
+            await job.reports(Progress("queued", queue_position=ahead))
