@@ -26,6 +26,7 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 
+from abby_core.admission import QueueTimeout, UserBusy
 from abby_core.errors import (
     AbbyError,
     ArchivedImageNotFound,
@@ -200,6 +201,16 @@ def _message(exc: AbbyError) -> str:
             return (
                 f"This user has no archived image {exc.key!r}: 'abby storage archived USER' lists their archived "
                 "images ('abby gallery USER' those back in the gallery)."
+            )
+        case UserBusy():
+            return (
+                f"User {exc.user_id} already has a generation running (in the bot or another 'abby' command). "
+                f"{_CHARGED_NOTHING}; run again when it has finished."
+            )
+        case QueueTimeout():
+            return (
+                f"Every generation slot stayed busy for too long. {_CHARGED_NOTHING}; run again later, "
+                "or raise MAX_CONCURRENT_GENERATIONS."
             )
         case UserBlocked():
             return f"User {exc.user_id} is blocked from generating images on this server."

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Literal, Unpack, get_args
 
 from abby_core.analytics import INTERRUPTED, OK, EventKind, EventLog, UsageEvent
-from abby_core.config import Settings
+from abby_core.config import AnalyticsSettings, Settings
 from abby_core.errors import AbbyError, InvalidPrompt, NotConfigured, StorageError
 from abby_core.generation import (
     GeneratedImage,
@@ -37,12 +37,29 @@ from abby_core.metrics import Metrics
 from abby_core.moderation import REFUSAL, Blocklist, load_blocklist
 from abby_core.storage import QuotaStatus, StorageManager, StoredImage, check_user_id
 
-__all__ = ["GenerationResult", "ImageService"]
+__all__ = ["GenerationResult", "ImageService", "event_log"]
 
 log = logging.getLogger("abby.pipeline")
 # One line per refused request, with its reason (for operators and, later, the analytics).
 events = logging.getLogger("abby.events")
 Kind = Literal["imagine", "img2img", "upscale"]
+
+
+def event_log(storage: StorageManager, analytics: AnalyticsSettings | None = None) -> EventLog:
+    """The usage and audit log kept in ``storage`` beside its images, on the storage's clock.
+
+    For every adapter that reads or records events (the bot, ``abby stats``, the dashboard):
+    ``analytics`` (``ANALYTICS_*``) says whether prompts are kept and for how many days
+    events are; without it, the defaults (no prompts, 90 days).
+    """
+    if analytics is None:
+        return EventLog(storage.backend, clock=storage.clock)
+    return EventLog(
+        storage.backend,
+        clock=storage.clock,
+        store_prompts=analytics.store_prompts,
+        retention_days=analytics.retention_days,
+    )
 
 
 @dataclass(frozen=True)
@@ -104,12 +121,7 @@ class ImageService:
             store_quality=api.store_quality,
             store_lossless=api.store_lossless,
             blocklist=load_blocklist(settings.moderation),
-            events=EventLog(
-                storage.backend,
-                clock=storage.clock,
-                store_prompts=settings.analytics.store_prompts,
-                retention_days=settings.analytics.retention_days,
-            ),
+            events=event_log(storage, settings.analytics),
             metrics=Metrics() if settings.metrics.enabled else None,
         )
 

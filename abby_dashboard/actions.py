@@ -20,10 +20,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from abby_core.analytics import AuditAction, AuditEvent
-from abby_core.errors import AbbyError, StorageError
+from abby_core.errors import AbbyError, InvalidInput
 from abby_core.storage import StorageManager, rules
 from abby_dashboard.context import dashboard, flash, redirect, render, require_admin
 from abby_dashboard.csrf import checked_form
+from abby_dashboard.errors import refusal
 from abby_dashboard.pages import checked_user
 
 __all__ = ["ACTIONS", "routes"]
@@ -74,14 +75,16 @@ def _action(request: Request) -> AuditAction:
 
 
 def _count(form: FormData, action: AuditAction) -> int:
+    """The number of extra generations typed in the form; the core's rule decides what is allowed."""
     if action != "grant":
         return 0
     raw = form.get("count")
     text = raw.strip() if isinstance(raw, str) else ""
-    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= rules.MAX_GRANT):
-        raise HTTPException(400, f"The number of extra generations must be a whole number from 1 to {rules.MAX_GRANT}, "
-                                 f"not {text[:20]!r}.")
-    return int(text)
+    try:
+        # Only a short run of digits is a number here (int() refuses more than 4300 digits).
+        return rules.check_grant(int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else text)
+    except InvalidInput as exc:
+        raise refusal(exc, field="count", typed=text) from None
 
 
 async def _who(request: Request, uid: str) -> str:
@@ -113,10 +116,8 @@ async def perform(request: Request) -> Response:
     spec = ACTIONS[action]
     try:
         await spec.run(dash.storage, uid, count)
-    except StorageError as exc:
-        raise HTTPException(503, f"Nothing was changed: storage could not be updated ({exc.message}).") from exc
     except AbbyError as exc:
-        raise HTTPException(400, exc.message) from exc
+        raise refusal(exc, changing=True) from exc
     details: dict[str, int | float] = {"extra": count} if action == "grant" else {}
     record = AuditEvent(time=dash.clock(), actor=admin.actor, action=action, target=uid, details=details)
     await dash.events.arecord_audit(record)  # logs, never fails: the action is done

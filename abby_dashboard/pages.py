@@ -1,7 +1,8 @@
 """The pages: overview (``/``), members (``/members``, ``/members/{id}``), storage (``/storage``).
 
 Each reads through core (``StorageManager``, ``EventLog``) on worker threads where the call is
-blocking, and renders; a storage error becomes a message on the page, never a stack trace.
+blocking, and renders; a core error becomes a message on the page worded by
+:mod:`abby_dashboard.errors`, never a stack trace.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from abby_core.storage import check_image_key, check_user_id
 from abby_dashboard.charts import WINDOWS, chart_data, outlook
 from abby_dashboard.context import dashboard, render, require_admin
 from abby_dashboard.discord_api import DiscordAPIError, GuildMember
+from abby_dashboard.errors import refusal
 
 __all__ = ["THUMB_SIDE", "checked_user", "routes", "thumbnail"]
 
@@ -36,12 +38,8 @@ def checked_user(user_id: str) -> str:
     """``user_id`` when it is a Discord user id; a 400 page saying why not otherwise."""
     try:
         return check_user_id(user_id)
-    except InvalidUser:
-        raise HTTPException(400, f"{user_id[:40]!r} is not a Discord user id: it must be digits only.") from None
-
-
-def _unavailable(exc: StorageError) -> HTTPException:
-    return HTTPException(503, f"Storage could not be read: {exc.message}")
+    except InvalidUser as exc:
+        raise refusal(exc, typed=user_id) from None
 
 
 async def overview(request: Request) -> Response:
@@ -55,7 +53,7 @@ async def overview(request: Request) -> Response:
         summary = await asyncio.to_thread(dash.events.summary, days, top=10)
         usage = await dash.storage.stats(top=10)
     except StorageError as exc:
-        raise _unavailable(exc) from exc
+        raise refusal(exc) from exc
     view = outlook(summary, usage, summary.end)
     user_limit = dash.storage.default_limits.storage_bytes
     names = await dash.directory.names([*(m.user_id for m in summary.top_members), *(u for u, _ in usage.top_users)])
@@ -78,7 +76,7 @@ async def members(request: Request) -> Response:
         summary = await asyncio.to_thread(dash.events.summary, MEMBER_DAYS, top=50)
         usage = await dash.storage.stats(top=50)
     except StorageError as exc:
-        raise _unavailable(exc) from exc
+        raise refusal(exc) from exc
     stored = dict(usage.top_users)
     rows = [{"user_id": m.user_id, "images": m.images, "refusals": m.refusals, "stored": stored.pop(m.user_id, None)}
             for m in summary.top_members]
@@ -120,7 +118,7 @@ async def member(request: Request) -> Response:
         images = await dash.storage.list_images(uid, limit=MEMBER_IMAGES)
         audit = await asyncio.to_thread(dash.events.audit_events, 20, target=uid)
     except StorageError as exc:
-        raise _unavailable(exc) from exc
+        raise refusal(exc) from exc
     base = dash.storage.limits_for(roles)
     context = {
         "uid": uid, "member": found, "name_problem": problem, "status": status, "history": history,
@@ -150,8 +148,8 @@ async def thumb(request: Request) -> Response:
     name = request.path_params["name"]
     try:
         key = check_image_key(uid, name)
-    except InvalidKey:
-        raise HTTPException(403, "That image does not belong to this member.") from None
+    except InvalidKey as exc:
+        raise refusal(exc) from None
     etag = '"' + key.rsplit("/", 1)[-1] + '"'
     headers = {"Cache-Control": "private, max-age=86400, immutable", "ETag": etag}
     if request.headers.get("if-none-match") == etag:
@@ -159,10 +157,10 @@ async def thumb(request: Request) -> Response:
     try:
         data = await dash.storage.get_image(uid, key)
         small = await asyncio.to_thread(thumbnail, data)
-    except ImageNotFound:
-        raise HTTPException(404, "That image is gone (deleted or cleaned up).") from None
+    except ImageNotFound as exc:
+        raise refusal(exc) from None
     except StorageError as exc:
-        raise _unavailable(exc) from exc
+        raise refusal(exc) from exc
     except (OSError, ValueError, Image.DecompressionBombError):
         raise HTTPException(422, "That image could not be read.") from None
     return Response(small, media_type="image/webp", headers=headers)
@@ -178,7 +176,7 @@ async def storage(request: Request) -> Response:
         last_cleanup = await asyncio.to_thread(dash.events.latest_audit, "cleanup")
         last_reconcile = await asyncio.to_thread(dash.events.latest_audit, "reconcile")
     except StorageError as exc:
-        raise _unavailable(exc) from exc
+        raise refusal(exc) from exc
     names = await dash.directory.names(uid for uid, _ in usage.top_users)
     context = {
         "names": names, "usage": usage, "ready": ready, "last_cleanup": last_cleanup, "last_reconcile": last_reconcile,

@@ -25,6 +25,7 @@ from discord import app_commands
 from discord.ext import commands
 from prometheus_client import start_http_server
 
+from abby_core.admission import Admission
 from abby_core.analytics import AuditEvent
 from abby_core.config import Settings
 from abby_core.errors import AbbyError, NotConfigured
@@ -32,12 +33,9 @@ from abby_core.generation import ImageGenerator
 from abby_core.metrics import Metrics
 from abby_core.pipeline import ImageService
 from abby_core.storage import StorageManager
-from abby_core.storage.queue import AsyncGenerationQueue, GenerationQueue
-from abby_core.storage.slots import AsyncMemberSlots, MemberSlots
 from abby_discord.buttons import GalleryButton, ResultButton
 from abby_discord.cogs import EXTENSIONS, STORE_EXTENSION
 from abby_discord.errors import report
-from abby_discord.limiter import GenerationLimiter
 from abby_discord.logs import setup_logging
 
 __all__ = ["AbbyBot", "AbbyTree", "run_bot"]
@@ -101,13 +99,9 @@ class AbbyBot(commands.AutoShardedBot):
         self.storage = storage
         self.generator = generator
         self.service = service
-        capacity = settings.discord.max_concurrent_generations
-        shared = None
-        if settings.discord.generation_queue == "shared":
-            shared = AsyncGenerationQueue(GenerationQueue(storage.backend, capacity=capacity, clock=storage.clock))
-        self.limiter = GenerationLimiter(capacity, shared=shared)
-        # "One generation at a time" for a member across every bot process on this storage.
-        self.slots = AsyncMemberSlots(MemberSlots(storage.backend, clock=storage.clock))
+        # One generation at a time per member (across every process on this storage), the queue.
+        self.admission = Admission.from_settings(settings, service)
+        self.limiter = self.admission.limiter
         self.maintenance_delay = maintenance_delay
         self.maintenance_interval = maintenance_interval
         self.maintenance_runs = 0
@@ -238,7 +232,7 @@ class AbbyBot(commands.AutoShardedBot):
             events = self.service.events
             if events is not None:  # the dashboard's storage page shows the last run; never fails
                 now = self.storage.clock()
-                days = self.storage.cleanup_days
+                days = self.settings.storage.cleanup_days
                 await events.arecord_audit(AuditEvent.of_cleanup(cleaned, actor="maintenance", time=now, days=days))
             fixed = await asyncio.wait_for(self.storage.reconcile(), _MAINTENANCE_TIMEOUT)
             log.info(

@@ -19,6 +19,7 @@ from datetime import datetime
 import discord
 from discord import app_commands
 
+from abby_core.admission import QueueTimeout, UserBusy
 from abby_core.config import DiscordSettings
 from abby_core.errors import (
     AbbyError,
@@ -53,7 +54,6 @@ from abby_core.errors import (
     UserStorageFull,
 )
 from abby_core.images import ACCEPTED
-from abby_discord.limiter import QueueTimeout, UserBusy
 
 __all__ = [
     "MAX_OFFERS",

@@ -16,9 +16,9 @@ import typer
 
 from abby_cli.output import Output
 from abby_cli.runtime import JsonFlag, open_storage, run_command
-from abby_core.analytics import EventLog
 from abby_core.config import DashboardSettings, Settings
 from abby_core.errors import NotConfigured
+from abby_core.pipeline import event_log
 
 __all__ = ["register"]
 
@@ -116,8 +116,7 @@ async def _serve(
     from abby_dashboard import AccessLogRedaction, DiscordAPI, create_app
 
     async with open_storage(settings) as storage:
-        retention = settings.analytics.retention_days
-        events = EventLog(storage.backend, clock=storage.clock, retention_days=retention)
+        events = event_log(storage, settings.analytics)
         api = DiscordAPI(section)
         try:
             web = create_app(section, storage, events, api, clock=storage.clock)

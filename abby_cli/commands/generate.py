@@ -1,6 +1,9 @@
 """``abby imagine``, ``abby img2img`` and ``abby upscale``: the whole pipeline for one user.
 
-Quota is held before the provider is called and committed when the image is stored, by
+Each goes through :meth:`~abby_core.admission.Admission.generate`, as the bot's commands do:
+a user with a generation running (here, in the bot or in another ``abby``) is refused, the
+precheck refuses what it can before anything is held, and the queue is waited on. Quota is
+held before the provider is called and committed when the image is stored, by
 :class:`~abby_core.pipeline.ImageService`; the CLI only reads files and renders.
 """
 
@@ -18,9 +21,12 @@ from rich.console import Console
 
 from abby_cli.output import OK, Output, escape, human_bytes, quota_line
 from abby_cli.runtime import JsonFlag, UserArg, UserOpt, open_service, pick_user, run_command
+from abby_core.admission import Admission
+from abby_core.analytics import EventKind
 from abby_core.config import Settings
 from abby_core.errors import AbbyError, InvalidImage, InvalidInput
-from abby_core.generation import ASPECT_RATIOS, ProgressCallback
+from abby_core.generation import ASPECT_RATIOS, ProgressCallback, validate_text_to_image
+from abby_core.generation.params import ImagineOptions
 from abby_core.images import MAX_IMAGE_BYTES
 from abby_core.pipeline import GenerationResult, ImageService
 
@@ -141,19 +147,33 @@ def _generate(
     out_file: Path | None,
     label: str,
     call: Call,
+    user: str,
+    kind: EventKind,
+    prompt: str | None,
     image: Path | None = None,
+    check: Callable[[], object] | None = None,
 ) -> None:
     """What imagine, img2img and upscale share: check, open the service, generate, report.
 
-    ``image`` is read (and refused if unusable) before anything is opened or charged.
+    ``check()`` (the options) runs and ``image`` is read (and refused if unusable) before
+    anything is opened or charged, so bad input is named before any quota refusal.
     """
 
     async def body(settings: Settings, out: Output) -> None:
         check_out(out_file)
+        if check is not None:
+            check()
         data = read_image(image) if image is not None else b""
         async with open_service(settings, provider.value if provider else None) as service:
+            admission = Admission.from_settings(settings, service)
+
+            async def queued(place: int) -> None:
+                out.note(f"Queued: position {place}; it starts when a generation slot is free.")
+
             with out.progress(label) as progress:
-                result = await call(service, data, progress)
+                result = await admission.generate(
+                    user, lambda: call(service, data, progress), prompt=prompt, kind=kind, on_position=queued
+                )
             await _finish(service, out, result, out_file)
 
     run_command(ctx, json_mode, body)
@@ -176,13 +196,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Make an image from PROMPT for USER (quota reserve → generate → store → commit)."""
         user = pick_user(ctx, user_arg, user_opt)
+        options = ImagineOptions(negative_prompt=negative, aspect_ratio=aspect_ratio, seed=seed, style_preset=style)
 
         _generate(
-            ctx, json_mode, provider=provider, out_file=out_file, label="Generating…",
-            call=lambda service, _, progress: service.imagine(
-                user, prompt, negative_prompt=negative, aspect_ratio=aspect_ratio, seed=seed, style_preset=style,
-                progress=progress,
-            ),
+            ctx, json_mode, provider=provider, out_file=out_file, label="Generating…", user=user, kind="imagine",
+            prompt=prompt, check=lambda: validate_text_to_image(prompt, **options),
+            call=lambda service, _, progress: service.imagine(user, prompt, progress=progress, **options),
         )
 
     @app.command()
@@ -203,8 +222,8 @@ def register(app: typer.Typer) -> None:
         user = pick_user(ctx, user_arg, user_opt)
 
         _generate(
-            ctx, json_mode, provider=provider, out_file=out_file, label="Generating…", image=image,
-            call=lambda service, data, progress: service.img2img(
+            ctx, json_mode, provider=provider, out_file=out_file, label="Generating…", image=image, user=user,
+            kind="img2img", prompt=prompt, call=lambda service, data, progress: service.img2img(
                 user, data, prompt, strength=strength, negative_prompt=negative, seed=seed, progress=progress
             ),
         )
@@ -230,8 +249,8 @@ def register(app: typer.Typer) -> None:
         user = pick_user(ctx, user_arg, user_opt)
 
         _generate(
-            ctx, json_mode, provider=provider, out_file=out_file, label="Upscaling…", image=image,
-            call=lambda service, data, progress: service.upscale(
+            ctx, json_mode, provider=provider, out_file=out_file, label="Upscaling…", image=image, user=user,
+            kind="upscale", prompt=prompt, call=lambda service, data, progress: service.upscale(
                 user, data, mode=mode.value, prompt=prompt, progress=progress
             ),
         )

@@ -12,9 +12,10 @@ from rich.table import Table
 
 from abby_cli.output import Output, escape, human_bytes
 from abby_cli.runtime import JsonFlag, open_storage, run_command
-from abby_core.analytics import EventLog, Percentiles, UsageSummary
+from abby_core.analytics import Percentiles, UsageSummary
 from abby_core.analytics.outlook import outlook
 from abby_core.config import Settings
+from abby_core.pipeline import event_log
 from abby_core.storage import GlobalStats
 
 __all__ = ["register"]
@@ -62,7 +63,7 @@ def register(app: typer.Typer) -> None:
 
         async def body(settings: Settings, out: Output) -> None:
             async with open_storage(settings) as storage:
-                events = EventLog(storage.backend, clock=storage.clock)
+                events = event_log(storage)
                 with out.progress("Reading usage events…"):
                     summary = await asyncio.to_thread(events.summary, days, top=top)
                     usage = await storage.stats(top=1)

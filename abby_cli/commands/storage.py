@@ -21,8 +21,9 @@ from abby_cli.runtime import (
     pick_user_and_key,
     run_command,
 )
-from abby_core.analytics import AuditEvent, EventLog
+from abby_core.analytics import AuditEvent
 from abby_core.config import Settings
+from abby_core.pipeline import event_log
 from abby_core.storage import ArchivedImage
 
 __all__ = ["register"]
@@ -145,7 +146,7 @@ def reconcile(ctx: typer.Context, json_mode: JsonFlag = False) -> None:
             with out.progress("Reconciling the quota ledger with storage…"):
                 report = await storage.reconcile()
             record = AuditEvent.of_reconcile(report, actor="cli", time=storage.clock())
-            await EventLog(storage.backend, clock=storage.clock).arecord_audit(record)  # logs, never fails
+            await event_log(storage).arecord_audit(record)  # logs, never fails
         drift = [
             {"user_id": uid, "ledger_bytes": before, "actual_bytes": after, "difference": after - before}
             for uid, (before, after) in sorted(report.drift.items())
@@ -322,7 +323,7 @@ def register(app: typer.Typer) -> None:
                 age = settings.storage.cleanup_days if days is None else days
                 if not dry_run:
                     record = AuditEvent.of_cleanup(report, actor="cli", time=storage.clock(), days=age)
-                    await EventLog(storage.backend, clock=storage.clock).arecord_audit(record)  # logs, never fails
+                    await event_log(storage).arecord_audit(record)  # logs, never fails
 
             def render(con: Console) -> None:
                 verb = "Would delete" if dry_run else "Deleted"

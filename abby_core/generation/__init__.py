@@ -1,8 +1,10 @@
 """Turn prompts and images into image bytes.
 
-``ImageGenerator`` is the entry point; providers (one module each) implement
-:class:`~abby_core.generation.base.Provider`: ``stability`` (the REST API) and
-``offline`` (a local renderer). Validators run before any network call so callers
+``ImageGenerator`` is the entry point; providers (one class and module each) implement
+:class:`~abby_core.generation.base.Provider`: ``stability`` (the REST API), ``comfyui``
+and ``automatic1111`` (self-hosted GPU servers, imported when configured; their transport,
+job following and answer translation live in ``comfyui_*`` and ``automatic1111_*`` beside
+them) and ``offline`` (a local renderer). Validators run before any network call so callers
 can check a request before reserving quota::
 
     request = validate_text_to_image("a red fox", aspect_ratio="16:9")

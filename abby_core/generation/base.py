@@ -28,6 +28,7 @@ __all__ = [
     "OutputFormat",
     "Progress",
     "ProgressCallback",
+    "ProgressReports",
     "Provider",
     "TextToImageRequest",
     "UpscaleMode",
@@ -176,6 +177,33 @@ async def report_progress(progress: Progress) -> None:
             await result
     except Exception:
         log.warning("A progress listener failed; the generation goes on.", exc_info=True)
+
+
+class ProgressReports:
+    """One generation's reports to the current listener: none when nobody listens, none that says
+    nothing new.
+
+    A report is new when its stage, queue position or step differs from the last one sent, or
+    when it carries a preview not yet sent at that point (a report without a preview, at the
+    point of the last one with it, adds nothing: listeners keep the newest preview).
+    """
+
+    def __init__(self) -> None:
+        self.last: Progress | None = None  # the last report sent
+        self._preview: tuple[tuple[object, ...], bytes] | None = None  # the last preview sent, and where
+
+    async def __call__(self, progress: Progress) -> None:
+        if not wants_progress():
+            return
+        where = (progress.stage, progress.queue_position, progress.step, progress.steps)
+        last = self.last
+        moved = last is None or where != (last.stage, last.queue_position, last.step, last.steps)
+        preview = (where, progress.preview) if progress.preview is not None else None
+        if moved or (preview is not None and preview != self._preview):
+            self.last = progress
+            if preview is not None:
+                self._preview = preview
+            await report_progress(progress)
 
 
 class Provider(abc.ABC):

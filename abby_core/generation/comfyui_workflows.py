@@ -3,7 +3,7 @@
 A :class:`Workflow` is checked whenever one is made (from a file, a dict or the
 constructor) and raises :class:`~abby_core.errors.ConfigError` naming the file and the
 node. :func:`workflow_issues` judges one against a server's ``/object_info`` for
-``abby doctor``. Nothing here speaks to the server: :mod:`abby_core.generation.comfyui` does.
+``abby doctor``. Nothing here speaks to the server: :mod:`abby_core.generation.comfyui_http` does.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from abby_core.errors import (
     NotConfigured,
     ProviderUnreachable,
 )
+from abby_core.generation._http import LIMITS, ClientPool, json_object
 from abby_core.generation._policy import RetryPolicy, parse_retry_after
 from abby_core.generation._results import generated_image
 from abby_core.generation._status import error_for_status
@@ -70,8 +71,6 @@ _UPSCALE_LABELS = {
 }
 _KEY = re.compile(r"[\x21-\x7e]{1,512}")  # printable ASCII, no spaces: it goes into a header
 _RESULT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-# The pool must not serialize concurrent generations (each can take a minute).
-_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30)
 
 Fields = dict[str, str]
 
@@ -127,15 +126,18 @@ class StabilityProvider(Provider):
         self._key = SecretStr(key) if key else None
         self._host = api_host.rstrip("/")
         self._model = model
-        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
         self._policy = policy or RetryPolicy(max_retries=max_retries)
-        self._transport = transport
         self._sleep = sleep
         self._clock = clock
         self._poll_interval = poll_interval
         self._poll_deadline = poll_deadline
-        self._client: httpx.AsyncClient | None = None
-        self._closed = False
+        self._pool = ClientPool(
+            "The image service client is closed (the bot is shutting down).",
+            base_url=self._host,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=LIMITS,
+            transport=transport,
+        )
 
     def __repr__(self) -> str:
         return f"StabilityProvider(host={self._host!r}, model={self._model!r}, configured={self.configured})"
@@ -191,35 +193,23 @@ class StabilityProvider(Provider):
         started = await self._send(
             "POST", path, fields=fields, image=request.image, accept="application/json"
         )
-        result_id = _json(started).get("id")
+        result_id = json_object(started).get("id")
         if not isinstance(result_id, str) or not _RESULT_ID.match(result_id):
             raise GenerationUnavailable("The image service gave an unreadable answer.")
         return await self._poll(result_id, label)
 
     async def get_balance(self) -> float | None:
         response = await self._send("GET", "/v1/user/balance", accept="application/json")
-        credits = _json(response).get("credits")
+        credits = json_object(response).get("credits")
         if isinstance(credits, bool) or not isinstance(credits, int | float):
             raise GenerationUnavailable("The image service gave an unreadable balance.")
         return float(credits)
 
     async def aclose(self) -> None:
         """Close the connection pool; the provider cannot be used afterwards."""
-        self._closed = True
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        await self._pool.aclose()
 
     # -- HTTP ------------------------------------------------------------------------
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._closed:
-            raise GenerationUnavailable("The image service client is closed (the bot is shutting down).")
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                base_url=self._host, timeout=self._timeout, limits=_LIMITS, transport=self._transport
-            )
-        return self._client
 
     async def _poll(self, result_id: str, label: str) -> GeneratedImage:
         """Wait for an async result: every ``poll_interval`` seconds until ``poll_deadline``.
@@ -236,7 +226,7 @@ class StabilityProvider(Provider):
             try:
                 response = await self._send("GET", f"/v2beta/results/{result_id}", retries=0)
             except GenerationUnavailable:  # includes timeouts and rate limits: try the next poll
-                if self._closed:
+                if self._pool.closed:
                     raise
                 continue
             if response.status_code != 202:
@@ -273,7 +263,7 @@ class StabilityProvider(Provider):
         for retry in range(attempts + 1):
             last = retry == attempts
             try:
-                response = await self._http().request(method, path, data=fields, files=files, headers=headers)
+                response = await self._pool.get().request(method, path, data=fields, files=files, headers=headers)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if last and not reached:
                     raise ProviderUnreachable(
@@ -316,7 +306,7 @@ class StabilityProvider(Provider):
                 too_long = retry_after is not None and retry_after > self._policy.retry_after_cap
                 if last or too_long or not self._policy.should_retry(response.status_code):
                     raise error_for_status(
-                        response.status_code, _json(response), retry_after=retry_after, secrets=(key,)
+                        response.status_code, json_object(response), retry_after=retry_after, secrets=(key,)
                     )
                 await self._sleep(self._policy.delay(retry, retry_after))
                 continue
@@ -343,11 +333,3 @@ class StabilityProvider(Provider):
             response.content, provider=self.name, label=label, seed=seed, request_id=request_id,
             unreadable="The image service sent an unreadable image.",
         )
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}

@@ -37,7 +37,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from abby_core.errors import InvalidUser, LedgerCorrupt, StorageUnavailable
-from abby_core.storage import keys, liveness, rules
+from abby_core.storage import credit_rules, keys, liveness, rules
 from abby_core.storage.backend import ConditionFailed, StorageBackend
 from abby_core.storage.documents import (
     Entry,
@@ -179,7 +179,7 @@ class Accounts:
         record = self.member(uid)
         doc = UserLedger(user_id=uid, day=today, blocked=record.blocked, bonus=record.grants.get(today, 0))
         doc.credits, doc.credits_spent = record.credits, record.credits_spent
-        doc.credit_log = rules.credit_log_of(record)
+        doc.credit_log = credit_rules.credit_log_of(record)
         reset = record.resets.get(today)
         made_today: set[str] = {k for k, day in record.deleted.items() if day == today}
         for obj in self.backend.list_objects(keys.user_prefix(uid)):
@@ -493,7 +493,7 @@ class Accounts:
         version than the record's changes nothing. Returns whether the record changed.
         """
         mirrored = self.user(uid) if doc is None else doc
-        return self.update_member(uid, lambda r: rules.mirror_credits(r, mirrored))[0]
+        return self.update_member(uid, lambda r: credit_rules.mirror_credits(r, mirrored))[0]
 
     # -- admin changes ----------------------------------------------------------------------
     def change_member(
@@ -571,13 +571,13 @@ class Accounts:
         new, _ = self.update_member(uid, record)
         if new is None:
             return False
-        self.update_user(uid, partial(rules.add_credits, source=source, credits=credits))
+        self.update_user(uid, partial(credit_rules.add_credits, source=source, credits=credits))
         return new
 
     def refund_credits(self, uid: str, source: str) -> int:
         """Refund ``source`` once: a tombstone in the member record first (an add that comes
         later, or is still on its way, then adds nothing), then the member's document, then
-        the record's copy of what the refund took back. Returns :func:`rules.refund_taken`."""
+        the record's copy of what the refund took back. Returns :func:`credit_rules.refund_taken`."""
 
         def tombstone(r: MemberRecord) -> int:
             r.credit_refunds.setdefault(source, 0)
@@ -585,7 +585,7 @@ class Accounts:
 
         given, _ = self.update_member(uid, tombstone)
         taken, doc = self.update_user(
-            uid, partial(rules.refund_credits, source=source, credits=given, now=self.clock())
+            uid, partial(credit_rules.refund_credits, source=source, credits=given, now=self.clock())
         )
         self.copy_credits(uid, doc)
         return taken

@@ -23,9 +23,8 @@ Archive, per image:
 4. record the deletion in the member record, 5. delete the original, 6. drop it from the
    member's quota document (what cleanup does).
 
-Restore, the reverse: a hold for the bytes (per-user and global limits, no generation
-counted) → put the image back under ``images/`` → commit → delete the archived copy →
-drop its entry.
+Restore, the reverse, is :mod:`abby_core.storage.restore`. Prune, delete and the tidy
+(reconcile) of the archive are here.
 """
 
 from __future__ import annotations
@@ -33,13 +32,11 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import secrets
 import time
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
-from functools import partial
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from PIL import Image, UnidentifiedImageError
@@ -50,28 +47,21 @@ from abby_core.errors import (
     InvalidInput,
     LedgerCorrupt,
     StorageError,
-    StorageUnavailable,
 )
 from abby_core.images import CONTENT_TYPES, sniff_format
-from abby_core.storage import keys, rules
+from abby_core.storage import keys, links
 from abby_core.storage.accounts import Accounts
 from abby_core.storage.backend import ConditionFailed
-from abby_core.storage.documents import ArchiveEntry, ArchiveLedger, Hold, UserLedger
-from abby_core.storage.ledger import UncertainWrite
-from abby_core.storage.models import ArchivedImage, ArchiveReport, ArchiveStats, ObjectInfo, StoredImage, UserLimits
-from abby_core.storage.protocol import QuotaProtocol
+from abby_core.storage.documents import ArchiveEntry, ArchiveLedger
+from abby_core.storage.models import ArchivedImage, ArchiveReport, ArchiveStats, ObjectInfo
 
-__all__ = ["ARCHIVE_MAX_SIDE", "RESTORE_DAY", "Archiver", "shrink"]
+__all__ = ["ARCHIVE_MAX_SIDE", "Archiver", "shrink"]
 
 log = logging.getLogger("abby.storage.archive")
 _T = TypeVar("_T")
 
 #: The long side of an archived copy, in pixels (docs/BENCHMARKS.md, "Archive", measures it).
 ARCHIVE_MAX_SIDE = 1024
-#: The day of a restore's hold. A hold counts a generation only on its own day (``rules``),
-#: and this day is never a quota document's day, so a restore holds bytes but never uses
-#: one of the member's generations.
-RESTORE_DAY = date(2000, 1, 1)
 
 
 def shrink(data: bytes, *, quality: int, max_side: int = ARCHIVE_MAX_SIDE) -> tuple[bytes, str]:
@@ -118,31 +108,25 @@ def _content_type(data: bytes) -> str:
 
 
 class Archiver:
-    """Archive, prune, restore and tidy the archived images of one backend."""
+    """Archive, prune and tidy the archived images of one backend, and keep their documents."""
 
     def __init__(
         self,
         accounts: Accounts,
-        protocol: QuotaProtocol,
         *,
         days: int,
         limit_bytes: int,
         quality: int,
         storage_class: str | None = None,
-        global_limit: int,
-        reservation_ttl: int,
         link_ttl: int,
         max_side: int = ARCHIVE_MAX_SIDE,
     ) -> None:
         self.accounts = accounts
-        self.protocol = protocol
         self.backend = accounts.backend
         self.days = days
         self.limit_bytes = limit_bytes
         self.quality = quality
         self.storage_class = storage_class
-        self.global_limit = global_limit
-        self.ttl = reservation_ttl
         self.link_ttl = link_ttl
         self.max_side = max_side
 
@@ -212,15 +196,10 @@ class Archiver:
         added, _ = self.update(uid, add)
         return added
 
-    def _drop(self, uid: str, gone: list[str]) -> None:
+    def drop(self, uid: str, gone: list[str]) -> None:
+        """Drop the entries ``gone`` from ``uid``'s archive document."""
         if gone:
             self.update(uid, lambda doc: [doc.entries.pop(k, None) for k in gone])
-
-    def _forget_gone(self, uid: str, listed: list[str]) -> None:
-        """Forget the originals ``listed`` in ``uid``'s quota document whose objects are gone."""
-        if listed:
-            log.warning("Images %s were deleted but still listed; forgetting them.", listed)
-            self.accounts.forget_objects(uid, listed)
 
     # -- archive ----------------------------------------------------------------------------
     def run(self, cutoff: datetime, *, dry_run: bool) -> ArchiveReport:
@@ -339,7 +318,7 @@ class Archiver:
         # which the next tidy drops.
         self.backend.delete_objects([o.key for objs in by_user.values() for o in objs])
         for uid, objs in by_user.items():
-            self._drop(uid, [o.key for o in objs])
+            self.drop(uid, [o.key for o in objs])
         return sum(len(v) for v in by_user.values()), sum(o.size for v in by_user.values() for o in v)
 
     def delete(self, user_id: str, key: str) -> int:
@@ -348,10 +327,10 @@ class Archiver:
         full = keys.check_archived_key(uid, key)
         info = self.backend.head_object(full)
         if info is None:
-            self._drop(uid, [full])
+            self.drop(uid, [full])
             raise ArchivedImageNotFound(key)
         self.backend.delete_objects([full])
-        self._drop(uid, [full])
+        self.drop(uid, [full])
         return info.size
 
     # -- reading --------------------------------------------------------------------------------
@@ -362,13 +341,9 @@ class Archiver:
         return [self._image(uid, k, e) for k, e in ordered[:limit]]
 
     def _image(self, uid: str, key: str, entry: ArchiveEntry) -> ArchivedImage:
-        content_type = keys.content_type_of(key)
-        try:
-            url, path = self.backend.link(key, content_type=content_type, ttl=self.link_ttl)
-        except StorageError:
-            url, path = None, None
+        url, path = links.link(self.backend, key, ttl=self.link_ttl, may_fail=True)
         return ArchivedImage(
-            key, uid, entry.size, entry.original, entry.created, entry.archived, content_type, url, path
+            key, uid, entry.size, entry.original, entry.created, entry.archived, keys.content_type_of(key), url, path
         )
 
     def get(self, user_id: str, key: str) -> bytes:
@@ -392,108 +367,6 @@ class Archiver:
                 objects += 1
         ranked = sorted(per_user.items(), key=lambda t: -t[1])
         return ArchiveStats(objects, sum(per_user.values()), len(per_user), ranked[:top])
-
-    # -- restore -----------------------------------------------------------------------------
-    def restore(self, user_id: str, key: str, limits: UserLimits) -> StoredImage:
-        """Put an archived image back in the gallery, within the member's and the server's limits.
-
-        Raises :class:`~abby_core.errors.UserStorageFull` or
-        :class:`~abby_core.errors.GlobalStorageFull` when there is no room (nothing changes),
-        :class:`~abby_core.errors.ArchivedImageNotFound` when there is no such archived image. Uses
-        none of the member's daily generations.
-        """
-        uid = keys.check_user_id(user_id)
-        full = keys.check_archived_key(uid, key)
-        entry = self.document(uid).entries.get(full)
-        if self.backend.head_object(full) is None:
-            self._drop(uid, [full])
-            raise ArchivedImageNotFound(key)
-        stem = keys.restored_stem(full)
-        target = f"{stem}.{full.rsplit('.', 1)[-1]}"
-        active = self.accounts.user(uid)
-        stored = [k for k in keys.image_candidates(stem) if self.backend.head_object(k) is not None]
-        present = [k for k in stored if k in active.objects]
-        if present:  # already back (a restore, or an archive, stopped half-way): finish it
-            self._forget_copy(uid, full)
-            found = active.objects[present[0]]
-            return self._stored(uid, present[0], found.size, found.created)
-        # Listed but not stored: deleted by an archive (or a delete) that stopped before its
-        # last step, forgetting it. The archived copy is the only copy: forget, then restore.
-        self._forget_gone(uid, [k for k in keys.image_candidates(stem) if k in active.objects])
-        if stored or any(h.stem == stem for h in active.holds.values()):
-            raise InvalidInput("This image is already being restored. Try again in a few minutes.")
-        data = self.backend.get_object(full)
-        content_type = keys.content_type_of(full)
-        rid = secrets.token_hex(8)
-        self._hold(uid, rid, stem, len(data), limits)
-        try:
-            self.backend.put_object(target, data, content_type)
-            now = self.clock()
-            commit = partial(rules.commit, rid=rid, key=target, size=len(data), now=now, skew=self.protocol.skew)
-            try:
-                _, doc = self.accounts.update_user(uid, commit)
-            except UncertainWrite:
-                outcome, doc = self.accounts.update_user(uid, partial(rules.settle, rid=rid, key=target))
-                if outcome is not rules.Settled.COMMITTED:
-                    lost = "Storage failed while restoring the image; it is still archived."
-                    raise StorageUnavailable(lost) from None
-        except BaseException:
-            self.protocol.void_quietly(uid, rid, stem)  # deletes the upload; the archived copy stays
-            raise
-        try:
-            self.accounts.sync_global(uid, doc)
-        except StorageError as exc:  # counted as a hold until refreshed: never less than the truth
-            log.warning("Could not update the global ledger after restoring %s (%s).", target, exc)
-        try:
-            self._forget_copy(uid, full)
-        except StorageError as exc:  # both states for now; the next tidy finishes it
-            log.warning("Restored %s but could not remove its archived copy yet (%s).", target, exc)
-        created = entry.created if entry is not None else now
-        return self._stored(uid, target, len(data), created)
-
-    def _stored(self, uid: str, key: str, size: int, created: datetime) -> StoredImage:
-        content_type = keys.content_type_of(key)
-        try:
-            url, path = self.backend.link(key, content_type=content_type, ttl=self.link_ttl)
-        except StorageError:
-            url, path = None, None
-        return StoredImage(key, uid, size, created, content_type, url, path)
-
-    def _hold(self, uid: str, rid: str, stem: str, size: int, limits: UserLimits) -> None:
-        now = self.clock()
-
-        def hold(doc: UserLedger) -> UserLedger:
-            rules.roll_day(doc, now)
-            if any(h.stem == stem for h in doc.holds.values()):
-                raise InvalidInput("This image is already being restored. Try again in a few minutes.")
-            rules.check_room(
-                blocked=False,  # a block stops generating; a member's own images stay theirs
-                user_id=uid,
-                daily_used=None,  # a restore is not a generation
-                daily_limit=0,
-                resets_at=rules.next_midnight(doc.day),
-                user_used=rules.user_bytes(doc, now),
-                user_limit=limits.storage_bytes,
-                size=size,
-            )
-            doc.holds[rid] = Hold(bytes=size, expires=now + timedelta(seconds=self.ttl), day=RESTORE_DAY, stem=stem)
-            return doc
-
-        try:
-            _, doc = self.accounts.update_user(uid, hold)
-        except UncertainWrite:
-            self.protocol.void_quietly(uid, rid)  # the hold may have landed
-            raise
-        try:
-            self.accounts.hold_global(uid, doc, rid, self.global_limit)
-        except BaseException:
-            self.protocol.void_quietly(uid, rid)
-            raise
-
-    def _forget_copy(self, uid: str, key: str) -> None:
-        """The image is back in the gallery: the archived copy goes, then its entry."""
-        self.backend.delete_objects([key])
-        self._drop(uid, [key])
 
     # -- tidy (reconcile) -------------------------------------------------------------------
     def tidy_user(self, uid: str, found: dict[str, ObjectInfo], started: datetime) -> tuple[int, int]:

@@ -27,11 +27,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from abby_core.config import QuotaTier, Settings, StorageSettings
 from abby_core.errors import ReservationInvalid, StorageError
@@ -56,11 +54,12 @@ from abby_core.storage.models import (
     UserLimits,
 )
 from abby_core.storage.protocol import CLOCK_SKEW, QuotaProtocol
+from abby_core.storage.restore import Restorer
+from abby_core.storage.workers import Workers
 
 __all__ = ["StorageManager"]
 
 log = logging.getLogger("abby.storage")
-_T = TypeVar("_T")
 # Escrow (STORAGE_ESCROW): how long a lease of the global budget lasts between renewals
 # (at most half a hold's lifetime), and the largest slice, in estimated images.
 LEASE_LIFETIME = timedelta(seconds=60)
@@ -153,15 +152,13 @@ class StorageManager:
         self.archive = section.archive
         self.archiver = Archiver(
             self.accounts,
-            self.protocol,
             days=section.archive_days,
             limit_bytes=section.max_user_archive_bytes,
             quality=section.archive_quality,
             storage_class=section.archive_storage_class,
-            global_limit=self.global_limit_bytes,
-            reservation_ttl=self.reservation_ttl,
             link_ttl=self.link_ttl,
         )
+        self.restorer = Restorer(self.archiver, self.protocol, reservation_ttl=self.reservation_ttl)
         self.housekeeping = Housekeeping(
             self.accounts,
             cleanup_days=self.cleanup_days,
@@ -172,8 +169,8 @@ class StorageManager:
             escrow=self.escrow,
             events_retention_days=events_retention_days,
         )
-        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="abby-storage")
-        self._closed = False
+        #: Every coroutine runs its operation here; undos storage refused earlier are retried first.
+        self.workers = Workers(max_workers, before=self.protocol.finish_unfinished)
 
     # -- what the adapters show (read-only) -------------------------------------------------
     @property
@@ -214,46 +211,12 @@ class StorageManager:
                 backend = FilesystemBackend(settings.storage.root)
         return cls(backend, settings.storage, clock, events_retention_days=settings.analytics.retention_days)
 
-    # -- plumbing ------------------------------------------------------------------------
-    async def _run(
-        self, fn: Callable[..., _T], *args: Any, on_cancel: Callable[[_T], object] | None = None, **kwargs: Any
-    ) -> _T:
-        """Run ``fn`` on a worker thread.
-
-        A worker cannot be interrupted, so when the caller is cancelled this waits for it
-        to finish before the cancellation goes on (its effects are then known, and a
-        release that follows cannot race it); ``on_cancel(result)`` undoes a result
-        nobody will receive (a reservation, a saved image). A failed undo is logged.
-        """
-        if self._closed:
-            raise StorageError("The storage manager is closed.")
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, partial(self._call, fn, *args, **kwargs))
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            try:
-                result = await future
-            except Exception:
-                raise asyncio.CancelledError from None  # it failed: it already undid itself
-            if on_cancel is not None:
-                try:
-                    await loop.run_in_executor(self._executor, on_cancel, result)
-                except Exception:
-                    log.exception("Could not undo an interrupted storage call; its hold ends when it expires.")
-            raise
-
-    def _call(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        self.protocol.finish_unfinished()
-        return fn(*args, **kwargs)
-
     async def aclose(self) -> None:
         """Stop the workers and close connections. Safe to call twice."""
-        if self._closed:
+        if self.workers.closed:
             return
-        self._closed = True
+        await self.workers.aclose()
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._executor.shutdown)
         if self.escrow is not None:
             await loop.run_in_executor(None, self.escrow.close)  # gives the unused budget back
         self.backend.close()
@@ -293,7 +256,7 @@ class StorageManager:
         uid = keys.check_user_id(user_id)
         size = rules.check_size(size_bytes, estimate=self.estimate_bytes, limit=self.global_limit_bytes)
         limits = self.limits_for(tuple(role_ids), tuple(sku_ids))
-        return await self._run(self.protocol.reserve, uid, limits, size, on_cancel=self.protocol.release)
+        return await self.workers.run(self.protocol.reserve, uid, limits, size, on_cancel=self.protocol.release)
 
     async def save_image(
         self, reservation: Reservation, data: bytes, *, content_type: str = "image/png"
@@ -307,7 +270,7 @@ class StorageManager:
         """
         if not isinstance(reservation, Reservation):
             raise ReservationInvalid("save_image needs the Reservation returned by reserve().")
-        return await self._run(
+        return await self.workers.run(
             self.protocol.store,
             reservation,
             data,
@@ -320,7 +283,7 @@ class StorageManager:
 
         The image is deleted and the generation no longer counts. Shielded from cancellation.
         """
-        await asyncio.shield(self._run(self.protocol.discard, reservation, stored.key))
+        await asyncio.shield(self.workers.run(self.protocol.discard, reservation, stored.key))
 
     async def release(self, reservation: Reservation) -> None:
         """Give back a reservation whose generation failed. Releasing twice is a no-op.
@@ -328,7 +291,7 @@ class StorageManager:
         When storage cannot be reached this raises :class:`~abby_core.errors.StorageError`;
         the hold then ends by itself when it expires, with anything uploaded for it.
         """
-        await self._run(self.protocol.release, reservation)
+        await self.workers.run(self.protocol.release, reservation)
 
     @contextlib.asynccontextmanager
     async def reservation(self, user_id: object, *, role_ids: Iterable[int] = ()) -> AsyncIterator[Reservation]:
@@ -361,7 +324,7 @@ class StorageManager:
         """
         uid = keys.check_user_id(user_id)
         limits = self.limits_for(tuple(role_ids), tuple(sku_ids))
-        return await self._run(self.protocol.status, uid, limits, allow_cached)
+        return await self.workers.run(self.protocol.status, uid, limits, allow_cached)
 
     async def precheck(
         self, user_id: object, *, role_ids: Iterable[int] = (), sku_ids: Iterable[int] = ()
@@ -380,12 +343,12 @@ class StorageManager:
 
         Images of generations still in flight (or failed, about to be deleted) are not shown.
         """
-        return await self._run(self.protocol.gallery, keys.check_user_id(user_id), limit)
+        return await self.workers.run(self.protocol.gallery, keys.check_user_id(user_id), limit)
 
     async def get_image(self, user_id: object, key: str) -> bytes:
         """The bytes of one of ``user_id``'s own images (:class:`ImageNotFound` otherwise)."""
         full = keys.check_image_key(keys.check_user_id(user_id), key)
-        return await self._run(self.backend.get_object, full)
+        return await self.workers.run(self.backend.get_object, full)
 
     async def delete_image(self, user_id: object, key: str) -> int:
         """Delete one of ``user_id``'s images and free its storage; returns the bytes freed.
@@ -395,7 +358,7 @@ class StorageManager:
         :class:`~abby_core.errors.InvalidKey`; a missing image raises
         :class:`~abby_core.errors.ImageNotFound`.
         """
-        return await self._run(self.protocol.delete_image, keys.check_user_id(user_id), key)
+        return await self.workers.run(self.protocol.delete_image, keys.check_user_id(user_id), key)
 
     # -- housekeeping --------------------------------------------------------------------------
     async def cleanup_old_files(self, days: int | None = None, *, dry_run: bool = False) -> CleanupReport:
@@ -407,7 +370,7 @@ class StorageManager:
         may belong to a generation still in flight. Also removes temporary files that
         interrupted writes left behind.
         """
-        return await self._run(self.housekeeping.cleanup, days, dry_run)
+        return await self.workers.run(self.housekeeping.cleanup, days, dry_run)
 
     async def reconcile(self) -> ReconcileReport:
         """Recompute every user's usage from the stored objects; report and fix drift.
@@ -416,7 +379,7 @@ class StorageManager:
         generations are running: images in flight are counted when they commit. Also drops
         expired holds (with their uploads) and temporary files of interrupted writes.
         """
-        return await self._run(self.housekeeping.reconcile)
+        return await self.workers.run(self.housekeeping.reconcile)
 
     async def stats(self, *, top: int = 10) -> GlobalStats:
         """Server-wide usage and the users using the most storage.
@@ -425,7 +388,7 @@ class StorageManager:
         processes served appear once those processes settle their leases (within a lease's
         lifetime).
         """
-        return await self._run(self.housekeeping.stats, top)
+        return await self.workers.run(self.housekeeping.stats, top)
 
     async def ensure_ready(self, *, create: bool = True) -> ReadyReport:
         """Prepare the storage: folders, or bucket + privacy + lifecycle rules (S3).
@@ -433,18 +396,18 @@ class StorageManager:
         With STORAGE_ARCHIVE the ``archive/`` rule is added and the ``images/`` rule waits
         ``ARCHIVE_GRACE_DAYS`` longer, so the daily maintenance archives images first.
         """
-        return await self._run(self.housekeeping.ensure_ready, create)
+        return await self.workers.run(self.housekeeping.ensure_ready, create)
 
     # -- admin overrides -------------------------------------------------------------------------
     async def set_blocked(self, user_id: object, blocked: bool) -> None:
         """Block (or unblock) a user from generating; their images stay."""
-        await self._run(self.accounts.set_blocked, keys.check_user_id(user_id), blocked)
+        await self.workers.run(self.accounts.set_blocked, keys.check_user_id(user_id), blocked)
 
     async def grant(self, user_id: object, extra: int) -> None:
         """Give ``user_id`` ``extra`` more generations today (until midnight UTC)."""
         rules.check_grant(extra)
         uid = keys.check_user_id(user_id)
-        await self._run(self.accounts.grant, uid, extra)
+        await self.workers.run(self.accounts.grant, uid, extra)
 
     # -- credits -----------------------------------------------------------------------------
     async def add_credits(self, user_id: object, credits: int, *, source: str) -> bool:
@@ -458,7 +421,7 @@ class StorageManager:
         rules.check_credits(credits)
         rules.check_source(source)
         uid = keys.check_user_id(user_id)
-        return await self._run(self.accounts.add_credits, uid, credits, source)
+        return await self.workers.run(self.accounts.add_credits, uid, credits, source)
 
     async def refund_credits(self, user_id: object, *, source: str) -> int:
         """Take back the unspent credits of a refunded ``source``; returns how many it takes.
@@ -470,21 +433,21 @@ class StorageManager:
         """
         rules.check_source(source)
         uid = keys.check_user_id(user_id)
-        return await self._run(self.accounts.refund_credits, uid, source)
+        return await self.workers.run(self.accounts.refund_credits, uid, source)
 
     async def credit_refunded(self, user_id: object, *, source: str) -> bool:
         """Whether the refund of ``source`` is recorded in ``user_id``'s document (a refund that
         failed or was cut short is not: call :meth:`refund_credits` again)."""
         rules.check_source(source)
         uid = keys.check_user_id(user_id)
-        return await self._run(self.accounts.credit_refunded, uid, source)
+        return await self.workers.run(self.accounts.credit_refunded, uid, source)
 
     async def reset_daily(self, user_id: object) -> None:
         """Set ``user_id``'s generations used today back to zero (and drop today's grants)."""
-        await self._run(self.accounts.reset_daily, keys.check_user_id(user_id))
+        await self.workers.run(self.accounts.reset_daily, keys.check_user_id(user_id))
 
     # -- archive -------------------------------------------------------------------------------
-    # STORAGE_ARCHIVE: abby_core.storage.archive holds the logic and docs/STORAGE_SYSTEM.md
+    # STORAGE_ARCHIVE: abby_core.storage.archive and .restore hold the logic, docs/STORAGE_SYSTEM.md
     # ("Archive") the crash table. Archived images have their own limit (MAX_USER_ARCHIVE_MB)
     # and count against neither the member's nor the server's active storage.
     async def archive_old(self, days: int | None = None, *, dry_run: bool = False) -> ArchiveReport:
@@ -495,23 +458,23 @@ class StorageManager:
         member's archive is full (``MAX_USER_ARCHIVE_MB``) is deleted as cleanup would.
         ``dry_run`` only counts (``archived_bytes`` is then 0: nothing was encoded).
         """
-        return await self._run(self.housekeeping.archive_old, days, dry_run)
+        return await self.workers.run(self.housekeeping.archive_old, days, dry_run)
 
     async def list_archived(self, user_id: object, *, limit: int | None = None) -> list[ArchivedImage]:
         """``user_id``'s archived images, most recently archived first, each with a fresh link."""
-        return await self._run(self.archiver.list, keys.check_user_id(user_id), limit)
+        return await self.workers.run(self.archiver.list, keys.check_user_id(user_id), limit)
 
     async def archived_link(self, user_id: object, key: str) -> ArchivedImage:
         """One archived image with a fresh link (:class:`ArchivedImageNotFound` when there is none)."""
-        return await self._run(self.archiver.link, keys.check_user_id(user_id), key)
+        return await self.workers.run(self.archiver.link, keys.check_user_id(user_id), key)
 
     async def get_archived(self, user_id: object, key: str) -> bytes:
         """The bytes of one of ``user_id``'s archived images."""
-        return await self._run(self.archiver.get, keys.check_user_id(user_id), key)
+        return await self.workers.run(self.archiver.get, keys.check_user_id(user_id), key)
 
     async def delete_archived(self, user_id: object, key: str) -> int:
         """Delete one archived image for good; returns its size. Missing: :class:`ArchivedImageNotFound`."""
-        return await self._run(self.archiver.delete, keys.check_user_id(user_id), key)
+        return await self.workers.run(self.archiver.delete, keys.check_user_id(user_id), key)
 
     async def restore_archived(
         self, user_id: object, key: str, *, role_ids: Iterable[int] = (), sku_ids: Iterable[int] = ()
@@ -526,4 +489,4 @@ class StorageManager:
         restored or deleted since). An image whose restore, or archive, stopped half-way is finished.
         """
         uid = keys.check_user_id(user_id)
-        return await self._run(self.archiver.restore, uid, key, self.limits_for(tuple(role_ids), tuple(sku_ids)))
+        return await self.workers.run(self.restorer.restore, uid, key, self.limits_for(tuple(role_ids), tuple(sku_ids)))

@@ -33,6 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
+from typing import TypeVar
 
 from abby_core.errors import (
     ImageNotFound,
@@ -47,11 +48,13 @@ from abby_core.storage.accounts import Accounts
 from abby_core.storage.documents import Hold, UserLedger
 from abby_core.storage.escrow import Escrow
 from abby_core.storage.ledger import UncertainWrite
+from abby_core.storage.links import stored_image
 from abby_core.storage.models import QuotaStatus, Reservation, StoredImage, UserLimits
 
 __all__ = ["QuotaProtocol"]
 
 log = logging.getLogger("abby.storage")
+_T = TypeVar("_T")
 
 # A hold with less time left than this is renewed before the image is uploaded, so it
 # cannot expire during the upload (capped at half a hold's lifetime).
@@ -125,6 +128,12 @@ class QuotaProtocol:
         )
         if self.escrow is not None:
             return self._hold_in_escrow(uid, rid, step, renew=renew, charge=grow if renew else size)
+        return self.hold_globally(uid, rid, step, renew=renew)
+
+    def hold_globally(self, uid: str, rid: str, step: Callable[[UserLedger], _T], *, renew: bool = False) -> _T:
+        """Steps 1 and 2 with a write of the global document: ``step`` holds ``rid`` in the user
+        document, then the global document records it or refuses it; a new hold that failed
+        either step is voided (it may have landed)."""
         try:
             held, doc = self.accounts.update_user(uid, step)
         except UncertainWrite:
@@ -406,13 +415,10 @@ class QuotaProtocol:
         held = tuple(h.stem + "." for h in self.accounts.user(uid).holds.values()) or ("\0",)
         found = [o for o in found if not o.key.startswith(held)]  # uploads not (yet) committed
         found.sort(key=lambda o: (o.last_modified, o.key), reverse=True)
-        return [self._stored(o.key, o.size, o.last_modified) for o in found[:limit]]
-
-    def _stored(self, key: str, size: int, created: datetime) -> StoredImage:
-        content_type = keys.content_type_of(key)
-        url, path = self.backend.link(key, content_type=content_type, ttl=self.link_ttl)
-        owner = keys.user_from_key(key) or ""
-        return StoredImage(key, owner, size, created, content_type, url, path)
+        return [
+            stored_image(self.backend, o.key, owner=uid, size=o.size, created=o.last_modified, ttl=self.link_ttl)
+            for o in found[:limit]
+        ]
 
     def delete_image(self, uid: str, key: str) -> int:
         """Delete one of ``uid``'s images (``key``: the full key or the file name); returns its size."""

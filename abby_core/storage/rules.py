@@ -1,5 +1,8 @@
 """Every quota rule, in one place: limits and tiers, holds, commits, the day, the status.
 
+The credit book (credit sources, refunds, the member record's copy) has its own module,
+:mod:`abby_core.storage.credit_rules`, built on the hold rules here.
+
 Nothing else in Abby computes "limit + bonus", picks a tier or compares usage with a
 limit. The functions that change a document change it in place and raise a
 :class:`~abby_core.errors.QuotaExceeded` subclass (or :class:`~abby_core.errors.UserBlocked`)
@@ -33,7 +36,6 @@ from abby_core.storage.documents import (
     Entry,
     GlobalLedger,
     Hold,
-    MemberRecord,
     ShardHold,
     ShardLedger,
     ShardSnapshot,
@@ -49,7 +51,6 @@ __all__ = [
     "MAX_GRANT",
     "PURGE_MARGIN",
     "Settled",
-    "add_credits",
     "apply_shard",
     "apply_snapshot",
     "check_credits",
@@ -57,10 +58,10 @@ __all__ = [
     "check_room",
     "check_size",
     "check_source",
+    "claimed_holds",
     "commit",
     "committable",
     "counts",
-    "credit_log_of",
     "credits_left",
     "day_of",
     "drop_hold",
@@ -70,12 +71,8 @@ __all__ = [
     "global_usage",
     "hold",
     "limits_for",
-    "mirror_credits",
     "next_midnight",
     "precheck",
-    "refund_credits",
-    "refund_split",
-    "refund_taken",
     "roll_day",
     "settle",
     "shard_snapshot",
@@ -211,7 +208,7 @@ def user_bytes(doc: UserLedger, now: datetime | None = None, *, skip: str | None
 
 def credits_left(doc: UserLedger, now: datetime) -> int:
     """Credits not yet promised to a hold that counts, nor claimed by a refund from a hold not yet dropped."""
-    claimed = _claims(doc)
+    claimed = claimed_holds(doc)
     promised = sum(1 for rid, h in doc.holds.items() if h.credit and (counts(h, now) or rid in claimed))
     return max(0, doc.credits - promised)
 
@@ -478,113 +475,23 @@ def global_hold(doc: GlobalLedger, *, shard: str, snap: ShardSnapshot, rid: str,
         raise GlobalStorageFull(used=used - mine, limit=limit)
 
 
-# -- credits --------------------------------------------------------------------------------
-# A source's record (``CreditSource``) is correct whichever order its add, its refund and the
-# generations around them arrive in: a refund that comes first leaves a tombstone; one that
-# meets a credit promised to a generation in flight claims it, and the claim is settled when
-# that generation ends (``drop_hold``: failed, the credit goes to the refund; ``commit``: it
-# was spent; ``uncommit``: taken back, it goes to the refund after all).
-def _claims(doc: UserLedger) -> dict[str, CreditSource]:
+# -- credits promised to holds -------------------------------------------------------------
+# A hold past the daily allowance is paid by a credit (``hold``), spent at ``commit``. The
+# credit book itself (sources, refunds, the member record's copy) is in ``credit_rules``. A
+# refund that meets a credit promised to a generation in flight claims it, and the claim is
+# settled when that generation ends (``drop_hold``: failed, the credit goes to the refund;
+# ``commit``: it was spent; ``uncommit``: taken back, it goes to the refund after all).
+def claimed_holds(doc: UserLedger) -> dict[str, CreditSource]:
     """Holds still in the document whose credit a refund claimed, with that refund's source."""
     return {rid: entry for entry in doc.credit_log.values() for rid in entry.claims if rid in doc.holds}
-
-
-def add_credits(doc: UserLedger, *, source: str, credits: int) -> bool:
-    """Apply a credit source (a purchase, a grant) once; ``False`` if it was applied before or
-    refunded first (a tombstone: the refunded source never adds anything)."""
-    if source in doc.credit_log:
-        return False
-    doc.credit_log[source] = CreditSource(credits=credits)
-    doc.credits += credits
-    return True
-
-
-def refund_split(*, given: int, credits: int, claimed: int, free: int) -> tuple[int, int]:
-    """What the refund of a source that gave ``given`` credits takes back: ``(now, later)``.
-
-    ``credits`` is the member's balance, ``claimed`` the part of it earlier refunds claimed
-    from generations in flight, ``free`` the part no generation in flight was promised. The
-    refund takes what the source gave, never more than the balance nobody claimed (credits
-    already spent stay spent): ``now`` from the free credits, ``later`` from credits promised
-    to generations in flight, each taken if its generation fails.
-    """
-    wanted = max(0, min(given, credits - claimed))
-    now = max(0, min(wanted, free))
-    return now, wanted - now
-
-
-def refund_taken(doc: UserLedger, source: str) -> int:
-    """What the refund of ``source`` took back: removed, plus credits it claimed from
-    generations still in flight (0 when the source was not refunded)."""
-    entry = doc.credit_log.get(source)
-    if entry is None or not entry.refunded:
-        return 0
-    return entry.removed + sum(1 for rid in entry.claims if rid in doc.holds)
-
-
-def refund_credits(doc: UserLedger, *, source: str, credits: int, now: datetime) -> int:
-    """Refund ``source`` once (see :func:`refund_split`); returns :func:`refund_taken`.
-
-    ``credits``: what the member record says the source gave. A source the document has not
-    got yet (an add cut short between its two writes) is applied first and then refunded;
-    one nobody knows leaves a tombstone that a later add respects.
-    """
-    entry = doc.credit_log.get(source)
-    if entry is None:
-        entry = doc.credit_log[source] = CreditSource(credits=credits)
-        doc.credits += credits
-    if entry.refunded:
-        return refund_taken(doc, source)
-    claimed = _claims(doc)
-    taken, later = refund_split(
-        given=entry.credits, credits=doc.credits, claimed=len(claimed), free=credits_left(doc, now)
-    )
-    promised = sorted(rid for rid, h in doc.holds.items() if h.credit and counts(h, now) and rid not in claimed)
-    entry.refunded, entry.removed, entry.claims = True, taken, promised[:later]
-    doc.credits -= taken
-    return refund_taken(doc, source)
 
 
 def drop_hold(doc: UserLedger, rid: str) -> None:
     """Drop a hold that can no longer commit (void, or expired past the margin); a refund's
     claim on its credit is settled: the credit goes to the refund."""
-    entry = _claims(doc).get(rid)
+    entry = claimed_holds(doc).get(rid)
     if doc.holds.pop(rid, None) is None or entry is None:
         return
     entry.claims.remove(rid)
     entry.removed += 1
     doc.credits = max(0, doc.credits - 1)
-
-
-def mirror_credits(record: MemberRecord, doc: UserLedger) -> bool:
-    """Copy the credit book of ``doc`` (a stored version of the member's document) into the
-    member record, unless the record already mirrors a newer version; returns whether it changed.
-
-    Each refund is recorded with what it took back, claims included (a rebuilt document has no
-    generation in flight: a claim is then settled as a failure). Sources and tombstones the
-    document has not got yet (an add or a refund between its two writes) stay as they are.
-    """
-    if record.credits_version > doc.version:
-        return False
-    before = (record.credit_sources.copy(), record.credit_refunds.copy(), record.credits_spent)
-    for source, entry in doc.credit_log.items():
-        if entry.credits:
-            record.credit_sources[source] = entry.credits
-        if entry.refunded:
-            record.credit_refunds[source] = refund_taken(doc, source)
-    record.credits_spent = doc.credits_spent
-    changed = before != (record.credit_sources, record.credit_refunds, record.credits_spent)
-    record.credits_version = doc.version
-    return changed
-
-
-def credit_log_of(record: MemberRecord) -> dict[str, CreditSource]:
-    """The credit log of a document rebuilt from the member record (no generation is in flight)."""
-    return {
-        source: CreditSource(
-            credits=record.credit_sources.get(source, 0),
-            refunded=source in record.credit_refunds,
-            removed=record.credit_refunds.get(source, 0),
-        )
-        for source in sorted(record.credit_sources.keys() | record.credit_refunds.keys())
-    }

@@ -1,16 +1,12 @@
 """Images in an S3-compatible bucket (MinIO, AWS S3, SeaweedFS) through boto3.
 
-The client is built lazily, once, with what S3-compatible servers need: path-style
-addressing, an explicit region, SigV4 (SigV2 presigned links break as soon as they carry
-``response-content-type``), and checksums only ``when_required`` (boto3 1.36+ otherwise
-sends CRC headers that several servers reject). Presigned links are signed by a second
-client configured for ``S3_PUBLIC_ENDPOINT_URL``: SigV4 signs the host, so the host of a
-signed URL must never be rewritten afterwards.
-
-Every botocore error is translated in :func:`_translate`; none leaves this module.
-Credentials written into an endpoint (``http://user:pw@host:8333``) never leave it
-either: messages and ``location`` show the endpoint through :func:`_redact`, and links
-are signed for the endpoint without its userinfo.
+The clients are built lazily, once, by :mod:`abby_core.storage.s3_client`, which also
+translates every botocore error (:meth:`S3Backend._translate`); none leaves this module.
+Presigned links are signed by a second client configured for ``S3_PUBLIC_ENDPOINT_URL``:
+SigV4 signs the host, so the host of a signed URL must never be rewritten afterwards.
+Credentials written into an endpoint (``http://user:pw@host:8333``) never leave the backend
+either: messages and ``location`` show the endpoint redacted, and links are signed for the
+endpoint without its userinfo.
 """
 
 from __future__ import annotations
@@ -22,24 +18,22 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-import boto3
-from botocore import UNSIGNED
-from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    NoCredentialsError,
-    ReadTimeoutError,
-)
-from botocore.exceptions import (
-    ConnectionError as BotoConnectionError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 
 from abby_core.config import S3Settings
 from abby_core.errors import ImageNotFound, StorageError, StorageUnavailable
 from abby_core.storage.backend import ConditionFailed, StorageBackend
 from abby_core.storage.keys import IMAGES_PREFIX
 from abby_core.storage.models import ObjectInfo, ReadyReport
+from abby_core.storage.s3_client import (
+    anonymous_client,
+    error_code,
+    error_status,
+    make_client,
+    redact,
+    translate,
+    without_userinfo,
+)
 
 __all__ = ["ARCHIVE_LIFECYCLE_RULE_ID", "EVENTS_LIFECYCLE_RULE_ID", "LIFECYCLE_RULE_ID", "S3Backend"]
 
@@ -56,34 +50,6 @@ _NOT_SUPPORTED = ("NotImplemented", "MethodNotAllowed", "XNotImplemented", "Unsu
 _REFUSED_STATUSES = (401, 403)
 _REFUSED_CODES = ("AccessDenied", "AllAccessDisabled", "Forbidden", "Unauthorized")
 _T = TypeVar("_T")
-
-
-def _without_userinfo(url: str, mask: str = "") -> str:
-    """``url`` with any ``user:password@`` replaced by ``mask``.
-
-    Everything after ``scheme://`` up to the LAST ``@`` is userinfo, so a password with a
-    raw ``@``, ``/`` or ``#`` goes too (an ``@`` in a path would take more than needed,
-    never less; endpoints have no such paths).
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    if "@" not in rest:
-        return url
-    return f"{scheme}{sep}{mask}{rest.rpartition('@')[2]}"
-
-
-def _redact(url: str | None) -> str:
-    """An endpoint fit to print: userinfo becomes ``***@``; ``None`` is AWS itself."""
-    return _without_userinfo(url, "***@") if url else "AWS S3"
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _status(exc: ClientError) -> int:
-    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
 
 
 def _expiry_rule(rule_id: str, prefix: str, days: int) -> dict[str, Any]:
@@ -104,45 +70,15 @@ class S3Backend(StorageBackend):
 
     @property
     def location(self) -> str:
-        return f"s3://{self.bucket} at {_redact(self.settings.endpoint_url)}"
+        return f"s3://{self.bucket} at {redact(self.settings.endpoint_url)}"
 
     # -- clients, built once on first use ------------------------------------------------
-    def _make_client(self, endpoint: str | None) -> Any:
-        s = self.settings
-        config = Config(
-            signature_version="s3v4",
-            region_name=s.region,
-            s3={"addressing_style": "path"},
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            connect_timeout=s.timeout_seconds,
-            read_timeout=s.timeout_seconds,
-            retries={"max_attempts": s.max_attempts, "mode": "standard"},
-            max_pool_connections=32,
-        )
-        secret = s.secret_access_key.get_secret_value() if s.secret_access_key else None
-        try:
-            return boto3.session.Session().client(
-                "s3",
-                endpoint_url=endpoint,
-                aws_access_key_id=s.access_key_id,
-                aws_secret_access_key=secret,
-                region_name=s.region,
-                config=config,
-            )
-        except ValueError:
-            # botocore's message quotes the whole URL, credentials included: not chained.
-            raise StorageUnavailable(
-                f"Could not open the storage: {_redact(endpoint)} is not a valid endpoint URL. "
-                "Check S3_ENDPOINT_URL and S3_PUBLIC_ENDPOINT_URL."
-            ) from None
-
     @property
     def client(self) -> Any:
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    self._client = self._make_client(self.settings.endpoint_url)
+                    self._client = make_client(self.settings, self.settings.endpoint_url)
         return self._client
 
     @property
@@ -154,41 +90,18 @@ class S3Backend(StorageBackend):
         """
         if self._presign_client is None:
             target = self.settings.public_endpoint_url or self.settings.endpoint_url
-            signing = _without_userinfo(target) if target else None
+            signing = without_userinfo(target) if target else None
             if signing == self.settings.endpoint_url:
                 self._presign_client = self.client
             else:
                 with self._lock:
                     if self._presign_client is None:
-                        self._presign_client = self._make_client(signing)
+                        self._presign_client = make_client(self.settings, signing)
         return self._presign_client
 
     # -- the one translation boundary ----------------------------------------------------
     def _translate(self, exc: Exception, what: str) -> StorageError:
-        where = _redact(self.settings.endpoint_url)
-        if isinstance(exc, ClientError):
-            code, status = _code(exc), _status(exc)
-            if code in ("NoSuchBucket",):
-                return StorageUnavailable(
-                    f"Could not {what}: the bucket {self.bucket!r} does not exist. Run 'abby storage init'."
-                )
-            if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden") or status == 403:
-                return StorageUnavailable(
-                    f"Could not {what}: the storage server refused access. "
-                    "Check S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY and the bucket policy."
-                )
-            if status in (500, 502, 503, 504) or code in ("SlowDown", "ServiceUnavailable", "InternalError"):
-                return StorageUnavailable(f"Could not {what}: the storage server at {where} is having trouble.")
-            return StorageUnavailable(f"Could not {what}: the storage server answered {code or status}.")
-        if isinstance(exc, NoCredentialsError):
-            return StorageUnavailable(
-                f"Could not {what}: no S3 credentials. Set S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY."
-            )
-        if isinstance(exc, ReadTimeoutError):
-            return StorageUnavailable(f"Could not {what}: the storage server at {where} did not answer in time.")
-        if isinstance(exc, BotoConnectionError):
-            return StorageUnavailable(f"Could not {what}: the storage server at {where} could not be reached.")
-        return StorageUnavailable(f"Could not {what}: storage error ({type(exc).__name__}).")
+        return translate(exc, what, bucket=self.bucket, endpoint=self.settings.endpoint_url)
 
     def _call(self, what: str, fn: Callable[[], _T]) -> _T:
         try:
@@ -208,7 +121,7 @@ class S3Backend(StorageBackend):
             response = self.client.get_object(Bucket=self.bucket, Key=key)
             return bytes(response["Body"].read())
         except ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404") or _status(exc) == 404:
+            if error_code(exc) in ("NoSuchKey", "404") or error_status(exc) == 404:
                 raise ImageNotFound(key) from None
             raise self._translate(exc, "read the image") from exc
         except BotoCoreError as exc:
@@ -218,7 +131,7 @@ class S3Backend(StorageBackend):
         try:
             r = self.client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if _status(exc) == 404 or _code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if error_status(exc) == 404 or error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise self._translate(exc, "read the image") from exc
         except BotoCoreError as exc:
@@ -257,12 +170,12 @@ class S3Backend(StorageBackend):
                 MetadataDirective="COPY",
             )
         except ClientError as exc:
-            if _code(exc) == "InvalidStorageClass":
+            if error_code(exc) == "InvalidStorageClass":
                 raise StorageUnavailable(
                     f"Could not archive the image: the storage server does not offer the storage class "
                     f"{storage_class!r}. Set S3_ARCHIVE_STORAGE_CLASS to one it offers, or leave it empty."
                 ) from exc
-            if _code(exc) in ("NoSuchKey", "404") or _status(exc) == 404:
+            if error_code(exc) in ("NoSuchKey", "404") or error_status(exc) == 404:
                 raise ImageNotFound(source) from None
             raise self._translate(exc, "archive the image") from exc
         except BotoCoreError as exc:
@@ -283,7 +196,7 @@ class S3Backend(StorageBackend):
             response = self.client.get_object(Bucket=self.bucket, Key=key)
             return bytes(response["Body"].read()), str(response["ETag"])
         except ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404") or _status(exc) == 404:
+            if error_code(exc) in ("NoSuchKey", "404") or error_status(exc) == 404:
                 return None
             raise self._translate(exc, "read the quota ledger") from exc
         except BotoCoreError as exc:
@@ -301,9 +214,10 @@ class S3Backend(StorageBackend):
             )
         except ClientError as exc:
             # 412: the document changed (or exists); 409: a concurrent conditional write.
-            if _status(exc) in (409, 412) or _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
+            code, status = error_code(exc), error_status(exc)
+            if status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
                 raise ConditionFailed(key) from None
-            if etag is not None and (_status(exc) == 404 or _code(exc) == "NoSuchKey"):
+            if etag is not None and (status == 404 or code == "NoSuchKey"):
                 raise ConditionFailed(key) from None
             raise self._translate(exc, "update the quota ledger") from exc
         except BotoCoreError as exc:
@@ -347,7 +261,7 @@ class S3Backend(StorageBackend):
             try:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
             except ClientError as exc:
-                if _code(exc) == "NoSuchUpload" or _status(exc) == 404:
+                if error_code(exc) == "NoSuchUpload" or error_status(exc) == 404:
                     continue
                 if self._sweep_not_allowed(exc, "abort"):
                     break
@@ -359,7 +273,7 @@ class S3Backend(StorageBackend):
 
     @staticmethod
     def _sweep_not_allowed(exc: ClientError, verb: str) -> bool:
-        code, status = _code(exc), _status(exc)
+        code, status = error_code(exc), error_status(exc)
         if code in _NOT_SUPPORTED or status in (405, 501):
             log.info("The storage server cannot %s unfinished multipart uploads (%s); sweep skipped.", verb, code)
             return True
@@ -385,7 +299,7 @@ class S3Backend(StorageBackend):
             self.client.head_bucket(Bucket=self.bucket)
             return True
         except ClientError as exc:
-            if _status(exc) == 404 or _code(exc) in ("404", "NoSuchBucket", "NotFound"):
+            if error_status(exc) == 404 or error_code(exc) in ("404", "NoSuchBucket", "NotFound"):
                 return False
             raise self._translate(exc, f"open the bucket {self.bucket!r}") from exc
         except BotoCoreError as exc:
@@ -453,10 +367,10 @@ class S3Backend(StorageBackend):
             try:
                 attempt()
             except ClientError as exc:
-                code = _code(exc)
-                if code in _NOT_SUPPORTED or _status(exc) == 501:
+                code = error_code(exc)
+                if code in _NOT_SUPPORTED or error_status(exc) == 501:
                     notes.append(f"The server does not support a bucket {label}.")
-                elif code in ("AccessDenied", "AccessControlListNotSupported") or _status(exc) == 403:
+                elif code in ("AccessDenied", "AccessControlListNotSupported") or error_status(exc) == 403:
                     notes.append(f"These credentials may not set a bucket {label} (fine for a least-privilege user).")
                 else:
                     raise self._translate(exc, f"set the bucket {label}") from exc
@@ -468,23 +382,8 @@ class S3Backend(StorageBackend):
         return private
 
     def _anonymous_client(self) -> Any:
-        """A client that signs nothing: what anyone on the network could do.
-
-        Its endpoint has no userinfo either: a stranger does not know those credentials.
-        """
-        endpoint = self.settings.endpoint_url
-        return boto3.session.Session().client(
-            "s3",
-            endpoint_url=_without_userinfo(endpoint) if endpoint else None,
-            region_name=self.settings.region,
-            config=Config(
-                signature_version=UNSIGNED,
-                s3={"addressing_style": "path"},
-                connect_timeout=self.settings.timeout_seconds,
-                read_timeout=self.settings.timeout_seconds,
-                retries={"max_attempts": 1},
-            ),
-        )
+        """A client that signs nothing (:func:`~abby_core.storage.s3_client.anonymous_client`)."""
+        return anonymous_client(self.settings)
 
     def anonymous_read_refused(self) -> bool:
         """Write a probe object and check that an unsigned GET of it is refused.
@@ -503,7 +402,7 @@ class S3Backend(StorageBackend):
                 anonymous.get_object(Bucket=self.bucket, Key=key)
                 return False
             except ClientError as exc:
-                if _status(exc) in _REFUSED_STATUSES or _code(exc) in _REFUSED_CODES:
+                if error_status(exc) in _REFUSED_STATUSES or error_code(exc) in _REFUSED_CODES:
                     return True
                 raise self._translate(exc, what) from exc
             except BotoCoreError as exc:
@@ -526,7 +425,7 @@ class S3Backend(StorageBackend):
         try:
             rules = self.client.get_bucket_lifecycle_configuration(Bucket=self.bucket).get("Rules", [])
         except ClientError as exc:
-            if _code(exc) not in ("NoSuchLifecycleConfiguration",) and _status(exc) != 404:
+            if error_code(exc) not in ("NoSuchLifecycleConfiguration",) and error_status(exc) != 404:
                 raise self._translate(exc, "read the bucket's lifecycle rules") from exc
         except BotoCoreError as exc:
             raise self._translate(exc, "read the bucket's lifecycle rules") from exc
@@ -560,7 +459,7 @@ class S3Backend(StorageBackend):
         try:
             rules = self.client.get_bucket_lifecycle_configuration(Bucket=self.bucket).get("Rules", [])
         except ClientError as exc:
-            if _code(exc) == "NoSuchLifecycleConfiguration" or _status(exc) == 404:
+            if error_code(exc) == "NoSuchLifecycleConfiguration" or error_status(exc) == 404:
                 return None
             raise self._translate(exc, "read the bucket's lifecycle rules") from exc
         except BotoCoreError as exc:

@@ -170,3 +170,30 @@ def test_a_bad_choice_names_the_option_typed(abby: Invoke, offline: None) -> Non
     assert style.stderr.startswith("✘ invalid_input: --style must be one of 3d-model,") and "'cubist'" in style.stderr
     assert "style_preset" not in style.stderr
     assert "0/5 today" in abby("quota", USER).stdout  # nothing was charged
+
+
+def test_imagine_is_refused_while_the_user_has_a_generation_running_elsewhere(
+    abby: Invoke, offline: None, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from abby_core.storage import FilesystemBackend
+    from abby_core.storage.slots import MemberSlots
+
+    # The bot (or another 'abby imagine') on the same storage is generating for this user.
+    other = MemberSlots(FilesystemBackend(tmp_path / "shared"), clock=lambda: datetime.now(UTC))
+    lease = other.claim(USER)
+    assert lease is not None
+    refused = abby("imagine", "a second cat", "--user", USER, "--json")
+    assert refused.exit_code == 1
+    error = one_json(refused)["error"]
+    assert error["code"] == "user_busy" and "already has a generation running" in error["message"]
+    assert not (tmp_path / "shared" / "images" / "users" / USER).exists(), "nothing was made or charged"
+    text = abby("imagine", "a second cat", "--user", USER)
+    assert text.exit_code == 1 and "run again when it has finished" in text.stderr
+
+    assert other.release(lease)
+    done = abby("imagine", "a cat", "--user", USER, "--json")
+    assert done.exit_code == 0, done.output
+    assert one_json(done)["quota"]["daily_used"] == 1
+    assert other.holder(USER) is None, "the command gave the user's slot back"

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from abby_core.admission import UserBusy
 from abby_core.errors import GenerationTimeout
 from abby_core.generation import ImageGenerator
-from abby_discord.limiter import UserBusy
 from tests.discord.conftest import Abby, GatedProvider, field, refusal, result_of
 
 

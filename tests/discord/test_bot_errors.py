@@ -12,8 +12,8 @@ import pytest
 from discord import app_commands
 
 import abby_core.errors as core_errors
+from abby_core.admission import QueueTimeout, UserBusy
 from abby_discord.errors import NotAdmin, NotOwner, user_message
-from abby_discord.limiter import QueueTimeout, UserBusy
 
 SECRET = "sk-SECRET-9f8e7d6c5b4a3210"
 GENERIC = re.compile(r"Something went wrong|\(ref [0-9a-f]{8}\)")

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
+from abby_core.admission import UserBusy
 from abby_core.generation import ImageGenerator
-from abby_discord.limiter import UserBusy
 from tests.discord.conftest import Abby, GatedProvider, field, refusal, result_of
 from tests.fixtures.fake_discord import FakeDiscord, FakeGuild, shard_of
 

@@ -25,7 +25,7 @@ from abby_core.errors import (
     ProviderAuthError,
     ProviderUnreachable,
 )
-from abby_core.generation import ImageGenerator, automatic1111
+from abby_core.generation import ImageGenerator, base
 from abby_core.generation.automatic1111 import Automatic1111Provider
 from abby_core.generation.base import (
     ImageToImageRequest,
@@ -352,7 +352,7 @@ async def test_nobody_listening_means_no_reports_and_no_previews_fetched(
     async def spy(progress: Progress) -> None:
         reported.append(progress)
 
-    monkeypatch.setattr(automatic1111, "report_progress", spy)
+    monkeypatch.setattr(base, "report_progress", spy)
     image = await make(steps=10).text_to_image(TextToImageRequest("a red fox"))
     assert image.data and reported == []
     reads = [r.query for r in fake_a1111.requests if r.path == "/sdapi/v1/progress"]

@@ -27,7 +27,7 @@ from abby_core.errors import (
     ProviderRejected,
     ProviderUnreachable,
 )
-from abby_core.generation import ImageGenerator, comfyui
+from abby_core.generation import ImageGenerator, base
 from abby_core.generation.base import (
     ImageToImageRequest,
     Progress,
@@ -228,7 +228,7 @@ async def test_nobody_listening_means_no_reports_and_no_queue_reads(
     async def spy(progress: Progress) -> None:
         reported.append(progress)
 
-    monkeypatch.setattr(comfyui, "report_progress", spy)
+    monkeypatch.setattr(base, "report_progress", spy)
     fake.previews = "JPEG"
     provider = make(fake, poll_interval=30)  # the websocket says when it is done: no polling needed
     try:

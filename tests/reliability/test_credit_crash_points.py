@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from abby_core.pipeline import GenerationResult
-from abby_core.storage import StorageBackend, StorageManager, rules
+from abby_core.storage import StorageBackend, StorageManager, credit_rules, rules
 from abby_core.storage.documents import UserLedger
 from abby_core.storage.keys import user_ledger_key, user_prefix
 from abby_core.storage.models import Reservation
@@ -234,7 +234,7 @@ async def _refund_verdict(backend: StorageBackend, uid: str, res: Reservation, c
         found = {
             "credits": doc.credits,
             "spent": doc.credits_spent,
-            "refunded": [rules.refund_taken(doc, f"{name}:{uid}") for name in ("pack", "late")],
+            "refunded": [credit_rules.refund_taken(doc, f"{name}:{uid}") for name in ("pack", "late")],
             "holds": len(doc.holds),
             "record": (record.credits, record.credits_spent),
         }

@@ -434,3 +434,28 @@ async def test_an_s3_storage_class_keeps_the_original_bytes(moto_env: None, cloc
         assert await manager.list_archived(USER) == []
     finally:
         await manager.aclose()
+
+
+async def test_the_gallery_the_archive_and_a_restore_make_links_in_one_place(
+    make_manager: Callable[..., StorageManager], clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # abby_core.storage.links owns "a stored image with a fresh link": change it, and every
+    # image handed back (archived, restored, in the gallery) changes with it.
+    from abby_core.storage import links
+
+    manager = make_manager(archive=True, cleanup_days=7)
+    await _make(manager, USER, 2)
+    clock.advance(days=8)
+    await manager.cleanup_old_files()
+
+    def stand_in(backend: StorageBackend, key: str, *, ttl: int, may_fail: bool = False) -> tuple[str, None]:
+        return f"linked:{key}:{ttl}", None
+
+    monkeypatch.setattr(links, "link", stand_in)
+    archived = await manager.list_archived(USER)
+    restored = await manager.restore_archived(USER, archived[0].name)
+    gallery = await manager.list_images(USER)
+    ttl = manager.link_ttl
+    assert [a.url for a in archived] == [f"linked:{a.key}:{ttl}" for a in archived]
+    assert (restored.url, restored.path, restored.user_id) == (f"linked:{restored.key}:{ttl}", None, USER)
+    assert [(g.key, g.url, g.user_id) for g in gallery] == [(restored.key, f"linked:{restored.key}:{ttl}", USER)]

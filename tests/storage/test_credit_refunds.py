@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from abby_core.errors import DailyLimitExceeded, StorageUnavailable
-from abby_core.storage import FilesystemBackend, StorageBackend, StorageManager, keys, rules
+from abby_core.storage import FilesystemBackend, StorageBackend, StorageManager, credit_rules, keys, rules
 from abby_core.storage.documents import CreditSource, Hold, MemberRecord, UserLedger
 from abby_core.storage.models import Reservation
 from tests.fixtures.clocks import Clock, day_safe_now
@@ -194,7 +194,7 @@ async def test_a_refund_after_an_add_cut_short_takes_only_that_source(
     ],
 )
 def test_the_refund_rule(given: int, credits: int, claimed: int, free: int, decided: tuple[int, int]) -> None:
-    assert rules.refund_split(given=given, credits=credits, claimed=claimed, free=free) == decided
+    assert credit_rules.refund_split(given=given, credits=credits, claimed=claimed, free=free) == decided
 
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -253,9 +253,9 @@ def test_the_credit_book_in_every_order(doc: UserLedger, steps: list[str], book:
     for step in steps:
         verb, name, *amount = step.split()
         if verb == "add":
-            rules.add_credits(doc, source=name, credits=int(amount[0]))
+            credit_rules.add_credits(doc, source=name, credits=int(amount[0]))
         elif verb == "refund":
-            rules.refund_credits(doc, source=name, credits=int(amount[0]), now=NOW)
+            credit_rules.refund_credits(doc, source=name, credits=int(amount[0]), now=NOW)
         elif verb == "drop":
             rules.drop_hold(doc, name)
         elif verb == "commit":
@@ -268,12 +268,12 @@ def test_the_credit_book_in_every_order(doc: UserLedger, steps: list[str], book:
 def test_a_claimed_hold_is_promised_until_it_is_dropped() -> None:
     """A failed generation whose credit a refund claimed does not free it for another in between."""
     doc = _doc(1, promised=1, p=CreditSource(credits=1))
-    rules.refund_credits(doc, source="p", credits=1, now=NOW)
+    credit_rules.refund_credits(doc, source="p", credits=1, now=NOW)
     rules.settle(doc, rid="h0", key=None)  # voided, not dropped yet
     assert rules.credits_left(doc, NOW) == 0
-    assert rules.refund_taken(doc, "p") == 1
+    assert credit_rules.refund_taken(doc, "p") == 1
     rules.drop_hold(doc, "h0")
-    assert (rules.credits_left(doc, NOW), rules.refund_taken(doc, "p")) == (0, 1)
+    assert (rules.credits_left(doc, NOW), credit_rules.refund_taken(doc, "p")) == (0, 1)
 
 
 def test_an_old_credit_log_is_read_as_sources() -> None:
@@ -284,14 +284,14 @@ def test_an_old_credit_log_is_read_as_sources() -> None:
 
 def test_the_member_record_mirrors_only_a_newer_document() -> None:
     doc = _doc(1, promised=1, p=CreditSource(credits=1))
-    rules.refund_credits(doc, source="p", credits=1, now=NOW)
+    credit_rules.refund_credits(doc, source="p", credits=1, now=NOW)
     doc.version = 7
     record = MemberRecord(user_id=USER, credit_sources={"p": 1, "later": 4}, credit_refunds={"p": 0, "x": 0})
-    assert rules.mirror_credits(record, doc)
+    assert credit_rules.mirror_credits(record, doc)
     assert (record.credit_sources, record.credit_refunds) == ({"p": 1, "later": 4}, {"p": 1, "x": 0})
     assert record.credits == 4  # the add of "later" is on its way to the document: kept
     older = doc.model_copy(update={"version": 6, "credits_spent": 9})
-    assert not rules.mirror_credits(record, older) and record.credits_spent == 0
+    assert not credit_rules.mirror_credits(record, older) and record.credits_spent == 0
 
 
 # -- a property: random interleavings of purchase, duplicate event, spend, failure and refund -------
@@ -361,7 +361,7 @@ async def _run_steps(root: Path, sequence: list[Step]) -> None:
                         paid -= 1
             doc = manager.accounts.user(USER)
             given = sum(e.credits for e in doc.credit_log.values())
-            taken = {s: rules.refund_taken(doc, s) for s, e in doc.credit_log.items() if e.refunded}
+            taken = {s: credit_rules.refund_taken(doc, s) for s, e in doc.credit_log.items() if e.refunded}
             assert all(taken[s] <= doc.credit_log[s].credits for s in taken), doc.credit_log
             assert doc.credits_spent == paid
             assert doc.credits == given - sum(e.removed for e in doc.credit_log.values()) - paid

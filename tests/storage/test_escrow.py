@@ -162,8 +162,7 @@ def _kill(manager: StorageManager) -> None:
         if manager.escrow._timer is not None:
             manager.escrow._timer.cancel()
         manager.escrow._closed = True
-    manager._executor.shutdown(wait=True)
-    manager._closed = True
+    manager.workers.shutdown()
 
 
 async def test_a_refused_hold_gives_its_bytes_back_to_the_lease(

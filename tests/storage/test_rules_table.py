@@ -1,8 +1,9 @@
 """The quota rules as table tests: a document and the inputs in, the decision out; no storage.
 
-Each rule of ``abby_core/storage/rules.py`` is pinned at its boundaries, so that a change of
+Each rule of ``abby_core/storage/rules.py`` (and of the credit book,
+``abby_core/storage/credit_rules.py``) is pinned at its boundaries, so that a change of
 a comparison, a sign or a kept value in a rule fails here and not only (or never) in a
-test of the whole manager. The refund rule and the credit book have their tables in
+test of the whole manager. The refund rule and the credit book have more tables in
 ``test_credit_refunds.py``; the clock bound's (``counts``, ``droppable``, ``committable``,
 ``dead_leases``) are in ``test_clocks.py``.
 
@@ -28,7 +29,7 @@ from abby_core.errors import (
     UserBlocked,
     UserStorageFull,
 )
-from abby_core.storage import rules
+from abby_core.storage import credit_rules, rules
 from abby_core.storage.documents import (
     CreditSource,
     Entry,
@@ -651,19 +652,19 @@ def test_taking_back_an_image_adds_its_credit_to_what_the_claiming_refund_took()
     )
     assert rules.uncommit(doc, key="k", day=TODAY, rid="r", credit=True)
     assert doc.credit_log["p"] == CreditSource(credits=5, refunded=True, removed=3, claims=[])
-    assert (doc.credits, doc.credits_spent, rules.refund_taken(doc, "p")) == (0, 0, 3)
+    assert (doc.credits, doc.credits_spent, credit_rules.refund_taken(doc, "p")) == (0, 0, 3)
 
 
 def test_a_credit_source_is_added_once() -> None:
     doc = _doc()
-    assert rules.add_credits(doc, source="p", credits=5) is True
-    assert rules.add_credits(doc, source="p", credits=5) is False
+    assert credit_rules.add_credits(doc, source="p", credits=5) is True
+    assert credit_rules.add_credits(doc, source="p", credits=5) is False
     assert doc.credits == 5
 
 
 @pytest.mark.parametrize("log", [{}, {"p": CreditSource(credits=5)}])
 def test_a_source_not_refunded_took_nothing_back(log: dict[str, CreditSource]) -> None:
-    assert rules.refund_taken(_doc(credit_log=log), "p") == 0
+    assert credit_rules.refund_taken(_doc(credit_log=log), "p") == 0
 
 
 def test_dropping_a_hold_that_is_gone_changes_nothing() -> None:
@@ -675,14 +676,14 @@ def test_dropping_a_hold_that_is_gone_changes_nothing() -> None:
 def test_mirroring_the_same_credit_book_again_changes_nothing() -> None:
     doc = _doc(version=3, credits=5, credits_spent=1, credit_log={"p": CreditSource(credits=5)})
     record = MemberRecord(user_id="42")
-    assert rules.mirror_credits(record, doc) is True
-    assert rules.mirror_credits(record, doc) is False
+    assert credit_rules.mirror_credits(record, doc) is True
+    assert credit_rules.mirror_credits(record, doc) is False
     assert (record.credit_sources, record.credits_spent, record.credits_version) == ({"p": 5}, 1, 3)
 
 
 def test_the_credit_log_of_a_member_record() -> None:
     record = MemberRecord(user_id="42", credit_sources={"a": 5, "b": 3}, credit_refunds={"b": 2, "c": 0})
-    assert rules.credit_log_of(record) == {
+    assert credit_rules.credit_log_of(record) == {
         "a": CreditSource(credits=5),
         "b": CreditSource(credits=3, refunded=True, removed=2),
         "c": CreditSource(refunded=True),

@@ -13,7 +13,8 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 
 from abby_core.errors import StorageUnavailable
 from abby_core.storage import StorageManager
-from abby_core.storage.s3 import EVENTS_LIFECYCLE_RULE_ID, LIFECYCLE_RULE_ID, S3Backend, _redact
+from abby_core.storage.s3 import EVENTS_LIFECYCLE_RULE_ID, LIFECYCLE_RULE_ID, S3Backend
+from abby_core.storage.s3_client import redact
 from tests.fixtures.seaweedfs import SeaweedFS
 from tests.storage.conftest import Clock, s3_settings
 from tests.storage.test_manager import ALICE, BOB, png
@@ -268,7 +269,7 @@ PASSWORD = "s3cr3t-pw"
     ],
 )
 def test_redact_hides_the_userinfo(url: str | None, shown: str) -> None:
-    assert _redact(url) == shown
+    assert redact(url) == shown
 
 
 def _client_error(status: int, code: str, operation: str = "GetObject") -> ClientError:

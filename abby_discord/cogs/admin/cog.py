@@ -125,11 +125,11 @@ class Admin(commands.GroupCog, group_name="abby-admin", group_description="Image
         log.info("Cleanup by %s: %d objects, %d bytes.", interaction.user.id, report.objects, report.bytes)
         if self.bot.service.events is not None:  # never fails: the images are already gone
             record = AuditEvent.of_cleanup(report, actor=str(interaction.user.id), time=self.bot.storage.clock(),
-                                           days=self.bot.storage.cleanup_days)
+                                           days=self.bot.settings.storage.cleanup_days)
             await self.bot.service.events.arecord_audit(record)
         await interaction.followup.send(
             f"🧹 Cleanup removed {report.objects} image(s), {mb(report.bytes)} MB, from {report.users} member(s) "
-            f"(images older than {self.bot.storage.cleanup_days} days).",
+            f"(images older than {self.bot.settings.storage.cleanup_days} days).",
             ephemeral=True,
         )
 

@@ -135,8 +135,10 @@ class Gallery(commands.Cog):
         images = await self.bot.storage.list_archived(user_id)
         pages = max(1, math.ceil(len(images) / ARCHIVE_PAGE_SIZE))
         page = min(max(page, 1), pages)
-        archiver = self.bot.storage.archiver
-        embed = archive_embed(images, page, pages, keep_days=archiver.days, limit_bytes=archiver.limit_bytes)
+        section = self.bot.settings.storage  # ARCHIVE_DAYS, MAX_USER_ARCHIVE_MB
+        embed = archive_embed(
+            images, page, pages, keep_days=section.archive_days, limit_bytes=section.max_user_archive_bytes
+        )
         return embed, archive_view(user_id, images, page, pages)
 
     async def on_archive_page(self, interaction: discord.Interaction, owner: str, page: int) -> None:

@@ -1,18 +1,17 @@
 """Image commands: cheap checks, defer, one service call, render.
 
-Every generation goes through :meth:`Images._generate`: the member's single slot is
-claimed (a second request is refused before anything is reserved), the reply is
-deferred publicly, the global queue is waited on (the message shows the position),
-then :class:`~abby_core.pipeline.ImageService` checks, reserves, generates and stores.
+Every generation goes through :meth:`Images._generate`, which hands it to
+:meth:`~abby_core.admission.Admission.generate` (the member's slot, the precheck, the queue
+and the deadline, as for every adapter) with three Discord things: defer the reply
+publicly once admitted, show the queue position, edit in the progress; then renders.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -21,13 +20,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from abby_core.config import PremiumTier
-from abby_core.errors import AbbyError, GenerationTimeout, InvalidImage, InvalidPrompt
+from abby_core.errors import InvalidImage, InvalidPrompt
 from abby_core.generation import ASPECT_RATIOS, MAX_SEED, STYLE_PRESETS, ProgressCallback
 from abby_core.images import MAX_IMAGE_BYTES
 from abby_core.pipeline import GenerationResult
 from abby_core.storage.keys import CONTENT_TYPES, IMAGE_EXTENSIONS
 from abby_discord.errors import PUBLIC_DEFER, ChannelNotAllowed, NotOwner
-from abby_discord.limiter import UserBusy
 from abby_discord.progress import ProgressMessage
 from abby_discord.render import PromptInfo, mb, mib, prompt_of, render_result
 
@@ -113,20 +111,6 @@ class Images(commands.Cog):
         self.bot = bot
 
     # -- the one flow ------------------------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def _member_slot(self, user_id: int) -> AsyncIterator[None]:
-        """The member's slot across bot processes (the limiter keeps it within this one)."""
-        lease = await self.bot.slots.claim(str(user_id))
-        if lease is None:
-            raise UserBusy(str(user_id))
-        try:
-            yield
-        finally:
-            try:
-                await asyncio.shield(self.bot.slots.release(lease))
-            except AbbyError as exc:  # it then expires by itself
-                log.warning("Could not release the generation slot of member %s: %s", user_id, exc)
-
     def _check_channel(self, interaction: discord.Interaction) -> None:
         """Refuse channels the owner did not open to image generation (nothing is held yet)."""
         rules = self.bot.settings.moderation
@@ -142,35 +126,33 @@ class Images(commands.Cog):
 
     async def _generate(self, interaction: discord.Interaction, *, title: str, info: PromptInfo, run: Run) -> None:
         self._check_channel(interaction)
-        async with self.bot.limiter.claim(interaction.user.id) as ticket, self._member_slot(interaction.user.id):
-            # Refusals a member can be told about now (blocked, limits, bad prompt, not
-            # configured) are answered privately before the public "thinking…" message.
-            tiers = tiers_of(interaction, self.bot.settings.discord.premium_tiers)
-            await self.bot.service.precheck(
-                interaction.user.id, prompt=info.prompt, role_ids=tiers.role_ids, sku_ids=tiers.sku_ids
-            )
+        tiers = tiers_of(interaction, self.bot.settings.discord.premium_tiers)
+
+        async def defer() -> None:
+            # Refusals a member can be told about at once (busy, blocked, limits, bad prompt,
+            # not configured) were answered privately; from here the reply is public.
             interaction.extras[PUBLIC_DEFER] = True
             await interaction.response.defer(thinking=True)
 
-            async def show_position(place: int) -> None:
-                await interaction.edit_original_response(
-                    content=f"⏳ Queued — position {place}. I'll start on your image as soon as a slot is free."
-                )
+        async def show_position(place: int) -> None:
+            await interaction.edit_original_response(
+                content=f"⏳ Queued — position {place}. I'll start on your image as soon as a slot is free."
+            )
 
-            # Discord accepts edits of this reply for 15 minutes: queue and generation share
-            # what is left of them, so a slow provider is stopped (and refunded) in time.
-            deadline = interaction.created_at + _ANSWER_WITHIN
-            await ticket.wait_turn(show_position, timeout=_seconds_until(deadline))
+        async def make() -> GenerationResult:
             progress = ProgressMessage(interaction)
             try:
-                async with asyncio.timeout(_seconds_until(deadline)):
-                    result = await run(tiers, progress)
-            except TimeoutError:
-                raise GenerationTimeout(
-                    "That took longer than Discord lets me answer (15 minutes); nothing was charged. Please try again."
-                ) from None
+                return await run(tiers, progress)
             finally:
                 await progress.close()  # no progress edit may land after the answer
+
+        # Discord accepts edits of this reply for 15 minutes: queue and generation share
+        # what is left of them, so a slow provider is stopped (and refunded) in time.
+        result = await self.bot.admission.generate(
+            interaction.user.id, make, prompt=info.prompt, role_ids=tiers.role_ids, sku_ids=tiers.sku_ids,
+            on_admitted=defer, on_position=show_position,
+            within=_seconds_until(interaction.created_at + _ANSWER_WITHIN),
+        )
         try:
             rendered = render_result(
                 result,

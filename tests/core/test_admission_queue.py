@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from abby_discord.limiter import GenerationLimiter, QueueTimeout, UserBusy
+from abby_core.admission import GenerationLimiter, QueueTimeout, UserBusy
 
 
 async def test_one_generation_per_member() -> None:
