@@ -31,9 +31,10 @@ from typing import Any
 from abby_core.errors import SaveOutcomeUnknown, StorageUnavailable
 from abby_core.storage import StorageBackend, StorageManager
 from abby_core.storage.accounts import Accounts
-from abby_core.storage.keys import user_prefix
+from abby_core.storage.documents import Snapshot
+from abby_core.storage.keys import shard_of, user_prefix
 from abby_core.storage.models import ObjectInfo, ReadyReport
-from abby_core.storage.rules import PURGE_MARGIN, global_usage
+from abby_core.storage.rules import PURGE_MARGIN, global_usage, shard_snapshot
 
 __all__ = ["ACTIONS", "CrashPoints", "crash_child", "credit_verdict", "verdict"]
 
@@ -108,9 +109,17 @@ class CrashPoints(StorageBackend):
         return self.inner.sweep_partial_writes(older_than)
 
 
+def counted_snapshot(accounts: Accounts, uid: str) -> Snapshot | None:
+    """``uid``'s snapshot as the global document counts it: the one in their shard document,
+    if the global document has that shard as it is stored (``None`` otherwise, or if none)."""
+    shard = accounts.shard(shard_of(uid))
+    recorded = accounts.global_doc().shards.get(shard.shard) == shard_snapshot(shard)
+    return shard.users.get(uid) if recorded else None
+
+
 async def _state(backend: StorageBackend, manager: StorageManager, uid: str) -> dict[str, Any]:
     status = await manager.get_quota_status(uid)
-    snap = (await asyncio.to_thread(manager.accounts.global_doc)).users.get(uid)
+    snap = await asyncio.to_thread(counted_snapshot, manager.accounts, uid)
     return {
         "images": {o.key: o.size for o in backend.list_objects(user_prefix(uid))},
         "gallery": len(await manager.list_images(uid)),

@@ -35,9 +35,15 @@ from abby_core.generation import GeneratedImage, ImageGenerator, OfflineProvider
 from abby_core.generation.base import ImageToImageRequest, TextToImageRequest, UpscaleRequest
 from abby_core.pipeline import GenerationResult, ImageService
 from abby_core.storage import StorageBackend, StorageManager
-from abby_core.storage.documents import GlobalLedger, UserLedger
-from abby_core.storage.keys import GLOBAL_LEDGER_KEY, USERS_LEDGER_PREFIX, USERS_PREFIX, user_from_key
-from abby_core.storage.rules import PURGE_MARGIN
+from abby_core.storage.documents import GlobalLedger, ShardLedger, UserLedger
+from abby_core.storage.keys import (
+    GLOBAL_LEDGER_KEY,
+    SHARDS_LEDGER_PREFIX,
+    USERS_LEDGER_PREFIX,
+    USERS_PREFIX,
+    user_from_key,
+)
+from abby_core.storage.rules import PURGE_MARGIN, shard_snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 _T = TypeVar("_T")
@@ -139,6 +145,7 @@ class Audit:
     user_holds: int
     global_totals: dict[str, int]
     global_holds: int
+    shards_behind: list[str]  # shards whose snapshot in the global document is not the shard document's
 
     @property
     def orphans(self) -> list[str]:
@@ -180,15 +187,20 @@ def audit(backend: StorageBackend) -> Audit:
         counts[doc.user_id] = (doc.day.isoformat(), doc.count)
         holds += len(doc.holds)
     found = backend.read_doc(GLOBAL_LEDGER_KEY)
-    glob = GlobalLedger.model_validate_json(found[0]) if found else GlobalLedger(users={})
-    return Audit(
-        objects,
-        committed,
-        counts,
-        holds,
-        {u: s.bytes for u, s in glob.users.items()},
-        sum(len(s.holds) for s in glob.users.values()),
-    )
+    glob = GlobalLedger.model_validate_json(found[0]) if found else GlobalLedger(shards={})
+    shards: dict[str, ShardLedger] = {}
+    for info in backend.list_objects(SHARDS_LEDGER_PREFIX):
+        read = backend.read_doc(info.key)
+        if read is not None:
+            shard = ShardLedger.model_validate_json(read[0])
+            shards[shard.shard] = shard
+    # Each member's total as their shard records it, and each shard as the global document records it.
+    totals = {u: snap.bytes for shard in shards.values() for u, snap in shard.users.items()}
+    totals.update({u: snap.bytes for u, snap in glob.users.items()})  # a global document not moved yet
+    behind = sorted(k for k, shard in shards.items() if glob.shards.get(k) != shard_snapshot(shard))
+    behind += sorted(k for k in glob.shards if k not in shards)
+    global_holds = sum(len(s.holds) for s in glob.shards.values()) + sum(len(s.holds) for s in glob.users.values())
+    return Audit(objects, committed, counts, holds, totals, global_holds, behind)
 
 
 def check_consistent(out: Outcome, backend: StorageBackend) -> Audit:
@@ -199,6 +211,7 @@ def check_consistent(out: Outcome, backend: StorageBackend) -> Audit:
     out.check("no reservation left in flight", a.user_holds == 0 and a.global_holds == 0,
               (a.user_holds, a.global_holds))
     out.check("global totals equal the stored bytes", not a.global_mismatch(), a.global_mismatch())
+    out.check("the global document records every shard as stored", not a.shards_behind, a.shards_behind)
     return a
 
 

@@ -33,7 +33,7 @@ from abby_core.storage.documents import ArchiveLedger
 from abby_core.storage.rules import PURGE_MARGIN
 from tests.fixtures.clocks import Clock, day_safe_now
 from tests.reliability import scenarios
-from tests.reliability.crashpoints import ACTIONS, TTL, CrashPoints, crash_child, describe
+from tests.reliability.crashpoints import ACTIONS, TTL, CrashPoints, counted_snapshot, crash_child, describe
 
 AGE = timedelta(days=8)  # past STORAGE_CLEANUP_DAYS (7)
 #: Every action on the filesystem; on SeaweedFS the lost answer only.
@@ -115,8 +115,9 @@ async def _delete_first(manager: StorageManager, uid: str, stems: list[str]) -> 
     return {}
 
 
-async def _maintenance(run: Callable[[StorageManager], Awaitable[object]], manager: StorageManager,
-                       uid: str, stems: list[str]) -> dict[str, str]:
+async def _maintenance(
+    run: Callable[[StorageManager], Awaitable[object]], manager: StorageManager, uid: str, stems: list[str]
+) -> dict[str, str]:
     await run(manager)
     return {}
 
@@ -189,7 +190,7 @@ async def _settled(
         status = await other.get_quota_status(uid)
         if status.daily_used != 0:
             wrong.append(f"archive or restore used a generation: {status.daily_used}")
-        snap = other.accounts.global_doc().users.get(uid)
+        snap = counted_snapshot(other.accounts, uid)
         if (snap.bytes if snap else 0) != sum(listed.values()):
             wrong.append(f"global snapshot {snap} is not the {sum(listed.values())} bytes stored")
         return wrong, ended
@@ -249,9 +250,7 @@ def _fresh(backend: StorageBackend, tmp_path: Path, at: int) -> StorageBackend:
     return made
 
 
-async def _interrupt(
-    crash: CrashPoints, run: Callable[[StorageManager], Awaitable[object]], clock: Clock
-) -> object:
+async def _interrupt(crash: CrashPoints, run: Callable[[StorageManager], Awaitable[object]], clock: Clock) -> object:
     manager = _manager(crash, clock)
     task = asyncio.create_task(run(manager))
     crash.on_cancel = partial(asyncio.get_running_loop().call_soon_threadsafe, task.cancel)
@@ -327,7 +326,10 @@ def _spawn(config: dict[str, Any]) -> Any:
 
     return subprocess.Popen(
         [sys.executable, "-m", "tests.reliability.archive_worker", json.dumps(config)],
-        cwd=scenarios.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=scenarios.ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -359,8 +361,15 @@ async def test_archive_and_restore_killed_at_every_call(
             [key] = await _archived(state, uid, clock)
             stems = [keys.restored_stem(key)]
             clock.advance(seconds=30)  # the child's clock too (offset below)
-        child = dict(config, root=str(state.root), mode=mode, user=uid, key=key, at=at,  # type: ignore[attr-defined]
-                     offset=AGE.total_seconds() + 30)
+        child = dict(
+            config,
+            root=str(state.root),
+            mode=mode,
+            user=uid,
+            key=key,
+            at=at,  # type: ignore[attr-defined]
+            offset=AGE.total_seconds() + 30,
+        )
         reported = await crash_child(_spawn(child))
         killed += reported is None
         wrong = await _what_comes_next(state, mode, reported, uid, stems, clock)

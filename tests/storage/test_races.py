@@ -4,7 +4,6 @@ cancellation, a total nobody synced, and failed reads that wrote nothing."""
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +14,8 @@ import pytest
 
 from abby_core.config import load_settings
 from abby_core.errors import ConfigError, ReservationInvalid, StorageUnavailable
-from abby_core.storage import ObjectInfo, ReconcileReport, StorageManager
+from abby_core.storage import ObjectInfo, ReconcileReport, StorageManager, keys, rules
+from abby_core.storage.documents import GlobalLedger, ShardLedger, Snapshot
 from abby_core.storage.keys import GLOBAL_LEDGER_KEY, USERS_PREFIX
 from tests.storage.conftest import Clock
 from tests.storage.test_manager import ALICE, BOB, png
@@ -159,14 +159,21 @@ async def test_a_cancelled_reserve_leaves_no_hold(manager: StorageManager, monke
 
 async def test_a_total_nobody_synced_is_corrected_by_the_next_reservation(manager: StorageManager) -> None:
     stored = await manager.save_image(await manager.reserve(ALICE), png())
-    # As if the process died between the user ledger and the global one: the global
-    # document still has the old total.
+    # As if the process died between the user ledger and the usage documents: the member's
+    # shard, and the global document, still have the old total.
+    shard_key = keys.shard_key(keys.shard_of(ALICE))
+    found = manager.backend.read_doc(shard_key)
+    assert found is not None
+    shard = ShardLedger.model_validate_json(found[0])
+    shard.users[ALICE] = Snapshot(version=1, bytes=0)
+    shard.version += 1
+    manager.backend.write_doc(shard_key, shard.model_dump_json(by_alias=True).encode(), etag=found[1])
     found = manager.backend.read_doc(GLOBAL_LEDGER_KEY)
     assert found is not None
-    doc = json.loads(found[0])
-    doc["users"][ALICE] = {"version": 1, "bytes": 0, "holds": {}}
-    doc["version"] += 1
-    manager.backend.write_doc(GLOBAL_LEDGER_KEY, json.dumps(doc).encode(), etag=found[1])
+    glob = GlobalLedger.model_validate_json(found[0])
+    glob.shards[shard.shard] = rules.shard_snapshot(shard)
+    glob.version += 1
+    manager.backend.write_doc(GLOBAL_LEDGER_KEY, glob.model_dump_json(by_alias=True).encode(), etag=found[1])
     manager.ledger.forget()
     assert (await manager.get_quota_status(ALICE)).global_bytes == 0
     reservation = await manager.reserve(ALICE)

@@ -37,6 +37,9 @@ from abby_core.storage.documents import (
     Hold,
     Lease,
     MemberRecord,
+    ShardHold,
+    ShardLedger,
+    ShardSnapshot,
     Snapshot,
     SnapshotHold,
     UserLedger,
@@ -453,6 +456,15 @@ def test_a_snapshot_keeps_committed_bytes_and_every_hold_not_yet_dropped() -> No
     assert {rid: h.bytes for rid, h in snap.holds.items()} == {"live": 10, "void": 20, "expired": 40}
 
 
+def _shard(version: int, size: int = 0, members: int = 0, **holds: int) -> ShardSnapshot:
+    return ShardSnapshot(
+        version=version,
+        bytes=size,
+        members=members,
+        holds={rid: ShardHold(user="2", bytes=b, expires=NOW + timedelta(seconds=TTL)) for rid, b in holds.items()},
+    )
+
+
 @pytest.mark.parametrize(
     ("stored", "applied", "kept"),
     [
@@ -465,17 +477,69 @@ def test_a_snapshot_keeps_committed_bytes_and_every_hold_not_yet_dropped() -> No
     ],
 )
 def test_a_snapshot_only_moves_forward(stored: Snapshot | None, applied: Snapshot, kept: Snapshot) -> None:
-    doc = GlobalLedger(users={"42": stored} if stored else {})
+    doc = ShardLedger(shard="2a", users={"42": stored} if stored else {})
     rules.apply_snapshot(doc, "42", applied)
     assert doc.users == {"42": kept}
 
 
-def test_global_usage_is_every_snapshot_and_every_lease() -> None:
+@pytest.mark.parametrize(
+    ("stored", "applied", "kept"),
+    [
+        (None, _shard(3, 10), _shard(3, 10)),
+        (_shard(3, 10), _shard(4, 20), _shard(4, 20)),
+        (_shard(4, 20), _shard(3, 10), _shard(4, 20)),  # an older shard snapshot never replaces a newer one
+        (_shard(4, 20, h=5), _shard(4, 20), _shard(4, 20, h=5)),
+    ],
+)
+def test_a_shard_snapshot_only_moves_forward(
+    stored: ShardSnapshot | None, applied: ShardSnapshot, kept: ShardSnapshot
+) -> None:
+    doc = GlobalLedger(shards={"2a": stored} if stored else {})
+    rules.apply_shard(doc, "2a", applied)
+    assert doc.shards == {"2a": kept}
+
+
+def test_a_shard_snapshot_sums_its_members_and_lists_their_holds() -> None:
+    doc = ShardLedger(
+        shard="2a", version=7, users={"1": _snap(3, 100, a=10), "2": _snap(1), "3": _snap(2, 50, b=20, c=30)}
+    )
+    expires = NOW + timedelta(seconds=TTL)
+    assert rules.shard_snapshot(doc) == ShardSnapshot(
+        version=7,
+        bytes=150,
+        members=2,  # members with images
+        holds={
+            "a": ShardHold(user="1", bytes=10, expires=expires),
+            "b": ShardHold(user="3", bytes=20, expires=expires),
+            "c": ShardHold(user="3", bytes=30, expires=expires),
+        },
+    )
+
+
+def test_global_usage_is_every_shard_every_lease_and_a_layout_not_moved_yet() -> None:
     doc = GlobalLedger(
-        users={"1": _snap(1, 100, a=10, b=20), "2": _snap(1, 1000)},
+        shards={"00": _shard(1, 100, a=10, b=20), "ff": _shard(1, 1000)},
         leases={"l": Lease(bytes=5, expires=NOW), "m": Lease(bytes=7, expires=NOW)},
     )
     assert rules.global_usage(doc) == 1142
+    doc.users = {"1": _snap(1, 300, c=3)}  # before shards: one snapshot a member
+    assert rules.global_usage(doc) == 1445
+
+
+@pytest.mark.parametrize(
+    ("expires", "stale"),
+    [
+        (NOW - timedelta(seconds=1), ["2"]),
+        (NOW, ["2"]),  # at the deadline
+        (NOW + timedelta(seconds=1), []),
+    ],
+)
+def test_members_with_a_hold_expired_before_the_deadline_are_refreshed(expires: datetime, stale: list[str]) -> None:
+    held = SnapshotHold(bytes=1, expires=expires)
+    shards = {"00": ShardSnapshot(version=1, bytes=0, holds={"h": ShardHold(user="2", bytes=1, expires=expires)})}
+    assert rules.stale_holders(GlobalLedger(shards=shards), NOW) == stale
+    legacy = GlobalLedger(users={"2": Snapshot(version=1, bytes=0, holds={"h": held})})
+    assert rules.stale_holders(legacy, NOW) == stale
 
 
 @pytest.mark.parametrize(
@@ -486,21 +550,21 @@ def test_global_usage_is_every_snapshot_and_every_lease() -> None:
     ],
 )
 def test_a_hold_is_recorded_in_the_global_ledger_up_to_the_limit(held: int, refused: Refusal | None) -> None:
-    doc = GlobalLedger(users={"1": _snap(1, 500), "2": _snap(1, 50)}, leases={"l": Lease(bytes=50, expires=NOW)})
+    doc = GlobalLedger(shards={"01": _shard(1, 500), "02": _shard(1, 50)}, leases={"l": Lease(bytes=50, expires=NOW)})
     if refused is None:
-        rules.global_hold(doc, user_id="2", snap=_snap(2, 50, h=held), rid="h", limit=1000)
-        assert doc.users["2"] == _snap(2, 50, h=held)
+        rules.global_hold(doc, shard="02", snap=_shard(2, 50, h=held), rid="h", limit=1000)
+        assert doc.shards["02"] == _shard(2, 50, h=held)
         return
     with pytest.raises(QuotaExceeded) as caught:
-        rules.global_hold(doc, user_id="2", snap=_snap(2, 50, h=held), rid="h", limit=1000)
+        rules.global_hold(doc, shard="02", snap=_shard(2, 50, h=held), rid="h", limit=1000)
     assert _refusal(caught.value) == refused
 
 
 def test_an_over_limit_ledger_still_records_a_snapshot_without_the_hold() -> None:
     """A snapshot taken after the hold ended only brings the ledger closer to the truth."""
-    doc = GlobalLedger(users={"1": _snap(1, 2000)})
-    rules.global_hold(doc, user_id="2", snap=_snap(1, 10), rid="h", limit=1000)
-    assert doc.users["2"] == _snap(1, 10)
+    doc = GlobalLedger(shards={"01": _shard(1, 2000)})
+    rules.global_hold(doc, shard="02", snap=_shard(1, 10), rid="h", limit=1000)
+    assert doc.shards["02"] == _shard(1, 10)
 
 
 # 1000 bytes; snapshots use 300, another lease 100: 600 are left for this lease on top of its in-flight part.
@@ -524,7 +588,7 @@ def test_a_lease_slice_is_a_fair_share_of_what_is_left(
     leases = {"other": Lease(bytes=100, expires=NOW)}
     if mine:
         leases["me"] = Lease(bytes=mine, expires=NOW)
-    doc = GlobalLedger(users={"1": _snap(1, 250, a=50)}, leases=leases)
+    doc = GlobalLedger(shards={"01": _shard(1, 250, a=50)}, leases=leases)
     assert rules.lease_slice(doc, lease_id="me", covered=covered, need=need, want=want, limit=1000) == slice_
 
 
