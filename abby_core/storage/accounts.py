@@ -105,7 +105,7 @@ class Accounts:
             found = self.ledger.read(key, model)
         return found[0] if found else build()
 
-    def user(self, uid: str) -> UserLedger:
+    def user(self, uid: keys.MemberId) -> UserLedger:
         """A fresh copy of ``uid``'s document (rebuilt, not stored, when it is missing)."""
         return self._read_or_repair(keys.user_ledger_key(uid), UserLedger, lambda: self.rebuild_user(uid))
 
@@ -113,7 +113,7 @@ class Accounts:
         """A fresh copy of the global document (rebuilt, not stored, when it is missing)."""
         return self._read_or_repair(keys.GLOBAL_LEDGER_KEY, GlobalLedger, self.rebuild_global)
 
-    def member(self, uid: str) -> MemberRecord:
+    def member(self, uid: keys.MemberId) -> MemberRecord:
         """``uid``'s member record (an empty one when there is none, or it is unreadable)."""
         try:
             found = self.ledger.read(keys.member_key(uid), MemberRecord)
@@ -122,14 +122,14 @@ class Accounts:
             found = None
         return found[0] if found else MemberRecord(user_id=uid)
 
-    def cached_user(self, uid: str) -> UserLedger | None:
+    def cached_user(self, uid: keys.MemberId) -> UserLedger | None:
         return self.ledger.last_seen(keys.user_ledger_key(uid), UserLedger)
 
     def cached_global(self) -> GlobalLedger | None:
         return self.ledger.last_seen(keys.GLOBAL_LEDGER_KEY, GlobalLedger)
 
     # -- rebuilding -----------------------------------------------------------------------
-    def rebuild_user(self, uid: str) -> UserLedger:
+    def rebuild_user(self, uid: keys.MemberId) -> UserLedger:
         """A user document from the images and the member record (first use, or damage).
 
         Today's count is every image reserved today that exists or that the member record
@@ -163,7 +163,7 @@ class Accounts:
         doc.version = _rebuilt_version(self._known_version(uid))
         return doc
 
-    def _known_version(self, uid: str) -> int:
+    def _known_version(self, uid: keys.MemberId) -> int:
         try:
             found = self.ledger.read(keys.GLOBAL_LEDGER_KEY, GlobalLedger)
         except LedgerCorrupt:
@@ -171,8 +171,8 @@ class Accounts:
         snap = found[0].users.get(uid) if found else None
         return snap.version if snap else 0
 
-    def users_with_documents(self) -> set[str]:
-        users: set[str] = set()
+    def users_with_documents(self) -> set[keys.MemberId]:
+        users: set[keys.MemberId] = set()
         for obj in self.backend.list_objects(keys.USERS_LEDGER_PREFIX):
             try:
                 users.add(keys.check_user_id(obj.key[len(keys.USERS_LEDGER_PREFIX) :].removesuffix(".json")))
@@ -224,7 +224,7 @@ class Accounts:
         if stems:
             self.backend.delete_objects([k for stem in stems for k in keys.image_candidates(stem)])
 
-    def update_user(self, uid: str, mutate: Callable[[UserLedger], _T]) -> tuple[_T, UserLedger]:
+    def update_user(self, uid: keys.MemberId, mutate: Callable[[UserLedger], _T]) -> tuple[_T, UserLedger]:
         """Change ``uid``'s document; void and expired holds are dropped on the way, uploads first.
 
         The change itself finds the holds to drop, on the version it writes: when there are
@@ -257,7 +257,7 @@ class Accounts:
         stale = [uid for uid, s in current.users.items() if any(h.expires <= deadline for h in s.holds.values())]
         fresh: dict[str, Snapshot] = {}
         for uid in stale[:_REFRESH_PER_UPDATE]:
-            _, doc = self.update_user(uid, lambda d: None)
+            _, doc = self.update_user(keys.check_user_id(uid), lambda d: None)  # an id read from a document
             fresh[uid] = rules.snapshot(doc, self.clock())
         scanned_at = self.clock()
         silent = self._silent_leases()
@@ -322,12 +322,12 @@ class Accounts:
             found[uid] = rules.snapshot(doc, self.clock())
         return found
 
-    def sync_global(self, uid: str, doc: UserLedger) -> None:
+    def sync_global(self, uid: keys.MemberId, doc: UserLedger) -> None:
         """Record ``doc`` (a stored version of ``uid``'s document) in the global document."""
         snap = rules.snapshot(doc, self.clock())
         self.update_global(lambda g: rules.apply_snapshot(g, uid, snap))
 
-    def update_member(self, uid: str, mutate: Callable[[MemberRecord], _T]) -> tuple[_T, MemberRecord]:
+    def update_member(self, uid: keys.MemberId, mutate: Callable[[MemberRecord], _T]) -> tuple[_T, MemberRecord]:
         def change(record: MemberRecord) -> _T:
             horizon = rules.day_of(self.clock()) - timedelta(days=1)
             record.deleted = {k: d for k, d in record.deleted.items() if d >= horizon}
@@ -337,7 +337,7 @@ class Accounts:
 
         return self._update(keys.member_key(uid), MemberRecord, change, lambda: MemberRecord(user_id=uid))
 
-    def copy_credits(self, uid: str, doc: UserLedger | None = None) -> bool:
+    def copy_credits(self, uid: keys.MemberId, doc: UserLedger | None = None) -> bool:
         """Make the member record's credit book what ``uid``'s document says (``doc``: a version
         the caller has just written or read; by default the document is read now).
 
@@ -351,7 +351,7 @@ class Accounts:
     # -- admin changes ----------------------------------------------------------------------
     def change_member(
         self,
-        uid: str,
+        uid: keys.MemberId,
         record: Callable[[MemberRecord], None],
         mirror: Callable[[UserLedger, MemberRecord], None],
     ) -> None:
@@ -369,7 +369,7 @@ class Accounts:
 
         self.update_user(uid, change)
 
-    def set_blocked(self, uid: str, blocked: bool) -> None:
+    def set_blocked(self, uid: keys.MemberId, blocked: bool) -> None:
         """Block (or unblock) ``uid`` from generating; their images stay."""
 
         def record(r: MemberRecord) -> None:
@@ -380,7 +380,7 @@ class Accounts:
 
         self.change_member(uid, record, mirror)
 
-    def grant(self, uid: str, extra: int) -> None:
+    def grant(self, uid: keys.MemberId, extra: int) -> None:
         """Give ``uid`` ``extra`` more generations today (until midnight UTC)."""
         day = rules.day_of(self.clock())
 
@@ -393,7 +393,7 @@ class Accounts:
 
         self.change_member(uid, record, mirror)
 
-    def reset_daily(self, uid: str) -> None:
+    def reset_daily(self, uid: keys.MemberId) -> None:
         """Set ``uid``'s generations used today back to zero (and drop today's grants)."""
         now = self.clock()
         day = rules.day_of(now)
@@ -408,7 +408,7 @@ class Accounts:
         self.change_member(uid, record, mirror)
 
     # -- credits --------------------------------------------------------------------------
-    def add_credits(self, uid: str, credits: int, source: str) -> bool:
+    def add_credits(self, uid: keys.MemberId, credits: int, source: str) -> bool:
         """Give ``uid`` ``credits`` once per ``source``: the member record first (what a rebuild
         starts from), then the member's document. Each step applies a source once, so a retry
         after a crash between them completes it; a source refunded first adds nothing."""
@@ -427,7 +427,7 @@ class Accounts:
         self.update_user(uid, partial(credit_rules.add_credits, source=source, credits=credits))
         return new
 
-    def refund_credits(self, uid: str, source: str) -> int:
+    def refund_credits(self, uid: keys.MemberId, source: str) -> int:
         """Refund ``source`` once: a tombstone in the member record first (an add that comes
         later, or is still on its way, then adds nothing), then the member's document, then
         the record's copy of what the refund took back. Returns :func:`credit_rules.refund_taken`."""
@@ -443,19 +443,19 @@ class Accounts:
         self.copy_credits(uid, doc)
         return taken
 
-    def credit_refunded(self, uid: str, source: str) -> bool:
+    def credit_refunded(self, uid: keys.MemberId, source: str) -> bool:
         """Whether the member's document has the refund of ``source``."""
         entry = self.user(uid).credit_log.get(source)
         return entry is not None and entry.refunded
 
-    def record_deletions(self, uid: str, gone: list[str]) -> None:
+    def record_deletions(self, uid: keys.MemberId, gone: list[str]) -> None:
         """Remember images of today and yesterday that were deleted, for a rebuild's count."""
         horizon = rules.day_of(self.clock()) - timedelta(days=1)
         recent = {k: d for k in gone if (d := keys.day_of_key(k)) is not None and d >= horizon}
         if recent:
             self.update_member(uid, lambda r: r.deleted.update(recent))
 
-    def forget_objects(self, uid: str, gone: list[str]) -> None:
+    def forget_objects(self, uid: keys.MemberId, gone: list[str]) -> None:
         """Drop images that no longer exist from ``uid``'s ledger and the global snapshot."""
 
         def drop(doc: UserLedger) -> bool:
