@@ -39,7 +39,7 @@ from abby_core.analytics import EventKind
 from abby_core.config import Settings
 from abby_core.errors import AbbyError, GenerationTimeout
 from abby_core.pipeline import ImageService
-from abby_core.storage import check_user_id
+from abby_core.storage import MemberId, check_user_id
 from abby_core.storage.queue import AsyncGenerationQueue, GenerationQueue, QueueTicket
 from abby_core.storage.slots import AsyncMemberSlots, MemberSlots
 
@@ -253,7 +253,7 @@ class Admission:
         return cls(service, GenerationLimiter(capacity, shared=shared), slots)
 
     @contextlib.asynccontextmanager
-    async def _member_slot(self, user_id: str) -> AsyncIterator[None]:
+    async def _member_slot(self, user_id: MemberId) -> AsyncIterator[None]:
         """The member's slot across processes (the limiter keeps it within this one)."""
         lease = await self.slots.claim(user_id)
         if lease is None:

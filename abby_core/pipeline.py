@@ -35,7 +35,7 @@ from abby_core.generation.stability import NOT_CONFIGURED
 from abby_core.images import clean_prompt, compress_for_storage
 from abby_core.metrics import Metrics
 from abby_core.moderation import REFUSAL, Blocklist, load_blocklist
-from abby_core.storage import QuotaStatus, StorageManager, StoredImage, check_user_id
+from abby_core.storage import MemberId, QuotaStatus, StorageManager, StoredImage, check_user_id
 
 __all__ = ["GenerationResult", "ImageService", "event_log"]
 
@@ -264,7 +264,7 @@ class ImageService:
     async def _run(
         self,
         kind: Kind,
-        uid: str,
+        uid: MemberId,
         request: GenerationRequest,
         prompt: str | None,
         tiers: tuple[tuple[int, ...], tuple[int, ...]],
@@ -287,7 +287,7 @@ class ImageService:
     async def _generate(
         self,
         kind: Kind,
-        uid: str,
+        uid: MemberId,
         request: GenerationRequest,
         prompt: str | None,
         tiers: tuple[tuple[int, ...], tuple[int, ...]],

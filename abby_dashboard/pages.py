@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from abby_core.errors import ImageNotFound, InvalidKey, InvalidUser, StorageError
-from abby_core.storage import check_image_key, check_user_id
+from abby_core.storage import MemberId, check_image_key, check_user_id
 from abby_dashboard.charts import WINDOWS, chart_data, outlook
 from abby_dashboard.context import dashboard, render, require_admin
 from abby_dashboard.discord_api import DiscordAPIError, GuildMember
@@ -34,7 +34,7 @@ MEMBER_IMAGES = 60
 MAX_QUERY = 100
 
 
-def checked_user(user_id: str) -> str:
+def checked_user(user_id: str) -> MemberId:
     """``user_id`` when it is a Discord user id; a 400 page saying why not otherwise."""
     try:
         return check_user_id(user_id)

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from abby_core.errors import InvalidUser
-from abby_core.storage.keys import check_user_id
+from abby_core.storage.keys import MemberId, check_user_id
 from abby_core.storage.models import CleanupReport, ReconcileReport
 
 __all__ = [
@@ -77,6 +77,16 @@ def _bucket_value(index: int) -> float:
     return _BASE if index == 0 else _BASE * _GROWTH ** (index - 0.5)
 
 
+def _snowflake_or_none(value: object) -> MemberId | None:
+    """A stored or recorded id, checked (``None`` stays ``None``); a ``ValueError`` pydantic reports."""
+    if value is None:
+        return None
+    try:
+        return check_user_id(value)
+    except InvalidUser as exc:
+        raise ValueError(str(exc)) from None
+
+
 class UsageEvent(BaseModel):
     """One generation outcome (or a refusal before it), as recorded by :class:`~abby_core.analytics.EventLog`.
 
@@ -105,12 +115,7 @@ class UsageEvent(BaseModel):
     @field_validator("user_id", "guild_id", mode="before")
     @classmethod
     def _snowflake(cls, value: object) -> object:
-        if value is None:
-            return None
-        try:
-            return check_user_id(value)
-        except InvalidUser as exc:
-            raise ValueError(str(exc)) from None
+        return _snowflake_or_none(value)
 
     @property
     def refused(self) -> bool:
@@ -161,12 +166,7 @@ class AuditEvent(BaseModel):
     @field_validator("target", mode="before")
     @classmethod
     def _target(cls, value: object) -> object:
-        if value is None:
-            return None
-        try:
-            return check_user_id(value)
-        except InvalidUser as exc:
-            raise ValueError(str(exc)) from None
+        return _snowflake_or_none(value)
 
     @classmethod
     def of_credits(

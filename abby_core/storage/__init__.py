@@ -6,7 +6,7 @@
 
 from abby_core.storage.backend import StorageBackend
 from abby_core.storage.filesystem import FilesystemBackend
-from abby_core.storage.keys import check_image_key, check_user_id
+from abby_core.storage.keys import MemberId, check_image_key, check_user_id
 from abby_core.storage.manager import StorageManager
 from abby_core.storage.models import (
     ArchivedImage,
@@ -32,6 +32,7 @@ __all__ = [
     "FilesystemBackend",
     "GlobalStats",
     "LeaseInfo",
+    "MemberId",
     "ObjectInfo",
     "QuotaStatus",
     "ReadyReport",

@@ -53,11 +53,11 @@ class Accounts(Usage):
     """The user and member documents in ``backend``, with repair, over the usage books."""
 
     # -- reading ------------------------------------------------------------------------
-    def user(self, uid: str) -> UserLedger:
+    def user(self, uid: keys.MemberId) -> UserLedger:
         """A fresh copy of ``uid``'s document (rebuilt, not stored, when it is missing)."""
         return self._read_or_repair(keys.user_ledger_key(uid), UserLedger, lambda: self.rebuild_user(uid))
 
-    def member(self, uid: str) -> MemberRecord:
+    def member(self, uid: keys.MemberId) -> MemberRecord:
         """``uid``'s member record (an empty one when there is none, or it is unreadable)."""
         try:
             found = self.ledger.read(keys.member_key(uid), MemberRecord)
@@ -66,11 +66,11 @@ class Accounts(Usage):
             found = None
         return found[0] if found else MemberRecord(user_id=uid)
 
-    def cached_user(self, uid: str) -> UserLedger | None:
+    def cached_user(self, uid: keys.MemberId) -> UserLedger | None:
         return self.ledger.last_seen(keys.user_ledger_key(uid), UserLedger)
 
     # -- rebuilding -----------------------------------------------------------------------
-    def rebuild_user(self, uid: str) -> UserLedger:
+    def rebuild_user(self, uid: keys.MemberId) -> UserLedger:
         """A user document from the images and the member record (first use, or damage).
 
         Today's count is every image reserved today that exists or that the member record
@@ -110,7 +110,7 @@ class Accounts(Usage):
         if stems:
             self.backend.delete_objects([k for stem in stems for k in keys.image_candidates(stem)])
 
-    def update_user(self, uid: str, mutate: Callable[[UserLedger], _T]) -> tuple[_T, UserLedger]:
+    def update_user(self, uid: keys.MemberId, mutate: Callable[[UserLedger], _T]) -> tuple[_T, UserLedger]:
         """Change ``uid``'s document; void and expired holds are dropped on the way, uploads first.
 
         The change itself finds the holds to drop, on the version it writes: when there are
@@ -136,7 +136,7 @@ class Accounts(Usage):
                 deleted.update(found.stems)
         raise StorageUnavailable("The quota ledger is too busy (too many writers at once); nothing was changed.")
 
-    def update_member(self, uid: str, mutate: Callable[[MemberRecord], _T]) -> tuple[_T, MemberRecord]:
+    def update_member(self, uid: keys.MemberId, mutate: Callable[[MemberRecord], _T]) -> tuple[_T, MemberRecord]:
         def change(record: MemberRecord) -> _T:
             horizon = rules.day_of(self.clock()) - timedelta(days=1)
             record.deleted = {k: d for k, d in record.deleted.items() if d >= horizon}
@@ -146,7 +146,7 @@ class Accounts(Usage):
 
         return self._update(keys.member_key(uid), MemberRecord, change, lambda: MemberRecord(user_id=uid))
 
-    def copy_credits(self, uid: str, doc: UserLedger | None = None) -> bool:
+    def copy_credits(self, uid: keys.MemberId, doc: UserLedger | None = None) -> bool:
         """Make the member record's credit book what ``uid``'s document says (``doc``: a version
         the caller has just written or read; by default the document is read now).
 
@@ -160,7 +160,7 @@ class Accounts(Usage):
     # -- admin changes ----------------------------------------------------------------------
     def change_member(
         self,
-        uid: str,
+        uid: keys.MemberId,
         record: Callable[[MemberRecord], None],
         mirror: Callable[[UserLedger, MemberRecord], None],
     ) -> None:
@@ -178,7 +178,7 @@ class Accounts(Usage):
 
         self.update_user(uid, change)
 
-    def set_blocked(self, uid: str, blocked: bool) -> None:
+    def set_blocked(self, uid: keys.MemberId, blocked: bool) -> None:
         """Block (or unblock) ``uid`` from generating; their images stay."""
 
         def record(r: MemberRecord) -> None:
@@ -189,7 +189,7 @@ class Accounts(Usage):
 
         self.change_member(uid, record, mirror)
 
-    def grant(self, uid: str, extra: int) -> None:
+    def grant(self, uid: keys.MemberId, extra: int) -> None:
         """Give ``uid`` ``extra`` more generations today (until midnight UTC)."""
         day = rules.day_of(self.clock())
 
@@ -202,7 +202,7 @@ class Accounts(Usage):
 
         self.change_member(uid, record, mirror)
 
-    def reset_daily(self, uid: str) -> None:
+    def reset_daily(self, uid: keys.MemberId) -> None:
         """Set ``uid``'s generations used today back to zero (and drop today's grants)."""
         now = self.clock()
         day = rules.day_of(now)
@@ -217,7 +217,7 @@ class Accounts(Usage):
         self.change_member(uid, record, mirror)
 
     # -- credits --------------------------------------------------------------------------
-    def add_credits(self, uid: str, credits: int, source: str) -> bool:
+    def add_credits(self, uid: keys.MemberId, credits: int, source: str) -> bool:
         """Give ``uid`` ``credits`` once per ``source``: the member record first (what a rebuild
         starts from), then the member's document. Each step applies a source once, so a retry
         after a crash between them completes it; a source refunded first adds nothing."""
@@ -236,7 +236,7 @@ class Accounts(Usage):
         self.update_user(uid, partial(credit_rules.add_credits, source=source, credits=credits))
         return new
 
-    def refund_credits(self, uid: str, source: str) -> int:
+    def refund_credits(self, uid: keys.MemberId, source: str) -> int:
         """Refund ``source`` once: a tombstone in the member record first (an add that comes
         later, or is still on its way, then adds nothing), then the member's document, then
         the record's copy of what the refund took back. Returns :func:`credit_rules.refund_taken`."""
@@ -252,19 +252,19 @@ class Accounts(Usage):
         self.copy_credits(uid, doc)
         return taken
 
-    def credit_refunded(self, uid: str, source: str) -> bool:
+    def credit_refunded(self, uid: keys.MemberId, source: str) -> bool:
         """Whether the member's document has the refund of ``source``."""
         entry = self.user(uid).credit_log.get(source)
         return entry is not None and entry.refunded
 
-    def record_deletions(self, uid: str, gone: list[str]) -> None:
+    def record_deletions(self, uid: keys.MemberId, gone: list[str]) -> None:
         """Remember images of today and yesterday that were deleted, for a rebuild's count."""
         horizon = rules.day_of(self.clock()) - timedelta(days=1)
         recent = {k: d for k in gone if (d := keys.day_of_key(k)) is not None and d >= horizon}
         if recent:
             self.update_member(uid, lambda r: r.deleted.update(recent))
 
-    def forget_objects(self, uid: str, gone: list[str]) -> None:
+    def forget_objects(self, uid: keys.MemberId, gone: list[str]) -> None:
         """Drop images that no longer exist from ``uid``'s ledger and the global snapshot."""
 
         def drop(doc: UserLedger) -> bool:

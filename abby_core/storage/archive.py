@@ -135,7 +135,7 @@ class Archiver:
         return self.accounts.clock
 
     # -- the archive document ----------------------------------------------------------------
-    def rebuild(self, uid: str) -> ArchiveLedger:
+    def rebuild(self, uid: keys.MemberId) -> ArchiveLedger:
         """A member's archive document from the ``archive/`` listing."""
         doc = ArchiveLedger(user_id=uid)
         for obj in self.backend.list_objects(keys.archive_prefix(uid)):
@@ -153,7 +153,7 @@ class Archiver:
             archived=obj.last_modified,
         )
 
-    def document(self, uid: str) -> ArchiveLedger:
+    def document(self, uid: keys.MemberId) -> ArchiveLedger:
         """A fresh copy of ``uid``'s archive document (rebuilt, not stored, when missing or unreadable)."""
         key = keys.archive_ledger_key(uid)
         try:
@@ -164,7 +164,7 @@ class Archiver:
             found = self.accounts.ledger.read(key, ArchiveLedger)
         return found[0] if found else self.rebuild(uid)
 
-    def _repair(self, uid: str) -> None:
+    def _repair(self, uid: keys.MemberId) -> None:
         key = keys.archive_ledger_key(uid)
         raw = self.backend.read_doc(key)
         body = self.rebuild(uid).model_dump_json(by_alias=True).encode()
@@ -172,7 +172,7 @@ class Archiver:
             self.backend.write_doc(key, body, etag=raw[1] if raw else None)
         self.accounts.ledger.forget(key)
 
-    def update(self, uid: str, mutate: Callable[[ArchiveLedger], _T]) -> tuple[_T, ArchiveLedger]:
+    def update(self, uid: keys.MemberId, mutate: Callable[[ArchiveLedger], _T]) -> tuple[_T, ArchiveLedger]:
         """Change ``uid``'s archive document with compare-and-swap (repaired first if unreadable)."""
         key = keys.archive_ledger_key(uid)
         try:
@@ -181,7 +181,7 @@ class Archiver:
             self._repair(uid)
             return self.accounts.ledger.update(key, ArchiveLedger, mutate, create=lambda: self.rebuild(uid))
 
-    def _record(self, uid: str, key: str, entry: ArchiveEntry) -> bool:
+    def _record(self, uid: keys.MemberId, key: str, entry: ArchiveEntry) -> bool:
         """Add ``entry`` unless the member's archive would pass its limit (then ``False``)."""
 
         def add(doc: ArchiveLedger) -> bool:
@@ -196,7 +196,7 @@ class Archiver:
         added, _ = self.update(uid, add)
         return added
 
-    def drop(self, uid: str, gone: list[str]) -> None:
+    def drop(self, uid: keys.MemberId, gone: list[str]) -> None:
         """Drop the entries ``gone`` from ``uid``'s archive document."""
         if gone:
             self.update(uid, lambda doc: [doc.entries.pop(k, None) for k in gone])
@@ -206,7 +206,7 @@ class Archiver:
         """Archive every image last modified before ``cutoff``, then prune the archive."""
         started = time.perf_counter()
         old = [o for o in self.backend.list_objects(keys.USERS_PREFIX) if o.last_modified < cutoff]
-        by_user: dict[str, list[ObjectInfo]] = defaultdict(list)
+        by_user: dict[keys.MemberId, list[ObjectInfo]] = defaultdict(list)
         for obj in old:
             owner = keys.user_from_key(obj.key)
             if owner is not None:
@@ -234,7 +234,7 @@ class Archiver:
             seconds=time.perf_counter() - started,
         )
 
-    def _archive_user(self, uid: str, objs: list[ObjectInfo]) -> dict[str, int]:
+    def _archive_user(self, uid: keys.MemberId, objs: list[ObjectInfo]) -> dict[str, int]:
         counts: dict[str, int] = defaultdict(int)
         copies = {
             keys.restored_stem(o.key): o
@@ -274,7 +274,7 @@ class Archiver:
             self.accounts.forget_objects(uid, gone)
         return counts
 
-    def _archive_one(self, uid: str, obj: ObjectInfo, copy: ObjectInfo | None) -> tuple[int, bool]:
+    def _archive_one(self, uid: keys.MemberId, obj: ObjectInfo, copy: ObjectInfo | None) -> tuple[int, bool]:
         """Put and record the archived copy of ``obj``; ``(size, False)`` when the archive is full."""
         now = self.clock()
         storage_class: str | None = None
@@ -309,7 +309,7 @@ class Archiver:
     def prune(self) -> tuple[int, int]:
         """Delete archived images older than ``ARCHIVE_DAYS``; returns (count, bytes)."""
         cutoff = self.clock() - timedelta(days=self.days)
-        by_user: dict[str, list[ObjectInfo]] = defaultdict(list)
+        by_user: dict[keys.MemberId, list[ObjectInfo]] = defaultdict(list)
         for obj in self.backend.list_objects(keys.ARCHIVE_USERS_PREFIX):
             owner = keys.user_from_archived_key(obj.key)
             if owner is not None and obj.last_modified < cutoff:
@@ -321,9 +321,8 @@ class Archiver:
             self.drop(uid, [o.key for o in objs])
         return sum(len(v) for v in by_user.values()), sum(o.size for v in by_user.values() for o in v)
 
-    def delete(self, user_id: str, key: str) -> int:
+    def delete(self, uid: keys.MemberId, key: str) -> int:
         """Delete one archived image for good; returns its size."""
-        uid = keys.check_user_id(user_id)
         full = keys.check_archived_key(uid, key)
         info = self.backend.head_object(full)
         if info is None:
@@ -334,23 +333,21 @@ class Archiver:
         return info.size
 
     # -- reading --------------------------------------------------------------------------------
-    def list(self, user_id: str, limit: int | None) -> list[ArchivedImage]:
-        uid = keys.check_user_id(user_id)
+    def list(self, uid: keys.MemberId, limit: int | None) -> list[ArchivedImage]:
         doc = self.document(uid)
         ordered = sorted(doc.entries.items(), key=lambda item: (item[1].archived, item[0]), reverse=True)
         return [self._image(uid, k, e) for k, e in ordered[:limit]]
 
-    def _image(self, uid: str, key: str, entry: ArchiveEntry) -> ArchivedImage:
+    def _image(self, uid: keys.MemberId, key: str, entry: ArchiveEntry) -> ArchivedImage:
         url, path = links.link(self.backend, key, ttl=self.link_ttl, may_fail=True)
         return ArchivedImage(
             key, uid, entry.size, entry.original, entry.created, entry.archived, keys.content_type_of(key), url, path
         )
 
-    def get(self, user_id: str, key: str) -> bytes:
-        return self.backend.get_object(keys.check_archived_key(keys.check_user_id(user_id), key))
+    def get(self, uid: keys.MemberId, key: str) -> bytes:
+        return self.backend.get_object(keys.check_archived_key(uid, key))
 
-    def link(self, user_id: str, key: str) -> ArchivedImage:
-        uid = keys.check_user_id(user_id)
+    def link(self, uid: keys.MemberId, key: str) -> ArchivedImage:
         full = keys.check_archived_key(uid, key)
         entry = self.document(uid).entries.get(full)
         if entry is None:
@@ -369,7 +366,7 @@ class Archiver:
         return ArchiveStats(objects, sum(per_user.values()), len(per_user), ranked[:top])
 
     # -- tidy (reconcile) -------------------------------------------------------------------
-    def tidy_user(self, uid: str, found: dict[str, ObjectInfo], started: datetime) -> tuple[int, int]:
+    def tidy_user(self, uid: keys.MemberId, found: dict[str, ObjectInfo], started: datetime) -> tuple[int, int]:
         """Make ``uid``'s archive document agree with the listing ``found`` (taken at ``started``).
 
         An image in both states is settled first: if the gallery's copy was committed after
@@ -419,7 +416,7 @@ class Archiver:
     def tidy(self) -> tuple[int, int, dict[str, tuple[int, int]]]:
         """Tidy every member's archive; returns (objects, bytes, drift by member)."""
         started = self.clock()
-        truth: dict[str, dict[str, ObjectInfo]] = defaultdict(dict)
+        truth: dict[keys.MemberId, dict[str, ObjectInfo]] = defaultdict(dict)
         for obj in self.backend.list_objects(keys.ARCHIVE_USERS_PREFIX):
             owner = keys.user_from_archived_key(obj.key)
             if owner is not None:
@@ -437,8 +434,8 @@ class Archiver:
                 log.warning("Reconcile: archive of user %s said %d bytes, storage holds %d.", uid, before, after)
         return objects, size, drift
 
-    def _users_with_documents(self) -> set[str]:
-        users: set[str] = set()
+    def _users_with_documents(self) -> set[keys.MemberId]:
+        users: set[keys.MemberId] = set()
         for obj in self.backend.list_objects(keys.ARCHIVE_LEDGER_PREFIX):
             name = obj.key[len(keys.ARCHIVE_LEDGER_PREFIX) :].removesuffix(".json")
             with contextlib.suppress(InvalidInput):

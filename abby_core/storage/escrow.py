@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from abby_core.errors import GlobalStorageFull, StorageError
-from abby_core.storage import rules
+from abby_core.storage import keys, rules
 from abby_core.storage.accounts import Accounts
 from abby_core.storage.documents import GlobalLedger, Lease, UserLedger
 from abby_core.storage.ledger import UncertainWrite
@@ -98,8 +98,8 @@ class Escrow:
         self._in_flight: dict[int, int] = {}
         self._next_token = 0
         self._landed = 0
-        self._served: dict[str, UserLedger] = {}  # newest document per member served, not yet settled
-        self._unknown: set[str] = set()  # members whose hold write may have landed unseen
+        self._served: dict[keys.MemberId, UserLedger] = {}  # newest document per member served, not yet settled
+        self._unknown: set[keys.MemberId] = set()  # members whose hold write may have landed unseen
         self._active = False  # charged since the last settle
         self._timer: threading.Timer | None = None
         self._closed = False
@@ -132,24 +132,24 @@ class Escrow:
             size = self._in_flight.pop(token, 0)
             self._free += size
 
-    def landed(self, token: int, uid: str, doc: UserLedger) -> None:
+    def landed(self, token: int, uid: keys.MemberId, doc: UserLedger) -> None:
         """The hold landed in ``doc`` (the member's document as stored)."""
         with self._lock:
             self._landed += self._in_flight.pop(token, 0)
             self._remember(uid, doc)
 
-    def uncertain(self, token: int, uid: str) -> None:
+    def uncertain(self, token: int, uid: keys.MemberId) -> None:
         """The hold's write may or may not have landed: keep it covered, and read the document at settle."""
         with self._lock:
             self._landed += self._in_flight.pop(token, 0)
             self._unknown.add(uid)
 
-    def served(self, uid: str, doc: UserLedger) -> None:
+    def served(self, uid: keys.MemberId, doc: UserLedger) -> None:
         """A newer version of a member's document (a commit, a void): the global document learns it at settle."""
         with self._lock:
             self._remember(uid, doc)
 
-    def _remember(self, uid: str, doc: UserLedger) -> None:
+    def _remember(self, uid: keys.MemberId, doc: UserLedger) -> None:
         known = self._served.get(uid)
         if known is None or known.version < doc.version:
             self._served[uid] = doc

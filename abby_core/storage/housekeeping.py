@@ -84,7 +84,7 @@ class Housekeeping:
         if self.archive:
             return self._cleanup_by_archiving(cutoff, dry_run)
         old = [o for o in self.backend.list_objects(keys.USERS_PREFIX) if o.last_modified < cutoff]
-        by_user: dict[str, list[str]] = defaultdict(list)
+        by_user: dict[keys.MemberId, list[str]] = defaultdict(list)
         for obj in old:
             owner = keys.user_from_key(obj.key)
             if owner is not None:
@@ -155,7 +155,7 @@ class Housekeeping:
     # -- reconcile ------------------------------------------------------------------------
     def reconcile(self) -> ReconcileReport:
         started = self.accounts.clock()
-        truth: dict[str, dict[str, ObjectInfo]] = defaultdict(dict)
+        truth: dict[keys.MemberId, dict[str, ObjectInfo]] = defaultdict(dict)
         for obj in self.backend.list_objects(keys.USERS_PREFIX):
             owner = keys.user_from_key(obj.key)
             if owner is not None:
@@ -176,7 +176,7 @@ class Housekeeping:
         archived, archived_bytes, archive_drift = self.archiver.tidy()
         return ReconcileReport(len(users), objects, size, drift, partial, archived, archived_bytes, archive_drift)
 
-    def _reconcile_user(self, uid: str, found: dict[str, ObjectInfo], started: datetime) -> tuple[int, int]:
+    def _reconcile_user(self, uid: keys.MemberId, found: dict[str, ObjectInfo], started: datetime) -> tuple[int, int]:
         """Make ``uid``'s ledger agree with the listing ``found`` (taken at ``started``).
 
         Saves and deletes keep running meanwhile, so the listing is only trusted where it

@@ -45,6 +45,7 @@ __all__ = [
     "TEMP_PREFIX",
     "USERS_LEDGER_PREFIX",
     "USERS_PREFIX",
+    "MemberId",
     "archive_ledger_key",
     "archive_prefix",
     "archived_key",
@@ -97,45 +98,61 @@ IMAGE_EXTENSIONS = tuple(_BY_EXTENSION)
 _NAME = re.compile(rf"(?P<stamp>[0-9]{{8}}T[0-9]{{6}}Z)-[0-9a-f]{{8,32}}\.(?P<ext>{'|'.join(_BY_EXTENSION)})")
 
 
-def check_user_id(user_id: object) -> str:
-    """Return ``user_id`` as a string of ASCII digits, or raise :class:`InvalidUser`.
+class MemberId(str):
+    """A member's Discord user id that has been checked: 1-20 ASCII digits, no leading zero, at most 2**64-1.
+
+    A plain ``str`` for keys, paths and JSON, but the only way to make one is to check:
+    ``MemberId(x)`` is :func:`check_user_id` (``InvalidUser`` for anything else). Code past
+    the door takes a ``MemberId``, so the type proves the id was checked and nothing re-checks it.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, user_id: object) -> MemberId:
+        return check_user_id(user_id)
+
+
+def check_user_id(user_id: object) -> MemberId:
+    """Return ``user_id`` (an int, or a string of ASCII digits) as a :class:`MemberId`, or raise :class:`InvalidUser`.
 
     This is also the path-traversal guard: a user id becomes a path segment and a key
     prefix, so anything but 1-20 ASCII digits (``../1``, ``-1``, ``1e9``, unicode digits,
-    30 digits) is refused.
+    30 digits) is refused. A :class:`MemberId` is returned as it is (it was checked when made).
     """
+    if isinstance(user_id, MemberId):
+        return user_id
     if isinstance(user_id, bool):
         raise InvalidUser(f"{user_id!r} is not a user id: it must be a Discord user id (digits only).")
     text = str(user_id) if isinstance(user_id, int) else user_id
     if not isinstance(text, str) or not _SNOWFLAKE.fullmatch(text) or int(text) > 2**64 - 1:
         shown = repr(text)[:40] if isinstance(text, str) else type(user_id).__name__
         raise InvalidUser(f"{shown} is not a user id: it must be a Discord user id (up to 20 digits, no leading zero).")
-    return text
+    return str.__new__(MemberId, text)
 
 
-def user_prefix(user_id: str) -> str:
-    return f"{USERS_PREFIX}{check_user_id(user_id)}/"
+def user_prefix(user_id: MemberId) -> str:
+    return f"{USERS_PREFIX}{user_id}/"
 
 
-def user_ledger_key(user_id: str) -> str:
-    return f"{USERS_LEDGER_PREFIX}{check_user_id(user_id)}.json"
+def user_ledger_key(user_id: MemberId) -> str:
+    return f"{USERS_LEDGER_PREFIX}{user_id}.json"
 
 
-def shard_of(user_id: str) -> str:
+def shard_of(user_id: MemberId) -> str:
     """The shard of ``user_id``'s usage: a stable hash (the same in every process and version)."""
-    return f"{zlib.crc32(check_user_id(user_id).encode()) % SHARDS:02x}"
+    return f"{zlib.crc32(user_id.encode()) % SHARDS:02x}"
 
 
 def shard_key(shard: str) -> str:
     return f"{SHARDS_LEDGER_PREFIX}{shard}.json"
 
 
-def member_key(user_id: str) -> str:
-    return f"{MEMBERS_PREFIX}{check_user_id(user_id)}.json"
+def member_key(user_id: MemberId) -> str:
+    return f"{MEMBERS_PREFIX}{user_id}.json"
 
 
-def slot_key(user_id: str) -> str:
-    return f"{SLOTS_PREFIX}{check_user_id(user_id)}.json"
+def slot_key(user_id: MemberId) -> str:
+    return f"{SLOTS_PREFIX}{user_id}.json"
 
 
 def extension_for(content_type: str) -> str:
@@ -171,7 +188,7 @@ def time_of_key(key: str) -> datetime | None:
     return datetime.strptime(match["stamp"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
 
 
-def key_stem(user_id: str, created: datetime, reservation_id: str) -> str:
+def key_stem(user_id: MemberId, created: datetime, reservation_id: str) -> str:
     """The key of an image without its extension (fixed when quota is reserved)."""
     return f"{user_prefix(user_id)}{created:%Y%m%dT%H%M%SZ}-{reservation_id}"
 
@@ -180,22 +197,30 @@ def image_key(stem: str, content_type: str) -> str:
     return f"{stem}.{extension_for(content_type)}"
 
 
-def _owner(key: str, prefix: str) -> str | None:
+def _owner(key: str, prefix: str) -> MemberId | None:
     """The user id in ``{prefix}{id}/{image name}``, or ``None`` when ``key`` is not such a key."""
     if not key.startswith(prefix):
         return None
     rest = key[len(prefix) :].split("/")
-    if len(rest) != 2 or not _SNOWFLAKE.fullmatch(rest[0]) or not _NAME.fullmatch(rest[1]):
+    if len(rest) != 2 or not _NAME.fullmatch(rest[1]):
         return None
-    return rest[0]
+    return parse_user_id(rest[0])
 
 
-def user_from_key(key: str) -> str | None:
+def parse_user_id(text: str) -> MemberId | None:
+    """The :class:`MemberId` that ``text`` (read from a key or a listing) spells, or ``None``."""
+    try:
+        return check_user_id(text)
+    except InvalidUser:
+        return None
+
+
+def user_from_key(key: str) -> MemberId | None:
     """The owner of an image key, or ``None`` when the key is not an image key."""
     return _owner(key, USERS_PREFIX)
 
 
-def check_image_key(user_id: str, key: object) -> str:
+def check_image_key(user_id: MemberId, key: object) -> str:
     """Return ``key`` when it names one of ``user_id``'s images, else raise :class:`InvalidKey`.
 
     Accepts the full key or just the file name (``20261125T101010Z-ab12cd34.png``).
@@ -204,9 +229,8 @@ def check_image_key(user_id: str, key: object) -> str:
     return _check_key(user_id, key, USERS_PREFIX, what="an image key", parameter="key")
 
 
-def _check_key(user_id: str, key: object, prefix: str, *, what: str, parameter: str) -> str:
-    """``key`` (a full key or a file name) when it names one of ``user_id``'s images under ``prefix``."""
-    uid = check_user_id(user_id)
+def _check_key(uid: MemberId, key: object, prefix: str, *, what: str, parameter: str) -> str:
+    """``key`` (a full key or a file name) when it names one of ``uid``'s images under ``prefix``."""
     if not isinstance(key, str) or not key or len(key) > 200:
         raise InvalidKey(f"That is not {what} of the user.", parameter=parameter, reason="not_a_key")
     full = key if "/" in key else f"{prefix}{uid}/{key}"
@@ -227,15 +251,15 @@ def _check_key(user_id: str, key: object, prefix: str, *, what: str, parameter: 
 # ``archive/users/{id}/``; only the extension may change (a WebP copy of a PNG).
 
 
-def archive_prefix(user_id: str) -> str:
-    return f"{ARCHIVE_USERS_PREFIX}{check_user_id(user_id)}/"
+def archive_prefix(user_id: MemberId) -> str:
+    return f"{ARCHIVE_USERS_PREFIX}{user_id}/"
 
 
-def archive_ledger_key(user_id: str) -> str:
-    return f"{ARCHIVE_LEDGER_PREFIX}{check_user_id(user_id)}.json"
+def archive_ledger_key(user_id: MemberId) -> str:
+    return f"{ARCHIVE_LEDGER_PREFIX}{user_id}.json"
 
 
-def user_from_archived_key(key: str) -> str | None:
+def user_from_archived_key(key: str) -> MemberId | None:
     """The owner of an archived image's key, or ``None`` when the key is not one."""
     return _owner(key, ARCHIVE_USERS_PREFIX)
 
@@ -257,7 +281,7 @@ def restored_stem(archived: str) -> str:
     return f"{USERS_PREFIX}{uid}/{archived.rsplit('/', 1)[-1].rsplit('.', 1)[0]}"
 
 
-def check_archived_key(user_id: str, key: object) -> str:
+def check_archived_key(user_id: MemberId, key: object) -> str:
     """Return ``key`` when it names one of ``user_id``'s archived images, else raise :class:`InvalidKey`.
 
     Accepts the full key or just the file name; traversal and other users' keys are refused.

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from abby_core.storage.keys import MemberId
+
 __all__ = [
     "ArchiveReport",
     "ArchiveStats",
@@ -50,7 +52,7 @@ class Reservation:
     """Quota held for one generation until it is saved or released (or expires)."""
 
     id: str
-    user_id: str
+    user_id: MemberId
     bytes: int
     key_stem: str
     day: str

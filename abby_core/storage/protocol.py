@@ -95,16 +95,16 @@ class QuotaProtocol:
         self._spent_lock = threading.Lock()
         # Voids storage refused: retried before this process's next operation, so after an
         # outage the hold goes at once; if the process dies, the hold's expiry still ends it.
-        self._unfinished: dict[str, tuple[str, str | None]] = {}
-        self._unsynced: set[str] = set()  # users whose commit the global document has not seen
-        self._unmirrored: set[str] = set()  # users whose member record may count other credits spent
+        self._unfinished: dict[str, tuple[keys.MemberId, str | None]] = {}
+        self._unsynced: set[keys.MemberId] = set()  # users whose commit the global document has not seen
+        self._unmirrored: set[keys.MemberId] = set()  # users whose member record may count other credits spent
         self._undiscarded: dict[str, tuple[Reservation, str]] = {}  # interrupted commits to take back
         self._unfinished_lock = threading.Lock()
         self.skew = min(CLOCK_SKEW, timedelta(seconds=reservation_ttl / 4))
         self.save_margin = min(SAVE_MARGIN, timedelta(seconds=reservation_ttl / 2))
 
     # -- steps 1 and 2 ---------------------------------------------------------------------
-    def reserve(self, uid: str, limits: UserLimits, size: int) -> Reservation:
+    def reserve(self, uid: keys.MemberId, limits: UserLimits, size: int) -> Reservation:
         rid = secrets.token_hex(8)  # 64 random bits: keys are not guessable
         now = self.clock()
         stem = keys.key_stem(uid, now, rid)
@@ -112,7 +112,7 @@ class QuotaProtocol:
         return Reservation(rid, uid, held.bytes, stem, held.day.isoformat(), held.expires, limits, held.credit)
 
     def _hold(
-        self, uid: str, rid: str, stem: str, size: int, limits: UserLimits, *, renew: bool, grow: int = 0
+        self, uid: keys.MemberId, rid: str, stem: str, size: int, limits: UserLimits, *, renew: bool, grow: int = 0
     ) -> Hold:
         """Step 1 (and, without escrow, step 2); ``renew``: grow a live hold by ``grow`` bytes and renew it."""
         step = partial(
@@ -130,7 +130,9 @@ class QuotaProtocol:
             return self._hold_in_escrow(uid, rid, step, renew=renew, charge=grow if renew else size)
         return self.hold_globally(uid, rid, step, renew=renew)
 
-    def hold_globally(self, uid: str, rid: str, step: Callable[[UserLedger], _T], *, renew: bool = False) -> _T:
+    def hold_globally(
+        self, uid: keys.MemberId, rid: str, step: Callable[[UserLedger], _T], *, renew: bool = False
+    ) -> _T:
         """Steps 1 and 2 with a write of the global document: ``step`` holds ``rid`` in the user
         document, then the global document records it or refuses it; a new hold that failed
         either step is voided (it may have landed)."""
@@ -149,7 +151,7 @@ class QuotaProtocol:
         return held
 
     def _hold_in_escrow(
-        self, uid: str, rid: str, step: Callable[[UserLedger], Hold], *, renew: bool, charge: int
+        self, uid: keys.MemberId, rid: str, step: Callable[[UserLedger], Hold], *, renew: bool, charge: int
     ) -> Hold:
         assert self.escrow is not None
         token = self.escrow.charge(charge)  # from the lease, before the hold can exist anywhere
@@ -214,7 +216,7 @@ class QuotaProtocol:
             self._mirror_credits(res.user_id, doc)
         return key, doc
 
-    def _mirror_credits(self, uid: str, doc: UserLedger) -> None:
+    def _mirror_credits(self, uid: keys.MemberId, doc: UserLedger) -> None:
         """Copy the credit book of ``doc`` into the member record (what a rebuild starts from).
 
         When storage refuses, the copy is retried before this process's next operation (and
@@ -225,14 +227,14 @@ class QuotaProtocol:
         except StorageError as exc:
             self._unmirrored_later(uid, exc)
 
-    def _copy_credits(self, uid: str) -> None:
+    def _copy_credits(self, uid: keys.MemberId) -> None:
         """The member record's credit book set to the document's, now or before the next operation."""
         try:
             self.accounts.copy_credits(uid)
         except StorageError as exc:
             self._unmirrored_later(uid, exc)
 
-    def _unmirrored_later(self, uid: str, exc: StorageError) -> None:
+    def _unmirrored_later(self, uid: keys.MemberId, exc: StorageError) -> None:
         with self._unfinished_lock:
             self._unmirrored.add(uid)
         log.warning("Could not copy the credits spent by user %s into the member record yet (%s).", uid, exc)
@@ -262,7 +264,7 @@ class QuotaProtocol:
                 return doc
             raise StorageUnavailable("Storage failed while saving the image; it was not kept and nothing was charged.")
 
-    def _sync_quietly(self, uid: str, doc: UserLedger) -> None:
+    def _sync_quietly(self, uid: keys.MemberId, doc: UserLedger) -> None:
         if self.escrow is not None:
             self.escrow.served(uid, doc)
             return
@@ -276,7 +278,7 @@ class QuotaProtocol:
             log.warning("Could not update the global ledger after a commit for user %s (%s).", uid, exc)
 
     # -- step 6 -----------------------------------------------------------------------------
-    def void(self, uid: str, rid: str, stem: str | None = None) -> None:
+    def void(self, uid: keys.MemberId, rid: str, stem: str | None = None) -> None:
         """Void hold ``rid``, delete its uploads and drop it. A committed generation stays.
 
         ``stem``: where the generation uploads, for when its hold is already gone (dropped
@@ -289,7 +291,7 @@ class QuotaProtocol:
             self.accounts.delete_uploads([stem])
         self._sync(uid, doc)
 
-    def void_quietly(self, uid: str, rid: str, stem: str | None = None) -> None:
+    def void_quietly(self, uid: keys.MemberId, rid: str, stem: str | None = None) -> None:
         """:meth:`void`, logging a failure: the hold then ends at its expiry, with its uploads."""
         try:
             self.void(uid, rid, stem)
@@ -381,7 +383,7 @@ class QuotaProtocol:
             # The commit's copy raised the record's count; the credit given back lowers it again.
             self._copy_credits(res.user_id)
 
-    def _sync(self, uid: str, doc: UserLedger) -> None:
+    def _sync(self, uid: keys.MemberId, doc: UserLedger) -> None:
         """Tell the global document about ``doc`` now, or (escrow) at the lease's next settle."""
         if self.escrow is not None:
             self.escrow.served(uid, doc)
@@ -389,7 +391,7 @@ class QuotaProtocol:
             self.accounts.sync_global(uid, doc)
 
     # -- what the member sees and deletes ---------------------------------------------------
-    def status(self, uid: str, limits: UserLimits, allow_cached: bool = False) -> QuotaStatus:
+    def status(self, uid: keys.MemberId, limits: UserLimits, allow_cached: bool = False) -> QuotaStatus:
         """Where ``uid`` stands today; with ``allow_cached``, from the last documents this
         process read or wrote when storage cannot be read (:class:`StorageUnavailable` otherwise)."""
         try:
@@ -409,7 +411,7 @@ class QuotaProtocol:
             global_limit=self.global_limit,
         )
 
-    def gallery(self, uid: str, limit: int | None) -> list[StoredImage]:
+    def gallery(self, uid: keys.MemberId, limit: int | None) -> list[StoredImage]:
         """``uid``'s committed images, newest first, each with a fresh link (uploads of holds are not shown)."""
         found = [o for o in self.backend.list_objects(keys.user_prefix(uid)) if keys.user_from_key(o.key) == uid]
         held = tuple(h.stem + "." for h in self.accounts.user(uid).holds.values()) or ("\0",)
@@ -420,7 +422,7 @@ class QuotaProtocol:
             for o in found[:limit]
         ]
 
-    def delete_image(self, uid: str, key: str) -> int:
+    def delete_image(self, uid: keys.MemberId, key: str) -> int:
         """Delete one of ``uid``'s images (``key``: the full key or the file name); returns its size."""
         full = keys.check_image_key(uid, key)
         info = self.backend.head_object(full)

@@ -59,7 +59,7 @@ class Restorer:
     def link_ttl(self) -> int:
         return self.archiver.link_ttl
 
-    def restore(self, user_id: str, key: str, limits: UserLimits) -> StoredImage:
+    def restore(self, uid: keys.MemberId, key: str, limits: UserLimits) -> StoredImage:
         """Put an archived image back in the gallery, within the member's and the server's limits.
 
         Raises :class:`~abby_core.errors.UserStorageFull` or
@@ -67,7 +67,6 @@ class Restorer:
         :class:`~abby_core.errors.ArchivedImageNotFound` when there is no such archived image. Uses
         none of the member's daily generations.
         """
-        uid = keys.check_user_id(user_id)
         full = keys.check_archived_key(uid, key)
         entry = self.archiver.document(uid).entries.get(full)
         if self.backend.head_object(full) is None:
@@ -116,11 +115,11 @@ class Restorer:
         created = entry.created if entry is not None else now
         return self._stored(uid, target, len(data), created)
 
-    def _stored(self, uid: str, key: str, size: int, created: datetime) -> StoredImage:
+    def _stored(self, uid: keys.MemberId, key: str, size: int, created: datetime) -> StoredImage:
         """The restored image; a link storage refuses is left to the gallery to make later."""
         return stored_image(self.backend, key, owner=uid, size=size, created=created, ttl=self.link_ttl, may_fail=True)
 
-    def _hold(self, uid: str, rid: str, stem: str, size: int, limits: UserLimits) -> None:
+    def _hold(self, uid: keys.MemberId, rid: str, stem: str, size: int, limits: UserLimits) -> None:
         now = self.clock()
 
         def hold(doc: UserLedger) -> UserLedger:
@@ -142,12 +141,12 @@ class Restorer:
 
         self.protocol.hold_globally(uid, rid, hold)
 
-    def _forget_copy(self, uid: str, key: str) -> None:
+    def _forget_copy(self, uid: keys.MemberId, key: str) -> None:
         """The image is back in the gallery: the archived copy goes, then its entry."""
         self.backend.delete_objects([key])
         self.archiver.drop(uid, [key])
 
-    def _forget_gone(self, uid: str, listed: list[str]) -> None:
+    def _forget_gone(self, uid: keys.MemberId, listed: list[str]) -> None:
         """Forget the originals ``listed`` in ``uid``'s quota document whose objects are gone."""
         if listed:
             log.warning("Images %s were deleted but still listed; forgetting them.", listed)

@@ -54,7 +54,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from abby_core.errors import StorageError, StorageUnavailable
 from abby_core.storage.backend import ConditionFailed, StorageBackend
-from abby_core.storage.keys import check_user_id, slot_key
+from abby_core.storage.keys import MemberId, slot_key
 from abby_core.storage.rules import CLOCK_BOUND
 
 __all__ = ["AsyncMemberSlots", "MemberSlots", "SlotDocument", "SlotHolder", "SlotLease", "live_claim"]
@@ -87,7 +87,7 @@ class SlotDocument(BaseModel):
 class SlotHolder:
     """A live claim on a member's slot: which process holds it, and until when."""
 
-    user_id: str
+    user_id: MemberId
     owner: str
     claim_id: str
     expires: datetime
@@ -132,16 +132,14 @@ class MemberSlots:
         self.owner = owner or default_owner()
 
     # -- the public steps ------------------------------------------------------------------
-    def claim(self, user_id: str) -> SlotLease | None:
+    def claim(self, uid: MemberId) -> SlotLease | None:
         """Take the member's slot, or return ``None`` when a live claim holds it.
 
         A live claim of this same instance refuses too: one generation per member, full
         stop. A released, expired or unreadable document is replaced. Raises
-        :class:`~abby_core.errors.InvalidUser` for a bad id and
         :class:`~abby_core.errors.StorageUnavailable` when the storage fails; a write whose
         answer was lost is checked by reading the document again.
         """
-        uid = check_user_id(user_id)
         key = slot_key(uid)
         for _ in range(_MAX_ATTEMPTS):
             found = self.backend.read_doc(key)
@@ -206,12 +204,11 @@ class MemberSlots:
             return True
         raise StorageUnavailable("The generation slots are too busy (too many writers at once); nothing was changed.")
 
-    def holder(self, user_id: str) -> SlotHolder | None:
+    def holder(self, uid: MemberId) -> SlotHolder | None:
         """The live claim on the member's slot (ours or another process's), or ``None``.
 
         ``None`` exactly when :meth:`claim` would take the slot (barring a race).
         """
-        uid = check_user_id(user_id)
         found = self.backend.read_doc(slot_key(uid))
         if found is None:
             return None
@@ -275,7 +272,7 @@ class AsyncMemberSlots:
         self.slots = slots
         self._executor = executor
 
-    async def claim(self, user_id: str) -> SlotLease | None:
+    async def claim(self, user_id: MemberId) -> SlotLease | None:
         """See :meth:`MemberSlots.claim`."""
         loop = asyncio.get_running_loop()
         job = loop.run_in_executor(self._executor, self.slots.claim, user_id)
@@ -301,7 +298,7 @@ class AsyncMemberSlots:
         """See :meth:`MemberSlots.release`."""
         return await self._run(self.slots.release, lease)
 
-    async def holder(self, user_id: str) -> SlotHolder | None:
+    async def holder(self, user_id: MemberId) -> SlotHolder | None:
         """See :meth:`MemberSlots.holder`."""
         return await self._run(self.slots.holder, user_id)
 

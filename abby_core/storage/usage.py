@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TypeVar
@@ -106,11 +106,11 @@ class Usage(ABC):
         self.recovered_leases = 0  # dead leases dropped by this process, for tests and stats
 
     @abstractmethod
-    def user(self, uid: str) -> UserLedger:
+    def user(self, uid: keys.MemberId) -> UserLedger:
         """A fresh copy of ``uid``'s document."""
 
     @abstractmethod
-    def update_user(self, uid: str, mutate: Callable[[UserLedger], _T]) -> tuple[_T, UserLedger]:
+    def update_user(self, uid: keys.MemberId, mutate: Callable[[UserLedger], _T]) -> tuple[_T, UserLedger]:
         """Change ``uid``'s document."""
 
     def _read_or_repair(self, key: str, model: type[D], build: Callable[[], D]) -> D:
@@ -137,8 +137,8 @@ class Usage(ABC):
             self._repair(key, build)
             return self.ledger.update(key, model, mutate, create=build)
 
-    def users_with_documents(self) -> set[str]:
-        users: set[str] = set()
+    def users_with_documents(self) -> set[keys.MemberId]:
+        users: set[keys.MemberId] = set()
         for obj in self.backend.list_objects(keys.USERS_LEDGER_PREFIX):
             try:
                 users.add(keys.check_user_id(obj.key[len(keys.USERS_LEDGER_PREFIX) :].removesuffix(".json")))
@@ -166,7 +166,7 @@ class Usage(ABC):
                 found[shard] = self.shard(shard)
         return found
 
-    def known_version(self, uid: str) -> int:
+    def known_version(self, uid: keys.MemberId) -> int:
         """The highest version of ``uid``'s document its shard (or a global document of the
         layout before shards) has a snapshot of."""
         known = 0
@@ -180,10 +180,10 @@ class Usage(ABC):
             known = max(known, snap.version if snap else 0)
         return known
 
-    def _user_snapshots(self, shard: str | None = None) -> dict[str, Snapshot]:
+    def _user_snapshots(self, shard: str | None = None) -> dict[keys.MemberId, Snapshot]:
         """A snapshot of every user document (of one ``shard``), and of the images of users
         without one: what a rebuild of the usage starts from (it reads everything)."""
-        found: dict[str, Snapshot] = {}
+        found: dict[keys.MemberId, Snapshot] = {}
         for obj in self.backend.list_objects(keys.USERS_PREFIX):
             owner = keys.user_from_key(obj.key)
             if owner is not None and (shard is None or keys.shard_of(owner) == shard):
@@ -257,7 +257,7 @@ class Usage(ABC):
             written[shard] = rules.shard_snapshot(doc)
         return written
 
-    def publish_users(self, docs: dict[str, UserLedger]) -> dict[str, ShardSnapshot]:
+    def publish_users(self, docs: Mapping[keys.MemberId, UserLedger]) -> dict[str, ShardSnapshot]:
         """:meth:`publish` the snapshots of stored versions of user documents."""
         now = self.clock()
         by_shard: dict[str, dict[str, Snapshot]] = {}
@@ -265,12 +265,12 @@ class Usage(ABC):
             by_shard.setdefault(keys.shard_of(uid), {})[uid] = rules.snapshot(doc, now)
         return self.publish(by_shard)
 
-    def sync_global(self, uid: str, doc: UserLedger) -> None:
+    def sync_global(self, uid: keys.MemberId, doc: UserLedger) -> None:
         """Record ``doc`` (a stored version of ``uid``'s document) in its shard, then the shard
         in the global document."""
         self.update_global(lambda g: None, shards=self.publish_users({uid: doc}))
 
-    def hold_global(self, uid: str, doc: UserLedger, rid: str, limit: int) -> None:
+    def hold_global(self, uid: keys.MemberId, doc: UserLedger, rid: str, limit: int) -> None:
         """Record ``doc``, which holds ``rid``, up to the global document, refusing the hold
         (:class:`~abby_core.errors.GlobalStorageFull`) if it would pass ``limit``."""
         shard = keys.shard_of(uid)
@@ -305,7 +305,9 @@ class Usage(ABC):
         deadline = self.clock() - rules.PURGE_MARGIN
         stale = rules.stale_holders(current, deadline)[:_REFRESH_PER_UPDATE]
         if stale:
-            fresh.update(self.publish_users({uid: self.update_user(uid, lambda d: None)[1] for uid in stale}))
+            # Ids read from a document: checked like any other.
+            docs = {uid: self.update_user(uid, lambda d: None)[1] for uid in map(keys.check_user_id, stale)}
+            fresh.update(self.publish_users(docs))
         scanned_at = self.clock()
         silent = self._silent_leases()
         recovering = bool(rules.dead_leases(current, scanned_at, self.lease_margin) or silent)
@@ -341,14 +343,14 @@ class Usage(ABC):
         their shard documents (the global document drops them in its next write)."""
         by_shard: dict[str, dict[str, Snapshot]] = {}
         for uid, snap in glob.users.items():
-            by_shard.setdefault(keys.shard_of(uid), {})[uid] = snap
+            by_shard.setdefault(keys.shard_of(keys.check_user_id(uid)), {})[uid] = snap
         log.info("Moving the usage of %d member(s) into %d shard document(s).", len(glob.users), len(by_shard))
         return self.publish(by_shard)
 
     def _every_snapshot(self) -> dict[str, ShardSnapshot]:
         """Every user document, read now, recorded in its shard (to take over from a lease
         whose owner died); returns the shard snapshots."""
-        docs: dict[str, UserLedger] = {}
+        docs: dict[keys.MemberId, UserLedger] = {}
         for uid in sorted(self.users_with_documents()):
             try:
                 read = self.ledger.read(keys.user_ledger_key(uid), UserLedger)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from abby_core.admission import Admission, GenerationLimiter, UserBusy
-from abby_core.errors import DailyLimitExceeded, GenerationTimeout, InvalidPrompt
+from abby_core.errors import DailyLimitExceeded, GenerationTimeout, InvalidPrompt, InvalidUser
 from abby_core.generation import GeneratedImage, ImageGenerator, OfflineProvider, TextToImageRequest
 from abby_core.pipeline import GenerationResult, ImageService
 from abby_core.storage import FilesystemBackend, StorageManager
@@ -95,6 +95,18 @@ async def test_a_second_caller_in_another_process_is_refused_while_the_first_run
     done = await cli.imagine("now it's fine")
     assert done.status.daily_used == 2 and cli.admitted == 1
     assert await cli.admission.slots.holder(USER) is None, "the slot is given back"
+
+
+@pytest.mark.parametrize("bad", ["../1", "0", "abc", "1" * 21, None])
+async def test_a_bad_user_id_is_refused_at_the_door_before_any_slot(cli: Process, bad: object) -> None:
+    async def never() -> None:
+        raise AssertionError("a bad id was admitted")
+
+    with pytest.raises(InvalidUser) as refused:
+        await cli.admission.generate(bad, never, prompt="a lighthouse", on_admitted=never)
+    assert "Discord user id" in str(refused.value)
+    assert list(cli.storage.backend.list_objects("")) == [], "no slot, no ledger: nothing written"
+    assert not cli.admission.limiter.busy(bad)
 
 
 async def test_the_precheck_refuses_before_admission_and_gives_the_slot_back(cli: Process) -> None:
