@@ -229,13 +229,14 @@ class Usage(ABC):
         through their shard documents, which are brought up to date first."""
         doc = GlobalLedger(shards={})
         by_shard: dict[str, dict[str, Snapshot]] = {}
-        for uid, snap in self._user_snapshots().items():
+        found = self._user_snapshots()
+        for uid, snap in found.items():
             by_shard.setdefault(keys.shard_of(uid), {})[uid] = snap
         for shard, written in self.publish(by_shard).items():
             rules.apply_shard(doc, shard, written)
         for shard, stored in self.shards().items():
             rules.apply_shard(doc, shard, rules.shard_snapshot(stored))
-        if doc.shards:
+        if any(snap.bytes for snap in found.values()):  # not a new store
             log.warning("Global quota ledger was missing: rebuilt from %d shard(s).", len(doc.shards))
         doc.version = rebuilt_version(0)
         return doc
