@@ -17,8 +17,8 @@ store) it prints:
    empty store who had none when the rounds began.
 3. The ledger after each filled store's rounds: its documents by kind (the key with its
    numbers replaced by ``#``, so a new layout's documents show up by themselves), how many,
-   the largest, and the bytes one generation in the big store wrote to that kind (median
-   over the rounds, counted by wrapping the backend's ``write_doc``).
+   the largest, and the bytes and writes one generation in the big store made to that kind
+   (mean over the rounds, counted by wrapping the backend's ``write_doc``).
 
 A store grows from one N (or M) to the next, and the rounds' own generations count towards
 the next one. It is filled through the same API, a tiny PNG per generation, 32 at once, with
@@ -253,38 +253,29 @@ class Step:
     docs: dict[str, tuple[int, int]]
 
 
-async def members_table(stores: Stores, targets: list[int], modes: list[str], data: bytes, samples: int) -> list[Step]:
+async def table(
+    stores: Stores, targets: list[int], modes: list[str], data: bytes, samples: int, *, history: bool
+) -> list[Step]:
+    """Grow one store through ``targets`` (members, or images of member 0) and measure at each."""
+    what = "images" if history else "members"
     big = stores.new()
     steps = []
-    for n in targets:
-        progress(f"  members: filling the store to {n:,} members")
-        await fill(big, [big.new_member() for _ in range(max(0, n - big.members))], "members")
+    for target in targets:
+        progress(f"  {what}: filling to {target:,} {'images of one member' if history else what}")
+        if history:
+            big.members = 1
+            todo = [member(0)] * max(0, target - big.images)
+            big.images += len(todo)
+        else:
+            todo = [big.new_member() for _ in range(max(0, target - big.members))]
+        await fill(big, todo, what)
         by_escrow = {}
         for mode in modes:
-            progress(f"  members: {n:,}, escrow {mode}: {samples} rounds")
+            progress(f"  {what}: {target:,}, escrow {mode}: {samples} rounds")
             by_escrow[mode] = await rounds(
-                big, stores.new(), escrow=mode == "on", data=data, samples=samples, history=False
+                big, stores.new(), escrow=mode == "on", data=data, samples=samples, history=history
             )
-        steps.append(Step(n, by_escrow, ledger_docs(big)))
-    return steps
-
-
-async def history_table(stores: Stores, targets: list[int], modes: list[str], data: bytes, samples: int) -> list[Step]:
-    big = stores.new()
-    big.members = 1
-    steps = []
-    for m in targets:
-        progress(f"  history: filling one member to {m:,} images")
-        todo = max(0, m - big.images)
-        await fill(big, [member(0)] * todo, "images")
-        big.images += todo
-        by_escrow = {}
-        for mode in modes:
-            progress(f"  history: {m:,} images, escrow {mode}: {samples} rounds")
-            by_escrow[mode] = await rounds(
-                big, stores.new(), escrow=mode == "on", data=data, samples=samples, history=True
-            )
-        steps.append(Step(m, by_escrow, ledger_docs(big)))
+        steps.append(Step(target, by_escrow, ledger_docs(big)))
     return steps
 
 
@@ -316,7 +307,7 @@ def written_cell(r: Rounds | None, kind: str) -> str:
     counts = [len(w.get(kind, [])) for w in r.written]
     if not any(counts):
         return "0"
-    return f"{statistics.median(sizes):,.0f} B ({statistics.mean(counts):.2f} writes)"
+    return f"{statistics.mean(sizes):,.0f} B ({statistics.mean(counts):.2f} writes)"
 
 
 def docs_rows(steps: list[Step], modes: list[str]) -> Iterator[str]:
@@ -404,8 +395,8 @@ def main() -> None:
             progress(f"{label}:")
             with seaweedfs(work / "seaweedfs") if kind == "seaweedfs" else contextlib.nullcontext() as server:
                 stores = Stores(kind, work, server)
-                members = asyncio.run(members_table(stores, args.members, args.escrow, data, args.samples))
-                history = asyncio.run(history_table(stores, args.images, args.escrow, data, args.samples))
+                members = asyncio.run(table(stores, args.members, args.escrow, data, args.samples, history=False))
+                history = asyncio.run(table(stores, args.images, args.escrow, data, args.samples, history=True))
             results.append((label, members, history))
     print(header(args, data))
     for label, members, history in results:
