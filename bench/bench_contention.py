@@ -55,8 +55,8 @@ from abby_core.config import S3Settings  # noqa: E402
 from abby_core.errors import AbbyError  # noqa: E402
 from abby_core.storage import StorageManager, keys  # noqa: E402
 from abby_core.storage.s3 import S3Backend  # noqa: E402
+from bench._common import MS, build_manager, percentile, progress, seaweedfs  # noqa: E402
 
-MS = 1000.0
 ROWS = ((1, 1), (1, 8), (2, 8), (4, 8), (8, 8))
 QUICK_ROWS = ((1, 1), (1, 8), (2, 8))
 MAX_OPS_PER_TASK = 1_000_000  # every loop also stops at its deadline
@@ -65,9 +65,6 @@ DONE_MARGIN = 180.0  # beyond a row's duration, for its last operations and clea
 IDLE_TIMEOUT = 3600.0  # a worker whose parent went silent this long exits
 START_MARGIN = 0.5  # between "all ready" and the shared start
 BIG_WARMUP = 2
-# Limits no run can reach: the benchmark measures the protocol, never a refusal.
-HUGE_MB = 10_000_000
-HUGE_DAILY = 100_000_000
 REQUEST_METHODS = ("put_object", "get_object", "head_object", "delete_objects", "list_objects", "read_doc", "write_doc")
 
 
@@ -124,18 +121,6 @@ class Requests:
     def snapshot(self) -> dict[str, tuple[int, float]]:
         with self._lock:
             return {k: (n, self.seconds[k]) for k, n in self.count.items()}
-
-
-def build_manager(backend: S3Backend, workers: int, *, escrow: bool = False, estimate: int = 20_000) -> StorageManager:
-    return StorageManager(
-        backend,
-        max_global_storage_mb=HUGE_MB,
-        max_user_storage_mb=HUGE_MB,
-        max_user_daily_gens=HUGE_DAILY,
-        image_gen_size_mb=estimate / 1_000_000,
-        max_workers=workers,
-        escrow=escrow,
-    )
 
 
 async def timed_loop(deadline: float, op: Callable[[int], Awaitable[None]]) -> tuple[list[float], int, str]:
@@ -353,9 +338,7 @@ class Workers:
 
 
 def p99(values: list[float]) -> float:
-    if len(values) < 2:
-        return values[0] if values else float("nan")
-    return statistics.quantiles(values, n=100, method="inclusive")[98]
+    return percentile(values, 99)
 
 
 def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -377,10 +360,6 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
         "docs": results[0]["docs"],
         "per_process": sorted(len(r["latencies"]) for r in results),
     }
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def requests_per_op(row: dict[str, Any]) -> float:
@@ -476,14 +455,9 @@ def main() -> None:
         args.seconds = 2.0
     rows = [] if args.big_only else QUICK_ROWS if args.quick else ROWS
     logging.disable(logging.WARNING)
-    from tests.fixtures.seaweedfs import SeaweedFS  # the parent only: it imports pytest
-
     started = time.perf_counter()
     measured: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        server = SeaweedFS(data_dir=Path(tmp))
-        progress(f"starting SeaweedFS in {tmp}")
-        server.start()
+    with tempfile.TemporaryDirectory() as tmp, seaweedfs(Path(tmp)) as server:
         workers: Workers | None = None
         try:
             settings = {
@@ -520,8 +494,6 @@ def main() -> None:
         finally:
             if workers is not None:
                 workers.close()
-            progress("stopping SeaweedFS")
-            server.stop()
     print_tables(measured, big, args)
     print(f"\n(whole run: {time.perf_counter() - started:.0f} s)")
 

@@ -39,11 +39,11 @@ sys.path.insert(0, str(ROOT))
 
 from abby_core.storage import StorageManager, keys  # noqa: E402
 from abby_core.storage.s3 import S3Backend  # noqa: E402
+from bench._common import median_ms, seaweedfs, timed  # noqa: E402
 from tests.fixtures.seaweedfs import SeaweedFS  # noqa: E402
 from tests.storage.conftest import s3_settings  # noqa: E402
 
 PAYLOAD = os.urandom(1_500_000)
-MS = 1000.0
 
 
 def fill(backend: S3Backend, count: int, users: int = 200) -> None:
@@ -112,16 +112,6 @@ class Requests:
         with self._lock:
             calls, self.calls = self.calls, []
         return calls
-
-
-def median_ms(values: list[float]) -> float:
-    return statistics.median(values) * MS
-
-
-async def timed(coro: Any) -> tuple[Any, float]:
-    start = time.perf_counter()
-    result = await coro
-    return result, time.perf_counter() - start
 
 
 def naive_check(backend: S3Backend) -> float:
@@ -241,15 +231,10 @@ def main() -> None:
     # The filled objects were put behind the ledger's back on purpose; its warnings are noise here.
     logging.disable(logging.WARNING)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = SeaweedFS(data_dir=Path(tmp))
-        server.start()
-        try:
-            small = asyncio.run(scenario(server, 100, args.rounds))
-            large = asyncio.run(scenario(server, args.objects, args.rounds))
-            compare = asyncio.run(put_vs_save(server, args.rounds))
-        finally:
-            server.stop()
+    with tempfile.TemporaryDirectory() as tmp, seaweedfs(Path(tmp)) as server:
+        small = asyncio.run(scenario(server, 100, args.rounds))
+        large = asyncio.run(scenario(server, args.objects, args.rounds))
+        compare = asyncio.run(put_vs_save(server, args.rounds))
     n = f"{args.objects:,}"
     print(f"\nQuota check cost on SeaweedFS (median of {args.rounds}; 1.5 MB images)\n")
     print(
