@@ -24,8 +24,9 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from abby_core.errors import LedgerCorrupt, StorageUnavailable
-from abby_core.storage import credit_rules, keys, rules
+from abby_core.storage import catalogue_rules, credit_rules, keys, rules
 from abby_core.storage.documents import (
+    CatalogueSegment,
     Entry,
     MemberRecord,
     UserLedger,
@@ -265,11 +266,88 @@ class Accounts(Usage):
             self.update_member(uid, lambda r: r.deleted.update(recent))
 
     def forget_objects(self, uid: keys.MemberId, gone: list[str]) -> None:
-        """Drop images that no longer exist from ``uid``'s ledger and the global snapshot."""
+        """Drop images that no longer exist from ``uid``'s ledger and the global snapshot: from
+        the member's document first, then from their catalogue segments (a segment that an
+        interrupted fold wrote is looked in too), whose new totals the document then records."""
 
         def drop(doc: UserLedger) -> bool:
             return bool([k for k in gone if doc.objects.pop(k, None) is not None])
 
         changed, doc = self.update_user(uid, drop)
-        if changed:
+        segments = self.drop_from_segments(uid, gone)
+        if segments:
+            _, doc = self.update_user(uid, partial(self._apply_segments, segments=segments))
+        if changed or segments:
             self.sync_global(uid, doc)
+
+    # -- the catalogue ----------------------------------------------------------------------
+    def segment(self, uid: keys.MemberId, month: str) -> CatalogueSegment | None:
+        found = self.ledger.read(keys.segment_key(uid, month), CatalogueSegment)
+        return found[0] if found else None
+
+    def catalogue(self, uid: keys.MemberId, doc: UserLedger | None = None) -> dict[str, Entry]:
+        """Every committed image of ``uid``: the recent ones in ``doc`` (read now by default),
+        and the catalogue segments it records."""
+        doc = self.user(uid) if doc is None else doc
+        found: dict[str, Entry] = {}
+        for month in sorted(doc.segments):
+            seg = self.segment(uid, month)
+            if seg is not None:
+                found.update(seg.entries)
+        found.update(doc.objects)
+        return found
+
+    def update_segment(
+        self, uid: keys.MemberId, month: str, mutate: Callable[[CatalogueSegment], _T]
+    ) -> tuple[_T, CatalogueSegment]:
+        def create() -> CatalogueSegment:
+            return CatalogueSegment(user_id=uid, month=month)
+
+        return self._update(keys.segment_key(uid, month), CatalogueSegment, mutate, create)
+
+    def drop_from_segments(self, uid: keys.MemberId, gone: list[str]) -> list[CatalogueSegment]:
+        """Take ``gone`` out of the segments of their months that exist; returns those changed."""
+        by_month: dict[str, set[str]] = {}
+        for key in gone:
+            by_month.setdefault(keys.month_of_key(key), set()).add(key)
+        changed: list[CatalogueSegment] = []
+        for month, found in sorted(by_month.items()):
+            seg = self.segment(uid, month)
+            if seg is None or not found & set(seg.entries):
+                continue
+
+            def drop(s: CatalogueSegment, found: set[str] = found) -> None:
+                for key in found:
+                    s.entries.pop(key, None)
+
+            changed.append(self.update_segment(uid, month, drop)[1])
+        return changed
+
+    @staticmethod
+    def _apply_segments(doc: UserLedger, *, segments: list[CatalogueSegment]) -> None:
+        for seg in segments:
+            catalogue_rules.apply_segment(doc, seg)
+
+    def fold(self, uid: keys.MemberId, doc: UserLedger) -> UserLedger:
+        """Move the older images of ``doc`` (a stored version) into their catalogue segments,
+        if it lists more than ``FOLD_AT``: the segments first, then the member's document
+        records them and drops the images in one write (an interruption in between leaves
+        the images counted once, by the document, and the next fold finishes the move)."""
+        plan = catalogue_rules.fold_plan(doc, self.clock())
+        if not plan:
+            return doc
+        segments = []
+        for month, entries in sorted(plan.items()):
+
+            def add(s: CatalogueSegment, entries: dict[str, Entry] = entries) -> None:
+                s.entries.update(entries)
+
+            segments.append(self.update_segment(uid, month, add)[1])
+        # An image deleted after the plan was made may have been added back by ``add`` (its
+        # deletion looked in the segment before): the storage says which are gone.
+        listed = self.user(uid).objects
+        deleted = [k for e in plan.values() for k in e if k not in listed and self.backend.head_object(k) is None]
+        if deleted:
+            fresh = {s.month: s for s in self.drop_from_segments(uid, deleted)}
+            segments = [fresh.get(s.month, s) for s in segments]
+        return self.update_user(uid, partial(self._apply_segments, segments=segments))[1]

@@ -375,7 +375,7 @@ class Archiver:
         dropped and copies nobody recorded are adopted. Returns (bytes before, bytes after).
         """
         doc = self.document(uid)
-        active = self.accounts.user(uid)
+        active = self.accounts.catalogue(uid)  # every committed image, recent or catalogued
         # Copies nobody recorded (an archive stopped between its put and its record) are
         # adopted below, and settled here first: only an archive puts a copy, so the archive is
         # the state written last (storage's clock, which dated the copy, is not compared).
@@ -386,10 +386,10 @@ class Archiver:
             if akey not in found:
                 continue
             stem = keys.restored_stem(akey)
-            both = [k for k in keys.image_candidates(stem) if k in active.objects]
+            both = [k for k in keys.image_candidates(stem) if k in active]
             if not both:
                 continue
-            if akey not in confirmed and active.objects[both[0]].created > entry.archived:
+            if akey not in confirmed and active[both[0]].created > entry.archived:
                 if self.backend.head_object(both[0]) is None:
                     continue  # listed but gone: the archived copy is the only copy, it stays
                 self.backend.delete_objects([akey])  # restored; the entry goes below

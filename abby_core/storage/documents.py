@@ -8,6 +8,8 @@ Three kinds of document, all outside ``images/`` so lifecycle rules never expire
                                              (committed bytes and holds, with its version)
     ledger/global.json         GlobalLedger  one snapshot of each shard document, and the
                                              processes' leases of the budget (escrow)
+    ledger/catalogue/{id}/{m}.json  CatalogueSegment  the member's images of month m, once
+                                             no longer recent (the hot document keeps totals)
     ledger/members/{id}.json   MemberRecord  what must survive damage to the hot document:
                                              blocks, grants, daily resets, today's deletions
 
@@ -24,12 +26,14 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeInt
 
 __all__ = [
     "SCHEMA",
+    "CatalogueSegment",
     "CreditSource",
     "Entry",
     "GlobalLedger",
     "Hold",
     "Lease",
     "MemberRecord",
+    "Segment",
     "ShardHold",
     "ShardLedger",
     "ShardSnapshot",
@@ -92,6 +96,23 @@ class Entry(_Record):
     created: AwareDatetime
 
 
+class Segment(_Record):
+    """A catalogue segment as the member's document last saw it (``version``: the segment's)."""
+
+    version: NonNegativeInt
+    bytes: NonNegativeInt
+    count: NonNegativeInt
+
+
+class CatalogueSegment(_Document):
+    """``ledger/catalogue/{id}/{month}.json``: the member's committed images of one month
+    (by key), moved out of the member's document once they are no longer recent."""
+
+    user_id: str
+    month: str
+    entries: dict[str, Entry] = Field(default_factory=dict)
+
+
 class UserLedger(_Document):
     """``ledger/users/{id}.json``. ``count`` is committed generations on ``day`` (UTC)."""
 
@@ -100,7 +121,9 @@ class UserLedger(_Document):
     count: NonNegativeInt = 0
     bonus: NonNegativeInt = 0  # extra generations granted for ``day`` (mirrors MemberRecord)
     blocked: bool = False  # mirrors MemberRecord
-    objects: dict[str, Entry] = Field(default_factory=dict)
+    objects: dict[str, Entry] = Field(default_factory=dict)  # the recent ones; the rest in ``segments``
+    # The catalogue segments of older images, by month: each one's totals as last applied.
+    segments: dict[str, Segment] = Field(default_factory=dict)
     holds: dict[str, Hold] = Field(default_factory=dict)
     # Credits (bought packs, admin grants): spent one a generation past the daily allowance,
     # at commit. ``credit_log``: every source added or refunded, so each applies once;

@@ -12,11 +12,11 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 from abby_core.errors import InvalidInput
-from abby_core.storage import keys, rules
+from abby_core.storage import catalogue_rules, keys, rules
 from abby_core.storage.accounts import Accounts
 from abby_core.storage.archive import Archiver
 from abby_core.storage.backend import ARCHIVE_GRACE_DAYS, EVENTS_EXPIRY_MARGIN_DAYS
-from abby_core.storage.documents import Entry, UserLedger
+from abby_core.storage.documents import CatalogueSegment, Entry, UserLedger
 from abby_core.storage.escrow import Escrow
 from abby_core.storage.models import (
     ArchiveReport,
@@ -185,7 +185,16 @@ class Housekeeping:
         generation in flight, or a failed one whose upload is about to be deleted).
         """
         known = self.accounts.user(uid)
-        candidates = [k for k in found if k not in known.objects]
+        # The catalogue segments: every one there is (an interrupted fold's too), each taken
+        # off the images the listing shows gone (they are older than the listing).
+        segments = self._segments(uid, known)
+        cataloged = {k for seg in segments for k in seg.entries}
+        gone = sorted(k for k in cataloged if k not in found and k not in known.objects)
+        if gone:
+            fresh = {seg.month: seg for seg in self.accounts.drop_from_segments(uid, gone)}
+            segments = [fresh.get(seg.month, seg) for seg in segments]
+            cataloged -= set(gone)
+        candidates = [k for k in found if k not in known.objects and k not in cataloged]
         confirmed = {k for k in candidates if self.backend.head_object(k) is not None}
         # Holds seen before the write: one past its purge margin is dropped by that very write,
         # its upload deleted first, so its stem must not be adopted from the older listing.
@@ -202,6 +211,8 @@ class Housekeeping:
                 if k not in objects and k in confirmed and not k.startswith(stems):
                     objects[k] = Entry(size=o.size, created=o.last_modified)
             doc.objects = objects
+            for seg in segments:
+                catalogue_rules.apply_segment(doc, seg)
             return before, rules.user_bytes(doc)
 
         (before, after), doc = self.accounts.update_user(uid, correct)
@@ -211,6 +222,13 @@ class Housekeeping:
         if (doc.credits_spent or doc.credit_log) and self.accounts.copy_credits(uid, doc):
             log.warning("Reconcile: the member record of user %s now has the credit book of its ledger.", uid)
         return before, after
+
+    def _segments(self, uid: keys.MemberId, doc: UserLedger) -> list[CatalogueSegment]:
+        months = set(doc.segments)
+        for obj in self.backend.list_objects(keys.catalogue_prefix(uid)):
+            months.add(obj.key.rsplit("/", 1)[-1].removesuffix(".json"))
+        found = [self.accounts.segment(uid, month) for month in sorted(months)]
+        return [seg for seg in found if seg is not None]
 
     # -- stats ----------------------------------------------------------------------------
     def stats(self, top: int) -> GlobalStats:

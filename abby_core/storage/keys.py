@@ -7,6 +7,7 @@ Layout (the same on the filesystem, under ``STORAGE_ROOT``, and in a bucket)::
     ledger/shards/{shard}.json                                       usage of the members of one shard
     ledger/global.json                                               server-wide usage: one line a shard
     ledger/members/{user_id}.json                                    blocks, grants, deletions
+    ledger/catalogue/{user_id}/{YYYYmm}.json                         a member's older images, by month
     ledger/slots/{user_id}.json                                      the member's generation in flight
     ledger/queue/{joined}-{id}.json                                  a generation waiting or running (shared queue)
     archive/users/{user_id}/{YYYYmmddTHHMMSSZ}-{reservation_id}.{ext} archived images (STORAGE_ARCHIVE)
@@ -31,6 +32,7 @@ __all__ = [
     "ARCHIVE_LEDGER_PREFIX",
     "ARCHIVE_PREFIX",
     "ARCHIVE_USERS_PREFIX",
+    "CATALOGUE_PREFIX",
     "CONTENT_TYPES",
     "GLOBAL_LEDGER_KEY",
     "IMAGES_PREFIX",
@@ -49,6 +51,7 @@ __all__ = [
     "archive_ledger_key",
     "archive_prefix",
     "archived_key",
+    "catalogue_prefix",
     "check_archived_key",
     "check_user_id",
     "content_type_of",
@@ -56,7 +59,9 @@ __all__ = [
     "image_candidates",
     "image_key",
     "member_key",
+    "month_of_key",
     "restored_stem",
+    "segment_key",
     "shard_key",
     "shard_of",
     "slot_key",
@@ -84,6 +89,7 @@ LOGS_PREFIX = "logs/"
 ARCHIVE_PREFIX = "archive/"
 ARCHIVE_USERS_PREFIX = "archive/users/"
 ARCHIVE_LEDGER_PREFIX = "ledger/archive/"
+CATALOGUE_PREFIX = "ledger/catalogue/"
 
 # Discord snowflakes are 64-bit integers: at most 20 ASCII digits. ``str.isdigit`` would
 # accept other scripts' digits ("١٢٣"), so the pattern spells out ASCII.
@@ -253,6 +259,21 @@ def _check_key(uid: MemberId, key: object, prefix: str, *, what: str, parameter:
 
 def archive_prefix(user_id: MemberId) -> str:
     return f"{ARCHIVE_USERS_PREFIX}{user_id}/"
+
+
+def catalogue_prefix(user_id: MemberId) -> str:
+    return f"{CATALOGUE_PREFIX}{user_id}/"
+
+
+def segment_key(user_id: MemberId, month: str) -> str:
+    return f"{CATALOGUE_PREFIX}{user_id}/{month}.json"
+
+
+def month_of_key(key: str) -> str:
+    """The catalogue segment an image key belongs to: the month it was reserved (``YYYYmm``),
+    or ``other`` for a key without a time in its name."""
+    when = time_of_key(key)
+    return when.strftime("%Y%m") if when is not None else "other"
 
 
 def archive_ledger_key(user_id: MemberId) -> str:

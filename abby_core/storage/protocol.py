@@ -214,7 +214,16 @@ class QuotaProtocol:
         self._sync_quietly(res.user_id, doc)
         if res.credit:
             self._mirror_credits(res.user_id, doc)
-        return key, doc
+        return key, self._fold_quietly(res.user_id, doc)
+
+    def _fold_quietly(self, uid: keys.MemberId, doc: UserLedger) -> UserLedger:
+        """Move the member's older images into their catalogue (best effort: the next commit
+        tries again, and until then they are counted where they are)."""
+        try:
+            return self.accounts.fold(uid, doc)
+        except StorageError as exc:
+            log.warning("Could not move older images of user %s into their catalogue yet (%s).", uid, exc)
+            return doc
 
     def _mirror_credits(self, uid: keys.MemberId, doc: UserLedger) -> None:
         """Copy the credit book of ``doc`` into the member record (what a rebuild starts from).

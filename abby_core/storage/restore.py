@@ -75,15 +75,16 @@ class Restorer:
         stem = keys.restored_stem(full)
         target = f"{stem}.{full.rsplit('.', 1)[-1]}"
         active = self.accounts.user(uid)
+        listed = self.accounts.catalogue(uid, active)  # every committed image, recent or catalogued
         stored = [k for k in keys.image_candidates(stem) if self.backend.head_object(k) is not None]
-        present = [k for k in stored if k in active.objects]
+        present = [k for k in stored if k in listed]
         if present:  # already back (a restore, or an archive, stopped half-way): finish it
             self._forget_copy(uid, full)
-            found = active.objects[present[0]]
+            found = listed[present[0]]
             return self._stored(uid, present[0], found.size, found.created)
         # Listed but not stored: deleted by an archive (or a delete) that stopped before its
         # last step, forgetting it. The archived copy is the only copy: forget, then restore.
-        self._forget_gone(uid, [k for k in keys.image_candidates(stem) if k in active.objects])
+        self._forget_gone(uid, [k for k in keys.image_candidates(stem) if k in listed])
         if stored or any(h.stem == stem for h in active.holds.values()):
             raise InvalidInput("This image is already being restored. Try again in a few minutes.")
         data = self.backend.get_object(full)

@@ -199,8 +199,9 @@ def expired_holds(doc: UserLedger, now: datetime) -> list[str]:
 
 
 def user_bytes(doc: UserLedger, now: datetime | None = None, *, skip: str | None = None) -> int:
-    """Committed bytes, plus the bytes of live holds when ``now`` is given."""
-    total = sum(e.size for e in doc.objects.values())
+    """Committed bytes (the recent images and the catalogue segments), plus the bytes of
+    live holds when ``now`` is given."""
+    total = sum(e.size for e in doc.objects.values()) + sum(s.bytes for s in doc.segments.values())
     if now is not None:
         total += sum(h.bytes for rid, h in doc.holds.items() if counts(h, now) and rid != skip)
     return total
