@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
 import pytest
 
-from abby_core.storage import FilesystemBackend, StorageBackend, StorageManager, keys, rules
-from abby_core.storage.documents import GlobalLedger, ShardLedger, Snapshot
+from abby_core.storage import FilesystemBackend, StorageBackend, StorageManager, catalogue_rules, keys, rules
+from abby_core.storage.documents import Entry, GlobalLedger, ShardLedger, Snapshot, UserLedger
 from tests.fixtures.clocks import Clock, day_safe_now
 from tests.reliability import scenarios
 from tests.reliability.crashpoints import TTL, CrashPoints, describe, verdict
@@ -195,3 +196,35 @@ async def test_the_upgrade_interrupted_at_every_storage_call(
         assert outcomes == {"CancelledError"}, outcomes
     else:  # the points reach both sides of the commit
         assert len(outcomes) >= 2, outcomes
+
+
+async def test_what_a_generation_writes_does_not_grow_with_the_members_history(tmp_path: Path, clock: Clock) -> None:
+    """A member with 5,000 images (a document of the layout before the catalogue): their first
+    commit moves the older images into the catalogue; from then on a generation rewrites a
+    document of the recent images and a line a month."""
+    sizes = Sizes(FilesystemBackend(tmp_path / "root"))
+    manager = StorageManager(sizes, clock=clock)
+    uid = keys.check_user_id("123456789012345678")
+    history = 5_000
+    start = clock() - timedelta(days=history // 10)  # ten images a day, for 500 days
+
+    def backlog(doc: UserLedger) -> None:
+        for n in range(history):
+            made = start + timedelta(hours=2.4 * n)
+            doc.objects[f"{keys.user_prefix(uid)}{made:%Y%m%dT%H%M%SZ}-{n:08x}.png"] = Entry(size=1000, created=made)
+
+    try:
+        await asyncio.to_thread(manager.accounts.update_user, uid, backlog)
+        await manager.save_image(await manager.reserve(uid), png())  # the first commit moves them
+        doc = manager.accounts.user(uid)
+        assert len(doc.objects) <= catalogue_rules.FOLD_AT, len(doc.objects)
+        assert sum(s.count for s in doc.segments.values()) + len(doc.objects) == history + 1
+        assert rules.user_bytes(doc) == history * 1000 + len(png())
+        sizes.written.clear()
+        await manager.save_image(await manager.reserve(uid), png(color=(1, 1, 1)))
+    finally:
+        await manager.aclose()
+    months = len(doc.segments)
+    bound = (catalogue_rules.FOLD_AT + 2) * 140 + months * 60 + 1000
+    assert sizes.written["users"] <= bound, (sizes.written, bound)
+    assert "catalogue" not in sizes.written  # a generation does not touch the catalogue between moves
