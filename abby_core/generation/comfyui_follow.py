@@ -47,6 +47,10 @@ log = logging.getLogger("abby.generation.comfyui")
 # Messages a finished job's socket may still deliver, each restarting the wait for the next
 # (a job's steps, nodes and previews come to a few hundred; other clients' "status" too).
 _DRAIN = 1000
+# How long a finished job's socket may stay quiet before its last message is given up on (at
+# least the poll interval): the server sends that message right after the history shows the
+# job done, so only a loaded machine delays it, never by this much.
+_DRAIN_QUIET = 1.0
 _PREVIEW_TYPES = {1: "image/jpeg", 2: "image/png"}
 
 
@@ -74,6 +78,7 @@ class Follower:
     def __init__(self, client: ComfyUIClient, *, poll_interval: float, cleanup_timeout: float) -> None:
         self._client = client
         self._poll_interval = poll_interval
+        self._drain_quiet = max(poll_interval, _DRAIN_QUIET)
         self._cleanup_timeout = cleanup_timeout
 
     async def submit(self, job: Job) -> None:
@@ -112,7 +117,7 @@ class Follower:
         ``/queue`` are checked too, so a lost message or a cleared queue cannot leave
         the job waiting until the timeout. When the history shows the job done while
         the socket is alive, the socket delivers the rest: until the server's last message,
-        or until it has been quiet for an interval (each message it still has restarts that
+        or until it has been quiet for ``_DRAIN_QUIET`` (each message it still has restarts that
         wait, at most ``_DRAIN`` times, so a listener slower than the poll loses nothing).
         """
         loop = asyncio.get_running_loop()
@@ -142,7 +147,7 @@ class Follower:
                         return entry
                 if done_entry is not None and drained < _DRAIN:
                     drained += 1
-                    check_at = loop.time() + self._poll_interval
+                    check_at = loop.time() + self._drain_quiet
                 continue
             check_at = loop.time() + self._poll_interval
             if done_entry is not None:
@@ -164,6 +169,7 @@ class Follower:
                 if socket is None:
                     return entry
                 done_entry = entry
+                check_at = loop.time() + self._drain_quiet
 
     async def abandon(self, job: Job) -> None:
         """Withdraw a prompt the server may still hold: delete it if queued, interrupt it if running."""

@@ -24,8 +24,9 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from abby_core.errors import SaveOutcomeUnknown, StorageUnavailable
@@ -107,6 +108,19 @@ class CrashPoints(StorageBackend):
 
     def sweep_partial_writes(self, older_than: datetime) -> int:
         return self.inner.sweep_partial_writes(older_than)
+
+
+async def interrupted(crash: CrashPoints, run: Callable[[], Awaitable[object]]) -> object:
+    """Run ``run`` (storage calls through ``crash``) as a task, so a cancel crash point can cancel
+    it; returns what it returned or raised. Storage answers normally afterwards."""
+    task = asyncio.ensure_future(run())
+    crash.on_cancel = partial(asyncio.get_running_loop().call_soon_threadsafe, task.cancel)
+    try:
+        reported: object = await task
+    except BaseException as exc:
+        reported = exc
+    crash.at = 0
+    return reported
 
 
 def counted_snapshot(accounts: Accounts, uid: str) -> Snapshot | None:

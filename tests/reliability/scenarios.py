@@ -128,6 +128,23 @@ class FixedProvider(Provider):
         return await self._next()
 
 
+class GatedProvider(FixedProvider):
+    """A :class:`FixedProvider` whose first ``passing`` generations pass; the others wait at
+    ``gate`` (``waiting``: how many do) until the test opens it."""
+
+    def __init__(self, images: Sequence[bytes], *, passing: int) -> None:
+        super().__init__(images, delay=0)
+        self.passing = passing
+        self.gate = asyncio.Event()
+        self.waiting = 0
+
+    async def _next(self) -> GeneratedImage:
+        if self.calls >= self.passing:
+            self.waiting += 1
+            await self.gate.wait()
+        return await super()._next()
+
+
 def service_with(manager: StorageManager, provider: Provider) -> ImageService:
     return ImageService(manager, ImageGenerator(provider=provider))
 
@@ -530,22 +547,23 @@ async def storage_outage(server: Any, *, users: int = 8, per_user: int = 4, stop
     )
     await asyncio.to_thread(backend.ensure_ready, cleanup_days=7)
     manager = StorageManager(backend, max_user_daily_gens=per_user + 1, image_gen_size_mb=ESTIMATE_MB)
-    service = service_with(manager, FixedProvider([noise_png(40) for _ in range(64)], delay=0.02))
+    provider = GatedProvider([noise_png(40) for _ in range(64)], passing=stop_after)
+    service = service_with(manager, provider)
     try:
-        async def later(n: int, uid: str, prompt: str) -> tuple[Any, float]:
-            await asyncio.sleep(n * 0.05)  # a burst spread over time, so the outage cuts it
-            return await timed(service.imagine(uid, prompt))
-
         tasks = [
-            asyncio.create_task(later(i * users + u, user(u), f"outage {u}-{i}"))
+            asyncio.create_task(timed(service.imagine(user(u), f"outage {u}-{i}")))
             for i in range(per_user)
             for u in range(users)
         ]
-        for _ in range(3000):  # at most 30 s
-            if sum(t.done() and not isinstance(t.result()[0], BaseException) for t in tasks) >= stop_after:
+        # The outage cuts the burst: the first generations are saved, the rest are reserved and
+        # rendering (held at the provider) when the server stops.
+        for _ in range(6000):  # a bounded wait for the condition, at most a minute
+            saved = sum(t.done() and not isinstance(t.result()[0], BaseException) for t in tasks)
+            if saved >= stop_after and provider.waiting == len(tasks) - stop_after:
                 break
             await asyncio.sleep(0.01)
         await asyncio.to_thread(server.stop)
+        provider.gate.set()
         burst = [await t for t in tasks]
         during = [await timed(service.imagine(user(u), "during the outage")) for u in range(5)]
         status_during, _ = await timed(manager.get_quota_status(user(0)))

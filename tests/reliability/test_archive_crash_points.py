@@ -16,7 +16,6 @@ with the follow-up the daily maintenance would run anyway.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 from collections.abc import Awaitable, Callable
@@ -33,7 +32,15 @@ from abby_core.storage.documents import ArchiveLedger
 from abby_core.storage.rules import PURGE_MARGIN
 from tests.fixtures.clocks import Clock, day_safe_now
 from tests.reliability import scenarios
-from tests.reliability.crashpoints import ACTIONS, TTL, CrashPoints, counted_snapshot, crash_child, describe
+from tests.reliability.crashpoints import (
+    ACTIONS,
+    TTL,
+    CrashPoints,
+    counted_snapshot,
+    crash_child,
+    describe,
+    interrupted,
+)
 
 AGE = timedelta(days=8)  # past STORAGE_CLEANUP_DAYS (7)
 #: Every action on the filesystem; on SeaweedFS the lost answer only.
@@ -252,13 +259,7 @@ def _fresh(backend: StorageBackend, tmp_path: Path, at: int) -> StorageBackend:
 
 async def _interrupt(crash: CrashPoints, run: Callable[[StorageManager], Awaitable[object]], clock: Clock) -> object:
     manager = _manager(crash, clock)
-    task = asyncio.create_task(run(manager))
-    crash.on_cancel = partial(asyncio.get_running_loop().call_soon_threadsafe, task.cancel)
-    try:
-        reported: object = await task
-    except BaseException as exc:
-        reported = exc
-    crash.at = 0
+    reported = await interrupted(crash, partial(run, manager))
     await manager.aclose()
     return reported
 

@@ -3,7 +3,6 @@ on the filesystem and on a real S3 server: what was reported is what is charged.
 
 from __future__ import annotations
 
-import asyncio
 from functools import partial
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 from abby_core.storage import StorageBackend, StorageManager
 from tests.fixtures.clocks import Clock, day_safe_now
 from tests.reliability import scenarios
-from tests.reliability.crashpoints import ACTIONS, TTL, CrashPoints, crash_child, describe, verdict
+from tests.reliability.crashpoints import ACTIONS, TTL, CrashPoints, crash_child, describe, interrupted, verdict
 
 
 def _manager(backend: StorageBackend, clock: Clock, *, escrow: bool = False) -> StorageManager:
@@ -54,13 +53,7 @@ async def _interrupt_every_call(backend: StorageBackend, action: str, *, escrow:
         crash = CrashPoints(backend, at=at, action=action)
         manager = _manager(crash, clock, escrow=escrow)
         service = scenarios.service_with(manager, scenarios.FixedProvider([scenarios.noise_png(40)], delay=0))
-        task = asyncio.create_task(service.imagine(uid, f"crash at {at}"))
-        crash.on_cancel = partial(asyncio.get_running_loop().call_soon_threadsafe, task.cancel)
-        try:
-            reported: object = await task
-        except BaseException as exc:
-            reported = exc
-        crash.at = 0  # storage answers normally from here on
+        reported = await interrupted(crash, partial(service.imagine, uid, f"crash at {at}"))
         outcomes.add(describe(reported))
         try:
             wrong = await verdict(reported, backend, uid, same=manager, clock=clock)

@@ -3,7 +3,6 @@ and every feature still counts them once: delete, cleanup, archive, restore, rec
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from functools import partial
 
@@ -13,7 +12,7 @@ from abby_core.errors import SaveOutcomeUnknown
 from abby_core.storage import StorageBackend, StorageManager, catalogue_rules, keys, rules
 from abby_core.storage.catalogue_rules import RECENT
 from tests.fixtures.clocks import Clock, day_safe_now
-from tests.reliability.crashpoints import TTL, CrashPoints, counted_snapshot, describe
+from tests.reliability.crashpoints import TTL, CrashPoints, counted_snapshot, describe, interrupted
 from tests.storage.test_archive import photo
 from tests.storage.test_manager import png
 
@@ -141,13 +140,7 @@ async def test_a_generation_that_moves_images_into_the_catalogue_interrupted_at_
         backend, clock = await history()
         crash = CrashPoints(backend, at=at, action=action)
         manager = StorageManager(crash, clock=clock, max_user_daily_gens=50, reservation_ttl_seconds=TTL)
-        task = asyncio.create_task(_generate(manager))
-        crash.on_cancel = partial(asyncio.get_running_loop().call_soon_threadsafe, task.cancel)
-        try:
-            reported: object = await task
-        except BaseException as exc:
-            reported = exc
-        crash.at = 0
+        reported = await interrupted(crash, partial(_generate, manager))
         await manager.aclose()
         clock.advance(seconds=TTL + rules.PURGE_MARGIN.total_seconds() + 1)
         other = StorageManager(backend, clock=clock, max_user_daily_gens=50, reservation_ttl_seconds=TTL)

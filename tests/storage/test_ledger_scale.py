@@ -19,7 +19,7 @@ from abby_core.storage import FilesystemBackend, StorageBackend, StorageManager,
 from abby_core.storage.documents import Entry, GlobalLedger, ShardLedger, Snapshot, UserLedger
 from tests.fixtures.clocks import Clock, day_safe_now
 from tests.reliability import scenarios
-from tests.reliability.crashpoints import TTL, CrashPoints, describe, verdict
+from tests.reliability.crashpoints import TTL, CrashPoints, describe, interrupted, verdict
 from tests.storage.test_manager import png
 
 MEMBERS = 10_000
@@ -167,13 +167,7 @@ async def test_the_upgrade_interrupted_at_every_storage_call(
         manager = StorageManager(crash, reservation_ttl_seconds=TTL, clock=clock, settle_seconds=1)
         uid = "700000000000000009"
         service = scenarios.service_with(manager, scenarios.FixedProvider([scenarios.noise_png(40)], delay=0))
-        task = asyncio.create_task(service.imagine(uid, f"upgrade, crash at {at}"))
-        crash.on_cancel = partial(asyncio.get_running_loop().call_soon_threadsafe, task.cancel)
-        try:
-            reported: object = await task
-        except BaseException as exc:
-            reported = exc
-        crash.at = 0
+        reported = await interrupted(crash, partial(service.imagine, uid, f"upgrade, crash at {at}"))
         outcomes.add(describe(reported))
         try:
             wrong = await verdict(reported, backend, uid, same=manager, clock=clock)
