@@ -96,6 +96,10 @@ class Requests:
                 return f"{name} global"
             if key.startswith(keys.USERS_LEDGER_PREFIX):
                 return f"{name} user"
+            if key.startswith(keys.SHARDS_LEDGER_PREFIX):
+                return f"{name} shard"
+            if key.startswith(keys.CATALOGUE_PREFIX):
+                return f"{name} catalogue"
             return f"{name} other"
         return name
 

@@ -140,7 +140,7 @@ async def test_a_looker_whose_clock_is_ahead_never_takes_back_a_lease_still_in_u
     ],
 )
 def test_a_lease_is_dead_past_its_expiry_plus_the_margin(now: datetime, dead: bool) -> None:
-    doc = GlobalLedger(users={}, leases={"l1": Lease(bytes=1, expires=T0, owner="a")})
+    doc = GlobalLedger(shards={}, leases={"l1": Lease(bytes=1, expires=T0, owner="a")})
     assert rules.dead_leases(doc, now, timedelta(seconds=135)) == (["l1"] if dead else [])
 
 
