@@ -375,6 +375,8 @@ async def test_fifty_concurrent_reservations_with_five_left(make_manager: Callab
     results = await asyncio.gather(*(manager.reserve(ALICE) for _ in range(50)), return_exceptions=True)
     granted = [r for r in results if not isinstance(r, BaseException)]
     refused = [r for r in results if isinstance(r, DailyLimitExceeded)]
+    odd = [r for r in results if isinstance(r, BaseException) and not isinstance(r, DailyLimitExceeded)]
+    assert not odd, [repr(r) for r in odd]  # every refusal is the daily limit
     assert (len(granted), len(refused)) == (5, 45)
     await asyncio.gather(*(manager.save_image(r, png()) for r in granted))
     status = await manager.get_quota_status(ALICE)
