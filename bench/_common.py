@@ -13,7 +13,8 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +52,19 @@ def progress(message: str) -> None:
 
 
 def build_manager(
-    backend: StorageBackend, workers: int = 8, *, escrow: bool = False, estimate: int = 20_000
+    backend: StorageBackend,
+    workers: int = 8,
+    *,
+    escrow: bool = False,
+    estimate: int = 20_000,
+    clock: Callable[[], datetime] | None = None,
 ) -> StorageManager:
-    """A manager over ``backend`` whose limits no benchmark reaches; ``estimate`` is the hold per image."""
+    """A manager over ``backend`` whose limits no benchmark reaches; ``estimate`` is the hold per
+    image, ``clock`` the manager's (default: the real one)."""
     return StorageManager(
         backend,
+        None,
+        clock,
         max_global_storage_mb=HUGE_MB,
         max_user_storage_mb=HUGE_MB,
         max_user_daily_gens=HUGE_DAILY,

@@ -23,6 +23,12 @@ store) it prints:
 A store grows from one N (or M) to the next, and the rounds' own generations count towards
 the next one. It is filled through the same API, a tiny PNG per generation, 32 at once, with
 escrow on (the global document is then written once per slice, not twice per generation).
+A member's history is spread over past days, as a real one is: the images a step adds are
+dated 100 a day (``HISTORY_PER_DAY``), the first ones (images / 100) days ago, the last ones
+today, through managers whose clock is moved back (the manager's injectable clock); so the
+images older than a day have moved into the catalogue as they would have, and the member's
+document is in its steady state when the rounds begin. The members of the members store
+each store one image, now.
 Progress goes to stderr, tables to stdout. ``--quick``: 10 and 1,000 members, 10 and 1,000
 images, the filesystem only, 10 rounds. Timings come from one process on one machine:
 compare the ratios, measured in the same rounds.
@@ -46,7 +52,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +75,7 @@ WARMUP = 3
 FILL_TASKS = 32
 FILL_ESTIMATE = 1_500_000  # the fill's hold estimate: a lease slice covers thousands of tiny images
 TINY = noise_png(100)  # a valid PNG of a few hundred bytes
+HISTORY_PER_DAY = 100  # a filled history: this many images a day, up to today
 QUICK = {"members": [10, 1_000], "images": [10, 1_000], "backends": ["filesystem"], "samples": 10}
 
 
@@ -78,8 +85,9 @@ def member(n: int) -> str:
 
 
 def kind_of(key: str) -> str:
-    """A ledger key with its ids, dates and counters replaced by ``#``: ``ledger/users/#.json``."""
-    return re.sub(r"[0-9a-f]*[0-9][0-9a-f]*", "#", key)
+    """A ledger key with its ids, dates, counters and shard names (a path segment of hex
+    digits, ``af``) replaced by ``#``: ``ledger/users/#.json``, ``ledger/shards/#.json``."""
+    return re.sub(r"(?<=/)[0-9a-f]+(?=[./]|$)|[0-9a-f]*[0-9][0-9a-f]*", "#", key)
 
 
 @dataclass
@@ -157,20 +165,45 @@ async def generation(manager: StorageManager, uid: str, data: bytes) -> None:
     await manager.save_image(reservation, data, content_type="image/png")
 
 
-async def fill(store: Store, uids: list[str], what: str) -> None:
-    """One tiny-PNG generation per entry of ``uids``, ``FILL_TASKS`` at once, escrow on."""
+def past_days(uids: list[str], per_day: int | None) -> list[tuple[timedelta, list[str]]]:
+    """``uids`` by the day their generations are dated, as (days ago, uids): all now without
+    ``per_day``; else ``per_day`` a day, the first len/per_day days ago, the last ones today."""
+    if per_day is None:
+        return [(timedelta(0), uids)]
+    chunks = [uids[i : i + per_day] for i in range(0, len(uids), per_day)]
+    return [(timedelta(days=len(chunks) - 1 - n), chunk) for n, chunk in enumerate(chunks)]
+
+
+async def fill(store: Store, uids: list[str], what: str, *, per_day: int | None = None) -> None:
+    """One tiny-PNG generation per entry of ``uids``, ``FILL_TASKS`` at once, escrow on.
+
+    With ``per_day`` they are spread over past days (``past_days``): each day's generations
+    go through a manager whose clock is the real one moved back that many days, so a
+    member's images older than a day move into the catalogue as they would have."""
     if not uids:
         return
-    manager = build_manager(store.open(), FILL_TASKS, escrow=True, estimate=FILL_ESTIMATE)
-    todo = iter(uids)
     done = 0
     start = time.perf_counter()
 
-    async def worker() -> None:
+    async def one_day(ago: timedelta, day: list[str]) -> None:
         nonlocal done
-        for uid in todo:
-            await generation(manager, uid, TINY)
-            done += 1
+
+        def clock() -> datetime:
+            return datetime.now(UTC) - ago
+
+        manager = build_manager(store.open(), FILL_TASKS, escrow=True, estimate=FILL_ESTIMATE, clock=clock)
+        todo = iter(day)
+
+        async def worker() -> None:
+            nonlocal done
+            for uid in todo:
+                await generation(manager, uid, TINY)
+                done += 1
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(FILL_TASKS)))
+        finally:
+            await manager.aclose()
 
     async def report() -> None:
         while True:
@@ -180,10 +213,10 @@ async def fill(store: Store, uids: list[str], what: str) -> None:
 
     reporter = asyncio.create_task(report())
     try:
-        await asyncio.gather(*(worker() for _ in range(FILL_TASKS)))
+        for ago, day in past_days(uids, per_day):
+            await one_day(ago, day)
     finally:
         reporter.cancel()
-        await manager.aclose()
     seconds = time.perf_counter() - start
     progress(f"    filled {len(uids):,} {what} in {seconds:.1f} s ({len(uids) / seconds:.0f}/s)")
 
@@ -268,7 +301,7 @@ async def table(
             big.images += len(todo)
         else:
             todo = [big.new_member() for _ in range(max(0, target - big.members))]
-        await fill(big, todo, what)
+        await fill(big, todo, what, per_day=HISTORY_PER_DAY if history else None)
         by_escrow = {}
         for mode in modes:
             progress(f"  {what}: {target:,}, escrow {mode}: {samples} rounds")
