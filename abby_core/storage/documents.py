@@ -37,6 +37,7 @@ __all__ = [
     "ShardHold",
     "ShardLedger",
     "ShardSnapshot",
+    "ShardTotals",
     "Snapshot",
     "SnapshotHold",
     "UserLedger",
@@ -190,20 +191,29 @@ class ShardLedger(_Document):
 
 
 class ShardHold(_Record):
-    """A hold in a shard snapshot, with its member (whose document drops it once it expired)."""
+    """A hold in a shard snapshot, with its shard and member (whose document drops it once it expired)."""
 
+    shard: str
     user: str
     bytes: NonNegativeInt
     expires: AwareDatetime
 
 
 class ShardSnapshot(_Record):
-    """One shard document as the global ledger last saw it (``version``: that document's)."""
+    """One shard document as the global ledger last saw it (``version``: that document's).
+
+    The global document stores it in two compact parts (``GlobalLedger.shards`` and
+    ``GlobalLedger.holds``) so that reading it stays cheap with every shard in it.
+    """
 
     version: NonNegativeInt
     bytes: NonNegativeInt  # committed bytes of the shard's members
     members: NonNegativeInt = 0  # members with images, for stats
     holds: dict[str, ShardHold] = Field(default_factory=dict)
+
+
+#: A shard snapshot's totals as the global document stores them: version, bytes, members.
+ShardTotals = tuple[NonNegativeInt, NonNegativeInt, NonNegativeInt]
 
 
 class Lease(_Record):
@@ -225,7 +235,8 @@ class GlobalLedger(_Document):
     into the shard documents (:meth:`abby_core.storage.accounts.Accounts.update_global`).
     """
 
-    shards: dict[str, ShardSnapshot] = Field(default_factory=dict)
+    shards: dict[str, ShardTotals] = Field(default_factory=dict)
+    holds: dict[str, ShardHold] = Field(default_factory=dict)  # the holds the shard snapshots list
     users: dict[str, Snapshot] = Field(default_factory=dict)
     leases: dict[str, Lease] = Field(default_factory=dict)
 

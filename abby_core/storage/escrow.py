@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from abby_core.errors import GlobalStorageFull, StorageError
-from abby_core.storage import keys, rules
+from abby_core.storage import keys, usage_rules
 from abby_core.storage.accounts import Accounts
 from abby_core.storage.documents import GlobalLedger, Lease, UserLedger
 from abby_core.storage.ledger import UncertainWrite
@@ -183,7 +183,7 @@ class Escrow:
         shards = self.accounts.publish_users(served)
 
         def change(glob: GlobalLedger) -> tuple[int, bool]:
-            free = rules.lease_slice(
+            free = usage_rules.lease_slice(
                 glob,
                 lease_id=self.lease_id,
                 covered=in_flight,
@@ -217,7 +217,7 @@ class Escrow:
         self._active = False
         self._arm_timer()
         if refused:
-            used = rules.global_usage(glob) - self._granted
+            used = usage_rules.global_usage(glob) - self._granted
             raise GlobalStorageFull(used=used, limit=self.global_limit)
 
     def _arm_timer(self) -> None:

@@ -12,7 +12,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 from abby_core.errors import InvalidInput
-from abby_core.storage import catalogue_rules, keys, rules
+from abby_core.storage import catalogue_rules, keys, rules, usage_rules
 from abby_core.storage.accounts import Accounts
 from abby_core.storage.archive import Archiver
 from abby_core.storage.backend import ARCHIVE_GRACE_DAYS, EVENTS_EXPIRY_MARGIN_DAYS
@@ -240,10 +240,10 @@ class Housekeeping:
         members.update({uid: snap.bytes for uid, snap in glob.users.items()})  # a global document not moved yet
         ranked = sorted(((u, b) for u, b in members.items() if b > 0), key=lambda t: -t[1])
         return GlobalStats(
-            global_bytes=rules.global_usage(glob),
+            global_bytes=usage_rules.global_usage(glob),
             global_limit_bytes=self.global_limit,
             users=len(ranked),
-            in_flight=sum(len(s.holds) for s in glob.shards.values()) + sum(len(s.holds) for s in glob.users.values()),
+            in_flight=len(glob.holds) + sum(len(s.holds) for s in glob.users.values()),
             top_users=ranked[:top],
             leases=[
                 LeaseInfo(lid, lease.owner, lease.bytes, lease.expires)

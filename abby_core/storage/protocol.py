@@ -43,7 +43,7 @@ from abby_core.errors import (
     StorageError,
     StorageUnavailable,
 )
-from abby_core.storage import keys, rules
+from abby_core.storage import keys, rules, usage_rules
 from abby_core.storage.accounts import Accounts
 from abby_core.storage.documents import Hold, UserLedger
 from abby_core.storage.escrow import Escrow
@@ -416,7 +416,7 @@ class QuotaProtocol:
             limits=limits,
             now=self.clock(),
             # This process's unused lease is room it can still admit from.
-            global_bytes=rules.global_usage(glob) - (self.escrow.free if self.escrow is not None else 0),
+            global_bytes=usage_rules.global_usage(glob) - (self.escrow.free if self.escrow is not None else 0),
             global_limit=self.global_limit,
         )
 

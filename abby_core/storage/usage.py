@@ -39,7 +39,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from abby_core.errors import InvalidUser, LedgerCorrupt, StorageUnavailable
-from abby_core.storage import keys, liveness, rules
+from abby_core.storage import keys, liveness, rules, usage_rules
 from abby_core.storage.backend import ConditionFailed, StorageBackend
 from abby_core.storage.documents import GlobalLedger, Lease, ShardLedger, ShardSnapshot, Snapshot, UserLedger
 from abby_core.storage.ledger import Ledger
@@ -198,7 +198,7 @@ class Usage(ABC):
             except LedgerCorrupt:
                 continue  # repaired on its owner's next request; its images are counted above
             if read is not None:
-                found[uid] = rules.snapshot(read[0], self.clock())
+                found[uid] = usage_rules.snapshot(read[0], self.clock())
         return found
 
     def _new_shard(self, shard: str) -> ShardLedger:
@@ -211,14 +211,14 @@ class Usage(ABC):
         seen = found[0].shards.get(shard) if found else None
         if seen is None:
             return ShardLedger(shard=shard, users={})
-        return self.rebuild_shard(shard, known=seen.version)
+        return self.rebuild_shard(shard, known=seen[0])
 
     def rebuild_shard(self, shard: str, *, known: int = 0) -> ShardLedger:
         """A shard document from its members' documents and images (damage); ``known``: the
         version of it the global document has."""
         doc = ShardLedger(shard=shard, users={})
         for uid, snap in self._user_snapshots(shard).items():
-            rules.apply_snapshot(doc, uid, snap)
+            usage_rules.apply_snapshot(doc, uid, snap)
         log.warning("Quota ledger shard %s was missing: rebuilt from %d user(s).", shard, len(doc.users))
         # Above the version the global document knows, so it accepts this shard's snapshot.
         doc.version = rebuilt_version(known)
@@ -233,9 +233,9 @@ class Usage(ABC):
         for uid, snap in found.items():
             by_shard.setdefault(keys.shard_of(uid), {})[uid] = snap
         for shard, written in self.publish(by_shard).items():
-            rules.apply_shard(doc, shard, written)
+            usage_rules.apply_shard(doc, shard, written)
         for shard, stored in self.shards().items():
-            rules.apply_shard(doc, shard, rules.shard_snapshot(stored))
+            usage_rules.apply_shard(doc, shard, usage_rules.shard_snapshot(stored))
         if any(snap.bytes for snap in found.values()):  # not a new store
             log.warning("Global quota ledger was missing: rebuilt from %d shard(s).", len(doc.shards))
         doc.version = rebuilt_version(0)
@@ -252,10 +252,10 @@ class Usage(ABC):
 
             def apply(doc: ShardLedger, found: dict[str, Snapshot] = snaps[shard]) -> None:
                 for uid, snap in found.items():
-                    rules.apply_snapshot(doc, uid, snap)
+                    usage_rules.apply_snapshot(doc, uid, snap)
 
             _, doc = self.update_shard(shard, apply)
-            written[shard] = rules.shard_snapshot(doc)
+            written[shard] = usage_rules.shard_snapshot(doc)
         return written
 
     def publish_users(self, docs: Mapping[keys.MemberId, UserLedger]) -> dict[str, ShardSnapshot]:
@@ -263,7 +263,7 @@ class Usage(ABC):
         now = self.clock()
         by_shard: dict[str, dict[str, Snapshot]] = {}
         for uid, doc in docs.items():
-            by_shard.setdefault(keys.shard_of(uid), {})[uid] = rules.snapshot(doc, now)
+            by_shard.setdefault(keys.shard_of(uid), {})[uid] = usage_rules.snapshot(doc, now)
         return self.publish(by_shard)
 
     def sync_global(self, uid: keys.MemberId, doc: UserLedger) -> None:
@@ -276,7 +276,7 @@ class Usage(ABC):
         (:class:`~abby_core.errors.GlobalStorageFull`) if it would pass ``limit``."""
         shard = keys.shard_of(uid)
         snap = self.publish_users({uid: doc})[shard]
-        self.update_global(partial(rules.global_hold, shard=shard, snap=snap, rid=rid, limit=limit))
+        self.update_global(partial(usage_rules.global_hold, shard=shard, snap=snap, rid=rid, limit=limit))
 
     def update_global(
         self, mutate: Callable[[GlobalLedger], _T], *, shards: dict[str, ShardSnapshot] | None = None
@@ -304,14 +304,14 @@ class Usage(ABC):
         mutate: Callable[[GlobalLedger], _T],
     ) -> tuple[_T, GlobalLedger]:
         deadline = self.clock() - rules.PURGE_MARGIN
-        stale = rules.stale_holders(current, deadline)[:_REFRESH_PER_UPDATE]
+        stale = usage_rules.stale_holders(current, deadline)[:_REFRESH_PER_UPDATE]
         if stale:
             # Ids read from a document: checked like any other.
             docs = {uid: self.update_user(uid, lambda d: None)[1] for uid in map(keys.check_user_id, stale)}
             fresh.update(self.publish_users(docs))
         scanned_at = self.clock()
         silent = self._silent_leases()
-        recovering = bool(rules.dead_leases(current, scanned_at, self.lease_margin) or silent)
+        recovering = bool(usage_rules.dead_leases(current, scanned_at, self.lease_margin) or silent)
         if recovering:
             fresh.update(self._every_snapshot())
         dropped: list[str] = []
@@ -321,12 +321,12 @@ class Usage(ABC):
                 raise _Legacy(doc)  # members of the layout before shards, not moved yet
             doc.users = {}
             for shard, snap in fresh.items():
-                rules.apply_shard(doc, shard, snap)
+                usage_rules.apply_shard(doc, shard, snap)
             dropped.clear()
             if recovering:
                 # Dead before the scan began: every hold their owners admitted is in a user
                 # document read since, so the snapshots now cover what the leases did.
-                dead = set(rules.dead_leases(doc, scanned_at, self.lease_margin))
+                dead = set(usage_rules.dead_leases(doc, scanned_at, self.lease_margin))
                 dead.update(lid for lid, lease in doc.leases.items() if silent.get(lid) == _version(lease))
                 for lid in sorted(dead):
                     dropped.append(f"{lid} ({doc.leases.pop(lid).owner})")

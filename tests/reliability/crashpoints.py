@@ -35,7 +35,8 @@ from abby_core.storage.accounts import Accounts
 from abby_core.storage.documents import Snapshot
 from abby_core.storage.keys import shard_of, user_prefix
 from abby_core.storage.models import ObjectInfo, ReadyReport
-from abby_core.storage.rules import PURGE_MARGIN, global_usage, shard_snapshot
+from abby_core.storage.rules import PURGE_MARGIN
+from abby_core.storage.usage_rules import global_usage, recorded_shard, shard_snapshot
 
 __all__ = ["ACTIONS", "CrashPoints", "crash_child", "credit_verdict", "verdict"]
 
@@ -127,7 +128,7 @@ def counted_snapshot(accounts: Accounts, uid: str) -> Snapshot | None:
     """``uid``'s snapshot as the global document counts it: the one in their shard document,
     if the global document has that shard as it is stored (``None`` otherwise, or if none)."""
     shard = accounts.shard(shard_of(uid))
-    recorded = accounts.global_doc().shards.get(shard.shard) == shard_snapshot(shard)
+    recorded = recorded_shard(accounts.global_doc(), shard.shard) == shard_snapshot(shard)
     return shard.users.get(uid) if recorded else None
 
 

@@ -43,7 +43,8 @@ from abby_core.storage.keys import (
     USERS_PREFIX,
     user_from_key,
 )
-from abby_core.storage.rules import PURGE_MARGIN, shard_snapshot
+from abby_core.storage.rules import PURGE_MARGIN
+from abby_core.storage.usage_rules import recorded_shard, shard_snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 _T = TypeVar("_T")
@@ -214,9 +215,9 @@ def audit(backend: StorageBackend) -> Audit:
     # Each member's total as their shard records it, and each shard as the global document records it.
     totals = {u: snap.bytes for shard in shards.values() for u, snap in shard.users.items()}
     totals.update({u: snap.bytes for u, snap in glob.users.items()})  # a global document not moved yet
-    behind = sorted(k for k, shard in shards.items() if glob.shards.get(k) != shard_snapshot(shard))
+    behind = sorted(k for k, shard in shards.items() if recorded_shard(glob, k) != shard_snapshot(shard))
     behind += sorted(k for k in glob.shards if k not in shards)
-    global_holds = sum(len(s.holds) for s in glob.shards.values()) + sum(len(s.holds) for s in glob.users.values())
+    global_holds = len(glob.holds) + sum(len(s.holds) for s in glob.users.values())
     return Audit(objects, committed, counts, holds, totals, global_holds, behind)
 
 

@@ -9,7 +9,7 @@ from functools import partial
 import pytest
 
 from abby_core.errors import SaveOutcomeUnknown
-from abby_core.storage import StorageBackend, StorageManager, catalogue_rules, keys, rules
+from abby_core.storage import StorageBackend, StorageManager, catalogue_rules, keys, rules, usage_rules
 from abby_core.storage.catalogue_rules import RECENT
 from tests.fixtures.clocks import Clock, day_safe_now
 from tests.reliability.crashpoints import TTL, CrashPoints, counted_snapshot, describe, interrupted
@@ -49,7 +49,7 @@ async def _counted_once(manager: StorageManager, *, settled: bool = True) -> Non
         snap = counted_snapshot(manager.accounts, uid)
         assert snap is not None and snap.bytes == sum(stored.values())
     else:
-        assert rules.global_usage(manager.accounts.global_doc()) >= sum(stored.values())
+        assert usage_rules.global_usage(manager.accounts.global_doc()) >= sum(stored.values())
 
 
 async def test_older_images_move_into_the_catalogue_and_stay_counted_once(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from abby_core.errors import DailyLimitExceeded
-from abby_core.storage import FilesystemBackend, StorageBackend, StorageManager, rules
+from abby_core.storage import FilesystemBackend, StorageBackend, StorageManager, rules, usage_rules
 from abby_core.storage.documents import GlobalLedger, Hold, Lease
 from abby_core.storage.escrow import LeaseView
 from tests.fixtures.clocks import Clock, Ticks, day_safe_now
@@ -141,7 +141,7 @@ async def test_a_looker_whose_clock_is_ahead_never_takes_back_a_lease_still_in_u
 )
 def test_a_lease_is_dead_past_its_expiry_plus_the_margin(now: datetime, dead: bool) -> None:
     doc = GlobalLedger(shards={}, leases={"l1": Lease(bytes=1, expires=T0, owner="a")})
-    assert rules.dead_leases(doc, now, timedelta(seconds=135)) == (["l1"] if dead else [])
+    assert usage_rules.dead_leases(doc, now, timedelta(seconds=135)) == (["l1"] if dead else [])
 
 
 async def test_a_lease_is_taken_for_dead_only_the_clock_bound_after_its_owner_stops_admitting(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from abby_core.errors import GlobalStorageFull, UserStorageFull
-from abby_core.storage import StorageBackend, StorageManager, keys, rules
+from abby_core.storage import StorageBackend, StorageManager, keys, usage_rules
 from tests.storage.conftest import Clock
 
 SIZE = 1000
@@ -59,14 +59,14 @@ async def test_saves_write_the_global_document_only_when_the_lease_is_settled(
         glob = manager.accounts.global_doc()
         assert list(glob.leases) == [manager.escrow.lease_id]
         # Stored bytes are covered by the snapshots plus the lease, never by less.
-        assert rules.snapshot_usage(glob) + glob.leases[manager.escrow.lease_id].bytes >= _stored(backend)
+        assert usage_rules.snapshot_usage(glob) + glob.leases[manager.escrow.lease_id].bytes >= _stored(backend)
         stats = await manager.stats()
         assert stats.leases and stats.leases[0].bytes == glob.leases[manager.escrow.lease_id].bytes
     finally:
         await manager.aclose()
     glob = manager.accounts.global_doc()
     assert glob.leases == {}
-    assert rules.snapshot_usage(glob) == _stored(backend) == 20 * SIZE
+    assert usage_rules.snapshot_usage(glob) == _stored(backend) == 20 * SIZE
 
 
 async def test_two_processes_fill_the_budget_exactly(make_backend: Callable[..., StorageBackend], clock: Clock) -> None:
@@ -96,7 +96,7 @@ async def test_two_processes_fill_the_budget_exactly(make_backend: Callable[...,
     assert highest <= 50 * SIZE
     glob = a.accounts.global_doc()
     assert glob.leases == {}
-    assert rules.snapshot_usage(glob) == _stored(first) == 50 * SIZE
+    assert usage_rules.snapshot_usage(glob) == _stored(first) == 50 * SIZE
     report = await _reconciled(first, clock)
     assert report == {}
 
@@ -152,7 +152,7 @@ async def test_a_dead_process_lease_comes_back_after_its_lifetime(
         await survivor.aclose()
     glob = survivor.accounts.global_doc()
     assert glob.leases == {}
-    assert rules.snapshot_usage(glob) == _stored(backend) == 50 * SIZE
+    assert usage_rules.snapshot_usage(glob) == _stored(backend) == 50 * SIZE
 
 
 def _kill(manager: StorageManager) -> None:
@@ -193,7 +193,7 @@ async def test_a_failed_generation_returns_its_bytes_at_settle(
         manager.escrow.settle(renew=False)
         glob = manager.accounts.global_doc()
         assert glob.leases == {}
-        assert rules.global_usage(glob) == 0
+        assert usage_rules.global_usage(glob) == 0
         status = await manager.get_quota_status("5000")
         assert status.user_bytes == 0 and status.daily_used == 0
     finally:
@@ -213,8 +213,8 @@ async def test_slices_shrink_as_the_budget_runs_out(make_backend: Callable[..., 
         assert slices[0] == 25 * SIZE
         assert slices[1] < slices[0] and slices[2] < slices[1]
         glob = managers[0].accounts.global_doc()
-        assert rules.global_usage(glob) <= 50 * SIZE
+        assert usage_rules.global_usage(glob) <= 50 * SIZE
     finally:
         await asyncio.gather(*(m.aclose() for m in managers))
     glob = managers[0].accounts.global_doc()
-    assert glob.leases == {} and rules.snapshot_usage(glob) == 3 * SIZE
+    assert glob.leases == {} and usage_rules.snapshot_usage(glob) == 3 * SIZE

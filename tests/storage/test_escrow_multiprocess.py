@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from abby_core.errors import GlobalStorageFull
-from abby_core.storage import StorageManager, keys, rules
+from abby_core.storage import StorageManager, keys, usage_rules
 from abby_core.storage.rules import PURGE_MARGIN
 from abby_core.storage.s3 import S3Backend
 from tests.fixtures.seaweedfs import SeaweedFS
@@ -119,7 +119,7 @@ async def _reconcile(backend: S3Backend) -> dict[str, tuple[int, int]]:
     try:
         drift = (await auditor.reconcile()).drift
         glob = auditor.accounts.global_doc()
-        assert rules.snapshot_usage(glob) == IMAGES * SIZE
+        assert usage_rules.snapshot_usage(glob) == IMAGES * SIZE
         return drift
     finally:
         await auditor.aclose()

@@ -19,7 +19,7 @@ import pytest
 
 from abby_core.errors import GlobalStorageFull, StorageError, StorageUnavailable
 from abby_core.storage import escrow as escrow_module
-from abby_core.storage import keys, rules
+from abby_core.storage import keys, usage_rules
 from abby_core.storage.accounts import Accounts
 from abby_core.storage.documents import GlobalLedger, Hold, ShardLedger, ShardSnapshot, Snapshot, UserLedger
 from abby_core.storage.escrow import Escrow, LeaseView
@@ -53,9 +53,9 @@ class _Books:
         written: dict[str, ShardSnapshot] = {}
         for uid, doc in docs.items():
             shard = self.shards.setdefault(keys.shard_of(uid), ShardLedger(shard=keys.shard_of(uid), users={}))
-            rules.apply_snapshot(shard, uid, rules.snapshot(doc, self.clock()))
+            usage_rules.apply_snapshot(shard, uid, usage_rules.snapshot(doc, self.clock()))
             shard.version += 1
-            written[shard.shard] = rules.shard_snapshot(shard)
+            written[shard.shard] = usage_rules.shard_snapshot(shard)
         return written
 
     def update_global(
@@ -65,7 +65,7 @@ class _Books:
             raise self.failure
         glob = self.glob.model_copy(deep=True)
         for shard, snap in (shards or {}).items():
-            rules.apply_shard(glob, shard, snap)
+            usage_rules.apply_shard(glob, shard, snap)
         result = mutate(glob)
         glob.version += 1
         self.glob, self.writes = glob, self.writes + 1
@@ -77,7 +77,8 @@ class _Books:
     def recorded(self, uid: str) -> Snapshot:
         """``uid``'s snapshot as the global document counts it (through its shard's snapshot)."""
         shard = self.shards[keys.shard_of(uid)]
-        assert self.glob.shards[shard.shard] == rules.shard_snapshot(shard), "the global document is behind the shard"
+        recorded = usage_rules.recorded_shard(self.glob, shard.shard)
+        assert recorded == usage_rules.shard_snapshot(shard), "the global document is behind the shard"
         return shard.users[uid]
 
     def record(self, uid: str, snap: Snapshot) -> None:
@@ -85,7 +86,7 @@ class _Books:
         shard = self.shards.setdefault(keys.shard_of(uid), ShardLedger(shard=keys.shard_of(uid), users={}))
         shard.users[uid] = snap
         shard.version += 1
-        rules.apply_shard(self.glob, shard.shard, rules.shard_snapshot(shard))
+        usage_rules.apply_shard(self.glob, shard.shard, usage_rules.shard_snapshot(shard))
 
 
 @pytest.fixture
@@ -152,13 +153,13 @@ def test_a_used_lease_takes_a_fresh_slice_and_an_idle_one_goes_back(books: _Book
     token = escrow.charge(100)
     escrow.landed(token, "42", _member(1, 100))
     escrow.settle()  # used since the last settle: the hold is in the snapshot, and a fresh slice
-    assert books.recorded("42") == rules.snapshot(_member(1, 100), T0)
+    assert books.recorded("42") == usage_rules.snapshot(_member(1, 100), T0)
     assert (escrow.view().granted, escrow.view().landed, _leased(books, escrow)) == (MAX_SLICE, 0, MAX_SLICE)
     escrow.settle()  # idle since: the whole lease goes back
     view = escrow.view()
     assert (view.granted, view.free, view.expires, escrow.free) == (0, 0, None, 0)
     assert _leased(books, escrow) is None
-    assert rules.global_usage(books.glob) == 100
+    assert usage_rules.global_usage(books.glob) == 100
 
 
 def test_a_settle_keeps_what_is_in_flight_leased(books: _Books, escrow: Escrow) -> None:
@@ -183,7 +184,7 @@ def test_a_hold_that_may_have_landed_stays_covered_and_its_document_is_read_at_s
     assert (escrow.view().in_flight, escrow.view().landed) == (0, 150)
     books.users["42"] = _member(2, 100, 50)  # it did land
     escrow.settle()
-    assert books.recorded("42") == rules.snapshot(_member(2, 100, 50), T0)
+    assert books.recorded("42") == usage_rules.snapshot(_member(2, 100, 50), T0)
     assert escrow.view().landed == 0
 
 
@@ -209,7 +210,7 @@ def test_the_last_bytes_go_to_whoever_asks_and_never_past_the_limit(
                 admitted += 100
             except GlobalStorageFull:
                 refused += 1
-            assert rules.global_usage(books.glob) <= LIMIT
+            assert usage_rules.global_usage(books.glob) <= LIMIT
     assert admitted == LIMIT
 
 
@@ -286,7 +287,7 @@ def test_every_settle_changes_the_lease_even_on_a_clock_that_stood_still(books: 
 def test_a_served_member_is_recorded_at_the_next_settle(books: _Books, escrow: Escrow) -> None:
     escrow.served("42", _member(1, 10))
     escrow.settle()
-    assert books.recorded("42") == rules.snapshot(_member(1, 10), T0)
+    assert books.recorded("42") == usage_rules.snapshot(_member(1, 10), T0)
 
 
 # -- what mutation testing found unpinned -------------------------------------------------------
@@ -313,7 +314,7 @@ def test_the_last_byte_is_leased_and_the_next_is_refused(books: _Books, escrow: 
     with pytest.raises(GlobalStorageFull) as caught:
         escrow.charge(1)
     assert (caught.value.used, caught.value.limit) == (LIMIT - 1, LIMIT)  # the lease's own bytes are not "used"
-    assert (escrow.view().in_flight, rules.global_usage(books.glob)) == (1, LIMIT)
+    assert (escrow.view().in_flight, usage_rules.global_usage(books.glob)) == (1, LIMIT)
 
 
 def test_the_lease_names_its_owner_and_settles_are_counted(books: _Books, escrow: Escrow) -> None:
@@ -353,7 +354,7 @@ def test_a_settled_member_is_not_written_again_at_close(books: _Books, escrow: E
 def test_close_records_a_member_served_without_a_lease(books: _Books, escrow: Escrow) -> None:
     escrow.served("42", _member(1, 10))
     escrow.close()
-    assert (books.writes, books.recorded("42")) == (1, rules.snapshot(_member(1, 10), T0))
+    assert (books.writes, books.recorded("42")) == (1, usage_rules.snapshot(_member(1, 10), T0))
 
 
 def test_a_closed_escrow_says_so() -> None:

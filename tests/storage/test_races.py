@@ -14,7 +14,7 @@ import pytest
 
 from abby_core.config import load_settings
 from abby_core.errors import ConfigError, ReservationInvalid, StorageUnavailable
-from abby_core.storage import ObjectInfo, ReconcileReport, StorageManager, keys, rules
+from abby_core.storage import ObjectInfo, ReconcileReport, StorageManager, keys, usage_rules
 from abby_core.storage.documents import GlobalLedger, ShardLedger, Snapshot
 from abby_core.storage.keys import GLOBAL_LEDGER_KEY, USERS_PREFIX
 from tests.storage.conftest import Clock
@@ -171,7 +171,7 @@ async def test_a_total_nobody_synced_is_corrected_by_the_next_reservation(manage
     found = manager.backend.read_doc(GLOBAL_LEDGER_KEY)
     assert found is not None
     glob = GlobalLedger.model_validate_json(found[0])
-    glob.shards[shard.shard] = rules.shard_snapshot(shard)
+    usage_rules.apply_shard(glob, shard.shard, usage_rules.shard_snapshot(shard))
     glob.version += 1
     manager.backend.write_doc(GLOBAL_LEDGER_KEY, glob.model_dump_json(by_alias=True).encode(), etag=found[1])
     manager.ledger.forget()

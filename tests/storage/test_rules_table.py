@@ -29,7 +29,7 @@ from abby_core.errors import (
     UserBlocked,
     UserStorageFull,
 )
-from abby_core.storage import credit_rules, rules
+from abby_core.storage import credit_rules, rules, usage_rules
 from abby_core.storage.documents import (
     CreditSource,
     Entry,
@@ -451,18 +451,27 @@ def test_a_snapshot_keeps_committed_bytes_and_every_hold_not_yet_dropped() -> No
             "gone": _held(80, expires=NOW - rules.PURGE_MARGIN),
         },
     )
-    snap = rules.snapshot(doc, NOW)
+    snap = usage_rules.snapshot(doc, NOW)
     assert (snap.version, snap.bytes) == (4, 100)
     assert {rid: h.bytes for rid, h in snap.holds.items()} == {"live": 10, "void": 20, "expired": 40}
 
 
-def _shard(version: int, size: int = 0, members: int = 0, **holds: int) -> ShardSnapshot:
+def _shard(version: int, size: int = 0, members: int = 0, *, shard: str = "2a", **holds: int) -> ShardSnapshot:
+    expires = NOW + timedelta(seconds=TTL)
     return ShardSnapshot(
         version=version,
         bytes=size,
         members=members,
-        holds={rid: ShardHold(user="2", bytes=b, expires=NOW + timedelta(seconds=TTL)) for rid, b in holds.items()},
+        holds={rid: ShardHold(shard=shard, user="2", bytes=b, expires=expires) for rid, b in holds.items()},
     )
+
+
+def _global(shards: dict[str, ShardSnapshot], **fields: object) -> GlobalLedger:
+    """A global document that recorded these shard snapshots."""
+    doc = GlobalLedger(shards={}, **fields)  # type: ignore[arg-type]
+    for shard, snap in shards.items():
+        usage_rules.apply_shard(doc, shard, snap)
+    return doc
 
 
 @pytest.mark.parametrize(
@@ -478,7 +487,7 @@ def _shard(version: int, size: int = 0, members: int = 0, **holds: int) -> Shard
 )
 def test_a_snapshot_only_moves_forward(stored: Snapshot | None, applied: Snapshot, kept: Snapshot) -> None:
     doc = ShardLedger(shard="2a", users={"42": stored} if stored else {})
-    rules.apply_snapshot(doc, "42", applied)
+    usage_rules.apply_snapshot(doc, "42", applied)
     assert doc.users == {"42": kept}
 
 
@@ -494,9 +503,21 @@ def test_a_snapshot_only_moves_forward(stored: Snapshot | None, applied: Snapsho
 def test_a_shard_snapshot_only_moves_forward(
     stored: ShardSnapshot | None, applied: ShardSnapshot, kept: ShardSnapshot
 ) -> None:
-    doc = GlobalLedger(shards={"2a": stored} if stored else {})
-    rules.apply_shard(doc, "2a", applied)
-    assert doc.shards == {"2a": kept}
+    doc = _global({"2a": stored} if stored else {})
+    usage_rules.apply_shard(doc, "2a", applied)
+    assert usage_rules.recorded_shard(doc, "2a") == kept
+    assert set(doc.holds) == set(kept.holds)  # the shard's holds are those of the snapshot kept
+
+
+def test_a_newer_shard_snapshot_replaces_only_its_own_holds() -> None:
+    doc = _global({"00": _shard(1, shard="00", a=1, b=2), "ff": _shard(1, shard="ff", c=3)})
+    usage_rules.apply_shard(doc, "00", _shard(2, shard="00", b=2, d=4))
+    assert sorted(doc.holds) == ["b", "c", "d"]
+    assert usage_rules.global_usage(doc) == 2 + 3 + 4
+
+
+def test_a_shard_the_global_document_never_recorded_is_none() -> None:
+    assert usage_rules.recorded_shard(_global({"00": _shard(1, shard="00")}), "01") is None
 
 
 def test_a_shard_snapshot_sums_its_members_and_lists_their_holds() -> None:
@@ -504,26 +525,26 @@ def test_a_shard_snapshot_sums_its_members_and_lists_their_holds() -> None:
         shard="2a", version=7, users={"1": _snap(3, 100, a=10), "2": _snap(1), "3": _snap(2, 50, b=20, c=30)}
     )
     expires = NOW + timedelta(seconds=TTL)
-    assert rules.shard_snapshot(doc) == ShardSnapshot(
+    assert usage_rules.shard_snapshot(doc) == ShardSnapshot(
         version=7,
         bytes=150,
         members=2,  # members with images
         holds={
-            "a": ShardHold(user="1", bytes=10, expires=expires),
-            "b": ShardHold(user="3", bytes=20, expires=expires),
-            "c": ShardHold(user="3", bytes=30, expires=expires),
+            "a": ShardHold(shard="2a", user="1", bytes=10, expires=expires),
+            "b": ShardHold(shard="2a", user="3", bytes=20, expires=expires),
+            "c": ShardHold(shard="2a", user="3", bytes=30, expires=expires),
         },
     )
 
 
 def test_global_usage_is_every_shard_every_lease_and_a_layout_not_moved_yet() -> None:
-    doc = GlobalLedger(
-        shards={"00": _shard(1, 100, a=10, b=20), "ff": _shard(1, 1000)},
+    doc = _global(
+        {"00": _shard(1, 100, shard="00", a=10, b=20), "ff": _shard(1, 1000, shard="ff")},
         leases={"l": Lease(bytes=5, expires=NOW), "m": Lease(bytes=7, expires=NOW)},
     )
-    assert rules.global_usage(doc) == 1142
+    assert usage_rules.global_usage(doc) == 1142
     doc.users = {"1": _snap(1, 300, c=3)}  # before shards: one snapshot a member
-    assert rules.global_usage(doc) == 1445
+    assert usage_rules.global_usage(doc) == 1445
 
 
 @pytest.mark.parametrize(
@@ -536,10 +557,11 @@ def test_global_usage_is_every_shard_every_lease_and_a_layout_not_moved_yet() ->
 )
 def test_members_with_a_hold_expired_before_the_deadline_are_refreshed(expires: datetime, stale: list[str]) -> None:
     held = SnapshotHold(bytes=1, expires=expires)
-    shards = {"00": ShardSnapshot(version=1, bytes=0, holds={"h": ShardHold(user="2", bytes=1, expires=expires)})}
-    assert rules.stale_holders(GlobalLedger(shards=shards), NOW) == stale
+    hold = ShardHold(shard="00", user="2", bytes=1, expires=expires)
+    doc = _global({"00": ShardSnapshot(version=1, bytes=0, holds={"h": hold})})
+    assert usage_rules.stale_holders(doc, NOW) == stale
     legacy = GlobalLedger(users={"2": Snapshot(version=1, bytes=0, holds={"h": held})})
-    assert rules.stale_holders(legacy, NOW) == stale
+    assert usage_rules.stale_holders(legacy, NOW) == stale
 
 
 @pytest.mark.parametrize(
@@ -550,21 +572,23 @@ def test_members_with_a_hold_expired_before_the_deadline_are_refreshed(expires: 
     ],
 )
 def test_a_hold_is_recorded_in_the_global_ledger_up_to_the_limit(held: int, refused: Refusal | None) -> None:
-    doc = GlobalLedger(shards={"01": _shard(1, 500), "02": _shard(1, 50)}, leases={"l": Lease(bytes=50, expires=NOW)})
+    doc = _global(
+        {"01": _shard(1, 500, shard="01"), "02": _shard(1, 50, shard="02")}, leases={"l": Lease(bytes=50, expires=NOW)}
+    )
     if refused is None:
-        rules.global_hold(doc, shard="02", snap=_shard(2, 50, h=held), rid="h", limit=1000)
-        assert doc.shards["02"] == _shard(2, 50, h=held)
+        usage_rules.global_hold(doc, shard="02", snap=_shard(2, 50, shard="02", h=held), rid="h", limit=1000)
+        assert usage_rules.recorded_shard(doc, "02") == _shard(2, 50, shard="02", h=held)
         return
     with pytest.raises(QuotaExceeded) as caught:
-        rules.global_hold(doc, shard="02", snap=_shard(2, 50, h=held), rid="h", limit=1000)
+        usage_rules.global_hold(doc, shard="02", snap=_shard(2, 50, shard="02", h=held), rid="h", limit=1000)
     assert _refusal(caught.value) == refused
 
 
 def test_an_over_limit_ledger_still_records_a_snapshot_without_the_hold() -> None:
     """A snapshot taken after the hold ended only brings the ledger closer to the truth."""
-    doc = GlobalLedger(shards={"01": _shard(1, 2000)})
-    rules.global_hold(doc, shard="02", snap=_shard(1, 10), rid="h", limit=1000)
-    assert doc.shards["02"] == _shard(1, 10)
+    doc = _global({"01": _shard(1, 2000, shard="01")})
+    usage_rules.global_hold(doc, shard="02", snap=_shard(1, 10, shard="02"), rid="h", limit=1000)
+    assert usage_rules.recorded_shard(doc, "02") == _shard(1, 10, shard="02")
 
 
 # 1000 bytes; snapshots use 300, another lease 100: 600 are left for this lease on top of its in-flight part.
@@ -588,8 +612,8 @@ def test_a_lease_slice_is_a_fair_share_of_what_is_left(
     leases = {"other": Lease(bytes=100, expires=NOW)}
     if mine:
         leases["me"] = Lease(bytes=mine, expires=NOW)
-    doc = GlobalLedger(shards={"01": _shard(1, 250, a=50)}, leases=leases)
-    assert rules.lease_slice(doc, lease_id="me", covered=covered, need=need, want=want, limit=1000) == slice_
+    doc = _global({"01": _shard(1, 250, shard="01", a=50)}, leases=leases)
+    assert usage_rules.lease_slice(doc, lease_id="me", covered=covered, need=need, want=want, limit=1000) == slice_
 
 
 # -- the bounds checked at the door --------------------------------------------------------
