@@ -32,6 +32,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TypeVar
@@ -54,6 +55,8 @@ D = TypeVar("D", bound=BaseModel)
 _MOVE_ROUNDS = 20
 # How many users with expired holds one global update refreshes (the rest wait for the next).
 _REFRESH_PER_UPDATE = 8
+# How many shard documents one publish writes at once.
+_PUBLISH_AT_ONCE = 16
 _SHARD_NAMES = frozenset(f"{n:02x}" for n in range(keys.SHARDS))
 
 
@@ -247,16 +250,21 @@ class Usage(ABC):
     def publish(self, snaps: dict[str, dict[str, Snapshot]]) -> dict[str, ShardSnapshot]:
         """Record user snapshots (by shard, then member) in their shard documents; returns the
         snapshot of each shard document as written, for the global document."""
-        written: dict[str, ShardSnapshot] = {}
-        for shard in sorted(snaps):
+        if len(snaps) <= 1:
+            return dict(self._publish_one(shard, found) for shard, found in snaps.items())
+        # Shards are independent documents: written side by side, so recording the members a
+        # process served (an escrow settle) costs about one write, not one a shard. The global
+        # document is written only after all of them, by the caller.
+        with ThreadPoolExecutor(max_workers=min(_PUBLISH_AT_ONCE, len(snaps))) as pool:
+            return dict(pool.map(lambda item: self._publish_one(*item), sorted(snaps.items())))
 
-            def apply(doc: ShardLedger, found: dict[str, Snapshot] = snaps[shard]) -> None:
-                for uid, snap in found.items():
-                    usage_rules.apply_snapshot(doc, uid, snap)
+    def _publish_one(self, shard: str, found: dict[str, Snapshot]) -> tuple[str, ShardSnapshot]:
+        def apply(doc: ShardLedger) -> None:
+            for uid, snap in found.items():
+                usage_rules.apply_snapshot(doc, uid, snap)
 
-            _, doc = self.update_shard(shard, apply)
-            written[shard] = usage_rules.shard_snapshot(doc)
-        return written
+        _, doc = self.update_shard(shard, apply)
+        return shard, usage_rules.shard_snapshot(doc)
 
     def publish_users(self, docs: Mapping[keys.MemberId, UserLedger]) -> dict[str, ShardSnapshot]:
         """:meth:`publish` the snapshots of stored versions of user documents."""
