@@ -29,6 +29,8 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+import pytest
+
 from abby_core.errors import SaveOutcomeUnknown, StorageUnavailable
 from abby_core.storage import StorageBackend, StorageManager
 from abby_core.storage.accounts import Accounts
@@ -109,6 +111,16 @@ class CrashPoints(StorageBackend):
 
     def sweep_partial_writes(self, older_than: datetime) -> int:
         return self.inner.sweep_partial_writes(older_than)
+
+
+#: (backend, action) pairs of an in-process crash-point test over ``make_backend``: every mode on
+#: the filesystem, and on SeaweedFS the lost answer (the mode only S3 has).
+IN_PROCESS_MODES = [
+    ("filesystem", "raise"),
+    ("filesystem", "lose"),
+    ("filesystem", "cancel"),
+    pytest.param("seaweedfs", "lose", marks=pytest.mark.seaweedfs),
+]
 
 
 async def interrupted(crash: CrashPoints, run: Callable[[], Awaitable[object]]) -> object:

@@ -12,7 +12,7 @@ from abby_core.errors import SaveOutcomeUnknown
 from abby_core.storage import StorageBackend, StorageManager, catalogue_rules, keys, rules, usage_rules
 from abby_core.storage.catalogue_rules import RECENT
 from tests.fixtures.clocks import Clock, day_safe_now
-from tests.reliability.crashpoints import TTL, CrashPoints, counted_snapshot, describe, interrupted
+from tests.reliability.crashpoints import IN_PROCESS_MODES, TTL, CrashPoints, counted_snapshot, describe, interrupted
 from tests.storage.test_archive import photo
 from tests.storage.test_manager import png
 
@@ -107,17 +107,7 @@ async def test_catalogued_images_are_archived_and_restored(
     assert (await manager.reconcile()).drift == {}
 
 
-# Every mode on the filesystem; SeaweedFS the lost answer (the mode only S3 has).
-@pytest.mark.parametrize(
-    ("backend_kind", "action"),
-    [
-        ("filesystem", "raise"),
-        ("filesystem", "lose"),
-        ("filesystem", "cancel"),
-        pytest.param("seaweedfs", "lose", marks=pytest.mark.seaweedfs),
-    ],
-    indirect=["backend_kind"],
-)
+@pytest.mark.parametrize(("backend_kind", "action"), IN_PROCESS_MODES, indirect=["backend_kind"])
 async def test_a_generation_that_moves_images_into_the_catalogue_interrupted_at_every_call(
     make_backend: Callable[..., StorageBackend], action: str
 ) -> None:

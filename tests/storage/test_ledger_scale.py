@@ -27,7 +27,7 @@ from abby_core.storage import (
 from abby_core.storage.documents import Entry, GlobalLedger, ShardLedger, Snapshot, UserLedger
 from tests.fixtures.clocks import Clock, day_safe_now
 from tests.reliability import scenarios
-from tests.reliability.crashpoints import TTL, CrashPoints, describe, interrupted, verdict
+from tests.reliability.crashpoints import IN_PROCESS_MODES, TTL, CrashPoints, describe, interrupted, verdict
 from tests.storage.test_manager import png
 
 MEMBERS = 10_000
@@ -145,17 +145,7 @@ async def test_a_store_of_the_layout_before_shards_is_read_and_upgraded(
     assert not audit.global_mismatch() and not audit.shards_behind, (audit.global_mismatch(), audit.shards_behind)
 
 
-# Every mode on the filesystem; SeaweedFS the lost answer (the mode only S3 has).
-@pytest.mark.parametrize(
-    ("backend_kind", "action"),
-    [
-        ("filesystem", "raise"),
-        ("filesystem", "lose"),
-        ("filesystem", "cancel"),
-        pytest.param("seaweedfs", "lose", marks=pytest.mark.seaweedfs),
-    ],
-    indirect=["backend_kind"],
-)
+@pytest.mark.parametrize(("backend_kind", "action"), IN_PROCESS_MODES, indirect=["backend_kind"])
 async def test_the_upgrade_interrupted_at_every_storage_call(
     make_backend: Callable[..., StorageBackend], action: str
 ) -> None:
