@@ -177,6 +177,9 @@ class Usage(ABC):
             found = self.ledger.read(keys.shard_key(keys.shard_of(uid)), ShardLedger)
             snap = found[0].users.get(uid) if found else None
             known = snap.version if snap else 0
+        cached = self.cached_global()
+        if cached is not None and not cached.users:
+            return known  # moved into shards already, and a move is never undone: no need to read it
         with contextlib.suppress(LedgerCorrupt):
             legacy = self.ledger.read(keys.GLOBAL_LEDGER_KEY, GlobalLedger)
             snap = legacy[0].users.get(uid) if legacy else None
